@@ -1,0 +1,274 @@
+"""Sampled visual reports (ydata-profiling, Evidently) over frames taken from DuckDB.
+
+The exact, full-table numbers come from profile.profile_table(); these reports run in
+pandas, so they get a reproducible sample of at most `max_rows` rows, with PII masked.
+ydata_profiling and evidently take seconds to import, so they are imported inside the
+functions that need them.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import os
+import re
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from .profile import json_safe, table_label, table_ref
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Masking rules (applied to string columns only; numeric columns are left alone):
+# - EMAIL_RE: local@domain.tld -> first character of local part + "***@domain.tld".
+# - PHONE_RE -> "***", one of: "(area) 123-4567" with optional +country code;
+#   "+cc 20 7946 0958"; three or more 2-4 digit groups split by space, dot or dash
+#   ("555-123-4567"); E.164 "+15551234567". 7 to 15 digits in all. Date-like matches
+#   (2024-01-15, 15.01.2024) are kept; bare digit runs and "1234.5678" are not phones.
+EMAIL_RE = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
+PHONE_RE = re.compile(
+    r"(?<![\w.+-])(?:"
+    r"(?:\+\d{1,3}[ .-]?)?\(\d{1,4}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,3}"
+    r"|\+\d{1,3}[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,4}"
+    r"|\d{2,4}(?:[ .-]\d{2,4}){2,4}"
+    r"|\+\d{7,15}"
+    r")(?![\w-]|\.\d)"
+)
+DATE_LIKE_RE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
+
+
+def _mask_phone(match: re.Match) -> str:
+    text = match.group(0)
+    digits = sum(ch.isdigit() for ch in text)
+    if not 7 <= digits <= 15 or DATE_LIKE_RE.match(text):
+        return text
+    return "***"
+
+
+def mask_text(value: str) -> str:
+    """Mask emails and phone numbers inside one string (see EMAIL_RE / PHONE_RE)."""
+    value = EMAIL_RE.sub(r"\1***@\2", value)
+    return PHONE_RE.sub(_mask_phone, value)
+
+
+def mask_pii(df: "pd.DataFrame") -> "pd.DataFrame":
+    """Return a copy of df with emails and phone-like strings masked in string columns."""
+    import pandas as pd
+
+    out = df.copy()
+    for name in out.columns:
+        column = out[name]
+        if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
+            continue
+        out[name] = column.map(lambda v: mask_text(v) if isinstance(v, str) else v)
+    return out
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def sample_frame(
+    con: duckdb.DuckDBPyConnection, table, max_rows: int, seed: int = 42
+) -> tuple["pd.DataFrame", dict]:
+    """Load the whole table, or a reproducible reservoir sample of max_rows rows, as pandas.
+
+    Returns (frame, note) where note is {table, total_rows, sampled_rows, method, seed};
+    method is "full" or "reservoir". The same seed and connection settings give the
+    same sample.
+    """
+    source = table_ref(table)
+    total = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+    if total <= max_rows:
+        df = con.execute(f"SELECT * FROM {source}").df()
+        method, used_seed = "full", None
+    else:
+        df = con.execute(
+            f"SELECT * FROM {source} USING SAMPLE reservoir({int(max_rows)} ROWS) REPEATABLE ({int(seed)})"
+        ).df()
+        method, used_seed = "reservoir", seed
+    note = {
+        "table": table_label(table),
+        "total_rows": total,
+        "sampled_rows": len(df),
+        "method": method,
+        "seed": used_seed,
+    }
+    return df, note
+
+
+def sampling_text(sampling: dict | None) -> str:
+    """One sentence describing how a frame was drawn from its table."""
+    if not sampling or sampling.get("method") == "full":
+        rows = (sampling or {}).get("total_rows")
+        return f"Computed on all {rows:,} rows." if rows is not None else "Computed on the full data."
+    return (
+        f"Computed on a sample: {sampling['sampled_rows']:,} of {sampling['total_rows']:,} rows "
+        f"({sampling['method']} sampling, seed {sampling.get('seed')}). "
+        "Exact full-table statistics are in the DuckDB profile."
+    )
+
+
+def _frame_for_reports(df: "pd.DataFrame") -> "pd.DataFrame":
+    """Masked copy with types pandas-based libraries handle (tz-naive datetimes, no objects of UUID)."""
+    import pandas as pd
+
+    out = mask_pii(df)
+    for name in out.columns:
+        column = out[name]
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
+            out[name] = column.dt.tz_convert("UTC").dt.tz_localize(None)
+        elif column.dtype == object:
+            # UUID, Decimal, bytes, lists: give the libraries plain strings/floats.
+            sample = column.dropna().head(50)
+            if len(sample) and not all(isinstance(v, str) for v in sample):
+                if all(isinstance(v, (int, float)) or type(v).__name__ == "Decimal" for v in sample):
+                    out[name] = pd.to_numeric(column, errors="coerce")
+                else:
+                    out[name] = column.map(lambda v: None if v is None else str(v))
+    return out
+
+
+# ---------------------------------------------------------------- ydata-profiling
+
+
+def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None) -> str:
+    """ydata-profiling report (minimal mode) as one offline HTML page.
+
+    minimal=True on purpose: the exact full-table statistics come from DuckDB
+    (profile.profile_table); this report adds the visuals (histograms, value charts,
+    samples) on a bounded frame, where the expensive ydata extras (interactions,
+    correlation matrices, missing-value diagrams) would add minutes and no new facts.
+    PII is masked before profiling. When sampled, the title and a visible banner say so.
+    """
+    # Before the import: no usage ping to ydata's server, headless matplotlib.
+    os.environ["YDATA_PROFILING_NO_ANALYTICS"] = "1"
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from ydata_profiling import ProfileReport
+    from ydata_profiling.model.pandas import summary_pandas
+
+    # ydata-profiling 4.18 ignores progress_bar=False in its per-column loop.
+    if not isinstance(summary_pandas.tqdm, functools.partial):
+        summary_pandas.tqdm = functools.partial(summary_pandas.tqdm, disable=True)
+
+    note = sampling_text(sampling)
+    sampled = bool(sampling) and sampling.get("method") != "full"
+    full_title = f"{title} (sample {sampling['sampled_rows']:,} of {sampling['total_rows']:,} rows)" if sampled else title
+    report = ProfileReport(
+        _frame_for_reports(df),
+        minimal=True,
+        title=full_title,
+        progress_bar=False,
+        dataset={"description": note},
+        html={"use_local_assets": True, "inline": True, "navbar_show": True},
+    )
+    page = report.to_html()
+    banner = (
+        '<div id="udb-sampling-note" style="background:#fff4e5;color:#5c3b00;padding:10px 16px;'
+        'font:14px system-ui,sans-serif;border-bottom:1px solid #f0c68c">'
+        f"<strong>{'Sample' if sampled else 'Data'}:</strong> {html.escape(note)}</div>"
+    )
+    return _insert_after_body(page, banner)
+
+
+def _insert_after_body(page: str, fragment: str) -> str:
+    match = re.search(r"<body[^>]*>", page, flags=re.IGNORECASE)
+    if not match:
+        return fragment + page
+    return page[: match.end()] + fragment + page[match.end():]
+
+
+# ---------------------------------------------------------------- Evidently
+
+
+def _evidently_dataset(df: "pd.DataFrame"):
+    from evidently import DataDefinition, Dataset
+
+    # Empty DataDefinition: Evidently infers numerical/categorical/datetime columns.
+    return Dataset.from_pandas(_frame_for_reports(df), data_definition=DataDefinition())
+
+
+def _snapshot_outputs(snapshot) -> tuple[str, dict]:
+    # json() uses Evidently's NumpyEncoder; reloading and json_safe turns NaN into None.
+    result = json_safe(json.loads(snapshot.json()))
+    return snapshot.get_html_str(as_iframe=False), result
+
+
+def evidently_summary(df: "pd.DataFrame") -> tuple[str, dict]:
+    """Evidently 0.7 DataSummaryPreset with tests on df; returns (standalone HTML, result dict).
+
+    The dict is {"metrics": [{id, metric_name, config, value}], "tests": [{name,
+    description, status, ...}]}. The HTML embeds Evidently's JS, so it works offline.
+    """
+    from evidently import Report
+    from evidently.presets import DataSummaryPreset
+
+    snapshot = Report([DataSummaryPreset()], include_tests=True).run(current_data=_evidently_dataset(df))
+    return _snapshot_outputs(snapshot)
+
+
+def evidently_drift(current_df: "pd.DataFrame", reference_df: "pd.DataFrame") -> tuple[str, dict]:
+    """Evidently 0.7 DataDriftPreset (current vs reference) with tests; returns (HTML, result dict).
+
+    Pass the result dict to drift_verdict() for a compact verdict.
+    """
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    snapshot = Report([DataDriftPreset()], include_tests=True).run(
+        current_data=_evidently_dataset(current_df),
+        reference_data=_evidently_dataset(reference_df),
+    )
+    return _snapshot_outputs(snapshot)
+
+
+def drift_verdict(result: dict) -> dict:
+    """Compact verdict from an evidently_drift() result dict.
+
+    Returns {dataset_drift, drifted_columns, share, drifted_count, threshold, columns}
+    where columns is [{column, method, score, threshold, drifted}]. A column is drifted
+    when its Evidently "Value Drift" test failed; without tests the score is compared
+    to the threshold (p-value methods drift below it, distances at or above it).
+    """
+    metrics = result.get("metrics", [])
+    failed_tests: dict[str, bool] = {}
+    for test in result.get("tests", []):
+        params = (test.get("metric_config") or {}).get("params") or {}
+        if params.get("type", "").endswith(":ValueDrift") and "column" in params:
+            failed_tests[params["column"]] = test.get("status") == "FAIL"
+
+    share, count, threshold = 0.0, 0, 0.5
+    columns = []
+    for metric in metrics:
+        config = metric.get("config") or {}
+        kind = config.get("type", "")
+        value = metric.get("value")
+        if kind.endswith(":DriftedColumnsCount") and isinstance(value, dict):
+            share = float(value.get("share") or 0.0)
+            count = int(value.get("count") or 0)
+            threshold = float(config.get("drift_share", threshold))
+        elif kind.endswith(":ValueDrift"):
+            column = config.get("column")
+            method = str(config.get("method", ""))
+            limit = config.get("threshold")
+            if column in failed_tests:
+                drifted = failed_tests[column]
+            elif value is None or limit is None:
+                drifted = False
+            elif "p_value" in method:
+                drifted = value < limit
+            else:
+                drifted = value >= limit
+            columns.append({"column": column, "method": method, "score": value, "threshold": limit, "drifted": drifted})
+    drifted_columns = [c["column"] for c in columns if c["drifted"]]
+    return {
+        # Evidently's rule: the dataset drifts when the drifted share reaches drift_share.
+        "dataset_drift": bool(columns) and share >= threshold,
+        "drifted_columns": drifted_columns,
+        "share": share,
+        "drifted_count": count,
+        "threshold": threshold,
+        "columns": columns,
+    }

@@ -1,0 +1,119 @@
+"""writer: the only DuckDB writer. Lease, download, load staged batches, upload if unchanged.
+
+A crash at any point leaves the previous warehouse in the store: the new file is only
+uploaded whole, with If-Match on the ETag the load started from.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from cloudevents.http import CloudEvent
+
+from shared import duck, events, lease, metrics
+from shared.errors import NotFound, PreconditionFailed, SourceError, TransientError
+from shared.runtime import Context
+
+FUNCTION = "writer"
+WAREHOUSE = "warehouse.duckdb"
+CATALOGUE_DDL = """
+CREATE SCHEMA IF NOT EXISTS udb_meta;
+CREATE SCHEMA IF NOT EXISTS udb_snapshots;
+CREATE TABLE IF NOT EXISTS udb_meta.batches (
+    batch_id VARCHAR PRIMARY KEY, job_id VARCHAR NOT NULL, table_name VARCHAR NOT NULL,
+    rows BIGINT NOT NULL, schema_hash VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL
+);
+"""
+
+
+def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
+    data = events.event_data(event)
+    attrs = event.get_attributes()
+    tenant, job_id = attrs["tenant"], attrs["jobid"]
+    store = ctx.tenant_store(tenant)
+    jobs = ctx.jobs(tenant)
+    jobs.ensure(job_id, traceparent=attrs.get("traceparent"))
+    jobs.move(job_id, "loading")
+
+    waited = time.perf_counter()
+    held = lease.acquire(ctx.store, tenant, seconds=ctx.settings.lease_seconds,
+                         wait=ctx.settings.lease_wait_seconds)
+    metrics.lease_wait_seconds.observe(time.perf_counter() - waited)
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="udb-writer-") as tmp:
+            local = Path(tmp) / WAREHOUSE
+            try:
+                base_etag = store.get_to_file(WAREHOUSE, local)
+            except NotFound:
+                base_etag = None
+            results = _load(local, data["tables"], store, Path(tmp), ctx)
+            if any(r["applied"] for r in results):
+                held = lease.renew(ctx.store, held, seconds=ctx.settings.lease_seconds)
+                try:
+                    if base_etag is None:
+                        new_etag = store.put(WAREHOUSE, local, if_none_match=True)
+                    else:
+                        new_etag = store.put(WAREHOUSE, local, if_match=base_etag)
+                except PreconditionFailed:
+                    raise TransientError("the warehouse changed during the load; retrying") from None
+            else:
+                new_etag = base_etag
+    finally:
+        lease.release(ctx.store, held)
+    metrics.duckdb_write_seconds.labels(tenant).observe(time.perf_counter() - started)
+    jobs.move(job_id, "loaded", tables={r["table"]: {"rows": r["rows"]} for r in results})
+    autoanalyze = data.get("autoanalyze", True)
+    reply = {"source_id": data["source_id"], "tables": results, "autoanalyze": autoanalyze}
+    if new_etag:
+        reply["warehouse_etag"] = new_etag
+    return ctx.emit(events.WAREHOUSE_LOADED, reply, event, autoanalyze=autoanalyze)
+
+
+def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context) -> list[dict]:
+    con = duck.connect(path, memory_limit=ctx.settings.duckdb_memory_limit, threads=ctx.settings.duckdb_threads)
+    results = []
+    try:
+        con.execute(CATALOGUE_DDL)
+        for batch in tables:
+            table = batch["table"]
+            q = duck.quote(table)
+            if con.execute("SELECT 1 FROM udb_meta.batches WHERE batch_id = ?", [batch["batch_id"]]).fetchone():
+                rows = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
+                results.append({"table": table, "rows": rows, "applied": False, "previous_rows": None})
+                ctx.log.info("batch %s already applied; skipped", batch["batch_id"])
+                continue
+            files = []
+            for i, key in enumerate(batch["parts"]):
+                local = tmp / f"{table}-{i}.parquet"
+                try:
+                    store.get_to_file(key, local)
+                except NotFound:
+                    raise SourceError(f"staged part {key} is missing") from None
+                files.append(str(local))
+            exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+                                 "AND table_name = ?", [table]).fetchone()[0]
+            con.execute("BEGIN")
+            previous = None
+            if exists:
+                previous = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
+                # The table as it was becomes the drift reference for the next analysis.
+                con.execute(f"CREATE OR REPLACE TABLE udb_snapshots.{q} AS SELECT * FROM main.{q}")
+            con.execute(f"CREATE OR REPLACE TABLE main.{q} AS SELECT * FROM read_parquet(?)", [files])
+            rows = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
+            if rows != batch["rows"]:
+                con.execute("ROLLBACK")
+                raise SourceError(f"{table}: staged {batch['rows']} rows but read {rows}")
+            con.execute("INSERT INTO udb_meta.batches VALUES (?, ?, ?, ?, ?, now())",
+                        [batch["batch_id"], ctx_job(batch), table, rows, batch["schema_hash"]])
+            con.execute("COMMIT")
+            results.append({"table": table, "rows": rows, "applied": True, "previous_rows": previous})
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return results
+
+
+def ctx_job(batch: dict) -> str:
+    return batch["batch_id"].split("/", 1)[0]

@@ -1,0 +1,31 @@
+# UDB tasks. Prerequisites: Python 3.11+ and just; every recipe installs the rest.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := env_var_or_default("PYTHON", "python3")
+venv := justfile_directory() / ".venv"
+bin := venv / "bin"
+
+# Run the demo: a generated sales dataset through the whole pipeline, in this process
+demo: install
+    {{bin}}/python samples/make_demo.py .udb/samples/demo
+    {{bin}}/udb run .udb/samples/demo
+
+# Every test (unit, integration, e2e; services started and stopped by the tests). ARGS go to pytest.
+test *ARGS: install
+    {{bin}}/python -m pytest {{ARGS}}
+
+# Create .venv and install UDB with the pinned dependency tree (skipped when up to date)
+install:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    stamp="{{venv}}/.udb-installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
+    if [ -f "$stamp" ]; then exit 0; fi
+    if [ ! -x "{{bin}}/python" ]; then {{python}} -m venv "{{venv}}"; fi
+    "{{bin}}/python" -m pip install --quiet --upgrade pip
+    "{{bin}}/python" -m pip install --quiet -c requirements.lock -e ".[dev]"
+    rm -f "{{venv}}"/.udb-installed-*
+    touch "$stamp"
+
+# Run one command of the CLI, e.g. `just udb status job-...`
+udb *ARGS: install
+    {{bin}}/udb {{ARGS}}

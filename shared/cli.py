@@ -1,0 +1,118 @@
+"""The `udb` command: run a hint through the pipeline in-process, read job status and artifacts."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from shared import events
+from shared.errors import UDBError
+from shared.jobs import TERMINAL
+from shared.settings import Settings
+from shared.tenancy import DEFAULT_TENANT, new_job_id, validate_tenant
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="udb", description="UDB: a hint in, analysed data out.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="discover, sync, load and analyse HINT in this process")
+    run.add_argument("hint", help="a file or folder path (CSV, TSV, Parquet, JSON, NDJSON, XLSX)")
+    run.add_argument("--tenant", default=DEFAULT_TENANT)
+    run.add_argument("--no-analyze", action="store_true", help="stop once the warehouse is loaded")
+    for name, text in (("status", "print a job's status document"), ("artifacts", "list a job's artifacts")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job")
+        p.add_argument("--tenant", default=DEFAULT_TENANT)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if "UDB_LOG_LEVEL" not in os.environ:  # a command line stays quiet but for its own output
+            settings = replace(settings, log_level="ERROR")
+        validate_tenant(args.tenant)
+        if args.command == "run":
+            return run_hint(settings, args.hint, args.tenant, analyze=not args.no_analyze)
+        if args.command == "status":
+            return show_status(settings, args.tenant, args.job)
+        return show_artifacts(settings, args.tenant, args.job)
+    except UDBError as exc:
+        print(f"udb: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _context(settings: Settings):
+    from shared import runtime
+    return runtime.start("cli", settings)
+
+
+def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True) -> int:
+    from shared.embedded import Dispatcher
+
+    job_id = new_job_id()
+    progress = sys.stderr.isatty()
+    started = time.perf_counter()
+
+    def on_event(event):
+        stage = events.STAGE_OF.get(event["type"])
+        if progress and stage:
+            print(f"  [{time.perf_counter() - started:6.1f}s] {stage} ...", file=sys.stderr, flush=True)
+
+    dispatcher = Dispatcher(settings, on_event=on_event)
+    request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint, "autosync": True, "autoanalyze": analyze},
+                                tenant=tenant, job_id=job_id, function="cli")
+    ctx = dispatcher.context("cli")
+    ctx.jobs(tenant).create(job_id, hint=hint, traceparent=request["traceparent"])
+    print(f"job {job_id} (tenant {tenant})")
+    dispatcher.publish(request)
+    doc = ctx.jobs(tenant).get(job_id)
+    if doc["state"] == "failed":
+        print(f"udb: error: {doc['error']['reason']}", file=sys.stderr)
+        print(f"job {job_id} failed in {doc['error']['stage']}")
+        return 1
+    for table, info in sorted(doc["tables"].items()):
+        print(f"table {table}: {info['rows']:,} rows")
+    if doc.get("artifacts_index"):
+        _print_artifacts(settings, ctx, tenant, job_id)
+    print(f"{doc['state']} in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _artifact_path(settings: Settings, ctx, tenant: str, key: str) -> str:
+    if settings.store == "local":
+        return str(Path(settings.home) / "store" / settings.bucket / "tenants" / tenant / key)
+    return f"s3://{settings.bucket}/tenants/{tenant}/{key}"
+
+
+def _print_artifacts(settings: Settings, ctx, tenant: str, job_id: str) -> None:
+    store = ctx.tenant_store(tenant)
+    index = json.loads(store.get(store.artifact_key(job_id, "index.json")).data)
+    for entry in index["artifacts"] + [{"name": "index.json", "bytes": None}]:
+        path = _artifact_path(settings, ctx, tenant, store.artifact_key(job_id, entry["name"]))
+        size = f"{entry['bytes']:>10,} B  " if entry["bytes"] is not None else " " * 14
+        print(f"artifact {size}{path}")
+
+
+def show_status(settings: Settings, tenant: str, job_id: str) -> int:
+    doc = _context(settings).jobs(tenant).get(job_id)
+    print(json.dumps(doc, indent=2))
+    return 1 if doc["state"] == "failed" else 0
+
+
+def show_artifacts(settings: Settings, tenant: str, job_id: str) -> int:
+    ctx = _context(settings)
+    doc = ctx.jobs(tenant).get(job_id)
+    if not doc.get("artifacts_index"):
+        state = doc["state"]
+        print(f"udb: error: job {job_id} has no artifacts (state {state}"
+              + (")" if state not in TERMINAL else f", {doc.get('error') or 'not analysed'})"), file=sys.stderr)
+        return 1
+    _print_artifacts(settings, ctx, tenant, job_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

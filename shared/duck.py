@@ -1,0 +1,51 @@
+"""DuckDB connections with extensions loaded from their PyPI packages, never downloaded."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import duckdb
+
+from shared.errors import TransientError
+
+# extension name -> the PyPI package that ships its binary for our pinned DuckDB version
+EXTENSION_PACKAGES = {
+    "httpfs": "duckdb_extension_httpfs",
+    "postgres_scanner": "duckdb_extension_postgres_scanner",
+    "excel": "duckdb_extension_excel",
+}
+
+
+def extension_path(name: str) -> Path:
+    package = EXTENSION_PACKAGES[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TransientError(f"DuckDB extension {name!r} needs the package {package.replace('_', '-')}")
+    root = Path(list(spec.submodule_search_locations)[0]) / "extensions" / f"v{duckdb.__version__}"
+    path = root / f"{name}.duckdb_extension"
+    if not path.is_file():
+        raise TransientError(f"DuckDB extension {name!r} not found at {path} (DuckDB {duckdb.__version__})")
+    return path
+
+
+def connect(path: str | Path = ":memory:", *, read_only: bool = False, memory_limit: str = "1GB",
+            threads: int = 2, extensions: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
+    config = {
+        # Nothing may download at run time: no extension repository, ever.
+        "autoinstall_known_extensions": False,
+        "allow_unsigned_extensions": False,
+        "memory_limit": memory_limit,
+        "threads": threads,
+    }
+    con = duckdb.connect(str(path), read_only=read_only, config=config)
+    for name in extensions:
+        load(con, name)
+    return con
+
+
+def load(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    con.execute(f"LOAD '{extension_path(name)}'")
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

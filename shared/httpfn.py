@@ -1,0 +1,115 @@
+"""The HTTP side of a function: a functions-framework `@http` target around `handle`.
+
+Not `@cloud_event`: that decorator always answers `200 OK` with a non-event body, which a
+Knative Kafka Broker counts as a failed delivery. Here a reply event goes back in binary mode
+with 200, no reply is 202 with an empty body, bad input is 400 with a JSON body naming every
+problem, and a dependency outage is 503 so the broker retries.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Callable
+
+from cloudevents.http import from_http, to_binary
+
+from shared import metrics, runtime
+from shared.errors import InputError, NotFound, TransientError, ValidationError
+
+Route = Callable[["object", runtime.Context], "tuple"]
+
+
+def json_response(body, status: int = 200, headers: dict | None = None):
+    return (json.dumps(body, indent=2, default=str), status,
+            {"Content-Type": "application/json", **(headers or {})})
+
+
+class FunctionApp:
+    """One function: its context (built once), its event handler and its extra routes."""
+
+    def __init__(self, function: str, handle=None, routes: list[tuple[str, str, Route]] | None = None,
+                 checks: dict[str, Callable[[runtime.Context], None]] | None = None):
+        self.function = function
+        self.handle = handle
+        self.routes = routes or []  # (method, path prefix, fn(request, ctx))
+        self.checks = checks or {}
+        self._ctx = None
+        self._lock = threading.Lock()
+
+    @property
+    def ctx(self) -> runtime.Context:
+        with self._lock:
+            if self._ctx is None:
+                self._ctx = runtime.start(self.function)
+            return self._ctx
+
+    def use(self, ctx: runtime.Context) -> "FunctionApp":
+        self._ctx = ctx
+        return self
+
+    def dependency_report(self) -> dict:
+        ctx = self.ctx
+        report = {}
+        checks = {"object_store": lambda c: c.store.ping(), **self.checks}
+        for name, check in checks.items():
+            try:
+                check(ctx)
+                report[name] = "up"
+                metrics.dependency_up.labels(name).set(1)
+            except Exception as exc:  # any failure means "down", with the reason
+                report[name] = f"down: {exc}"
+                metrics.dependency_up.labels(name).set(0)
+        return report
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        route, (body, status, headers) = self._dispatch(request)
+        metrics.http_requests.labels(self.function, route, str(status)).inc()
+        self.ctx.log.debug("http %s %s -> %s in %.1f ms", request.method, request.path, status,
+                           (time.perf_counter() - started) * 1000)
+        return body, status, headers
+
+    def _dispatch(self, request):
+        path = request.path
+        if path == "/healthz":
+            return "healthz", ("ok", 200, {"Content-Type": "text/plain"})
+        if path in ("/readyz", "/startupz"):
+            report = self.dependency_report()
+            ok = all(v == "up" for v in report.values())
+            return path[1:], json_response({"function": self.function, "ready": ok, "dependencies": report},
+                                           200 if ok else 503)
+        if path == "/metrics":
+            return "metrics", (metrics.exposition(), 200, {"Content-Type": "text/plain; version=0.0.4"})
+        for method, prefix, fn in self.routes:
+            if request.method == method and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
+                return prefix, self._guard(lambda: fn(request, self.ctx))
+        if path == "/" and request.method == "POST" and self.handle is not None:
+            return "event", self._guard(lambda: self._event(request))
+        return "unknown", json_response({"error": f"no route for {request.method} {path}"}, 404)
+
+    def _event(self, request):
+        try:
+            event = from_http(dict(request.headers), request.get_data())
+        except Exception as exc:  # the SDK raises several types for malformed input
+            return json_response({"error": "malformed CloudEvent", "problems": {"event": str(exc)}}, 400)
+        reply = runtime.invoke(self.handle, event, self.ctx)
+        if reply is None:
+            return "", 202, {}
+        headers, body = to_binary(reply)
+        return body, 200, headers
+
+    def _guard(self, fn):
+        try:
+            return fn()
+        except ValidationError as exc:
+            return json_response(exc.to_dict(), 400)
+        except NotFound as exc:
+            return json_response({"error": str(exc)}, 404)
+        except InputError as exc:
+            return json_response({"error": str(exc)}, 400)
+        except TransientError as exc:
+            return json_response({"error": f"dependency unavailable: {exc}"}, 503, {"Retry-After": "1"})
+        except Exception as exc:
+            self.ctx.log.exception("unhandled error")
+            return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)

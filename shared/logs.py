@@ -1,0 +1,67 @@
+"""JSON-lines logging with the tenant, job and trace of the event being handled.
+
+The ids come from context variables set by the handler wrapper, so every log line inside a
+handler carries them without passing them around.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from contextlib import contextmanager
+
+tenant_var = contextvars.ContextVar("tenant", default=None)
+job_var = contextvars.ContextVar("job", default=None)
+trace_var = contextvars.ContextVar("trace", default=None)
+function_var = contextvars.ContextVar("function", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "function": function_var.get(),
+            "tenant": tenant_var.get(),
+            "job": job_var.get(),
+            "trace_id": trace_var.get(),
+            "message": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if extra:
+            line.update(extra)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup(level: str = "INFO", stream=None) -> None:
+    root = logging.getLogger("udb")
+    if getattr(root, "_udb_configured", False):
+        root.setLevel(level)
+        return
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+    root._udb_configured = True
+
+
+def get(name: str) -> logging.Logger:
+    return logging.getLogger(f"udb.{name}")
+
+
+@contextmanager
+def bound(*, tenant=None, job=None, trace=None, function=None):
+    tokens = [(var, var.set(value)) for var, value in
+              ((tenant_var, tenant), (job_var, job), (trace_var, trace), (function_var, function))
+              if value is not None]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)

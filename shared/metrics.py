@@ -1,0 +1,31 @@
+"""Prometheus metrics of every function (the contract is documented in docs/metrics.md)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+
+jobs_total = Counter("udb_jobs_total", "Jobs handled by a function, by outcome",
+                     ["function", "tenant", "outcome"], registry=REGISTRY)
+stage_seconds = Histogram("udb_stage_duration_seconds", "Time spent in one handler stage",
+                          ["function", "stage"], registry=REGISTRY,
+                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+rows_synced = Counter("udb_rows_synced_total", "Rows staged by sync", ["tenant"], registry=REGISTRY)
+bytes_staged = Counter("udb_bytes_staged_total", "Parquet bytes staged by sync", ["tenant"], registry=REGISTRY)
+duckdb_write_seconds = Histogram("udb_duckdb_write_duration_seconds", "Writer load and upload time",
+                                 ["tenant"], registry=REGISTRY)
+lease_wait_seconds = Histogram("udb_writer_lease_wait_seconds", "Time waiting for the warehouse lease",
+                               registry=REGISTRY)
+kpi_seconds = Histogram("udb_kpi_duration_seconds", "KPI query latency", registry=REGISTRY,
+                        buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
+artifact_bytes = Counter("udb_artifact_bytes_total", "Bytes of artifacts written", ["tenant"], registry=REGISTRY)
+artifacts_per_job = Histogram("udb_artifacts_per_job", "Artifacts written per job", registry=REGISTRY,
+                              buckets=(1, 5, 10, 20, 50, 100))
+profile_seconds = Histogram("udb_profile_duration_seconds", "Full-table profile time", registry=REGISTRY)
+dependency_up = Gauge("udb_dependency_up", "1 when a required dependency answers", ["component"], registry=REGISTRY)
+http_requests = Counter("udb_http_requests_total", "HTTP requests by function, path kind and status",
+                        ["function", "route", "status"], registry=REGISTRY)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

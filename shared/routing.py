@@ -1,0 +1,134 @@
+"""Knative Triggers read from `eventing/*.yaml`, and their filters evaluated.
+
+The embedded dispatcher and the stack's local broker both route with `Routes.match`; no other
+code knows who receives what. Filter semantics follow Knative Eventing: `spec.filter.attributes`
+is an exact match on every listed attribute (an empty value means "present"), and
+`spec.filters` (the newer dialect) takes precedence when both are set, with `exact`, `prefix`,
+`suffix`, `all`, `any` and `not`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from shared.errors import ValidationError
+
+ORDERED_ANNOTATION = "kafka.eventing.knative.dev/delivery.order"
+_DURATION_RE = re.compile(r"^PT(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?$")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    retry: int = 0
+    backoff_policy: str = "exponential"
+    backoff_delay: float = 0.2
+    dead_letter_sink: str | None = None
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before retry number `attempt` (1-based), Knative's formula."""
+        if self.backoff_policy == "linear":
+            return self.backoff_delay * attempt
+        return self.backoff_delay * (2 ** attempt)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    broker: str
+    subscriber: str  # name of the Knative Service (e.g. udb-sync)
+    attributes: dict = field(default_factory=dict)
+    filters: tuple = ()
+    delivery: Delivery = Delivery()
+    ordered: bool = False
+
+    def matches(self, attrs: dict) -> bool:
+        attrs = {k: str(v) for k, v in attrs.items() if v is not None}
+        if self.filters:
+            return all(_eval(expr, attrs) for expr in self.filters)
+        return all((k in attrs) if v == "" else attrs.get(k) == v for k, v in self.attributes.items())
+
+
+def _eval(expr: dict, attrs: dict) -> bool:
+    if len(expr) != 1:
+        raise ValidationError("invalid filter", {"filters": f"expected one dialect per entry, found {sorted(expr)}"})
+    (dialect, arg), = expr.items()
+    if dialect == "exact":
+        return all(attrs.get(k) == str(v) for k, v in arg.items())
+    if dialect == "prefix":
+        return all(k in attrs and attrs[k].startswith(str(v)) for k, v in arg.items())
+    if dialect == "suffix":
+        return all(k in attrs and attrs[k].endswith(str(v)) for k, v in arg.items())
+    if dialect == "all":
+        return all(_eval(e, attrs) for e in arg)
+    if dialect == "any":
+        return any(_eval(e, attrs) for e in arg)
+    if dialect == "not":
+        return not _eval(arg, attrs)
+    raise ValidationError("invalid filter", {"filters": f"unsupported dialect {dialect!r}; "
+                                                        "expected exact, prefix, suffix, all, any, not"})
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION_RE.match(text or "")
+    if not match or not any(match.groups()):
+        raise ValidationError("invalid delivery", {"backoffDelay": f"expected an ISO-8601 duration like PT0.5S, found {text!r}"})
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600 + m * 60 + s
+
+
+def _delivery(spec: dict | None, default: Delivery) -> Delivery:
+    if not spec:
+        return default
+    sink = spec.get("deadLetterSink") or {}
+    sink_name = (sink.get("ref") or {}).get("name") or sink.get("uri") or default.dead_letter_sink
+    return Delivery(
+        retry=int(spec.get("retry", default.retry)),
+        backoff_policy=spec.get("backoffPolicy", default.backoff_policy),
+        backoff_delay=parse_duration(spec["backoffDelay"]) if "backoffDelay" in spec else default.backoff_delay,
+        dead_letter_sink=sink_name,
+    )
+
+
+@dataclass
+class Routes:
+    broker: str
+    namespace: str
+    triggers: list[Trigger]
+    delivery: Delivery
+
+    def match(self, attrs: dict) -> list[Trigger]:
+        return [t for t in self.triggers if t.matches(attrs)]
+
+    @property
+    def topic(self) -> str:
+        return f"knative-broker-{self.namespace}-{self.broker}"
+
+
+def load_routes(eventing_dir: Path, broker: str = "udb") -> Routes:
+    docs = []
+    for path in sorted(Path(eventing_dir).glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    brokers = [d for d in docs if d.get("kind") == "Broker" and d["metadata"]["name"] == broker]
+    if not brokers:
+        raise ValidationError("no broker", {"eventing": f"no Broker named {broker!r} in {eventing_dir}"})
+    broker_doc = brokers[0]
+    default = _delivery((broker_doc.get("spec") or {}).get("delivery"), Delivery())
+    triggers = []
+    for doc in docs:
+        if doc.get("kind") != "Trigger" or doc["spec"].get("broker") != broker:
+            continue
+        spec, meta = doc["spec"], doc["metadata"]
+        triggers.append(Trigger(
+            name=meta["name"],
+            broker=broker,
+            subscriber=spec["subscriber"]["ref"]["name"],
+            attributes=dict((spec.get("filter") or {}).get("attributes") or {}),
+            filters=tuple(spec.get("filters") or ()),
+            delivery=_delivery(spec.get("delivery"), default),
+            ordered=(meta.get("annotations") or {}).get(ORDERED_ANNOTATION) == "ordered",
+        ))
+    return Routes(broker=broker, namespace=broker_doc["metadata"].get("namespace", "default"),
+                  triggers=triggers, delivery=default)

@@ -1,0 +1,124 @@
+"""What every function shares: its context, its lifecycle, and how a handler is invoked.
+
+A handler is `handle(event, ctx) -> CloudEvent | None`. `invoke` wraps it the same way for
+the HTTP target, the embedded dispatcher and the tests: it checks the incoming event, binds
+the log context, and turns a bad source into a failed job with a `dev.udb.job.failed` reply.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cloudevents.http import CloudEvent
+
+from shared import events, logs, metrics
+from shared.errors import InputError, TransientError, ValidationError
+from shared.jobs import Jobs
+from shared.settings import Settings
+from shared.store import ObjectStore, TenantStore, open_store
+
+Handler = Callable[[CloudEvent, "Context"], "CloudEvent | None"]
+
+
+class LocalJobEvents:
+    """Embedded mode's stand-in for the `udb.job-events` Kafka topic: one JSON line per
+    job-state change in `<UDB_HOME>/job-events.jsonl`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.Lock()
+
+    def publish(self, doc: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock, open(self.path, "a") as fh:
+            fh.write(json.dumps({"tenant": doc["tenant"], "job": doc["job_id"], "state": doc["state"],
+                                 "at": doc["updated_at"], "error": doc.get("error")}) + "\n")
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Context:
+    function: str
+    settings: Settings
+    store: ObjectStore
+    job_events: object = None
+    log: object = None
+    extras: dict = field(default_factory=dict)
+
+    def tenant_store(self, tenant: str) -> TenantStore:
+        return TenantStore(self.store, tenant)
+
+    def jobs(self, tenant: str) -> Jobs:
+        sink = self.job_events
+        return Jobs(self.tenant_store(tenant), on_change=sink.publish if sink else None)
+
+    def emit(self, event_type: str, data: dict, incoming: CloudEvent, **flags) -> CloudEvent:
+        """The reply to `incoming`: same tenant and job, a child of its trace."""
+        attrs = incoming.get_attributes()
+        return events.make_event(event_type, data, tenant=attrs["tenant"], job_id=attrs["jobid"],
+                                 function=self.function, traceparent=attrs.get("traceparent"),
+                                 flags=flags or None)
+
+
+def start(function: str, settings: Settings | None = None, **extras) -> Context:
+    """Open connections once; bad config fails here, before any traffic is served."""
+    settings = settings or Settings.from_env()
+    logs.setup(settings.log_level)
+    store = open_store(settings)
+    if settings.kafka_bootstrap:
+        from shared.jobevents import KafkaJobEvents  # aiokafka only where it is used
+        job_events = KafkaJobEvents(settings.kafka_bootstrap, settings.job_events_topic)
+    else:
+        job_events = LocalJobEvents(Path(settings.home) / "job-events.jsonl")
+    return Context(function=function, settings=settings, store=store, job_events=job_events,
+                   log=logs.get(function), extras=dict(extras))
+
+
+def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | None:
+    """Run one handler on one event.
+
+    Raises ValidationError for an event that cannot be trusted (answer 400) and
+    TransientError for a dependency outage (answer 5xx, the broker retries). A bad source
+    fails the job and returns its `dev.udb.job.failed` event instead of raising.
+    """
+    events.check_event(event)
+    attrs = event.get_attributes()
+    tenant, job_id = attrs["tenant"], attrs["jobid"]
+    with logs.bound(tenant=tenant, job=job_id, trace=events.trace_id_of(attrs.get("traceparent")),
+                    function=ctx.function):
+        started = time.perf_counter()
+        try:
+            reply = handle(event, ctx)
+        except (ValidationError, TransientError):
+            metrics.jobs_total.labels(ctx.function, tenant, "error").inc()
+            raise
+        except InputError as exc:
+            ctx.log.warning("job failed: %s", exc)
+            return _fail(ctx, event, str(exc))
+        except Exception as exc:  # a bug must not leave the job hanging in a live state
+            ctx.log.error("handler crashed: %s", exc, extra={"fields": {"traceback": traceback.format_exc()}})
+            if ctx.settings.mode != "embedded":
+                raise  # 500: retried, then dead-lettered; the broker fails the job past the budget
+            return _fail(ctx, event, f"internal error in {ctx.function}: {type(exc).__name__}: {exc}")
+        finally:
+            metrics.stage_seconds.labels(ctx.function, "handler").observe(time.perf_counter() - started)
+        outcome = "failed" if reply is not None and reply["type"] == events.JOB_FAILED else "ok"
+        metrics.jobs_total.labels(ctx.function, tenant, outcome).inc()
+        if reply is not None:
+            events.check_event(reply)
+        return reply
+
+
+def _fail(ctx: Context, event: CloudEvent, reason: str) -> CloudEvent:
+    attrs = event.get_attributes()
+    stage = events.STAGE_OF.get(attrs["type"], ctx.function)
+    metrics.jobs_total.labels(ctx.function, attrs["tenant"], "failed").inc()
+    ctx.jobs(attrs["tenant"]).fail(attrs["jobid"], stage=stage, function=ctx.function, reason=reason)
+    return ctx.emit(events.JOB_FAILED, {"stage": stage, "function": ctx.function, "reason": reason}, event)

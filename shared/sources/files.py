@@ -1,0 +1,226 @@
+"""Local files and folders of files: CSV/TSV, Parquet, JSON, NDJSON, Excel .xlsx.
+
+`inspect` turns a path into a catalogue of streams (one per file) after checking that each
+file is what it claims to be; `extract` streams one file through DuckDB into chunked Parquet,
+so memory stays bounded whatever the file's size.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from shared import duck
+from shared.errors import SourceError
+from shared.tenancy import identifier
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
+           ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".xlsx": "xlsx"}
+SNIFF_BYTES = 64 * 1024
+_CSV_LINE_ERROR = re.compile(r"CSV Error on Line: (\d+).*?Expected Number of Columns: (\d+) Found: (\d+)", re.S)
+
+
+def local_path(hint: str) -> Path | None:
+    """The filesystem path a hint names (`/x`, `./x`, `~/x`, `file:///x`), or None."""
+    if hint.startswith("file://"):
+        return Path(unquote(urlparse(hint).path))
+    if "://" in hint:
+        return None
+    return Path(hint).expanduser()
+
+
+def supported() -> str:
+    return ", ".join(sorted(FORMATS))
+
+
+def detect_format(path: Path) -> str:
+    """The file's format from its extension, confirmed by its first bytes."""
+    size = path.stat().st_size
+    if size == 0:
+        raise SourceError(f"{path.name}: file is empty")
+    head = path.open("rb").read(SNIFF_BYTES)
+    ext = path.suffix.lower()
+    fmt = FORMATS.get(ext)
+    if fmt is None:
+        if ext:
+            raise SourceError(f"{path.name}: unsupported file type {ext!r} (supported: {supported()})")
+        fmt = _sniff_kind(head)
+        if fmt is None:
+            raise SourceError(f"{path.name}: cannot tell the file type (no extension, unrecognised content)")
+    if fmt == "parquet":
+        with path.open("rb") as fh:
+            fh.seek(-4, 2)
+            tail = fh.read(4)
+        if not head.startswith(b"PAR1") or tail != b"PAR1":
+            raise SourceError(f"{path.name}: not a Parquet file (missing PAR1 magic bytes)")
+    elif fmt == "xlsx":
+        if not head.startswith(b"PK\x03\x04"):
+            raise SourceError(f"{path.name}: not an Excel .xlsx file (not a zip container)")
+    else:
+        _check_text(path, head)
+        if fmt in ("json", "ndjson"):
+            first = head.lstrip()[:1]
+            if first not in (b"[", b"{"):
+                raise SourceError(f"{path.name}: not JSON (starts with {head.lstrip()[:12]!r})")
+    return fmt
+
+
+def _sniff_kind(head: bytes) -> str | None:
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"PK\x03\x04"):
+        return "xlsx"
+    stripped = head.lstrip()
+    if stripped[:1] in (b"[", b"{"):
+        return "ndjson" if stripped[:1] == b"{" and b"\n{" in stripped else "json"
+    if b"\x00" not in head:
+        return "csv"
+    return None
+
+
+def _check_text(path: Path, head: bytes) -> None:
+    if b"\x00" in head:
+        raise SourceError(f"{path.name}: binary content, not a text file (NUL bytes in the first "
+                          f"{min(len(head), SNIFF_BYTES)} bytes)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # a cut multi-byte character at the end is fine
+            control = sum(1 for b in head if b < 9 or 13 < b < 32)
+            if control > len(head) // 100:
+                raise SourceError(f"{path.name}: binary content, not a text file "
+                                  f"(invalid UTF-8 at byte {exc.start})") from None
+
+
+def _csv_reader_sql(path: Path, fmt: str) -> str:
+    delim = ", delim = '\t'" if fmt == "tsv" else ""
+    return f"read_csv({_lit(path)}, strict_mode = true, null_padding = false{delim})"
+
+
+def reader_sql(path: Path, fmt: str) -> str:
+    """A DuckDB table function call that reads the whole file."""
+    if fmt in ("csv", "tsv"):
+        return _csv_reader_sql(path, fmt)
+    if fmt == "parquet":
+        return f"read_parquet({_lit(path)})"
+    if fmt == "json":
+        return f"read_json({_lit(path)}, format = 'auto')"
+    if fmt == "ndjson":
+        return f"read_json({_lit(path)}, format = 'newline_delimited')"
+    if fmt == "xlsx":
+        return f"read_xlsx({_lit(path)})"
+    raise SourceError(f"unsupported format {fmt!r}")
+
+
+def _lit(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def check_csv_shape(con, path: Path, fmt: str) -> None:
+    """DuckDB's sniffer copes with ragged leading lines by skipping them, which would drop
+    rows silently; refuse the file instead and say which line is wrong."""
+    delim = "\t" if fmt == "tsv" else None
+    try:
+        row = con.execute(f"SELECT Delimiter, SkipRows FROM sniff_csv({_lit(path)}"
+                          + (", delim = '\t'" if delim else "") + ")").fetchone()
+        delim = delim or row[0]
+        skipped = row[1]
+    except Exception as exc:
+        raise _ragged_or(path, delim or ",", f"{path.name}: cannot read as CSV: {_first_line(exc)}") from None
+    if skipped:
+        raise _ragged_or(path, delim, f"{path.name}: the first {skipped} lines do not match the rest of the file")
+
+
+def _ragged_or(path: Path, delim: str, fallback: str) -> SourceError:
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        text = fh.read(SNIFF_BYTES)
+    lines = text.splitlines()[:-1] or text.splitlines()  # the last line of a sniffed chunk may be cut
+    counts = [len(r) for r in csv.reader(io.StringIO("\n".join(lines)), delimiter=delim) if r]
+    if counts:
+        expected = counts[0]
+        for lineno, n in enumerate(counts, start=1):
+            if n != expected:
+                return SourceError(f"{path.name}: ragged rows: line {lineno} has {n} fields, expected {expected}")
+    return SourceError(fallback)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def describe(con, path: Path, fmt: str) -> list[dict]:
+    if fmt in ("csv", "tsv"):
+        check_csv_shape(con, path, fmt)
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path, fmt)}").fetchall()
+    except Exception as exc:
+        raise SourceError(f"{path.name}: cannot read as {fmt}: {_first_line(exc)}") from None
+    if not rows:
+        raise SourceError(f"{path.name}: no columns found")
+    return [{"name": r[0], "type": r[1]} for r in rows]
+
+
+def inspect(hint: str) -> dict:
+    """The catalogue of a local file or folder: {short, provider, streams[...]}."""
+    path = local_path(hint)
+    if path is None:
+        raise SourceError(f"not a local path: {hint!r}")
+    if not path.exists():
+        raise SourceError(f"no such file or directory: {path}")
+    con = duck.connect(extensions=("excel",))
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            usable = [p for p in files if p.suffix.lower() in FORMATS]
+            if not usable:
+                raise SourceError(f"{path}: no supported files in the folder (supported: {supported()})")
+            streams = [_stream(con, p) for p in usable]
+            provider, short = "directory", path.resolve().name
+        else:
+            streams = [_stream(con, path)]
+            provider, short = "file", path.resolve().parent.name
+    finally:
+        con.close()
+    names = [s["name"] for s in streams]
+    if len(set(names)) != len(names):
+        raise SourceError(f"{path}: two files map to the same table name ({', '.join(names)})")
+    return {"provider": provider, "short": identifier(short, "src"), "streams": streams}
+
+
+def _stream(con, path: Path) -> dict:
+    fmt = detect_format(path)
+    columns = describe(con, path, fmt)
+    temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
+    keys = [c["name"] for c in columns if c["name"].lower() in ("id",) or c["name"].lower().endswith("_id")]
+    return {"name": identifier(path.stem), "format": fmt, "location": str(path.resolve()),
+            "columns": columns, "sync_modes": ["full"], "cursor_candidates": temporal,
+            "primary_key_candidates": keys[:1], "bytes": path.stat().st_size}
+
+
+def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str = "1GB", threads: int = 2) -> int:
+    """Write the stream as Parquet parts into `out_dir`; returns the row count."""
+    path, fmt = Path(stream["location"]), stream["format"]
+    if not path.is_file():
+        raise SourceError(f"{path}: file disappeared since discovery")
+    con = duck.connect(memory_limit=memory_limit, threads=threads, extensions=("excel",))
+    try:
+        if fmt in ("csv", "tsv"):
+            check_csv_shape(con, path, fmt)
+        try:
+            rows = con.execute(
+                f"COPY (SELECT * FROM {reader_sql(path, fmt)}) TO {_lit(out_dir)} "
+                f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+        except Exception as exc:
+            match = _CSV_LINE_ERROR.search(str(exc))
+            if match:
+                line, expected, found = match.groups()
+                raise SourceError(f"{path.name}: ragged rows: line {line} has {found} fields, "
+                                  f"expected {expected}") from None
+            raise SourceError(f"{path.name}: cannot read as {fmt}: {_first_line(exc)}") from None
+    finally:
+        con.close()
+    return int(rows)
