@@ -7,7 +7,6 @@ so memory stays bounded whatever the file's size.
 from __future__ import annotations
 
 import csv
-import io
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -133,16 +132,21 @@ def check_csv_shape(con, path: Path, fmt: str) -> None:
         raise _ragged_or(path, delim, f"{path.name}: the first {skipped} lines do not match the rest of the file")
 
 
-def _ragged_or(path: Path, delim: str, fallback: str) -> SourceError:
+def _ragged_or(path: Path, delim: str, fallback: str, max_lines: int = 100_000) -> SourceError:
+    """Name the first line whose field count differs from the header's (within the lines
+    DuckDB's sniffer looks at), or fall back to the sniffer's own complaint."""
     with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
-        text = fh.read(SNIFF_BYTES)
-    lines = text.splitlines()[:-1] or text.splitlines()  # the last line of a sniffed chunk may be cut
-    counts = [len(r) for r in csv.reader(io.StringIO("\n".join(lines)), delimiter=delim) if r]
-    if counts:
-        expected = counts[0]
-        for lineno, n in enumerate(counts, start=1):
-            if n != expected:
-                return SourceError(f"{path.name}: ragged rows: line {lineno} has {n} fields, expected {expected}")
+        expected = None
+        for lineno, row in enumerate(csv.reader(fh, delimiter=delim), start=1):
+            if lineno > max_lines:
+                break
+            if not row:
+                continue
+            if expected is None:
+                expected = len(row)
+            elif len(row) != expected:
+                return SourceError(f"{path.name}: ragged rows: line {lineno} has {len(row)} fields, "
+                                   f"expected {expected}")
     return SourceError(fallback)
 
 

@@ -1,0 +1,52 @@
+"""Fixtures shared by every test: isolated settings and generated data with known answers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from shared import runtime
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    # An empty env: no developer setting leaks into a test.
+    return Settings.from_env(env={}, home=tmp_path / "udb", eventing_dir=REPO / "eventing",
+                             profile_sample_rows=5_000, log_level="WARNING")
+
+
+@pytest.fixture
+def ctx_for(settings):
+    contexts = {}
+
+    def make(function: str) -> runtime.Context:
+        if function not in contexts:
+            contexts[function] = runtime.start(function, settings)
+        return contexts[function]
+
+    return make
+
+
+def write_sales(path: Path, rows: int, *, offset: float = 0.0) -> Path:
+    """A sales CSV with known answers: order_id 1..rows, amount = (i % 100) + offset,
+    discount NULL when i % 10 = 0, region cycling over 4 values, one row per hour."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    duckdb.execute(f"""
+        COPY (
+            SELECT i + 1 AS order_id,
+                   ['north', 'south', 'east', 'west'][i % 4 + 1] AS region,
+                   TIMESTAMP '2025-01-01' + to_hours(i) AS ordered_at,
+                   (i % 100) + {offset} AS amount,
+                   CASE WHEN i % 10 = 0 THEN NULL ELSE (i % 7) / 10 END AS discount
+            FROM range({rows}) t(i)
+        ) TO '{path}' (HEADER)""")
+    return path
+
+
+@pytest.fixture
+def sales_csv(tmp_path) -> Path:
+    return write_sales(tmp_path / "data" / "sales.csv", 10_000)
