@@ -29,8 +29,10 @@ import glob
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -100,9 +102,6 @@ def endpoints() -> dict[str, str]:
 
 
 def minio_credentials() -> tuple[str, str]:
-    if "minio" in _containers:
-        container = _containers["minio"]
-        return container.access_key, container.secret_key
     return MINIO_ROOT_USER, MINIO_ROOT_PASSWORD
 
 
@@ -135,11 +134,13 @@ def _log_file(name: str) -> Path:
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
+    """The last lines of the latest run in a log that is appended to across runs."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+    runs = re.split(r"^(?==== \d{4}-)", text, flags=re.MULTILINE)
+    return "\n".join(runs[-1].splitlines()[-lines:])
 
 
 def _alive(pid: int) -> bool:
@@ -231,8 +232,6 @@ def _run_step(name: str, step: str, argv: list[str], *, timeout: float, env: dic
 
 
 def _port_busy(port: int) -> bool:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((HOST, port)) == 0
@@ -328,12 +327,13 @@ def _http_status(url: str, method: str = "GET", headers: dict | None = None, tim
 
 # ---------------------------------------------------------------- kafka
 
-def _kafka_jar() -> Path:
-    return KAFKA_LIBS / f"kafka_2.13-{KAFKA_VERSION}.jar"
+def _kafka_stamp() -> str:
+    return hashlib.sha256(KAFKA_POM.read_bytes() + KAFKA_VERSION.encode()).hexdigest()
 
 
 def install_kafka() -> None:
-    if _kafka_jar().exists():
+    stamp = KAFKA_LIBS / ".installed"
+    if stamp.exists() and stamp.read_text().strip() == _kafka_stamp():
         return
     _require("kafka", "java", "Java 17")
     mvn = _require("kafka", "mvn", "Maven 3")
@@ -343,6 +343,7 @@ def install_kafka() -> None:
         mvn, "-B", "-q", "-f", str(KAFKA_POM), f"-Dkafka.version={KAFKA_VERSION}",
         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
     ], timeout=1200)
+    (staging / ".installed").write_text(_kafka_stamp() + "\n")
     shutil.rmtree(KAFKA_LIBS, ignore_errors=True)
     staging.rename(KAFKA_LIBS)
 
@@ -376,6 +377,8 @@ def _kafka_config() -> Path:
 def _kafka_java(main: str, *args: str, heap: str = "-Xmx512m") -> list[str]:
     return [
         _require("kafka", "java", "Java 17"), heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        # Keep logging through the broker's own shutdown hook instead of going silent first.
+        "-Dlog4j2.shutdownHookEnabled=false",
         f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
         "-cp", f"{KAFKA_LIBS}/*", main, *args,
     ]
@@ -395,7 +398,10 @@ def _kafka_ready(timeout_ms: int = 3000) -> bool:
     # A cheap port probe first keeps aiokafka from logging connection errors while the JVM boots.
     if not _port_busy(KAFKA_PORT):
         return False
-    from aiokafka.admin import AIOKafkaAdminClient
+    try:
+        from aiokafka.admin import AIOKafkaAdminClient
+    except ImportError:
+        raise ServiceError(f"kafka's readiness check needs 'aiokafka' in {sys.executable}: not installed") from None
 
     async def probe():
         admin = AIOKafkaAdminClient(bootstrap_servers=endpoints()["kafka"],
@@ -547,7 +553,9 @@ def _initdb(data: Path) -> None:
 def _launch_postgres() -> int:
     data, sockets = _pg_dirs()
     user = _pg_user()
-    if not (data / "PG_VERSION").exists():
+    version_file = data / "PG_VERSION"
+    # The cluster is disposable: re-create it when missing or made by another major version.
+    if not version_file.exists() or version_file.read_text().strip() != _pg_bin().parent.name:
         shutil.rmtree(data, ignore_errors=True)
         _initdb(data)
     sockets.mkdir(parents=True, exist_ok=True)
@@ -664,18 +672,29 @@ def _start_container(name: str) -> None:
         raise ServiceError(f"{name}: UDB_SERVICES=containers is not available: no Docker engine "
                            "(`docker info` failed); unset UDB_SERVICES to run local services")
     if name == "kafka":
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
-        container = KafkaContainer().with_kraft()
-    elif name == "minio":
-        from testcontainers.minio import MinioContainer
+        _containers[name] = KafkaContainer().with_kraft().start()
+    elif name == "postgres":
+        from testcontainers.community.postgres import PostgresContainer
 
-        container = MinioContainer(access_key=MINIO_ROOT_USER, secret_key=MINIO_ROOT_PASSWORD)
+        _containers[name] = PostgresContainer(username=POSTGRES_USER, password=POSTGRES_PASSWORD,
+                                              dbname=POSTGRES_DB).start()
     else:
-        from testcontainers.postgres import PostgresContainer
+        # testcontainers' MinioContainer needs the `minio` client package; a plain container does not.
+        from testcontainers.core.container import DockerContainer
 
-        container = PostgresContainer(username=POSTGRES_USER, password=POSTGRES_PASSWORD, dbname=POSTGRES_DB)
-    _containers[name] = container.start()
+        container = (DockerContainer("minio/minio:latest")
+                     .with_env("MINIO_ROOT_USER", MINIO_ROOT_USER)
+                     .with_env("MINIO_ROOT_PASSWORD", MINIO_ROOT_PASSWORD)
+                     .with_command("server /data")
+                     .with_exposed_ports(9000))
+        _containers[name] = container.start()
+        deadline = time.monotonic() + 60
+        while not _minio_ready():
+            if time.monotonic() > deadline:
+                raise ServiceError("minio container not ready after 60s")
+            time.sleep(0.5)
 
 
 def _stop_container(name: str) -> bool:
@@ -691,8 +710,8 @@ def _container_endpoints() -> dict[str, str]:
     if "kafka" in _containers:
         result["kafka"] = _containers["kafka"].get_bootstrap_server()
     if "minio" in _containers:
-        config = _containers["minio"].get_config()
-        result["s3"] = f"http://{config['endpoint']}"
+        container = _containers["minio"]
+        result["s3"] = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(9000)}"
     if "postgres" in _containers:
         result["postgres"] = _containers["postgres"].get_connection_url(driver=None)
     return result

@@ -98,6 +98,7 @@ class Routes:
     namespace: str
     triggers: list[Trigger]
     delivery: Delivery
+    sinks: dict = field(default_factory=dict)  # KafkaSink name -> topic
 
     def match(self, attrs: dict) -> list[Trigger]:
         return [t for t in self.triggers if t.matches(attrs)]
@@ -130,5 +131,6 @@ def load_routes(eventing_dir: Path, broker: str = "udb") -> Routes:
             delivery=_delivery(spec.get("delivery"), default),
             ordered=(meta.get("annotations") or {}).get(ORDERED_ANNOTATION) == "ordered",
         ))
+    sinks = {d["metadata"]["name"]: d["spec"]["topic"] for d in docs if d.get("kind") == "KafkaSink"}
     return Routes(broker=broker, namespace=broker_doc["metadata"].get("namespace", "default"),
-                  triggers=triggers, delivery=default)
+                  triggers=triggers, delivery=default, sinks=sinks)

@@ -1,0 +1,255 @@
+"""A local broker with Knative Kafka Broker semantics, for the stack on one machine.
+
+- Ingress: `POST /<namespace>/<broker>` takes a binary or structured CloudEvent and writes it
+  to the topic `knative-broker-<namespace>-<broker>` in CloudEvents Kafka binary mode, keyed
+  by the `partitionkey` extension. 202 when Kafka acknowledged it, 400 for a bad event,
+  503 when Kafka is down.
+- Dispatch: one consumer group per Trigger (`knative-trigger-<namespace>-<trigger>`); each
+  record is filtered with `shared.routing` (the code embedded mode uses), delivered over HTTP
+  in binary mode, and a reply CloudEvent goes back into the broker topic.
+- Delivery: `retry`, `backoffPolicy`, `backoffDelay` from the Trigger (or the Broker); 5xx,
+  404, 408, 409, 429 and connection errors are retried, other 4xx are not; exhausted
+  deliveries go to the dead-letter KafkaSink's topic with `knativeerrordest`,
+  `knativeerrorcode` and `knativeerrordata`.
+- Order: Triggers annotated `kafka.eventing.knative.dev/delivery.order: ordered` deliver one
+  record at a time per partition; unordered ones deliver a partition's batch concurrently.
+
+Usage: python -m devstack.broker --port 18090 --kafka 127.0.0.1:19092 \
+           --subscriber udb-discover=http://127.0.0.1:18081 ...
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from cloudevents.http import CloudEvent, from_http
+
+from shared import bindings
+from shared.routing import Routes, Trigger, load_routes
+
+log = logging.getLogger("udb.broker")
+RETRYABLE = {404, 408, 409, 429}
+MAX_ERROR_DATA = 1024
+
+
+def retryable(status: int | None) -> bool:
+    return status is None or status >= 500 or status in RETRYABLE
+
+
+class Broker:
+    def __init__(self, routes: Routes, kafka: str, subscribers: dict[str, str], *,
+                 delivery_timeout: float = 620.0, on_delivery=None):
+        self.routes = routes
+        self.kafka = kafka
+        self.subscribers = subscribers
+        self.delivery_timeout = delivery_timeout
+        self.on_delivery = on_delivery or (lambda record: None)
+        self.producer: AIOKafkaProducer | None = None
+        self.consumers: list[AIOKafkaConsumer] = []
+        self.tasks: list[asyncio.Task] = []
+        self.http: httpx.AsyncClient | None = None
+        self.stats = defaultdict(int)
+
+    @property
+    def topic(self) -> str:
+        return self.routes.topic
+
+    def dead_letter_topic(self, trigger: Trigger) -> str | None:
+        sink = trigger.delivery.dead_letter_sink
+        return self.routes.sinks.get(sink, sink) if sink else None
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.kafka, acks="all", enable_idempotence=True,
+                                         linger_ms=0, request_timeout_ms=10_000)
+        await self.producer.start()
+        self.http = httpx.AsyncClient(timeout=self.delivery_timeout)
+        for trigger in self.routes.triggers:
+            if trigger.subscriber not in self.subscribers:
+                raise ValueError(f"trigger {trigger.name}: no URL for subscriber {trigger.subscriber!r}")
+            consumer = AIOKafkaConsumer(
+                self.topic, bootstrap_servers=self.kafka,
+                group_id=f"knative-trigger-{self.routes.namespace}-{trigger.name}",
+                enable_auto_commit=False, auto_offset_reset="earliest",
+                # A long delivery (analyze) must not get the member kicked out of its group.
+                max_poll_interval_ms=900_000, session_timeout_ms=30_000, heartbeat_interval_ms=3_000)
+            await consumer.start()
+            self.consumers.append(consumer)
+            self.tasks.append(asyncio.create_task(self._dispatch(trigger, consumer), name=trigger.name))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for consumer in self.consumers:
+            await consumer.stop()
+        if self.producer:
+            await self.producer.stop()
+        if self.http:
+            await self.http.aclose()
+
+    # ingress -------------------------------------------------------------------------------
+    async def publish(self, event: CloudEvent) -> None:
+        key, value, headers = bindings.to_kafka(event)
+        await self.producer.send_and_wait(self.topic, value=value, key=key, headers=headers)
+        self.stats["ingress"] += 1
+
+    async def asgi(self, scope, receive, send):
+        """The ingress as a minimal ASGI app (served by uvicorn)."""
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path, method = scope["path"], scope["method"]
+        expected = f"/{self.routes.namespace}/{self.routes.broker}"
+        if path == "/healthz":
+            return await _reply(send, 200, {"ok": True})
+        if path == "/stats":
+            return await _reply(send, 200, dict(self.stats))
+        if method != "POST" or path.rstrip("/") != expected:
+            return await _reply(send, 404, {"error": f"no broker at {method} {path}; POST {expected}"})
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        try:
+            event = from_http(headers, body)
+        except Exception as exc:  # the SDK raises several types for malformed input
+            return await _reply(send, 400, {"error": "malformed CloudEvent", "problems": {"event": str(exc)}})
+        try:
+            await self.publish(event)
+        except KafkaError as exc:
+            return await _reply(send, 503, {"error": f"kafka unavailable: {exc}"})
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    # dispatch ------------------------------------------------------------------------------
+    async def _dispatch(self, trigger: Trigger, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=50)
+            if not batches:
+                continue
+
+            async def partition(records):
+                if trigger.ordered:
+                    for record in records:
+                        await self._handle(trigger, record)
+                else:
+                    await asyncio.gather(*(self._handle(trigger, r) for r in records))
+
+            await asyncio.gather(*(partition(records) for records in batches.values()))
+            # At-least-once: offsets move only after every record of the batch was delivered
+            # or dead-lettered.
+            await consumer.commit()
+
+    async def _handle(self, trigger: Trigger, record) -> None:
+        try:
+            event = bindings.from_kafka(record.key, record.value, record.headers)
+        except Exception as exc:
+            log.warning("trigger %s: skipping a record that is not a CloudEvent: %s", trigger.name, exc)
+            return
+        if not trigger.matches(event.get_attributes()):
+            return
+        url = self.subscribers[trigger.subscriber]
+        status, body, reply = await self._deliver(trigger, url, event)
+        self.on_delivery({"trigger": trigger.name, "type": event["type"], "status": status,
+                          "at": time.time(), "jobid": event.get_attributes().get("jobid")})
+        if status is not None and 200 <= status < 300:
+            self.stats[f"delivered:{trigger.name}"] += 1
+            if reply is not None:
+                await self.publish(reply)
+            return
+        self.stats[f"dead-lettered:{trigger.name}"] += 1
+        await self._dead_letter(trigger, url, event, status, body)
+
+    async def _deliver(self, trigger: Trigger, url: str, event: CloudEvent):
+        headers, body = bindings.to_http(event)
+        attempts = 1 + trigger.delivery.retry
+        status, text = None, b""
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self.http.post(url, headers=headers, content=body)
+                status, text = response.status_code, response.content
+                if 200 <= status < 300:
+                    reply = None
+                    if response.content and ("ce-type" in response.headers or
+                                             response.headers.get("content-type", "").startswith(
+                                                 "application/cloudevents")):
+                        reply = from_http(dict(response.headers), response.content)
+                    return status, text, reply
+            except httpx.HTTPError as exc:
+                status, text = None, str(exc).encode()
+            if not retryable(status) or attempt == attempts:
+                break
+            await asyncio.sleep(trigger.delivery.delay(attempt))
+        return status, text, None
+
+    async def _dead_letter(self, trigger: Trigger, url: str, event: CloudEvent, status, body: bytes) -> None:
+        topic = self.dead_letter_topic(trigger)
+        log.warning("trigger %s: %s for job %s dead-lettered (status %s)", trigger.name, event["type"],
+                    event.get_attributes().get("jobid"), status)
+        if not topic:
+            return
+        attrs = dict(event.get_attributes())
+        attrs["knativeerrordest"] = url
+        attrs["knativeerrorcode"] = str(status if status is not None else 0)
+        attrs["knativeerrordata"] = base64.b64encode(body[:MAX_ERROR_DATA]).decode()
+        dead = CloudEvent(attrs, event.get_data())
+        key, value, headers = bindings.to_kafka(dead)
+        await self.producer.send_and_wait(topic, value=value, key=key, headers=headers)
+
+
+async def _reply(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def serve(routes: Routes, kafka: str, subscribers: dict[str, str], port: int) -> None:
+    import uvicorn
+
+    broker = Broker(routes, kafka, subscribers)
+    await broker.start()
+    config = uvicorn.Config(broker.asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    try:
+        await server.serve()
+    finally:
+        await broker.stop()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=18090)
+    parser.add_argument("--kafka", default="127.0.0.1:19092")
+    parser.add_argument("--eventing", default=str(Path(__file__).resolve().parent.parent / "eventing"))
+    parser.add_argument("--broker", default="udb")
+    parser.add_argument("--subscriber", action="append", default=[], help="SERVICE=URL")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}')
+    subscribers = dict(item.split("=", 1) for item in args.subscriber)
+    asyncio.run(serve(load_routes(Path(args.eventing), args.broker), args.kafka, subscribers, args.port))
+
+
+if __name__ == "__main__":
+    main()
