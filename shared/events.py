@@ -56,7 +56,7 @@ def schema_problems(event_type: str, data) -> dict[str, str]:
     problems = {}
     for err in _validator(event_type).iter_errors(data):
         where = "data" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
-        problems[where] = err.message
+        problems[where] = f"{problems[where]}; {err.message}" if where in problems else err.message
     return problems
 
 
@@ -65,7 +65,7 @@ def new_traceparent(trace_id: str | None = None) -> str:
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
-    if traceparent and TRACEPARENT_RE.match(traceparent):
+    if traceparent and TRACEPARENT_RE.fullmatch(traceparent):
         return traceparent.split("-")[1]
     return None
 
@@ -105,14 +105,14 @@ def check_event(event: CloudEvent) -> None:
     event_type = attrs.get("type")
     tenant = attrs.get("tenant")
     job_id = attrs.get("jobid")
-    if not tenant or not TENANT_RE.match(str(tenant)):
+    if not tenant or not TENANT_RE.fullmatch(str(tenant)):
         problems["tenant"] = f"expected a tenant id matching {TENANT_RE.pattern}, found {tenant!r}"
-    if not job_id or not JOB_RE.match(str(job_id)):
+    if not job_id or not JOB_RE.fullmatch(str(job_id)):
         problems["jobid"] = f"expected a job id matching {JOB_RE.pattern}, found {job_id!r}"
     if attrs.get("partitionkey") not in (None, tenant):
         problems["partitionkey"] = f"expected the tenant {tenant!r}, found {attrs.get('partitionkey')!r}"
     tp = attrs.get("traceparent")
-    if tp is not None and not TRACEPARENT_RE.match(str(tp)):
+    if tp is not None and not TRACEPARENT_RE.fullmatch(str(tp)):
         problems["traceparent"] = f"expected W3C trace context, found {tp!r}"
     data = event.get_data()
     if isinstance(data, (bytes, str)):

@@ -113,8 +113,8 @@ class Jobs:
             doc = json.loads(blob.data)
             if doc["state"] == state and not kw:
                 return doc
-            if not can_move(doc["state"], state):
-                return doc
+            if doc["state"] in TERMINAL or not can_move(doc["state"], state):
+                return doc  # a finished job keeps its outcome; a late redelivery changes nothing
             apply_state(doc, state, **kw)
             try:
                 self.store.put(self._key(job_id), _dump(doc), if_match=blob.etag, content_type="application/json")

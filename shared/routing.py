@@ -48,7 +48,12 @@ class Trigger:
         attrs = {k: str(v) for k, v in attrs.items() if v is not None}
         if self.filters:
             return all(_eval(expr, attrs) for expr in self.filters)
-        return all((k in attrs) if v == "" else attrs.get(k) == v for k, v in self.attributes.items())
+        return all((k in attrs) if v == "" else attrs.get(k) == _text(v) for k, v in self.attributes.items())
+
+
+def _text(value) -> str:
+    # An unquoted YAML `true` is a bool; CloudEvent attributes are strings ("true").
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _eval(expr: dict, attrs: dict) -> bool:
@@ -56,11 +61,11 @@ def _eval(expr: dict, attrs: dict) -> bool:
         raise ValidationError("invalid filter", {"filters": f"expected one dialect per entry, found {sorted(expr)}"})
     (dialect, arg), = expr.items()
     if dialect == "exact":
-        return all(attrs.get(k) == str(v) for k, v in arg.items())
+        return all(attrs.get(k) == _text(v) for k, v in arg.items())
     if dialect == "prefix":
-        return all(k in attrs and attrs[k].startswith(str(v)) for k, v in arg.items())
+        return all(k in attrs and attrs[k].startswith(_text(v)) for k, v in arg.items())
     if dialect == "suffix":
-        return all(k in attrs and attrs[k].endswith(str(v)) for k, v in arg.items())
+        return all(k in attrs and attrs[k].endswith(_text(v)) for k, v in arg.items())
     if dialect == "all":
         return all(_eval(e, attrs) for e in arg)
     if dialect == "any":

@@ -58,7 +58,7 @@ def put_if_match(store: ObjectStore, key: str, data: bytes | Path, etag: str, **
 
 def check_key(key: str) -> str:
     parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", ".."):
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise InputError(f"invalid object key {key!r}")
     return key
 
@@ -142,16 +142,17 @@ class LocalStore:
                 pass
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = self.root
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            for name in sorted(filenames):
+        keys = []
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
                 if name.startswith(".tmp-") or name == ".store.lock":
                     continue
-                full = Path(dirpath) / name
-                key = full.relative_to(base).as_posix()
+                key = (Path(dirpath) / name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    yield ObjectInfo(key, full.stat().st_size, _md5_file(full))
+                    keys.append(key)
+        for key in sorted(keys):  # byte order, as S3 lists
+            path = self.root / key
+            yield ObjectInfo(key, path.stat().st_size, _md5_file(path))
 
     def _exclusive(self):
         store = self

@@ -13,21 +13,21 @@ DEFAULT_TENANT = "demo"
 
 
 def validate_tenant(tenant: str) -> str:
-    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+    if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
         raise InputError(
             f"invalid tenant id {tenant!r}: expected a lowercase letter then 1-30 of a-z, 0-9, '-'")
     return tenant
 
 
 def validate_job_id(job_id: str) -> str:
-    if not isinstance(job_id, str) or not JOB_RE.match(job_id):
+    if not isinstance(job_id, str) or not JOB_RE.fullmatch(job_id):
         raise InputError(f"invalid job id {job_id!r}: expected 'job-' and 16 hex digits")
     return job_id
 
 
 def validate_artifact_name(name: str) -> str:
     # Artifact names are flat file names: no slashes, no leading dot, so no traversal.
-    if not isinstance(name, str) or not ARTIFACT_NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not ARTIFACT_NAME_RE.fullmatch(name) or ".." in name:
         raise InputError(f"invalid artifact name {name!r}")
     return name
 
@@ -37,7 +37,7 @@ def new_job_id() -> str:
 
 
 def identifier(text: str, fallback: str = "t") -> str:
-    """A lowercase SQL-safe identifier from any text ('Sales 2024.csv' -> 'sales_2024')."""
+    """A lowercase SQL-safe identifier from any text ('Sales 2024.csv' -> 'sales_2024_csv')."""
     ident = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
     if not ident:
         ident = fallback
