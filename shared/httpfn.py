@@ -8,13 +8,14 @@ problem, and a dependency outage is 503 so the broker retries.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from typing import Callable
 
 from cloudevents.http import from_http, to_binary
 
-from shared import metrics, runtime
+from shared import duck, metrics, runtime
 from shared.errors import InputError, NotFound, TransientError, ValidationError
 
 Route = Callable[["object", runtime.Context], "tuple"]
@@ -48,10 +49,30 @@ class FunctionApp:
         self._ctx = ctx
         return self
 
+    def strict_startup(self) -> bool:
+        from shared.settings import Settings
+        return Settings.from_env().strict_startup
+
+    def startup_check(self) -> None:
+        """With UDB_STRICT_STARTUP=1, refuse to start while a required dependency is down, so
+        the pod never serves traffic (called at import, before the server forks)."""
+        report = self.dependency_report()
+        down = {k: v for k, v in report.items() if v != "up"}
+        if self._ctx is not None and self._ctx.job_events is not None:
+            self._ctx.job_events.close()
+        self._ctx = None  # the serving process builds its own context after the fork
+        if down:
+            for name, reason in down.items():
+                print(f"udb-{self.function}: required dependency {name} is {reason}", file=sys.stderr)
+            raise SystemExit(1)
+
     def dependency_report(self) -> dict:
         ctx = self.ctx
         report = {}
         checks = {"object_store": lambda c: c.store.ping(), **self.checks}
+        if hasattr(ctx.job_events, "ping"):
+            checks["kafka"] = lambda c: c.job_events.ping()
+        checks["duckdb_extensions"] = lambda c: [duck.extension_path(n) for n in duck.EXTENSION_PACKAGES]
         for name, check in checks.items():
             try:
                 check(ctx)

@@ -1,10 +1,13 @@
 """functions-framework entry point: `functions-framework --source functions/artifacts/main.py --target http`."""
-from functions.artifacts.handler import FUNCTION, ROUTES
 import functions_framework
 
+from functions.artifacts.handler import FUNCTION, ROUTES
 from shared.httpfn import FunctionApp
 
 app = FunctionApp(FUNCTION, routes=ROUTES)
+
+if app.strict_startup():
+    app.startup_check()
 
 
 @functions_framework.http

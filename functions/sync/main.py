@@ -1,10 +1,13 @@
 """functions-framework entry point: `functions-framework --source functions/sync/main.py --target http`."""
-from functions.sync.handler import FUNCTION, handle
 import functions_framework
 
+from functions.sync.handler import FUNCTION, handle
 from shared.httpfn import FunctionApp
 
 app = FunctionApp(FUNCTION, handle)
+
+if app.strict_startup():
+    app.startup_check()
 
 
 @functions_framework.http

@@ -1,0 +1,176 @@
+"""The whole stack on one machine: services, each function as its own functions-framework
+process on its own port, and the local broker in front of them — the shape UDB has on Knative.
+
+CLI: python -m devstack.stack up|down|status   (`just stack up|down|status`)
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from devstack import services
+from devstack.services import CACHE, HOST, ROOT, ServiceError
+
+FUNCTION_PORTS = {"discover": 18081, "sync": 18082, "writer": 18083, "analyze": 18084, "artifacts": 18085}
+BROKER_PORT = 18090
+NAMESPACE, BROKER = "udb", "udb"
+BUCKET = "udb"
+STACK_SERVICES = ["kafka", "minio"]
+VENV_BIN = Path(sys.executable).parent
+
+
+def function_url(name: str) -> str:
+    return f"http://{HOST}:{FUNCTION_PORTS[name]}"
+
+
+def broker_url() -> str:
+    return f"http://{HOST}:{BROKER_PORT}/{NAMESPACE}/{BROKER}"
+
+
+def function_env(name: str) -> dict[str, str]:
+    """The settings a function process gets: what a ConfigMap gives it on Knative."""
+    user, password = services.minio_credentials()
+    env = {
+        "UDB_MODE": "stack",
+        "UDB_FUNCTION": name,
+        "UDB_STORE": "s3",
+        "UDB_BUCKET": BUCKET,
+        "UDB_S3_ENDPOINT": services.endpoints()["s3"],
+        "UDB_S3_ACCESS_KEY": user,
+        "UDB_S3_SECRET_KEY": password,
+        "UDB_KAFKA_BOOTSTRAP": services.endpoints()["kafka"],
+        "UDB_HOME": str(CACHE / "stack-home"),
+        "K_SINK": broker_url(),
+        "UDB_LOG_LEVEL": os.environ.get("UDB_LOG_LEVEL", "INFO"),
+        # The writer serves one request at a time, as containerConcurrency: 1 does on Knative.
+        "THREADS": "1" if name == "writer" else "8",
+    }
+    for key in ("UDB_STRICT_STARTUP", "UDB_REPORT_SAMPLE_ROWS", "UDB_LEASE_SECONDS"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def _marker(name: str) -> str:
+    return "devstack.broker" if name == "broker" else f"functions/{name}/main.py"
+
+
+def _running(name: str) -> int | None:
+    try:
+        pid = int(services._pid_file(f"fn-{name}").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if services._alive(pid) and _marker(name) in services._cmdline(pid) else None
+
+
+def _healthy(url: str) -> bool:
+    return services._http_status(url) == 200
+
+
+def start_function(name: str, timeout: float = 60) -> None:
+    pid = _running(name)
+    if pid is None:
+        if services._port_busy(FUNCTION_PORTS[name]):
+            raise ServiceError(f"{name}: port {FUNCTION_PORTS[name]} is in use by a process not started here")
+        argv = [str(VENV_BIN / "functions-framework"), "--source", str(ROOT / "functions" / name / "main.py"),
+                "--target", "http", "--host", HOST, "--port", str(FUNCTION_PORTS[name])]
+        pid = services._spawn(f"fn-{name}", argv, env=function_env(name), cwd=ROOT)
+    _wait(f"fn-{name}", pid, lambda: _healthy(function_url(name) + "/healthz"), timeout)
+
+
+def start_broker(timeout: float = 60) -> None:
+    pid = _running("broker")
+    if pid is None:
+        if services._port_busy(BROKER_PORT):
+            raise ServiceError(f"broker: port {BROKER_PORT} is in use by a process not started here")
+        argv = [sys.executable, "-m", "devstack.broker", "--port", str(BROKER_PORT),
+                "--kafka", services.endpoints()["kafka"], "--eventing", str(ROOT / "eventing")]
+        for name in FUNCTION_PORTS:
+            argv += ["--subscriber", f"udb-{name}={function_url(name)}/"]
+        pid = services._spawn("fn-broker", argv, cwd=ROOT)
+    _wait("fn-broker", pid, lambda: _healthy(f"http://{HOST}:{BROKER_PORT}/healthz"), timeout)
+
+
+def _wait(name: str, pid: int, check, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if not services._alive(pid):
+            raise ServiceError(f"{name} exited during startup; log {services._log_file(name)}:\n"
+                               f"{services._log_tail(services._log_file(name))}")
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{name} not ready after {timeout:.0f}s; log {services._log_file(name)}:\n"
+                               f"{services._log_tail(services._log_file(name))}")
+        time.sleep(0.2)
+
+
+def stop(name: str) -> None:
+    pid = _running(name)
+    if pid is None:
+        services._pid_file(f"fn-{name}").unlink(missing_ok=True)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while services._alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # whatever is left of its session (gunicorn workers)
+    services._pid_file(f"fn-{name}").unlink(missing_ok=True)
+
+
+def up(with_services: bool = True) -> dict[str, str]:
+    if with_services:
+        services.up(STACK_SERVICES)
+    for name in FUNCTION_PORTS:
+        start_function(name)
+    start_broker()
+    return {**{name: function_url(name) for name in FUNCTION_PORTS}, "broker": broker_url()}
+
+
+def down(with_services: bool = True) -> None:
+    stop("broker")
+    for name in FUNCTION_PORTS:
+        stop(name)
+    if with_services:
+        services.down(STACK_SERVICES)
+
+
+def status() -> dict[str, dict]:
+    report = services.status()
+    for name in FUNCTION_PORTS:
+        pid = _running(name)
+        state = "down" if pid is None else ("up" if _healthy(function_url(name) + "/readyz") else "unhealthy")
+        report[name] = {"state": state, "endpoint": function_url(name), "pid": pid}
+    pid = _running("broker")
+    report["broker"] = {"state": "down" if pid is None else
+                        ("up" if _healthy(f"http://{HOST}:{BROKER_PORT}/healthz") else "unhealthy"),
+                        "endpoint": broker_url(), "pid": pid}
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            up()
+        elif args.command == "down":
+            down()
+        report = status()
+    except ServiceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name, info in report.items():
+        pid = f"pid {info['pid']}" if info["pid"] else ""
+        print(f"{name:<10} {info['state']:<9} {info['endpoint']:<50} {pid}".rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
