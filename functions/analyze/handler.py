@@ -122,8 +122,11 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context) -> None:
             metrics.kpi_seconds.observe(time.perf_counter() - started)
             results.append({**kpi, "result": result})
             if kpi["chart"]["type"] != "indicator":
-                out.put(f"chart-{table}-{kpi['name']}.html", kpis.chart_html(kpi, result), "text/html",
-                        f"Chart: {kpi['title']}", table)
+                if not any(e["name"] == kpis.PLOTLY_JS for e in out.entries):
+                    # One copy per job beside the charts, not 4.5 MB inlined into each of them.
+                    out.put(kpis.PLOTLY_JS, kpis.plotly_js(), "text/javascript", "plotly.js used by the charts")
+                out.put(f"chart-{table}-{kpi['name']}.html", kpis.chart_html(kpi, result, kpis.PLOTLY_JS),
+                        "text/html", f"Chart: {kpi['title']}", table)
         kpi_results.extend(results)
         out.put_json(f"kpis-{table}.json", results, f"KPI definitions, SQL and results for {table}", table)
 

@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import html
 import math
+import re
 import time
 import uuid
 from typing import Any, Iterable, Sequence
@@ -23,9 +24,11 @@ import duckdb
 # quantile_cont; above it approx_count_distinct (HyperLogLog) and approx_quantile
 # (t-digest) keep the scan fast.
 EXACT_MAX_ROWS = 200_000
-# Columns whose approximate distinct count is within this share of their non-null
+# Columns whose approximate distinct count is at least this share of their non-null
 # count get an exact recount, so unique/ID-like alerts are not HyperLogLog noise.
-UNIQUE_RECHECK_SHARE = 0.9
+# DuckDB's approx_count_distinct was measured off by up to about 30% (range(10000)
+# gives 8571), hence the wide margin.
+UNIQUE_RECHECK_SHARE = 0.7
 # Text columns with at most this many distinct values get exact top-k counts from a
 # histogram() map in the second scan instead of their own GROUP BY scan.
 TOPK_MAP_MAX_DISTINCT = 1000
@@ -47,7 +50,7 @@ PATTERNS = {
         r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
         "contains({e}, '@')",
     ),
-    # Same shapes as reports.PHONE_RE: "(area) 123-4567" with optional +country code,
+    # Same shapes as PHONE_RE (used for masking): "(area) 123-4567" with optional +country code,
     # "+cc 20 7946 0958", three or more digit groups ("555-123-4567"), E.164
     # "+15551234567". Bare digit runs are not counted (too often IDs); dates are
     # excluded below.
@@ -68,6 +71,21 @@ PATTERNS = {
         "length({e}) BETWEEN 6 AND 40",
     ),
 }
+
+# Masking of displayed values (profile top values/min/max, and reports.mask_pii):
+# - EMAIL_RE: local@domain.tld -> first character of local part + "***@domain.tld".
+# - PHONE_RE -> "***": the same shapes as PATTERNS["phone"], found inside text,
+#   7 to 15 digits in all. Date-like matches (2024-01-15, 15.01.2024) are kept.
+EMAIL_RE = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
+PHONE_RE = re.compile(
+    r"(?<![\w.+-])(?:"
+    r"(?:\+\d{1,3}[ .-]?)?\(\d{1,4}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,3}"
+    r"|\+\d{1,3}[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,4}"
+    r"|\d{2,4}(?:[ .-]\d{2,4}){2,4}"
+    r"|\+\d{7,15}"
+    r")(?![\w-]|\.\d)"
+)
+DATE_LIKE_RE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 
 INTEGER_TYPES = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
@@ -91,24 +109,53 @@ TYPE_WIDTHS = {
 # ---------------------------------------------------------------- helpers
 
 
+def _mask_phone(match: re.Match) -> str:
+    text = match.group(0)
+    digits = sum(ch.isdigit() for ch in text)
+    if not 7 <= digits <= 15 or DATE_LIKE_RE.match(text):
+        return text
+    return "***"
+
+
+def mask_text(value: str) -> str:
+    """Mask emails and phone numbers inside one string (see EMAIL_RE / PHONE_RE)."""
+    value = EMAIL_RE.sub(r"\1***@\2", value)
+    return PHONE_RE.sub(_mask_phone, value)
+
+
 def quote_ident(name: str) -> str:
     """Quote one SQL identifier for DuckDB (doubles embedded double quotes)."""
     return '"' + str(name).replace('"', '""') + '"'
 
 
-def table_ref(table: str | Sequence[str]) -> str:
-    """SQL reference for a table: a plain name, or a (schema, table) / (db, schema, table) tuple.
+_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_DOTTED_RE = re.compile(rf"{_IDENT}(?:\.{_IDENT}){{0,2}}")
 
-    A string is always one identifier, so names containing dots or spaces are safe.
+
+def table_parts(table: str | Sequence[str]) -> list[str]:
+    """Unquoted name parts of a table reference.
+
+    A tuple/list is taken part by part. A string that is a valid SQL reference made of
+    bare or double-quoted identifiers (`sales`, `udb_snapshots.sales`,
+    `udb_snapshots."my table"`) is split on its dots; any other string ("my table",
+    "sales 2024.csv") is one table name. Pass a 1-tuple to force a single name.
     """
-    if isinstance(table, str):
-        return quote_ident(table)
-    return ".".join(quote_ident(part) for part in table)
+    if not isinstance(table, str):
+        return [str(part) for part in table]
+    if _DOTTED_RE.fullmatch(table):
+        parts = re.findall(rf"{_IDENT}", table)
+        return [p[1:-1].replace('""', '"') if p.startswith('"') else p for p in parts]
+    return [table]
+
+
+def table_ref(table: str | Sequence[str]) -> str:
+    """Quoted SQL reference for a table (see table_parts for the accepted forms)."""
+    return ".".join(quote_ident(part) for part in table_parts(table))
 
 
 def table_label(table: str | Sequence[str]) -> str:
-    """Human/JSON name of a table reference."""
-    return table if isinstance(table, str) else ".".join(table)
+    """Human/JSON name of a table reference: its unquoted parts joined by dots."""
+    return ".".join(table_parts(table))
 
 
 def sql_literal(value: str) -> str:
@@ -228,6 +275,7 @@ def profile_table(
     top_k: int = 10,
     bins: int = 20,
     exact_max_rows: int = EXACT_MAX_ROWS,
+    mask_values: bool = True,
 ) -> dict:
     """Profile a whole DuckDB table (or view) in SQL and return a JSON-safe dict.
 
@@ -235,9 +283,13 @@ def profile_table(
     the table has at most `exact_max_rows` rows; above that approx_count_distinct and
     approx_quantile are used, and columns that look unique get an exact recount. The
     method used is reported per column (`distinct_method`, `quantile_method`).
+    With mask_values (default) the string values shown (min, max, top_k) have emails and
+    phone numbers masked by mask_text(); counts and pattern statistics are unaffected.
 
-    Returns {table, rows, columns, duplicate_rows, size_bytes, size_note, elapsed_ms,
-    column_profiles: [...], alerts: [...], correlations: {...}}.
+    Returns {table, rows, columns, duplicate_rows, duplicate_share, size_bytes, size_note,
+    values_masked, methods, column_profiles: [...], alerts: [{column, kind, message,
+    value}], correlations: {method, columns, matrix, pairs}, elapsed_ms}. Alert kinds:
+    many_nulls, constant, unique, high_cardinality, skewed, many_zeros, pii.
     """
     started = time.perf_counter()
     source = table_ref(table)
@@ -265,8 +317,11 @@ def profile_table(
 
     column_profiles = []
     for col in cols:
-        column_profiles.append(_column_profile(con, source, col, first, second, rows, exact, top_k, bins))
+        column_profiles.append(_column_profile(con, source, col, first, second, rows, exact, top_k))
 
+    if mask_values:
+        for col in column_profiles:
+            _mask_shown_values(col)
     duplicate_rows = _duplicate_rows(con, source, rows)
     profile = {
         "table": table_label(table),
@@ -276,8 +331,10 @@ def profile_table(
         "duplicate_share": _share(duplicate_rows, rows),
         "size_bytes": _size_estimate(column_profiles, rows),
         "size_note": "uncompressed in-memory estimate from column types and string lengths",
+        "values_masked": mask_values,
         "methods": {
-            "distinct": "exact count(DISTINCT)" if exact else "approx_count_distinct (HyperLogLog), exact recount for near-unique columns",
+            "distinct": "exact count(DISTINCT)" if exact
+            else "approx_count_distinct (HyperLogLog), exact recount for near-unique columns",
             "quantiles": "quantile_cont (exact)" if exact else "approx_quantile (t-digest)",
             "exact_max_rows": exact_max_rows,
         },
@@ -305,17 +362,19 @@ def _first_pass_aggregates(cols: list[dict], exact: bool) -> list[tuple[str, str
             num = f"{q}::DOUBLE"
             quantile_fn = "quantile_cont" if exact else "approx_quantile"
             points = "[" + ", ".join(str(p) for p in QUANTILES.values()) + "]"
+            # Moments and bounds of floats ignore inf/NaN (stddev_samp raises on inf).
+            finite = f" FILTER (WHERE isfinite({q}))" if _is_float_type(col["type"]) else ""
             aggs += [
-                (key + "mean", f"avg({num})"),
-                (key + "std", f"stddev_samp({num})"),
-                (key + "skew", f"skewness({num})"),
+                (key + "mean", f"avg({num}){finite}"),
+                (key + "std", f"stddev_samp({num}){finite}"),
+                (key + "skew", f"skewness({num}){finite}"),
                 (key + "zeros", f"count(*) FILTER (WHERE {q} = 0)"),
-                (key + "quantiles", f"{quantile_fn}({num}, {points})"),
+                (key + "quantiles", f"{quantile_fn}({num}, {points}){finite}"),
             ]
-            if _is_float_type(col["type"]):
-                # Histogram bounds must ignore inf/NaN.
-                aggs.append((key + "fmin", f"min({q}) FILTER (WHERE isfinite({q}))"))
-                aggs.append((key + "fmax", f"max({q}) FILTER (WHERE isfinite({q}))"))
+            if finite:
+                aggs.append((key + "fmin", f"min({q}){finite}"))
+                aggs.append((key + "fmax", f"max({q}){finite}"))
+                aggs.append((key + "non_finite", f"count(*) FILTER (WHERE NOT isfinite({q}))"))
         elif kind == "boolean":
             aggs.append((key + "trues", f"count(*) FILTER (WHERE {q})"))
         elif kind in ("categorical", "text"):
@@ -406,7 +465,11 @@ def _second_pass_aggregates(cols: list[dict], first: dict, rows: int, bins: int)
                 aggs.append((key + "values", f"histogram({col['string_expr']})"))
     for a_index, a in enumerate(numeric_for_corr):
         for b in numeric_for_corr[a_index + 1:]:
-            aggs.append((f"corr_{a['i']}_{b['i']}", f"corr({a['ident']}::DOUBLE, {b['ident']}::DOUBLE)"))
+            expr = f"corr({a['ident']}::DOUBLE, {b['ident']}::DOUBLE)"
+            floats = [c["ident"] for c in (a, b) if _is_float_type(c["type"])]
+            if floats:
+                expr += " FILTER (WHERE " + " AND ".join(f"isfinite({f})" for f in floats) + ")"
+            aggs.append((f"corr_{a['i']}_{b['i']}", expr))
     return aggs, [c["i"] for c in numeric_for_corr]
 
 
@@ -424,11 +487,13 @@ def _top_values(con, source: str, col: dict, second: dict, top_k: int) -> list[d
     return [{"value": value, "count": count} for value, count in ranked]
 
 
-def _column_profile(con, source, col, first, second, rows, exact, top_k, bins) -> dict:
+def _column_profile(con, source, col, first, second, rows, exact, top_k) -> dict:
     key = f"c{col['i']}_"
     count = first[key + "count"]
     nulls = rows - count
     distinct = first[key + "distinct"]
+    if distinct is not None:
+        distinct = min(distinct, count)  # the HyperLogLog estimate can overshoot
     kind = col["kind"]
     out: dict[str, Any] = {
         "name": col["name"],
@@ -454,6 +519,7 @@ def _column_profile(con, source, col, first, second, rows, exact, top_k, bins) -
             "quantile_method": "quantile_cont" if exact else "approx_quantile",
             "zeros": first.get(key + "zeros"),
             "zero_share": _share(first.get(key + "zeros"), rows),
+            "non_finite": first.get(key + "non_finite", 0),
             "histogram": _numeric_histogram(col, second.get(key + "hist")),
         })
     elif kind == "boolean":
@@ -478,6 +544,17 @@ def _column_profile(con, source, col, first, second, rows, exact, top_k, bins) -
         if col["is_varchar"]:
             out["patterns"] = {name: first.get(key + "pat_" + name) for name in PATTERNS}
     return out
+
+
+def _mask_shown_values(col: dict) -> None:
+    if col["kind"] not in ("categorical", "text"):
+        return
+    for key in ("min", "max"):
+        if isinstance(col.get(key), str):
+            col[key] = mask_text(col[key])
+    for item in col.get("top_k", []):
+        if isinstance(item["value"], str):
+            item["value"] = mask_text(item["value"])
 
 
 def _numeric_histogram(col: dict, counts: dict | None) -> list[dict]:
@@ -531,7 +608,8 @@ def _alerts(column_profiles: list[dict], rows: int) -> list[dict]:
             if value is None and col.get("top_k"):
                 value = col["top_k"][0]["value"]
             add(name, "constant", f"every non-null value is {value!r}", value)
-        id_like_kind = (kind == "numeric" and _is_integer_type(col["type"])) or kind in ("categorical", "text")
+        # Lists, structs, intervals etc. being all distinct says nothing about identifiers.
+        id_like_kind = _is_integer_type(col["type"]) or col["type"].upper() in ("VARCHAR", "UUID")
         if col["unique"] and id_like_kind:
             add(name, "unique", "every value is distinct: looks like an identifier", col["distinct"])
         elif kind == "categorical" and rows and col["distinct"] and col["distinct"] > HIGH_CARDINALITY_SHARE * rows:

@@ -13,49 +13,26 @@ import html
 import json
 import os
 import re
+import warnings
 from typing import TYPE_CHECKING
 
 import duckdb
 
-from .profile import json_safe, table_label, table_ref
+from .profile import json_safe, mask_text, table_label, table_ref
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# Masking rules (applied to string columns only; numeric columns are left alone):
-# - EMAIL_RE: local@domain.tld -> first character of local part + "***@domain.tld".
-# - PHONE_RE -> "***", one of: "(area) 123-4567" with optional +country code;
-#   "+cc 20 7946 0958"; three or more 2-4 digit groups split by space, dot or dash
-#   ("555-123-4567"); E.164 "+15551234567". 7 to 15 digits in all. Date-like matches
-#   (2024-01-15, 15.01.2024) are kept; bare digit runs and "1234.5678" are not phones.
-EMAIL_RE = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
-PHONE_RE = re.compile(
-    r"(?<![\w.+-])(?:"
-    r"(?:\+\d{1,3}[ .-]?)?\(\d{1,4}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,3}"
-    r"|\+\d{1,3}[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,4}"
-    r"|\d{2,4}(?:[ .-]\d{2,4}){2,4}"
-    r"|\+\d{7,15}"
-    r")(?![\w-]|\.\d)"
-)
-DATE_LIKE_RE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 
-
-def _mask_phone(match: re.Match) -> str:
-    text = match.group(0)
-    digits = sum(ch.isdigit() for ch in text)
-    if not 7 <= digits <= 15 or DATE_LIKE_RE.match(text):
-        return text
-    return "***"
-
-
-def mask_text(value: str) -> str:
-    """Mask emails and phone numbers inside one string (see EMAIL_RE / PHONE_RE)."""
-    value = EMAIL_RE.sub(r"\1***@\2", value)
-    return PHONE_RE.sub(_mask_phone, value)
+# ---------------------------------------------------------------- masking
 
 
 def mask_pii(df: "pd.DataFrame") -> "pd.DataFrame":
-    """Return a copy of df with emails and phone-like strings masked in string columns."""
+    """Return a copy of df with emails and phone-like strings masked in string columns.
+
+    Rules are profile.EMAIL_RE ("a***@domain") and profile.PHONE_RE ("***"); numeric
+    columns are left alone.
+    """
     import pandas as pd
 
     out = df.copy()
@@ -112,7 +89,11 @@ def sampling_text(sampling: dict | None) -> str:
 
 
 def _frame_for_reports(df: "pd.DataFrame") -> "pd.DataFrame":
-    """Masked copy with types pandas-based libraries handle (tz-naive datetimes, no objects of UUID)."""
+    """Masked copy with types the pandas-based libraries handle.
+
+    tz-aware datetimes -> naive UTC, nullable integers -> float64, +-inf -> NaN,
+    UUID/Decimal/list/bytes objects -> str or float.
+    """
     import pandas as pd
 
     out = mask_pii(df)
@@ -120,6 +101,12 @@ def _frame_for_reports(df: "pd.DataFrame") -> "pd.DataFrame":
         column = out[name]
         if isinstance(column.dtype, pd.DatetimeTZDtype):
             out[name] = column.dt.tz_convert("UTC").dt.tz_localize(None)
+        elif pd.api.types.is_extension_array_dtype(column.dtype) and pd.api.types.is_numeric_dtype(column.dtype):
+            # Nullable Int32 & co. break Evidently's NA comparisons; float64 keeps NaN semantics.
+            out[name] = column.astype("float64")
+        elif pd.api.types.is_float_dtype(column.dtype):
+            # inf breaks drift distances and histograms; the DuckDB profile counts them (non_finite).
+            out[name] = column.replace([float("inf"), float("-inf")], float("nan"))
         elif column.dtype == object:
             # UUID, Decimal, bytes, lists: give the libraries plain strings/floats.
             sample = column.dropna().head(50)
@@ -146,8 +133,11 @@ def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None) -> 
     # Before the import: no usage ping to ydata's server, headless matplotlib.
     os.environ["YDATA_PROFILING_NO_ANALYTICS"] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
-    from ydata_profiling import ProfileReport
-    from ydata_profiling.model.pandas import summary_pandas
+    with warnings.catch_warnings():
+        # 4.18 warns on import that the package moved to fg-data-profiling.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ydata_profiling import ProfileReport
+        from ydata_profiling.model.pandas import summary_pandas
 
     # ydata-profiling 4.18 ignores progress_bar=False in its per-column loop.
     if not isinstance(summary_pandas.tqdm, functools.partial):
@@ -205,23 +195,35 @@ def evidently_summary(df: "pd.DataFrame") -> tuple[str, dict]:
     from evidently import Report
     from evidently.presets import DataSummaryPreset
 
-    snapshot = Report([DataSummaryPreset()], include_tests=True).run(current_data=_evidently_dataset(df))
+    with warnings.catch_warnings():
+        # numpy "invalid value" noise on empty or constant columns; results are NaN -> None.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = Report([DataSummaryPreset()], include_tests=True).run(current_data=_evidently_dataset(df))
     return _snapshot_outputs(snapshot)
 
 
 def evidently_drift(current_df: "pd.DataFrame", reference_df: "pd.DataFrame") -> tuple[str, dict]:
     """Evidently 0.7 DataDriftPreset (current vs reference) with tests; returns (HTML, result dict).
 
-    Pass the result dict to drift_verdict() for a compact verdict.
+    Only columns present in both frames and not entirely null in either are compared
+    (Evidently raises on an empty column); the others are listed under
+    result["skipped_columns"]. Pass the result dict to drift_verdict() for a verdict.
     """
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    snapshot = Report([DataDriftPreset()], include_tests=True).run(
-        current_data=_evidently_dataset(current_df),
-        reference_data=_evidently_dataset(reference_df),
-    )
-    return _snapshot_outputs(snapshot)
+    shared = [c for c in current_df.columns if c in reference_df.columns]
+    usable = [c for c in shared if current_df[c].notna().any() and reference_df[c].notna().any()]
+    skipped = [c for c in list(current_df.columns) + list(reference_df.columns) if c not in usable]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = Report([DataDriftPreset()], include_tests=True).run(
+            current_data=_evidently_dataset(current_df[usable]),
+            reference_data=_evidently_dataset(reference_df[usable]),
+        )
+    page, result = _snapshot_outputs(snapshot)
+    result["skipped_columns"] = json_safe(list(dict.fromkeys(skipped)))
+    return page, result
 
 
 def drift_verdict(result: dict) -> dict:

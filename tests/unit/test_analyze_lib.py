@@ -228,6 +228,29 @@ def test_summarize_facts(con):
     json.dumps(data, allow_nan=False)
 
 
+def test_summarize_accepts_nested_results_and_drift_per_table(con):
+    p = profile_table(con, "sales")
+    items = [{**k, "result": run_kpi(con, k)} for k in default_kpis(con, "sales", p)]
+    verdict = {"dataset_drift": True, "drifted_columns": ["amount", "region"], "share": 0.6, "threshold": 0.5}
+    markdown, data = summarize([p], items, {"sales": verdict})
+    facts = {f["id"]: f for f in data["facts"]}
+    assert facts["kpi:sales:row_count"]["value"] == 10000
+    assert facts["drift:sales:dataset"]["value"] == 0.6
+    assert facts["drift:sales:columns"]["value"] == ["amount", "region"]
+    assert data["drift"]["sales"]["dataset_drift"] is True
+    assert "`amount`, `region`" in markdown
+
+
+def test_qualified_table_names(con):
+    con.execute("CREATE SCHEMA IF NOT EXISTS snap")
+    con.execute('CREATE OR REPLACE TABLE snap."my sales" AS SELECT * FROM sales')
+    for ref in ('snap."my sales"', ("snap", "my sales")):
+        p = profile_table(con, ref)
+        assert p["table"] == "snap.my sales" and p["rows"] == 10000
+        df, note = sample_frame(con, ref, max_rows=100)
+        assert len(df) == 100 and note["table"] == "snap.my sales"
+
+
 def test_sample_frame(con):
     df, note = sample_frame(con, "sales", max_rows=20_000)
     assert len(df) == 10_000 and note["method"] == "full" and note["sampled_rows"] == 10_000
@@ -250,6 +273,7 @@ def test_mask_pii():
     assert masked["e"].tolist() == ["a***@b.com", None]
     assert masked["n"].tolist() == [5551234567, 1]
     assert df["e"][0] == "a@b.com"  # input untouched
+    assert mask_pii(masked)["e"].tolist() == masked["e"].tolist()  # idempotent
 
 
 def test_drift_verdict_parses_result():

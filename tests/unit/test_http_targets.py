@@ -59,7 +59,7 @@ def test_health_endpoints_answer(client_for):
     client, ctx = client_for("analyze")
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.get_json()["dependencies"] == {"object_store": "up"}
+    assert ready.status_code == 200 and ready.get_json()["dependencies"] == {"object_store": "up", "duckdb_extensions": "up"}
     assert b"udb_dependency_up" in client.get("/metrics").data
 
 

@@ -1,0 +1,96 @@
+"""The whole pipeline in one process, from a folder of files to analysed artifacts."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import duckdb
+import pytest
+
+from shared import cli
+from tests.conftest import write_sales
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    home = tmp_path / "udb"
+    monkeypatch.setenv("UDB_HOME", str(home))
+    monkeypatch.setenv("UDB_REPORT_SAMPLE_ROWS", "4000")
+    return home
+
+
+def test_udb_run_loads_exact_rows_and_writes_every_artifact(home, tmp_path, capsys):
+    folder = tmp_path / "shop"
+    write_sales(folder / "sales.csv", 10_000)
+    duckdb.execute(f"COPY (SELECT i AS customer_id, 'c' || i AS name FROM range(1, 501) t(i)) "
+                   f"TO '{folder / 'customers.parquet'}' (FORMAT parquet)")
+
+    assert cli.main(["run", str(folder), "--tenant", "shop-a"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    job_id = out[0].split()[1]
+    assert out[1:3] == ["table shop__customers: 500 rows", "table shop__sales: 10,000 rows"]
+    artifact_lines = [line for line in out if line.startswith("artifact")]
+    assert out[-1].startswith("completed in ")
+
+    base = home / "store" / "udb" / "tenants" / "shop-a" / "artifacts" / job_id
+    index = json.loads((base / "index.json").read_text())
+    names = {a["name"] for a in index["artifacts"]}
+    for table in ("shop__sales", "shop__customers"):
+        for name in (f"profile-{table}.json", f"profile-{table}.html", f"ydata-{table}.html",
+                     f"quality-{table}.html", f"quality-{table}.json", f"kpis-{table}.json"):
+            assert name in names
+    assert {"summary.md", "summary.json"} <= names
+    assert any(n.startswith("chart-shop__sales-") for n in names)
+    assert len(artifact_lines) == len(index["artifacts"]) + 1  # and index.json itself
+    for entry in index["artifacts"]:  # the index tells the truth about every file
+        data = (base / entry["name"]).read_bytes()
+        assert entry["bytes"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert str(base / entry["name"]) in "\n".join(artifact_lines)
+
+    profile = json.loads((base / "profile-shop__sales.json").read_text())
+    assert profile["rows"] == 10_000 and profile["duplicate_rows"] == 0
+    cols = {c["name"]: c for c in profile["column_profiles"]}
+    amount = cols["amount"]  # (i % 100) for i in 0..9999
+    assert (amount["min"], amount["max"], amount["mean"]) == (0, 99, 49.5)
+    assert amount["quantiles"]["p50"] == pytest.approx(49.5, abs=0.5)
+    assert amount["zeros"] == 100
+    assert cols["discount"]["nulls"] == 1_000 and cols["discount"]["count"] == 9_000
+    assert cols["region"]["distinct"] == 4
+    assert sorted((t["value"], t["count"]) for t in cols["region"]["top_k"]) == [
+        ("east", 2500), ("north", 2500), ("south", 2500), ("west", 2500)]
+    assert cols["order_id"]["distinct"] == 10_000
+
+    ydata = (base / "ydata-shop__sales.html").read_text()
+    assert "4,000" in ydata and "10,000" in ydata  # says it is a sample, and of what
+
+    summary = (base / "summary.md").read_text()
+    assert "`shop__sales` has 10,000 rows" in summary
+
+    assert cli.main(["status", job_id, "--tenant", "shop-a"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "completed"
+    assert [h["state"] for h in status["history"]] == [
+        "requested", "discovering", "discovered", "syncing", "staged", "loading", "loaded", "analyzing",
+        "completed"]
+    assert set(status["stage_seconds"]) == {"discover", "sync", "load", "analyze"}
+    assert status["tables"] == {"shop__customers": {"rows": 500}, "shop__sales": {"rows": 10_000}}
+    events = [json.loads(line) for line in (home / "job-events.jsonl").read_text().splitlines()]
+    assert [e["state"] for e in events if e["job"] == job_id] == [h["state"] for h in status["history"]]
+
+    assert cli.main(["artifacts", job_id, "--tenant", "shop-a"]) == 0
+    assert capsys.readouterr().out.splitlines() == artifact_lines
+
+
+def test_second_run_reports_drift_on_the_shifted_column_only(home, tmp_path, capsys):
+    path = write_sales(tmp_path / "shop" / "sales.csv", 6_000)
+    assert cli.main(["run", str(path)]) == 0
+    write_sales(path, 6_000, offset=60.0)  # amount shifts by +60; region and discount do not
+    assert cli.main(["run", str(path)]) == 0
+    jobs = sorted((home / "store" / "udb" / "tenants" / "demo" / "artifacts").iterdir(),
+                  key=lambda p: p.stat().st_mtime)
+    drift = json.loads((jobs[-1] / "drift-shop__sales.json").read_text())["verdict"]
+    assert "amount" in drift["drifted_columns"]
+    assert "region" not in drift["drifted_columns"] and "discount" not in drift["drifted_columns"]
+    assert not (jobs[0] / "drift-shop__sales.json").exists()  # nothing to compare the first load with
