@@ -68,7 +68,28 @@ class Broker:
         sink = trigger.delivery.dead_letter_sink
         return self.routes.sinks.get(sink, sink) if sink else None
 
+    async def ensure_topics(self, partitions: int = 4) -> None:
+        """Create the broker's topic (and the dead-letter topics) as Knative does when a Broker
+        is created, so consumers that start first see it at once."""
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+
+        names = {self.topic} | {t for t in (self.dead_letter_topic(tr) for tr in self.routes.triggers) if t}
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names - existing]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            await admin.close()
+
     async def start(self) -> None:
+        await self.ensure_topics()
         self.producer = AIOKafkaProducer(bootstrap_servers=self.kafka, acks="all", enable_idempotence=True,
                                          linger_ms=0, request_timeout_ms=10_000)
         await self.producer.start()
@@ -79,7 +100,7 @@ class Broker:
             consumer = AIOKafkaConsumer(
                 self.topic, bootstrap_servers=self.kafka,
                 group_id=f"knative-trigger-{self.routes.namespace}-{trigger.name}",
-                enable_auto_commit=False, auto_offset_reset="earliest",
+                enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=5_000,
                 # A long delivery (analyze) must not get the member kicked out of its group.
                 max_poll_interval_ms=900_000, session_timeout_ms=30_000, heartbeat_interval_ms=3_000)
             await consumer.start()
@@ -227,7 +248,8 @@ async def serve(routes: Routes, kafka: str, subscribers: dict[str, str], port: i
 
     broker = Broker(routes, kafka, subscribers)
     await broker.start()
-    config = uvicorn.Config(broker.asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(broker.asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                            interface="asgi3")
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -27,6 +27,9 @@ def _key(event: CloudEvent):
 
 def to_kafka(event: CloudEvent) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) for a producer, in CloudEvents Kafka binary mode."""
+    if "datacontenttype" not in event.get_attributes():
+        # The SDK's Kafka binding reads it unconditionally; our data is always JSON.
+        event = CloudEvent({**event.get_attributes(), "datacontenttype": "application/json"}, event.get_data())
     message = ce_kafka.to_binary(event, data_marshaller=_marshal, key_mapper=_key)
     key = message.key.encode() if isinstance(message.key, str) else message.key
     headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in message.headers.items()]

@@ -10,7 +10,7 @@ from shared import runtime
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.plugins.no_network_mocks", "pytester"]
+pytest_plugins = ["tests.plugins.no_network_mocks", "tests.stack_fixtures", "pytester"]
 
 
 @pytest.fixture
