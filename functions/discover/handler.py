@@ -1,44 +1,110 @@
-"""discover: hint -> provider, confidence, catalogue of streams; `dev.udb.source.discovered`."""
+"""discover: hint -> provider, confidence, catalogue of streams; `dev.udb.source.discovered`.
+
+Two doors, one path: the `dev.udb.discover.requested` event (through the broker), and
+`POST /sources/discover_connect` (a JSON hint in; the job id and the ranked candidates out, and
+the discovered event sent to the broker at `K_SINK`).
+"""
 from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 from cloudevents.http import CloudEvent
 
 from functions.discover.detect import detect
-from shared import events
-from shared.errors import SourceError
+from shared import bindings, events
+from shared.errors import InputError, SourceError, TransientError
+from shared.httpfn import json_response
 from shared.runtime import Context
 from shared.sources import module_for
+from shared.tenancy import new_job_id, validate_tenant
 
 FUNCTION = "discover"
+TENANT_HEADER = "X-UDB-Tenant"
+
+
+def redact(hint: str) -> str:
+    """The hint as it may be stored and shown: a URL's password replaced by ***."""
+    if "://" not in hint:
+        return hint
+    parts = urlsplit(hint)
+    if not parts.password:
+        return hint
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str | None = None) -> tuple[dict, dict]:
+    """Detect, catalogue and record the source; returns (source, detection)."""
+    jobs = ctx.jobs(tenant)
+    shown = redact(hint)
+    jobs.ensure(job_id, hint=shown, traceparent=traceparent)
+    jobs.move(job_id, "discovering")
+    found = detect(hint)
+    if not found["candidates"]:
+        raise SourceError(f"cannot tell what {shown!r} is: not a path, URL or DSN UDB knows")
+    best = found["candidates"][0]
+    catalogue = module_for(best["provider"]).inspect(hint)
+    # The id is stable for the same hint, so rediscovery updates the same source document.
+    short = catalogue["short"]
+    source_id = f"{short}-{hashlib.sha256(shown.encode()).hexdigest()[:8]}"
+    source = {"id": source_id, "short": short, "provider": catalogue["provider"],
+              "hint": catalogue.get("hint", shown), "confidence": best["confidence"],
+              "streams": catalogue["streams"]}
+    ctx.tenant_store(tenant).put(f"sources/{source_id}.json", json.dumps(source, indent=2).encode(),
+                                 content_type="application/json")
+    jobs.move(job_id, "discovered", source_id=source_id)
+    ctx.log.info("discovered %s with %d streams", source_id, len(source["streams"]))
+    return source, found
 
 
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     data = events.event_data(event)
     attrs = event.get_attributes()
-    tenant, job_id = attrs["tenant"], attrs["jobid"]
-    jobs = ctx.jobs(tenant)
-    hint = data["hint"].strip()
-    jobs.ensure(job_id, hint=hint, traceparent=attrs.get("traceparent"))
-    jobs.move(job_id, "discovering")
-
-    found = detect(hint)
-    if not found["candidates"]:
-        raise SourceError(f"cannot tell what {hint!r} is: not a path, URL or DSN UDB knows")
-    best = found["candidates"][0]
-    catalogue = module_for(best["provider"]).inspect(hint)
-    # The id is stable for the same hint, so rediscovery updates the same source document.
-    source_id = f"{catalogue['short']}-{hashlib.sha256(hint.encode()).hexdigest()[:8]}"
-    source = {"id": source_id, "short": catalogue["short"], "provider": catalogue["provider"], "hint": hint,
-              "confidence": best["confidence"], "streams": catalogue["streams"]}
-    ctx.tenant_store(tenant).put(f"sources/{source_id}.json", json.dumps(source, indent=2).encode(),
-                                 content_type="application/json")
-    jobs.move(job_id, "discovered", source_id=source_id)
-    ctx.log.info("discovered %s with %d streams", source_id, len(source["streams"]))
+    source, found = discover(ctx, attrs["tenant"], attrs["jobid"], data["hint"].strip(), attrs.get("traceparent"))
     autosync, autoanalyze = data.get("autosync", True), data.get("autoanalyze", True)
     return ctx.emit(events.SOURCE_DISCOVERED,
                     {"source": source, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
                      "autosync": autosync, "autoanalyze": autoanalyze},
                     event, autosync=autosync, autoanalyze=autoanalyze)
+
+
+def discover_connect(request, ctx: Context):
+    """POST /sources/discover_connect {"hint": ..., "autosync": true, "autoanalyze": true}"""
+    tenant = validate_tenant(request.headers.get(TENANT_HEADER, ""))
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("hint"), str) or not body["hint"].strip():
+        raise InputError('expected a JSON object with a non-empty "hint" string')
+    autosync, autoanalyze = bool(body.get("autosync", True)), bool(body.get("autoanalyze", True))
+    job_id = new_job_id()
+    request_event = events.make_event(events.DISCOVER_REQUESTED, {"hint": body["hint"]}, tenant=tenant,
+                                      job_id=job_id, function=FUNCTION)
+    try:
+        source, found = discover(ctx, tenant, job_id, body["hint"].strip(), request_event["traceparent"])
+    except SourceError as exc:
+        ctx.jobs(tenant).fail(job_id, stage="discover", function=FUNCTION, reason=str(exc))
+        return json_response({"jobId": job_id, "state": "failed", "error": str(exc)}, 422)
+    reply = ctx.emit(events.SOURCE_DISCOVERED,
+                     {"source": source, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
+                      "autosync": autosync, "autoanalyze": autoanalyze},
+                     request_event, autosync=autosync, autoanalyze=autoanalyze)
+    sent = False
+    if ctx.settings.broker_url:
+        headers, data = bindings.to_http(reply)
+        try:
+            response = httpx.post(ctx.settings.broker_url, headers=headers, content=data, timeout=10)
+        except httpx.HTTPError as exc:
+            raise TransientError(f"broker at K_SINK unreachable: {exc}") from None
+        if response.status_code >= 300:
+            raise TransientError(f"broker at K_SINK answered {response.status_code}")
+        sent = True
+    result = {"jobId": job_id, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
+              "source": source, "sent": sent}
+    if source.get("oauthUrl"):
+        result["oauthUrl"] = source["oauthUrl"]
+    return json_response(result, 202 if sent else 200)
+
+
+ROUTES = [("POST", "/sources/discover_connect", discover_connect)]

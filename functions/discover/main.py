@@ -1,10 +1,10 @@
 """functions-framework entry point: `functions-framework --source functions/discover/main.py --target http`."""
 import functions_framework
 
-from functions.discover.handler import FUNCTION, handle
+from functions.discover.handler import FUNCTION, ROUTES, handle
 from shared.httpfn import FunctionApp
 
-app = FunctionApp(FUNCTION, handle)
+app = FunctionApp(FUNCTION, handle, routes=ROUTES)
 
 if app.strict_startup():
     app.startup_check()

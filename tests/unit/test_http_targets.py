@@ -83,3 +83,19 @@ def test_artifacts_serves_status_index_and_files_for_one_tenant_only(client_for)
     assert client.get(f"/status/{JOB}").status_code == 400  # no tenant
     assert client.get(f"/artifact/{JOB}/..%2Findex.json", headers=h).status_code in (400, 404)
     assert client.get(f"/artifact/{JOB}/nope.html", headers=h).status_code == 404
+
+
+def test_discover_connect_answers_with_the_job_and_candidates(client_for, sales_csv):
+    client, ctx = client_for("discover")
+    response = client.post("/sources/discover_connect", json={"hint": str(sales_csv)},
+                           headers={"X-UDB-Tenant": TENANT})
+    body = response.get_json()
+    assert response.status_code == 200 and body["sent"] is False  # no K_SINK in this test
+    assert body["candidates"][0]["provider"] == "file"
+    assert ctx.jobs(TENANT).get(body["jobId"])["state"] == "discovered"
+    bad = client.post("/sources/discover_connect", json={"hint": str(sales_csv) + ".nope"},
+                      headers={"X-UDB-Tenant": TENANT})
+    assert bad.status_code == 422 and bad.get_json()["error"].startswith("no such file or directory")
+    assert ctx.jobs(TENANT).get(bad.get_json()["jobId"])["state"] == "failed"
+    assert client.post("/sources/discover_connect", json={}, headers={"X-UDB-Tenant": TENANT}).status_code == 400
+    assert client.post("/sources/discover_connect", json={"hint": "x"}).status_code == 400
