@@ -1,14 +1,30 @@
 """Hint -> ranked provider candidates with a confidence and the reasons behind it."""
 from __future__ import annotations
 
-from shared.sources import files
+from urllib.parse import urlsplit
+
+from shared.sources import files, postgres
 
 AMBIGUITY_MARGIN = 0.15
+
+
+def _scheme(hint: str) -> str:
+    if "://" not in hint:
+        return ""
+    try:
+        return urlsplit(hint).scheme.lower()
+    except ValueError:
+        return hint.split("://", 1)[0].lower()
 
 
 def detect(hint: str) -> dict:
     """{candidates: [{provider, confidence, reasons}], ambiguous} best first."""
     candidates = []
+    scheme = _scheme(hint)
+    if scheme == "s3":
+        candidates.append({"provider": "s3", "confidence": 0.95, "reasons": ["scheme s3"]})
+    elif scheme in postgres.SCHEMES:
+        candidates.append({"provider": "postgres", "confidence": 0.95, "reasons": ["DSN syntax"]})
     path = files.local_path(hint)
     if path is not None:
         if path.is_dir():

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from urllib.parse import urlsplit, urlunsplit
-
 import httpx
 from cloudevents.http import CloudEvent
 
@@ -18,22 +16,11 @@ from shared import bindings, events
 from shared.errors import InputError, SourceError, TransientError
 from shared.httpfn import json_response
 from shared.runtime import Context
-from shared.sources import module_for
+from shared.sources import module_for, redact
 from shared.tenancy import new_job_id, validate_tenant
 
 FUNCTION = "discover"
 TENANT_HEADER = "X-UDB-Tenant"
-
-
-def redact(hint: str) -> str:
-    """The hint as it may be stored and shown: a URL's password replaced by ***."""
-    if "://" not in hint:
-        return hint
-    parts = urlsplit(hint)
-    if not parts.password:
-        return hint
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str | None = None) -> tuple[dict, dict]:

@@ -122,14 +122,18 @@ def check_csv_shape(con, path: Path, fmt: str) -> None:
     rows silently; refuse the file instead and say which line is wrong."""
     delim = "\t" if fmt == "tsv" else None
     try:
-        row = con.execute(f"SELECT Delimiter, SkipRows FROM sniff_csv({_lit(path)}"
+        row = con.execute(f"SELECT Delimiter, SkipRows, Columns FROM sniff_csv({_lit(path)}"
                           + (", delim = '\t'" if delim else "") + ")").fetchone()
         delim = delim or row[0]
-        skipped = row[1]
+        skipped, columns = row[1], row[2]
     except Exception as exc:
         raise _ragged_or(path, delim or ",", f"{path.name}: cannot read as CSV: {_first_line(exc)}") from None
     if skipped:
         raise _ragged_or(path, delim, f"{path.name}: the first {skipped} lines do not match the rest of the file")
+    if len(columns) == 1 and any(d in columns[0]["name"] for d in ",;|\t"):
+        # The sniffer gave up on delimiters and read whole lines as one column: ragged rows.
+        raise _ragged_or(path, ",", f"{path.name}: no consistent delimiter (one column named "
+                                    f"{columns[0]['name']!r})")
 
 
 def _ragged_or(path: Path, delim: str, fallback: str, max_lines: int = 100_000) -> SourceError:

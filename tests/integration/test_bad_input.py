@@ -61,12 +61,20 @@ def _unsupported(tmp: Path) -> Path:
     return path
 
 
+def _small_ragged(tmp: Path) -> Path:
+    # Small enough that DuckDB's sniffer finds no delimiter and reads whole lines as one column.
+    path = tmp / "small.csv"
+    path.write_text("a,b\n1,2\n3,4,5\n6,7\n")
+    return path
+
+
 BAD_INPUTS = {
     "missing path": (lambda tmp: tmp / "nope.csv", "discover", "no such file or directory: {path}"),
     "empty file": (_empty, "discover", "empty.csv: file is empty"),
     "binary garbage": (_garbage, "discover",
                        "garbage.csv: binary content, not a text file (NUL bytes in the first 16384 bytes)"),
     "ragged csv": (_ragged, "discover", "ragged.csv: ragged rows: line 20002 has 2 fields, expected 3"),
+    "small ragged csv": (_small_ragged, "discover", "small.csv: ragged rows: line 3 has 3 fields, expected 2"),
     "ragged csv past the sniffed lines": (_ragged_late, "sync", "late.csv: ragged rows: line 60002 has 2 fields, expected 3"),
     "unsupported type": (_unsupported, "discover",
                          "slides.pptx: unsupported file type '.pptx' (supported: .csv, .json, .jsonl, "

@@ -1,0 +1,365 @@
+"""Objects in S3 / MinIO: `s3://bucket/key` (one object) or `s3://bucket/prefix/` (every CSV, TSV,
+Parquet, JSON and NDJSON object under the prefix, one table each).
+
+`inspect` lists with boto3 (ListObjectsV2), checks each object's first bytes with a ranged GET,
+and has DuckDB describe it over httpfs; `extract` streams one object through DuckDB into chunked
+Parquet, as `files.extract` does for a local file. Nothing is downloaded whole.
+
+Credentials: for now source buckets live on UDB's own object store, so the endpoint and keys come
+from the UDB settings (`S3Config.from_env()`); nothing secret is written into the catalogue.
+A missing bucket or key, an unreadable object or denied access is a SourceError (the job fails);
+an unreachable endpoint is a TransientError (the broker retries), since the endpoint is UDB's.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared import duck
+from shared.errors import SourceError, TransientError
+from shared.settings import Settings
+from shared.sources import files
+from shared.tenancy import identifier
+
+PROVIDER = "s3"
+# What UDB reads from a bucket: the local file formats minus Excel.
+FORMATS = {ext: fmt for ext, fmt in files.FORMATS.items() if fmt != "xlsx"}
+SNIFF_BYTES = files.SNIFF_BYTES
+MAX_OBJECTS = 1000  # one table per object: a prefix with more is almost surely a partitioned dataset
+_TRANSIENT_MARKERS = ("Could not establish connection", "Connection refused", "Timeout", "timed out",
+                      "(HTTP 500", "(HTTP 502", "(HTTP 503", "(HTTP 504")
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where source objects are read from and with which keys."""
+    endpoint: str = ""          # e.g. http://127.0.0.1:19000; empty for AWS
+    access_key: str = ""
+    secret_key: str = ""
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "S3Config":
+        return cls(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_region)
+
+    @classmethod
+    def from_env(cls) -> "S3Config":
+        return cls.from_settings(Settings.from_env())
+
+    def client(self):
+        import boto3  # where it is used: discover and sync only, not every function's cold start
+        from botocore.config import Config
+
+        config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"},
+                        s3={"addressing_style": "path"})
+        return boto3.client("s3", endpoint_url=self.endpoint or None, aws_access_key_id=self.access_key or None,
+                            aws_secret_access_key=self.secret_key or None, region_name=self.region or "us-east-1",
+                            config=config)
+
+    def secret_sql(self) -> str:
+        """A temporary (per-connection, never persisted) DuckDB secret for these credentials."""
+        parts = ["TYPE s3", f"REGION {_str(self.region or 'us-east-1')}"]
+        if self.access_key:
+            parts += [f"KEY_ID {_str(self.access_key)}", f"SECRET {_str(self.secret_key)}"]
+        if self.endpoint:
+            url = urlsplit(self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}")
+            parts += [f"ENDPOINT {_str(url.netloc)}", "URL_STYLE 'path'",
+                      f"USE_SSL {'true' if url.scheme == 'https' else 'false'}"]
+        return f"CREATE OR REPLACE TEMPORARY SECRET udb_s3 ({', '.join(parts)})"
+
+
+def _str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def parse(hint: str) -> tuple[str, str]:
+    """`s3://bucket/key` -> (bucket, key); the key may be empty or end in '/' (a prefix)."""
+    url = urlsplit(hint.strip())
+    if url.scheme.lower() != "s3" or not url.netloc:
+        raise SourceError(f"not an S3 URL (expected s3://bucket/key): {hint!r}")
+    if url.query or url.fragment:
+        raise SourceError(f"{hint}: S3 URLs take no ?query or #fragment")
+    return url.netloc, url.path.lstrip("/")
+
+
+def url_of(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def redact(hint: str) -> str:
+    return hint  # s3:// URLs carry no credentials
+
+
+# ---------------------------------------------------------------- listing (boto3)
+
+def _fail(exc: Exception, bucket: str, key: str, config: S3Config) -> Exception:
+    where = url_of(bucket, key)
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code == "NoSuchBucket":
+            return SourceError(f"{where}: bucket {bucket!r} does not exist")
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            return SourceError(f"{where}: no such object")
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled") or status == 403:
+            return SourceError(f"{where}: access denied ({code or status})")
+        if status >= 500 or code in ("SlowDown", "RequestTimeout"):
+            return TransientError(f"{where}: object store answered {code or status}")
+        return SourceError(f"{where}: {code or status}: {exc.response.get('Error', {}).get('Message', '')}")
+    if isinstance(exc, BotoCoreError):
+        return TransientError(f"{where}: object store unreachable ({config.endpoint or 'AWS'}): {exc}")
+    return exc
+
+
+def list_objects(bucket: str, key: str, config: S3Config, client=None) -> list[dict]:
+    """The objects a hint names: [{key, size, etag}]. One object for a key that exists; every
+    object with a supported extension for a prefix (a trailing '/', an empty key, or a key that
+    is no object but has objects below `key/`)."""
+    client = client or config.client()
+    try:
+        if key and not key.endswith("/"):
+            try:
+                head = client.head_object(Bucket=bucket, Key=key)
+                return [{"key": key, "size": int(head["ContentLength"]), "etag": head["ETag"].strip('"')}]
+            except ClientError as exc:
+                if int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) != 404:
+                    raise
+            prefix = key + "/"
+        else:
+            prefix = key
+        found, skipped = [], 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                name = item["Key"]
+                if name.endswith("/") or PurePosixPath(name).name.startswith("."):
+                    continue  # "folder" markers and hidden objects
+                if PurePosixPath(name).suffix.lower() not in FORMATS:
+                    skipped += 1
+                    continue
+                found.append({"key": name, "size": int(item["Size"]), "etag": item["ETag"].strip('"')})
+    except (ClientError, BotoCoreError) as exc:
+        # HEAD of a key in a missing bucket is a bare 404; the listing then says NoSuchBucket.
+        raise _fail(exc, bucket, key, config) from None
+    if not found:
+        if not skipped and key and not key.endswith("/"):
+            raise SourceError(f"{url_of(bucket, key)}: no such object (and no objects under {prefix!r})")
+        what = f"{skipped} objects, none of a supported type" if skipped else "no objects"
+        raise SourceError(f"{url_of(bucket, prefix)}: {what} under the prefix "
+                          f"(supported: {', '.join(sorted(FORMATS))})")
+    if len(found) > MAX_OBJECTS:
+        raise SourceError(f"{url_of(bucket, prefix)}: {len(found)} objects under the prefix, more than "
+                          f"{MAX_OBJECTS} tables; name a narrower prefix")
+    return found
+
+
+def _is_404(exc: Exception) -> bool:
+    return isinstance(exc, ClientError) and int(
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) == 404
+
+
+def _no_bucket() -> ClientError:
+    return ClientError({"Error": {"Code": "NoSuchBucket"}, "ResponseMetadata": {"HTTPStatusCode": 404}},
+                       "HeadBucket")
+
+
+def _check_bucket(client, bucket: str, key: str, config: S3Config) -> None:
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise _fail(_no_bucket() if _is_404(exc) else exc, bucket, key, config) from None
+
+
+def _range(client, bucket: str, key: str, spec: str, config: S3Config) -> bytes:
+    try:
+        return client.get_object(Bucket=bucket, Key=key, Range=spec)["Body"].read()
+    except (ClientError, BotoCoreError) as exc:
+        raise _fail(exc, bucket, key, config) from None
+
+
+def detect_format(client, bucket: str, obj: dict, config: S3Config) -> tuple[str, bytes]:
+    """The object's format from its extension, confirmed by its first (and for Parquet last)
+    bytes; returns (format, first bytes)."""
+    key = obj["key"]
+    name = PurePosixPath(key)
+    if obj["size"] == 0:
+        raise SourceError(f"{url_of(bucket, key)}: object is empty")
+    head = _range(client, bucket, key, f"bytes=0-{SNIFF_BYTES - 1}", config)
+    ext = name.suffix.lower()
+    fmt = FORMATS.get(ext)
+    if fmt is None:
+        if ext:
+            raise SourceError(f"{url_of(bucket, key)}: unsupported file type {ext!r} "
+                              f"(supported: {', '.join(sorted(FORMATS))})")
+        fmt = files._sniff_kind(head)
+        if fmt is None or fmt == "xlsx":
+            raise SourceError(f"{url_of(bucket, key)}: cannot tell the file type "
+                              f"(no extension, unrecognised content)")
+    if fmt == "parquet":
+        tail = _range(client, bucket, key, "bytes=-4", config) if obj["size"] >= 8 else b""
+        if not head.startswith(b"PAR1") or tail != b"PAR1":
+            raise SourceError(f"{url_of(bucket, key)}: not a Parquet file (missing PAR1 magic bytes)")
+    else:
+        files._check_text(name, head)
+        if fmt in ("json", "ndjson") and head.lstrip()[:1] not in (b"[", b"{"):
+            raise SourceError(f"{name.name}: not JSON (starts with {head.lstrip()[:12]!r})")
+    return fmt, head
+
+
+# ---------------------------------------------------------------- reading (DuckDB httpfs)
+
+def connect(config: S3Config, *, memory_limit: str = "1GB", threads: int = 2):
+    con = duck.connect(memory_limit=memory_limit, threads=threads, extensions=("httpfs",))
+    try:
+        con.execute("SET http_timeout = 30")
+        con.execute("SET http_retries = 2")
+        con.execute(config.secret_sql())
+    except Exception:
+        con.close()
+        raise
+    return con
+
+
+def _duck_error(exc: Exception, url: str, fmt: str) -> Exception:
+    text = str(exc)
+    first = files._first_line(exc)
+    if any(marker in text for marker in _TRANSIENT_MARKERS):
+        return TransientError(f"{url}: object store unreachable: {first}")
+    if "(HTTP 404" in text:
+        return SourceError(f"{url}: no such object (or bucket)")
+    if "(HTTP 403" in text:
+        return SourceError(f"{url}: access denied")
+    match = files._CSV_LINE_ERROR.search(text)
+    if match:
+        line, expected, found = match.groups()
+        return SourceError(f"{PurePosixPath(url).name}: ragged rows: line {line} has {found} fields, "
+                           f"expected {expected}")
+    return SourceError(f"{PurePosixPath(url).name}: cannot read as {fmt}: {first}")
+
+
+def check_csv_shape(con, url: str, fmt: str, head: bytes) -> None:
+    """As files.check_csv_shape: refuse a CSV whose leading lines DuckDB's sniffer would skip
+    (or cannot make sense of), naming the first ragged line in the object's first bytes."""
+    tab = ", delim = '\t'" if fmt == "tsv" else ""
+    name = PurePosixPath(url).name
+    delim = "\t" if fmt == "tsv" else None
+    try:
+        found, skipped = con.execute(f"SELECT Delimiter, SkipRows FROM sniff_csv({_str(url)}{tab})").fetchone()
+    except Exception as exc:
+        error = _duck_error(exc, url, fmt)
+        if isinstance(error, TransientError):
+            raise error from None
+        raise _ragged_in(head, name, delim or ",") or error from None
+    if skipped:
+        raise (_ragged_in(head, name, delim or found or ",")
+               or SourceError(f"{name}: the first {skipped} lines do not match the rest of the file"))
+
+
+def _ragged_in(head: bytes, name: str, delim: str) -> SourceError | None:
+    """The first line of `head` whose field count differs from the header's, as an error."""
+    text = head.decode("utf-8", errors="replace")
+    if len(head) >= SNIFF_BYTES:
+        text = text[:text.rfind("\n") + 1]  # the last line may be cut
+    expected = None
+    for lineno, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delim), start=1):
+        if not row:
+            continue
+        if expected is None:
+            expected = len(row)
+        elif len(row) != expected:
+            return SourceError(f"{name}: ragged rows: line {lineno} has {len(row)} fields, expected {expected}")
+    return None
+
+
+def describe(con, url: str, fmt: str, head: bytes = b"") -> list[dict]:
+    if fmt in ("csv", "tsv"):
+        check_csv_shape(con, url, fmt, head)
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {files.reader_sql(url, fmt)}").fetchall()
+    except Exception as exc:
+        raise _duck_error(exc, url, fmt) from None
+    if not rows:
+        raise SourceError(f"{PurePosixPath(url).name}: no columns found")
+    return [{"name": r[0], "type": r[1]} for r in rows]
+
+
+# ---------------------------------------------------------------- provider interface
+
+def inspect(hint: str, *, config: S3Config | None = None) -> dict:
+    """The catalogue of one object or of every supported object under a prefix."""
+    config = config or S3Config.from_env()
+    bucket, key = parse(hint)
+    client = config.client()
+    objects = list_objects(bucket, key, config, client)
+    names = _stream_names([o["key"] for o in objects], key)
+    con = connect(config)
+    try:
+        streams = []
+        for obj in objects:
+            fmt, head = detect_format(client, bucket, obj, config)
+            url = url_of(bucket, obj["key"])
+            columns = describe(con, url, fmt, head)
+            temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
+            keys = [c["name"] for c in columns if c["name"].lower() == "id" or c["name"].lower().endswith("_id")]
+            streams.append({"name": names[obj["key"]], "format": fmt, "location": url, "columns": columns,
+                            "sync_modes": ["full"], "cursor_candidates": temporal,
+                            "primary_key_candidates": keys[:1], "bytes": obj["size"]})
+    finally:
+        con.close()
+    return {"provider": PROVIDER, "short": identifier(bucket, "src"), "streams": streams}
+
+
+def _stream_names(keys: list[str], hint_key: str) -> dict[str, str]:
+    """Stream name = the object's stem; where two stems collide (the same name in two
+    "folders"), the path below the hint's prefix names both."""
+    by_stem = {k: identifier(PurePosixPath(k).stem) for k in keys}
+    counts: dict[str, int] = {}
+    for name in by_stem.values():
+        counts[name] = counts.get(name, 0) + 1
+    base = hint_key if hint_key.endswith("/") or not hint_key else hint_key + "/"
+    names = {}
+    for k, name in by_stem.items():
+        if counts[name] > 1:
+            rel = k[len(base):] if k.startswith(base) else k
+            name = identifier(str(PurePosixPath(rel).with_suffix("")))
+        names[k] = name
+    if len(set(names.values())) != len(names):
+        raise SourceError(f"two objects map to the same table name ({', '.join(sorted(names.values()))})")
+    return names
+
+
+def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str = "1GB", threads: int = 2,
+            config: S3Config | None = None) -> int:
+    """Write the object as Parquet parts into `out_dir`; returns the row count."""
+    config = config or S3Config.from_env()
+    url, fmt = stream["location"], stream["format"]
+    bucket, key = parse(url)
+    client = config.client()
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if _is_404(exc):
+            _check_bucket(client, bucket, key, config)
+            raise SourceError(f"{url}: object disappeared since discovery") from None
+        raise _fail(exc, bucket, key, config) from None
+    except BotoCoreError as exc:
+        raise _fail(exc, bucket, key, config) from None
+    con = connect(config, memory_limit=memory_limit, threads=threads)
+    try:
+        if fmt in ("csv", "tsv"):
+            head = _range(client, bucket, key, f"bytes=0-{SNIFF_BYTES - 1}", config)
+            check_csv_shape(con, url, fmt, head)
+        try:
+            rows = con.execute(
+                f"COPY (SELECT * FROM {files.reader_sql(url, fmt)}) TO {_str(str(out_dir))} "
+                f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+        except Exception as exc:
+            raise _duck_error(exc, url, fmt) from None
+    finally:
+        con.close()
+    return int(rows)
