@@ -1,0 +1,145 @@
+"""The pipeline through the real stack: broker ingress -> Kafka -> function processes -> MinIO.
+
+The same data also runs embedded; row counts and statistics must be equal.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer
+from cloudevents.http import to_binary, to_structured
+
+from devstack import services, stack
+from shared import bindings, cli, events
+from shared.tenancy import new_job_id
+from tests.conftest import write_sales
+from tests.stack_fixtures import wait_for_job
+
+pytestmark = pytest.mark.e2e
+SOURCE_BUCKET = "udb-e2e-sources"
+VOLATILE = ("elapsed_ms", "size_bytes", "size_note")
+
+
+def post_to_broker(event, structured: bool = False) -> None:
+    headers, body = (to_structured if structured else to_binary)(event)
+    response = httpx.post(stack.broker_url(), headers=headers, content=body, timeout=10)
+    assert response.status_code == 202, response.text
+
+
+def fetch(tenant: str, job_id: str, name: str = "") -> httpx.Response:
+    response = httpx.get(f"{stack.function_url('artifacts')}/artifact/{job_id}/{name}",
+                         headers={"X-UDB-Tenant": tenant}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def comparable(profile: dict) -> dict:
+    """A profile without its timings and table names, for stack-vs-embedded comparison."""
+    columns = [{k: v for k, v in c.items() if k not in VOLATILE} for c in profile["column_profiles"]]
+    return {"rows": profile["rows"], "duplicate_rows": profile["duplicate_rows"], "columns": columns}
+
+
+def embedded_profile(tmp_path, monkeypatch, capsys, hint: str) -> dict:
+    monkeypatch.setenv("UDB_HOME", str(tmp_path / "embedded"))
+    assert cli.main(["run", hint, "--tenant", "embedded"]) == 0
+    out = capsys.readouterr().out
+    profile = next(line.split()[-1] for line in out.splitlines() if line.endswith(".json") and "profile-" in line)
+    return json.loads(open(profile).read())
+
+
+def run_through_stack(tenant: str, hint: str, structured: bool = False) -> tuple[str, dict]:
+    job_id = new_job_id()
+    post_to_broker(events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant=tenant, job_id=job_id,
+                                     function="test"), structured)
+    doc = wait_for_job(stack.function_url("artifacts"), tenant, job_id)
+    assert doc["state"] == "completed", doc.get("error")
+    return job_id, doc
+
+
+def test_csv_in_minio_matches_the_embedded_run(running_stack, s3_client, tenant, tmp_path, monkeypatch, capsys):
+    path = write_sales(tmp_path / "csv" / "sales.csv", 20_000)
+    try:
+        s3_client.create_bucket(Bucket=SOURCE_BUCKET)
+    except s3_client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    key = f"{tenant}/sales.csv"
+    s3_client.upload_file(str(path), SOURCE_BUCKET, key)
+
+    job_id, doc = run_through_stack(tenant, f"s3://{SOURCE_BUCKET}/{key}", structured=True)
+    assert list(doc["tables"].values()) == [{"rows": 20_000}]
+    assert set(doc["stage_seconds"]) == {"discover", "sync", "load", "analyze"}
+    index = fetch(tenant, job_id).json()
+    table = index["tables"][0]
+    profile = fetch(tenant, job_id, f"profile-{table}.json").json()
+    assert fetch(tenant, job_id, f"profile-{table}.html").headers["content-type"] == "text/html; charset=utf-8"
+    for entry in index["artifacts"]:
+        assert len(fetch(tenant, job_id, entry["name"]).content) == entry["bytes"]
+
+    assert comparable(profile) == comparable(embedded_profile(tmp_path, monkeypatch, capsys, str(path)))
+    # The warehouse is in MinIO, where the writer put it.
+    head = s3_client.head_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/warehouse.duckdb")
+    assert head["ContentLength"] > 0
+
+
+def test_postgres_table_matches_the_embedded_run(running_stack, tenant, tmp_path, monkeypatch, capsys):
+    dsn = services.endpoints()["postgres"]
+    table = f"orders_{tenant}"
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        pg.execute(f"DROP TABLE IF EXISTS {table}")
+        pg.execute(f"""CREATE TABLE {table} AS
+            SELECT i AS order_id, (ARRAY['north','south','east','west'])[i % 4 + 1] AS region,
+                   TIMESTAMP '2025-01-01' + i * INTERVAL '1 hour' AS ordered_at,
+                   (i % 100)::double precision AS amount,
+                   CASE WHEN i % 10 = 0 THEN NULL ELSE (i % 7) / 10.0 END::double precision AS discount
+            FROM generate_series(0, 14999) AS s(i)""")
+        pg.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (order_id)")
+    hint = f"{dsn}?table=public.{table}"
+    job_id, doc = run_through_stack(tenant, hint)
+    assert list(doc["tables"].values()) == [{"rows": 15_000}]
+    assert "udb:udb@" not in json.dumps(doc)  # the password never lands in the job document
+    index = fetch(tenant, job_id).json()
+    profile = fetch(tenant, job_id, f"profile-{index['tables'][0]}.json").json()
+    cols = {c["name"]: c for c in profile["column_profiles"]}
+    assert cols["amount"]["mean"] == 49.5 and cols["discount"]["nulls"] == 1_500
+    assert comparable(profile) == comparable(embedded_profile(tmp_path, monkeypatch, capsys, hint))
+
+
+def test_job_events_on_kafka_follow_the_job_and_match_the_schema(running_stack, s3_client, tenant, tmp_path):
+    path = write_sales(tmp_path / "ev" / "sales.csv", 500)
+    try:
+        s3_client.create_bucket(Bucket=SOURCE_BUCKET)
+    except s3_client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    s3_client.upload_file(str(path), SOURCE_BUCKET, f"{tenant}/ev.csv")
+    job_id, doc = run_through_stack(tenant, f"s3://{SOURCE_BUCKET}/{tenant}/ev.csv")
+
+    import jsonschema
+    schema = json.loads((events.SCHEMA_DIR / "job.json").read_text())
+
+    async def consume() -> list:
+        consumer = AIOKafkaConsumer("udb.job-events", bootstrap_servers=services.endpoints()["kafka"],
+                                    auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        seen = []
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=2000)
+                if not batch:
+                    return seen
+                for records in batch.values():
+                    for r in records:
+                        if r.key == tenant.encode():
+                            seen.append((dict(r.headers), bindings.from_kafka(r.key, r.value, r.headers)))
+        finally:
+            await consumer.stop()
+
+    seen = asyncio.run(consume())
+    states = [event.get_data()["state"] for _, event in seen]
+    assert states == [h["state"] for h in doc["history"]]
+    for headers, event in seen:
+        assert headers["ce_type"] == b"dev.udb.job.changed" and headers["ce_jobid"] == job_id.encode()
+        jsonschema.validate(event.get_data(), schema)
