@@ -29,3 +29,15 @@ install:
 # Run one command of the CLI, e.g. `just udb status job-...`
 udb *ARGS: install
     {{bin}}/udb {{ARGS}}
+
+# The real stack on this machine: Kafka, MinIO, the five functions and the local broker. CMD: up | down | status
+stack CMD="status": install
+    {{bin}}/python -m devstack.stack {{CMD}}
+
+# Local services alone (kafka minio postgres webdav). CMD: up | down | status
+services CMD="status" *NAMES: install
+    {{bin}}/python -m devstack.services {{CMD}} {{NAMES}}
+
+# Benchmarks (print tables): the broker hop
+bench: install
+    {{bin}}/python bench/broker_hop.py 200

@@ -80,9 +80,8 @@ class S3Store:
         try:
             store.ensure_bucket()
         except TransientError as exc:
-            if getattr(settings, "strict_startup", False):
-                raise
-            # Start anyway: /readyz reports the outage (ping retries the bucket check).
+            # Start anyway: /readyz reports the outage (ping retries the bucket check), and
+            # strict startup refuses to serve after reporting every dependency that is down.
             log.warning("object store not ready at start: %s", exc)
         return store
 
