@@ -51,8 +51,7 @@ def free_port() -> int:
 # ================================================================ S3
 
 @pytest.fixture(scope="module")
-def s3cfg():
-    services.up(["minio"])
+def s3cfg(stack_services):
     user, password = services.minio_credentials()
     return s3.S3Config(services.endpoints()["s3"], user, password)
 
@@ -267,8 +266,7 @@ def test_s3_discover_and_sync_through_the_handlers(monkeypatch, s3cfg, bucket, c
 # ================================================================ PostgreSQL
 
 @pytest.fixture(scope="module")
-def pg_server():
-    services.up(["postgres"])
+def pg_server(stack_services):
     return postgres.parse(services.endpoints()["postgres"])
 
 

@@ -1,0 +1,302 @@
+"""The stack's local broker against real Kafka: Knative Kafka Broker semantics.
+
+Each test gets its own Broker name (so its own topic and consumer groups), a routing table
+written as Knative YAML, and a local subscriber (a plain HTTP server) that records what
+arrives and answers as the test tells it to.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from cloudevents.http import CloudEvent, from_http, to_binary, to_structured
+
+from devstack.broker import Broker
+from shared import bindings
+from shared.routing import load_routes
+
+pytestmark = pytest.mark.integration
+
+
+class Subscriber:
+    """Records every delivery; `answer(event) -> (status, headers, body)` decides the reply."""
+
+    def __init__(self, answer=None):
+        self.received: list[tuple[float, CloudEvent]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        self.answer = answer or (lambda event: (202, {}, b""))
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"] or 0))
+                event = from_http(dict(self.headers), body)
+                with owner.lock:
+                    owner.received.append((time.monotonic(), event))
+                    owner.in_flight += 1
+                    owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+                try:
+                    status, headers, data = owner.answer(event)
+                finally:
+                    with owner.lock:
+                        owner.in_flight -= 1
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def types(self) -> list[str]:
+        return [e["type"] for _, e in self.received]
+
+
+def routes_yaml(name: str, triggers: str, delivery: str = "") -> str:
+    return f"""
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: {name}, namespace: test}}
+spec:
+  delivery:
+    retry: 2
+    backoffPolicy: exponential
+    backoffDelay: PT0.1S
+    deadLetterSink: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: dls-{name}}}}}
+    {delivery}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: KafkaSink
+metadata: {{name: dls-{name}, namespace: test}}
+spec: {{topic: dls-{name}, bootstrapServers: [x]}}
+{triggers}
+"""
+
+
+def trigger(name: str, broker: str, service: str, filter_yaml: str, extra: str = "") -> str:
+    return f"""---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: {name}-{broker}
+  namespace: test
+{extra}
+spec:
+  broker: {broker}
+  {filter_yaml}
+  subscriber: {{ref: {{apiVersion: serving.knative.dev/v1, kind: Service, name: {service}}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def kafka(stack_services):
+    return stack_services["kafka"]
+
+
+def event(type_: str, key: str = "acme", **data) -> CloudEvent:
+    return CloudEvent({"type": type_, "source": "/test", "partitionkey": key, "datacontenttype": "application/json"},
+                      data or {"n": 0})
+
+
+async def running(routes, kafka: str, subscribers: dict):
+    broker = Broker(routes, kafka, subscribers)
+    await broker.start()
+    server = uvicorn.Server(uvicorn.Config(broker.asgi, host="127.0.0.1", port=0, log_level="warning",
+                                           interface="asgi3", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    ingress = f"http://127.0.0.1:{port}/test/{routes.broker}"
+
+    async def close():
+        server.should_exit = True
+        await task
+        await broker.stop()
+
+    return broker, ingress, close
+
+
+async def post(ingress: str, ev: CloudEvent, structured: bool = False) -> httpx.Response:
+    headers, body = (to_structured if structured else to_binary)(ev)
+    async with httpx.AsyncClient() as client:
+        return await client.post(ingress, headers=headers, content=body)
+
+
+async def until(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.05)
+
+
+async def read_topic(kafka: str, topic: str, expect: int, timeout: float = 20) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    records = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < expect and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def load(tmp_path: Path, text: str, name: str):
+    (tmp_path / "routes.yaml").write_text(text)
+    return load_routes(tmp_path, name)
+
+
+def test_ingress_filters_delivery_and_replies_reentering_the_broker(kafka, tmp_path):
+    name = "b" + uuid.uuid4().hex[:8]
+
+    def reply(ev):
+        out = CloudEvent({"type": "test.second", "source": "/sub", "partitionkey": ev["partitionkey"]},
+                         {"from": ev["id"]})
+        headers, body = to_binary(out)
+        return 200, dict(headers), body
+
+    first, second = Subscriber(reply), Subscriber()
+    routes = load(tmp_path, routes_yaml(name, trigger("one", name, "svc-one", "filter: {attributes: {type: test.first}}")
+                                        + trigger("two", name, "svc-two",
+                                                  "filters: [{prefix: {type: test.sec}}, {not: {exact: {source: /nope}}}]")),
+                  name)
+
+    async def scenario():
+        broker, ingress, close = await running(routes, kafka, {"svc-one": first.url, "svc-two": second.url})
+        try:
+            assert (await post(ingress, event("test.first"))).status_code == 202
+            assert (await post(ingress, event("test.first"), structured=True)).status_code == 202
+            assert (await post(ingress, event("test.other"))).status_code == 202  # matches no Trigger
+            async with httpx.AsyncClient() as client:
+                bad = await client.post(ingress, content=b"nope", headers={"content-type": "text/plain"})
+                assert bad.status_code == 400 and bad.json()["error"] == "malformed CloudEvent"
+                assert (await client.post(ingress.rsplit("/", 1)[0] + "/other", content=b"{}")).status_code == 404
+            await until(lambda: len(second.received) == 2)
+            await asyncio.sleep(0.5)
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+            await admin.start()
+            try:
+                return {g[0] for g in await admin.list_consumer_groups()}
+            finally:
+                await admin.close()
+        finally:
+            await close()
+
+    groups = asyncio.run(scenario())
+    assert first.types() == ["test.first", "test.first"]
+    assert second.types() == ["test.second", "test.second"]  # each reply went back through Kafka
+    assert {f"knative-trigger-test-one-{name}", f"knative-trigger-test-two-{name}"} <= groups
+    assert {e.get_data()["from"] for _, e in second.received} == {e["id"] for _, e in first.received}
+
+
+def test_retries_with_exponential_backoff_then_succeeds(kafka, tmp_path):
+    name = "b" + uuid.uuid4().hex[:8]
+    calls = {"n": 0}
+
+    def flaky(ev):
+        calls["n"] += 1
+        return (503, {}, b"busy") if calls["n"] <= 2 else (202, {}, b"")
+
+    sub = Subscriber(flaky)
+    routes = load(tmp_path, routes_yaml(name, trigger("t", name, "svc", "filter: {attributes: {type: test.x}}")), name)
+
+    async def scenario():
+        broker, ingress, close = await running(routes, kafka, {"svc": sub.url})
+        try:
+            await post(ingress, event("test.x"))
+            await until(lambda: len(sub.received) == 3)
+            await asyncio.sleep(0.5)
+        finally:
+            await close()
+
+    asyncio.run(scenario())
+    times = [t for t, _ in sub.received]
+    assert len(times) == 3  # delivered on the third attempt, and not again
+    # Knative's exponential backoff: backoffDelay * 2^n before retry n -> 0.2 s, then 0.4 s.
+    assert times[1] - times[0] == pytest.approx(0.2, abs=0.15)
+    assert times[2] - times[1] == pytest.approx(0.4, abs=0.15)
+
+
+def test_exhausted_and_non_retryable_deliveries_go_to_the_dead_letter_sink(kafka, tmp_path):
+    name = "b" + uuid.uuid4().hex[:8]
+    always_500 = Subscriber(lambda ev: (500, {}, b"handler broke"))
+    refuses = Subscriber(lambda ev: (400, {}, b'{"error": "bad"}'))
+    routes = load(tmp_path, routes_yaml(
+        name, trigger("fail", name, "svc-fail", "filter: {attributes: {type: test.fail}}")
+        + trigger("bad", name, "svc-bad", "filter: {attributes: {type: test.bad}}",
+                  extra="") ), name)
+
+    async def scenario():
+        broker, ingress, close = await running(routes, kafka, {"svc-fail": always_500.url, "svc-bad": refuses.url})
+        try:
+            await post(ingress, event("test.fail"))
+            await post(ingress, event("test.bad"))
+            return await read_topic(kafka, f"dls-{name}", expect=2)
+        finally:
+            await close()
+
+    records = asyncio.run(scenario())
+    assert len(always_500.received) == 3  # 1 + retry 2
+    assert len(refuses.received) == 1     # 400 is not retried
+    dead = {e["type"]: e for e in (bindings.from_kafka(r.key, r.value, r.headers) for r in records)}
+    assert set(dead) == {"test.fail", "test.bad"}
+    assert dead["test.fail"]["knativeerrorcode"] == "500"
+    assert dead["test.fail"]["knativeerrordest"] == always_500.url
+    assert base64.b64decode(dead["test.fail"]["knativeerrordata"]) == b"handler broke"
+    assert dead["test.bad"]["knativeerrorcode"] == "400"
+    assert json.loads(base64.b64decode(dead["test.bad"]["knativeerrordata"])) == {"error": "bad"}
+
+
+def test_ordered_trigger_delivers_one_partition_in_order(kafka, tmp_path):
+    name = "b" + uuid.uuid4().hex[:8]
+
+    def slow(ev):
+        time.sleep(0.02 if ev.get_data()["n"] % 2 else 0.001)
+        return 202, {}, b""
+
+    ordered, unordered = Subscriber(slow), Subscriber(slow)
+    routes = load(tmp_path, routes_yaml(
+        name,
+        trigger("ord", name, "svc-ord", "filter: {attributes: {type: test.seq}}",
+                extra="  annotations: {kafka.eventing.knative.dev/delivery.order: ordered}")
+        + trigger("unord", name, "svc-unord", "filter: {attributes: {type: test.seq}}")), name)
+    assert [t.ordered for t in routes.triggers] == [True, False]
+
+    async def scenario():
+        broker, ingress, close = await running(routes, kafka, {"svc-ord": ordered.url, "svc-unord": unordered.url})
+        try:
+            # Publish while the consumers are paused behind the first batch, so batches hold many records.
+            await asyncio.gather(*(post(ingress, event("test.seq", n=i)) for i in range(1)))
+            for i in range(1, 40):
+                await post(ingress, event("test.seq", n=i))
+            await until(lambda: len(ordered.received) == 40 and len(unordered.received) == 40)
+        finally:
+            await close()
+
+    asyncio.run(scenario())
+    assert [e.get_data()["n"] for _, e in ordered.received] == list(range(40))
+    assert ordered.max_in_flight == 1
+    assert sorted(e.get_data()["n"] for _, e in unordered.received) == list(range(40))
