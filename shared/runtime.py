@@ -52,6 +52,14 @@ class Context:
     log: object = None
     extras: dict = field(default_factory=dict)
 
+    @property
+    def secrets(self):
+        """The secret store, opened on first use (most handlers never need it)."""
+        if "secrets" not in self.extras:
+            from shared.secrets import open_secrets
+            self.extras["secrets"] = open_secrets(self.settings)
+        return self.extras["secrets"]
+
     def tenant_store(self, tenant: str) -> TenantStore:
         return TenantStore(self.store, tenant)
 

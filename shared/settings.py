@@ -41,6 +41,8 @@ class Settings:
     lease_wait_seconds: int = _setting("UDB_LEASE_WAIT_SECONDS", 60, "how long the writer waits for a held lease")
     duckdb_memory_limit: str = _setting("UDB_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit per connection")
     duckdb_threads: int = _setting("UDB_DUCKDB_THREADS", 2, "DuckDB threads per connection")
+    secrets_backend: str = _setting("UDB_SECRETS", "local", "secret store: local (encrypted file under UDB_HOME) | kubernetes")
+    secret_key: str = _setting("UDB_SECRET_KEY", "", "Fernet key of the local secret store; empty: a key file under UDB_HOME")
     strict_startup: bool = _setting("UDB_STRICT_STARTUP", False, "exit at start when a required dependency is down")
     log_level: str = _setting("UDB_LOG_LEVEL", "INFO", "log level")
     function: str = _setting("UDB_FUNCTION", "", "which function this process serves (stack/cluster)")
@@ -72,6 +74,8 @@ class Settings:
             problems["UDB_MODE"] = f"expected one of embedded, stack, cluster; found {self.mode!r}"
         if self.store not in ("local", "s3"):
             problems["UDB_STORE"] = f"expected one of local, s3; found {self.store!r}"
+        if self.secrets_backend not in ("local", "kubernetes"):
+            problems["UDB_SECRETS"] = f"expected one of local, kubernetes; found {self.secrets_backend!r}"
         if self.store == "s3" and not self.s3_endpoint and not self.s3_access_key:
             problems["UDB_S3_ENDPOINT"] = "the s3 store needs an endpoint or credentials"
         return problems

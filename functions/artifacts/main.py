@@ -1,7 +1,8 @@
 """functions-framework entry point: `functions-framework --source functions/artifacts/main.py --target http`."""
 import functions_framework
 
-from functions.artifacts.handler import FUNCTION, ROUTES
+from functions.artifacts.handler import FUNCTION
+from functions.artifacts.routes import ROUTES
 from shared.httpfn import FunctionApp
 
 app = FunctionApp(FUNCTION, routes=ROUTES)

@@ -1,0 +1,163 @@
+"""Per-tenant secrets (OAuth tokens, source passwords): never in events, logs, job documents or
+artifacts — those carry a reference (`secret://<name>`) at most.
+
+Backends:
+- `local` (embedded and stack): one Fernet-encrypted JSON file per tenant under
+  `<UDB_HOME>/secrets/`, key from `UDB_SECRET_KEY` or a 0600 key file created beside them.
+- `kubernetes` (cluster): one Secret per tenant, `udb-tenant-<t>`, through the API server with
+  the pod's service account (the Role in knative/ allows get/create/patch on those).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from shared.errors import InputError, NotFound, TransientError
+from shared.tenancy import validate_tenant
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+REF_PREFIX = "secret://"
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InputError(f"invalid secret name {name!r}: expected 1-63 of a-z, 0-9, '.', '_', '-'")
+    return name
+
+
+def ref(name: str) -> str:
+    return REF_PREFIX + validate_name(name)
+
+
+class SecretStore(Protocol):
+    def put(self, tenant: str, name: str, value: str) -> None: ...
+    def get(self, tenant: str, name: str) -> str: ...
+    def delete(self, tenant: str, name: str) -> None: ...
+    def names(self, tenant: str) -> list[str]: ...
+
+
+class LocalSecretStore:
+    def __init__(self, root: Path, key: str = ""):
+        from cryptography.fernet import Fernet
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not key:
+            key_file = self.root / ".key"
+            if not key_file.exists():
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(Fernet.generate_key())
+            key = key_file.read_text().strip()
+        try:
+            self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
+        except ValueError:
+            raise InputError("UDB_SECRET_KEY: expected a url-safe base64 Fernet key of 32 bytes") from None
+        self._lock = threading.Lock()
+
+    def _path(self, tenant: str) -> Path:
+        return self.root / f"{validate_tenant(tenant)}.enc"
+
+    def _read(self, tenant: str) -> dict:
+        from cryptography.fernet import InvalidToken
+
+        path = self._path(tenant)
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(self._fernet.decrypt(path.read_bytes()))
+        except InvalidToken:
+            raise TransientError(f"secrets of tenant {tenant} cannot be decrypted with this key") from None
+
+    def _write(self, tenant: str, values: dict) -> None:
+        path = self._path(tenant)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(self._fernet.encrypt(json.dumps(values).encode()))
+        os.replace(tmp, path)
+
+    def put(self, tenant: str, name: str, value: str) -> None:
+        with self._lock:
+            values = self._read(tenant)
+            values[validate_name(name)] = value
+            self._write(tenant, values)
+
+    def get(self, tenant: str, name: str) -> str:
+        values = self._read(tenant)
+        try:
+            return values[validate_name(name)]
+        except KeyError:
+            raise NotFound(f"no secret {name!r} for tenant {tenant}") from None
+
+    def delete(self, tenant: str, name: str) -> None:
+        with self._lock:
+            values = self._read(tenant)
+            if values.pop(validate_name(name), None) is not None:
+                self._write(tenant, values)
+
+    def names(self, tenant: str) -> list[str]:
+        return sorted(self._read(tenant))
+
+
+class KubernetesSecretStore:
+    """Secrets through the Kubernetes API with the pod's service account token."""
+
+    SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+    def __init__(self, namespace: str | None = None, api: str = "https://kubernetes.default.svc"):
+        import httpx
+
+        self.namespace = namespace or (self.SA / "namespace").read_text().strip()
+        token = (self.SA / "token").read_text().strip()
+        self.http = httpx.Client(base_url=api, verify=str(self.SA / "ca.crt"), timeout=10,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    def _url(self, tenant: str) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/secrets/udb-tenant-{validate_tenant(tenant)}"
+
+    def _data(self, tenant: str) -> dict:
+        response = self.http.get(self._url(tenant))
+        if response.status_code == 404:
+            return {}
+        if response.status_code >= 300:
+            raise TransientError(f"kubernetes secrets: {response.status_code} reading tenant {tenant}")
+        return {k: base64.b64decode(v).decode() for k, v in (response.json().get("data") or {}).items()}
+
+    def put(self, tenant: str, name: str, value: str) -> None:
+        patch = {"data": {validate_name(name): base64.b64encode(value.encode()).decode()}}
+        response = self.http.patch(self._url(tenant), json=patch,
+                                   headers={"Content-Type": "application/merge-patch+json"})
+        if response.status_code == 404:
+            body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": f"udb-tenant-{tenant}", "labels": {"udb.dev/tenant": tenant}}, **patch}
+            response = self.http.post(f"/api/v1/namespaces/{self.namespace}/secrets", json=body)
+        if response.status_code >= 300:
+            raise TransientError(f"kubernetes secrets: {response.status_code} writing tenant {tenant}")
+
+    def get(self, tenant: str, name: str) -> str:
+        try:
+            return self._data(tenant)[validate_name(name)]
+        except KeyError:
+            raise NotFound(f"no secret {name!r} for tenant {tenant}") from None
+
+    def delete(self, tenant: str, name: str) -> None:
+        patch = {"data": {validate_name(name): None}}
+        response = self.http.patch(self._url(tenant), json=patch,
+                                   headers={"Content-Type": "application/merge-patch+json"})
+        if response.status_code not in (200, 404):
+            raise TransientError(f"kubernetes secrets: {response.status_code} deleting from tenant {tenant}")
+
+    def names(self, tenant: str) -> list[str]:
+        return sorted(self._data(tenant))
+
+
+def open_secrets(settings) -> SecretStore:
+    if settings.secrets_backend == "kubernetes":
+        return KubernetesSecretStore(settings.namespace)
+    return LocalSecretStore(Path(settings.home) / "secrets", settings.secret_key)
