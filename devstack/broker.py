@@ -75,6 +75,7 @@ class Broker:
         from aiokafka.errors import TopicAlreadyExistsError
 
         names = {self.topic} | {t for t in (self.dead_letter_topic(tr) for tr in self.routes.triggers) if t}
+        names |= {topic for source in self.routes.sources for topic in source.topics}
         admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, request_timeout_ms=10_000)
         await admin.start()
         try:
@@ -94,12 +95,16 @@ class Broker:
                                          linger_ms=0, request_timeout_ms=10_000)
         await self.producer.start()
         self.http = httpx.AsyncClient(timeout=self.delivery_timeout)
-        for trigger in self.routes.triggers:
+        subscriptions = [(t, (self.topic,), f"knative-trigger-{self.routes.namespace}-{t.name}")
+                         for t in self.routes.triggers]
+        # KafkaSources (e.g. dead letters -> job failure) run here too, with their own groups.
+        subscriptions += [(s, s.topics, s.group) for s in self.routes.sources]
+        for trigger, topics, group in subscriptions:
             if trigger.subscriber not in self.subscribers:
-                raise ValueError(f"trigger {trigger.name}: no URL for subscriber {trigger.subscriber!r}")
+                raise ValueError(f"{trigger.name}: no URL for subscriber {trigger.subscriber!r}")
             consumer = AIOKafkaConsumer(
-                self.topic, bootstrap_servers=self.kafka,
-                group_id=f"knative-trigger-{self.routes.namespace}-{trigger.name}",
+                *topics, bootstrap_servers=self.kafka,
+                group_id=group,
                 enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=5_000,
                 # A long delivery (analyze) must not get the member kicked out of its group.
                 max_poll_interval_ms=900_000, session_timeout_ms=30_000, heartbeat_interval_ms=3_000)
@@ -161,7 +166,7 @@ class Broker:
         await send({"type": "http.response.body", "body": b""})
 
     # dispatch ------------------------------------------------------------------------------
-    async def _dispatch(self, trigger: Trigger, consumer: AIOKafkaConsumer) -> None:
+    async def _dispatch(self, trigger, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=50)
             if not batches:
@@ -179,7 +184,7 @@ class Broker:
             # or dead-lettered.
             await consumer.commit()
 
-    async def _handle(self, trigger: Trigger, record) -> None:
+    async def _handle(self, trigger, record) -> None:
         try:
             event = bindings.from_kafka(record.key, record.value, record.headers)
         except Exception as exc:

@@ -56,6 +56,19 @@ def _text(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+@dataclass(frozen=True)
+class KafkaSource:
+    name: str
+    topics: tuple
+    group: str
+    subscriber: str
+    delivery: Delivery = Delivery()
+    ordered: bool = True
+
+    def matches(self, attrs: dict) -> bool:
+        return True
+
+
 def _eval(expr: dict, attrs: dict) -> bool:
     if len(expr) != 1:
         raise ValidationError("invalid filter", {"filters": f"expected one dialect per entry, found {sorted(expr)}"})
@@ -104,6 +117,7 @@ class Routes:
     triggers: list[Trigger]
     delivery: Delivery
     sinks: dict = field(default_factory=dict)  # KafkaSink name -> topic
+    sources: list = field(default_factory=list)  # KafkaSources: (Trigger-like delivery, topics, group)
 
     def match(self, attrs: dict) -> list[Trigger]:
         return [t for t in self.triggers if t.matches(attrs)]
@@ -137,5 +151,16 @@ def load_routes(eventing_dir: Path, broker: str = "udb") -> Routes:
             ordered=(meta.get("annotations") or {}).get(ORDERED_ANNOTATION) == "ordered",
         ))
     sinks = {d["metadata"]["name"]: d["spec"]["topic"] for d in docs if d.get("kind") == "KafkaSink"}
+    sources = []
+    for doc in docs:
+        if doc.get("kind") != "KafkaSource":
+            continue
+        spec = doc["spec"]
+        # A KafkaSource has no filter: every record of its topics goes to its sink.
+        delivery = _delivery(spec.get("delivery"), Delivery(retry=default.retry, backoff_policy=default.backoff_policy,
+                                                             backoff_delay=default.backoff_delay))
+        sources.append(KafkaSource(name=doc["metadata"]["name"], topics=tuple(spec["topics"]),
+                                   group=spec.get("consumerGroup") or f"knative-source-{doc['metadata']['name']}",
+                                   subscriber=spec["sink"]["ref"]["name"], delivery=delivery))
     return Routes(broker=broker, namespace=broker_doc["metadata"].get("namespace", "default"),
-                  triggers=triggers, delivery=default, sinks=sinks)
+                  triggers=triggers, delivery=default, sinks=sinks, sources=sources)

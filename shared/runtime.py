@@ -60,6 +60,15 @@ class Context:
             self.extras["secrets"] = open_secrets(self.settings)
         return self.extras["secrets"]
 
+    def fault(self, point: str) -> None:
+        """Die here, abruptly, when the tests asked for it (UDB_FAULTS=writer.after_lease,...):
+        crash-safety tests SIGKILL a function at each point of its work."""
+        if f"{self.function}.{point}" in self.settings.faults.split(","):
+            import os
+            import signal
+            self.log.warning("fault injected: killing %s at %s", self.function, point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
     def tenant_store(self, tenant: str) -> TenantStore:
         return TenantStore(self.store, tenant)
 
@@ -102,6 +111,10 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
     with logs.bound(tenant=tenant, job=job_id, trace=events.trace_id_of(attrs.get("traceparent")),
                     function=ctx.function):
         started = time.perf_counter()
+        if _finished(ctx, tenant, job_id):
+            # At-least-once delivery: a redelivered event of a finished job changes nothing.
+            ctx.log.info("%s for finished job ignored (redelivery)", attrs["type"])
+            return None
         try:
             reply = handle(event, ctx)
         except (ValidationError, TransientError):
@@ -122,6 +135,15 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
         if reply is not None:
             events.check_event(reply)
         return reply
+
+
+def _finished(ctx: Context, tenant: str, job_id: str) -> bool:
+    from shared.errors import NotFound
+    from shared.jobs import TERMINAL
+    try:
+        return ctx.jobs(tenant).get(job_id)["state"] in TERMINAL
+    except NotFound:
+        return False
 
 
 def _fail(ctx: Context, event: CloudEvent, reason: str) -> CloudEvent:

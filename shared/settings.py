@@ -43,6 +43,7 @@ class Settings:
     duckdb_threads: int = _setting("UDB_DUCKDB_THREADS", 2, "DuckDB threads per connection")
     secrets_backend: str = _setting("UDB_SECRETS", "local", "secret store: local (encrypted file under UDB_HOME) | kubernetes")
     secret_key: str = _setting("UDB_SECRET_KEY", "", "Fernet key of the local secret store; empty: a key file under UDB_HOME")
+    faults: str = _setting("UDB_FAULTS", "", "test only: comma-separated crash points, e.g. writer.after_lease")
     strict_startup: bool = _setting("UDB_STRICT_STARTUP", False, "exit at start when a required dependency is down")
     log_level: str = _setting("UDB_LOG_LEVEL", "INFO", "log level")
     function: str = _setting("UDB_FUNCTION", "", "which function this process serves (stack/cluster)")

@@ -1,11 +1,13 @@
 """functions-framework entry point: `functions-framework --source functions/artifacts/main.py --target http`."""
 import functions_framework
 
+from functions.artifacts import deadletters
 from functions.artifacts.handler import FUNCTION
 from functions.artifacts.routes import ROUTES
 from shared.httpfn import FunctionApp
 
-app = FunctionApp(FUNCTION, routes=ROUTES)
+# Its CloudEvent entry takes dead letters (see deadletters.py); the rest is HTTP routes.
+app = FunctionApp(FUNCTION, deadletters.handle, routes=ROUTES)
 
 if app.strict_startup():
     app.startup_check()

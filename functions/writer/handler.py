@@ -40,6 +40,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     held = lease.acquire(ctx.store, tenant, seconds=ctx.settings.lease_seconds,
                          wait=ctx.settings.lease_wait_seconds)
     metrics.lease_wait_seconds.observe(time.perf_counter() - waited)
+    ctx.fault("after_lease")
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="udb-writer-") as tmp:
@@ -51,6 +52,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
             results = _load(local, data["tables"], store, Path(tmp), ctx)
             if any(r["applied"] for r in results):
                 held = lease.renew(ctx.store, held, seconds=ctx.settings.lease_seconds)
+                ctx.fault("before_upload")
                 try:
                     if base_etag is None:
                         new_etag = store.put(WAREHOUSE, local, if_none_match=True)
@@ -58,6 +60,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
                         new_etag = store.put(WAREHOUSE, local, if_match=base_etag)
                 except PreconditionFailed:
                     raise TransientError("the warehouse changed during the load; retrying") from None
+                ctx.fault("after_upload")
             else:
                 new_etag = base_etag
     finally:
@@ -101,6 +104,7 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context) -> lis
                 # The table as it was becomes the drift reference for the next analysis.
                 con.execute(f"CREATE OR REPLACE TABLE udb_snapshots.{q} AS SELECT * FROM main.{q}")
             con.execute(f"CREATE OR REPLACE TABLE main.{q} AS SELECT * FROM read_parquet(?)", [files])
+            ctx.fault("mid_load")
             rows = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
             if rows != batch["rows"]:
                 con.execute("ROLLBACK")

@@ -1,0 +1,43 @@
+"""Dead letters: an event whose delivery failed past its retry budget fails its job, with the reason.
+
+The Broker's dead-letter sink is the KafkaSink `udb-dead-letters`; a KafkaSource delivers that
+topic here (eventing/deadletters.yaml). The events carry Knative's `knativeerrordest`,
+`knativeerrorcode` and `knativeerrordata` extensions.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from cloudevents.http import CloudEvent
+
+from shared import events
+from shared.routing import load_routes
+from shared.runtime import Context
+
+MAX_REASON = 300
+
+
+def reason_of(event: CloudEvent) -> str:
+    attrs = event.get_attributes()
+    code = attrs.get("knativeerrorcode", "?")
+    dest = attrs.get("knativeerrordest", "?")
+    try:
+        detail = base64.b64decode(attrs.get("knativeerrordata", "")).decode("utf-8", "replace").strip()
+    except (binascii.Error, ValueError):
+        detail = ""
+    status = "no answer" if code in ("0", "?") else f"HTTP {code}"
+    text = f"delivery of {attrs['type']} to {dest} failed after all retries ({status})"
+    return f"{text}: {detail}"[:MAX_REASON] if detail else text
+
+
+def handle(event: CloudEvent, ctx: Context) -> None:
+    attrs = event.get_attributes()
+    stage = events.STAGE_OF.get(attrs["type"], "delivery")
+    # Which function failed: the one the routing table sends this event to.
+    routes = load_routes(ctx.settings.eventing_dir, ctx.settings.broker_name)
+    subscribers = [t.subscriber for t in routes.match(attrs)]
+    function = subscribers[0].removeprefix("udb-") if len(subscribers) == 1 else "broker"
+    ctx.jobs(attrs["tenant"]).fail(attrs["jobid"], stage=stage, function=function, reason=reason_of(event))
+    ctx.log.warning("job failed by dead letter: %s", reason_of(event))
+    return None
