@@ -129,6 +129,22 @@ class Broker:
         await self.producer.send_and_wait(self.topic, value=value, key=key, headers=headers)
         self.stats["ingress"] += 1
 
+    async def _publish_until_accepted(self, event: CloudEvent, deadline_s: float = 600) -> None:
+        """A reply must not be lost while Kafka restarts: keep trying (the record it answers is
+        not committed meanwhile, so even a broker crash here only means redelivery)."""
+        deadline = time.monotonic() + deadline_s
+        delay = 0.5
+        while True:
+            try:
+                await self.publish(event)
+                return
+            except KafkaError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("reply %s waiting for Kafka: %s", event["type"], exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+
     async def asgi(self, scope, receive, send):
         """The ingress as a minimal ASGI app (served by uvicorn)."""
         if scope["type"] == "lifespan":
@@ -168,9 +184,18 @@ class Broker:
     # dispatch ------------------------------------------------------------------------------
     async def _dispatch(self, trigger, consumer: AIOKafkaConsumer) -> None:
         while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=50)
-            if not batches:
-                continue
+            try:
+                await self._dispatch_batch(trigger, consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Kafka away (restart, network): keep the loop, retry soon
+                log.warning("%s: dispatch paused: %s", trigger.name, exc)
+                self.stats["dispatch-errors"] += 1
+                await asyncio.sleep(1)
+
+    async def _dispatch_batch(self, trigger, consumer: AIOKafkaConsumer) -> None:
+        batches = await consumer.getmany(timeout_ms=500, max_records=50)
+        if batches:
 
             async def partition(records):
                 if trigger.ordered:
@@ -181,7 +206,7 @@ class Broker:
 
             await asyncio.gather(*(partition(records) for records in batches.values()))
             # At-least-once: offsets move only after every record of the batch was delivered
-            # or dead-lettered.
+            # or dead-lettered (a failed commit means redelivery, never loss).
             await consumer.commit()
 
     async def _handle(self, trigger, record) -> None:
@@ -199,7 +224,7 @@ class Broker:
         if status is not None and 200 <= status < 300:
             self.stats[f"delivered:{trigger.name}"] += 1
             if reply is not None:
-                await self.publish(reply)
+                await self._publish_until_accepted(reply)
             return
         self.stats[f"dead-lettered:{trigger.name}"] += 1
         await self._dead_letter(trigger, url, event, status, body)

@@ -72,14 +72,14 @@ def _healthy(url: str) -> bool:
     return services._http_status(url) == 200
 
 
-def start_function(name: str, timeout: float = 60) -> None:
+def start_function(name: str, timeout: float = 60, extra_env: dict | None = None) -> None:
     pid = _running(name)
     if pid is None:
         if services._port_busy(FUNCTION_PORTS[name]):
             raise ServiceError(f"{name}: port {FUNCTION_PORTS[name]} is in use by a process not started here")
         argv = [str(VENV_BIN / "functions-framework"), "--source", str(ROOT / "functions" / name / "main.py"),
                 "--target", "http", "--host", HOST, "--port", str(FUNCTION_PORTS[name])]
-        pid = services._spawn(f"fn-{name}", argv, env=function_env(name), cwd=ROOT)
+        pid = services._spawn(f"fn-{name}", argv, env={**function_env(name), **(extra_env or {})}, cwd=ROOT)
     _wait(f"fn-{name}", pid, lambda: _healthy(function_url(name) + "/healthz"), timeout)
 
 

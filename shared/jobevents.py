@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -49,17 +50,29 @@ class KafkaJobEvents:
         await producer.start()
         return producer
 
-    def publish(self, doc: dict) -> None:
+    def publish(self, doc: dict, patience: float = 30.0) -> None:
+        """Publish one job-state change, riding out a short Kafka restart; past `patience`
+        seconds raise TransientError (the function answers 503 and the broker redelivers)."""
         key, value, headers = bindings.to_kafka(job_event(doc))
-        try:
-            with self._lock:
-                if self._producer is None:
-                    self._producer = self._run(self._start())
-            self._run(self._producer.send_and_wait(self.topic, value=value, key=key, headers=headers))
-        except Exception as exc:  # aiokafka and futures raise several types when Kafka is away
-            with self._lock:
-                self._producer = None
-            raise TransientError(f"kafka: cannot publish job event: {exc}") from exc
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                with self._lock:
+                    if self._producer is None:
+                        self._producer = self._run(self._start())
+                self._run(self._producer.send_and_wait(self.topic, value=value, key=key, headers=headers))
+                return
+            except Exception as exc:  # aiokafka and futures raise several types when Kafka is away
+                with self._lock:
+                    producer, self._producer = self._producer, None
+                if producer is not None:
+                    try:
+                        self._run(producer.stop())
+                    except Exception:
+                        pass
+                if time.monotonic() > deadline:
+                    raise TransientError(f"kafka: cannot publish job event: {exc}") from exc
+                time.sleep(1)
 
     def ping(self) -> None:
         """Raise when Kafka does not answer (used by /startupz)."""

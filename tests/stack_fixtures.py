@@ -52,7 +52,8 @@ def tenant() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
-def wait_for_job(artifacts_url: str, tenant: str, job_id: str, timeout: float = 240) -> dict:
+def wait_for_job(artifacts_url: str, tenant: str, job_id: str, timeout: float = 240,
+                 states: tuple = ("completed", "failed")) -> dict:
     deadline = time.monotonic() + timeout
     doc = None
     with httpx.Client(timeout=10) as client:
@@ -60,7 +61,7 @@ def wait_for_job(artifacts_url: str, tenant: str, job_id: str, timeout: float = 
             response = client.get(f"{artifacts_url}/status/{job_id}", headers={"X-UDB-Tenant": tenant})
             if response.status_code == 200:
                 doc = response.json()
-                if doc["state"] in ("completed", "failed"):
+                if doc["state"] in states:
                     return doc
             time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s; last status {doc}")
