@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from cloudevents.http import CloudEvent, from_http
 
-from shared import bindings
+from shared import auth, bindings
 from shared.routing import Routes, Trigger, load_routes
 
 log = logging.getLogger("udb.broker")
@@ -48,8 +48,9 @@ def retryable(status: int | None) -> bool:
 
 class Broker:
     def __init__(self, routes: Routes, kafka: str, subscribers: dict[str, str], *,
-                 delivery_timeout: float = 620.0, on_delivery=None):
+                 delivery_timeout: float = 620.0, on_delivery=None, gate: auth.Gatekeeper | None = None):
         self.routes = routes
+        self.gate = gate  # authentication of the ingress and the token on deliveries; None: none
         self.kafka = kafka
         self.subscribers = subscribers
         self.delivery_timeout = delivery_timeout
@@ -174,6 +175,13 @@ class Broker:
             event = from_http(headers, body)
         except Exception as exc:  # the SDK raises several types for malformed input
             return await _reply(send, 400, {"error": "malformed CloudEvent", "problems": {"event": str(exc)}})
+        if self.gate is not None:  # the broker token, or a tenant credential for its own events
+            try:
+                client = (scope.get("client") or ("?",))[0]
+                await asyncio.to_thread(self.gate.admit_event, headers, event.get_attributes(), client)
+            except auth.HTTP_ERRORS as exc:
+                error, status, extra = auth.http_error(exc)
+                return await _reply(send, status, error, extra)
         try:
             await self.publish(event)
         except KafkaError as exc:
@@ -231,6 +239,8 @@ class Broker:
 
     async def _deliver(self, trigger: Trigger, url: str, event: CloudEvent):
         headers, body = bindings.to_http(event)
+        if self.gate is not None:
+            headers.update(auth.broker_headers(self.gate.settings))
         attempts = 1 + trigger.delivery.retry
         status, text = None, b""
         for attempt in range(1, attempts + 1):
@@ -266,17 +276,18 @@ class Broker:
         await self.producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
 
-async def _reply(send, status: int, body: dict) -> None:
+async def _reply(send, status: int, body: dict, headers: dict | None = None) -> None:
     data = json.dumps(body).encode()
+    extra = [(k.lower().encode(), str(v).encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json")]})
+                "headers": [(b"content-type", b"application/json"), *extra]})
     await send({"type": "http.response.body", "body": data})
 
 
 async def serve(routes: Routes, kafka: str, subscribers: dict[str, str], port: int) -> None:
     import uvicorn
 
-    broker = Broker(routes, kafka, subscribers)
+    broker = Broker(routes, kafka, subscribers, gate=auth.Gatekeeper.from_env())
     await broker.start()
     config = uvicorn.Config(broker.asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
                             interface="asgi3")

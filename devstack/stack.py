@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import time
@@ -32,6 +33,21 @@ def broker_url() -> str:
     return f"http://{HOST}:{BROKER_PORT}/{NAMESPACE}/{BROKER}"
 
 
+def broker_token() -> str:
+    """The stack's UDB_BROKER_TOKEN (functions <-> broker): made once, kept 0600 under .cache/."""
+    path = CACHE / "stack-home" / "broker.token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".broker.token.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # whole or not at all; the first process to make one wins
+        tmp.unlink()
+    return path.read_text().strip()
+
+
 def function_env(name: str) -> dict[str, str]:
     """The settings a function process gets: what a ConfigMap gives it on Knative."""
     user, password = services.minio_credentials()
@@ -46,11 +62,23 @@ def function_env(name: str) -> dict[str, str]:
         "UDB_KAFKA_BOOTSTRAP": services.endpoints()["kafka"],
         "UDB_HOME": str(CACHE / "stack-home"),
         "K_SINK": broker_url(),
+        "UDB_NET_ALLOWLIST": "127.0.0.0/8,::1",  # the test peers and local services are on loopback
         "UDB_LOG_LEVEL": os.environ.get("UDB_LOG_LEVEL", "INFO"),
         # The writer serves one request at a time, as containerConcurrency: 1 does on Knative.
         "THREADS": "1" if name == "writer" else "8",
+        "UDB_BROKER_TOKEN": broker_token(),
+        # One JSON-lines span file per function process (docs/observability.md); UDB_OTEL_EXPORTER=otlp
+        # with UDB_OTEL_ENDPOINT in the caller's environment sends them to a collector instead.
+        "UDB_OTEL_EXPORTER": os.environ.get("UDB_OTEL_EXPORTER", "file"),
+        "UDB_OTEL_FILE": str(CACHE / "traces" / f"{name}.jsonl"),
+        # OpenLineage run events likewise, one JSON-lines file per function (UDB_LINEAGE=http and
+        # UDB_LINEAGE_URL in the caller's environment send them to Marquez or another consumer).
+        "UDB_LINEAGE": os.environ.get("UDB_LINEAGE", "file"),
+        "UDB_LINEAGE_FILE": str(CACHE / "lineage" / f"{name}.jsonl"),
     }
-    for key in ("UDB_STRICT_STARTUP", "UDB_REPORT_SAMPLE_ROWS", "UDB_LEASE_SECONDS"):
+    for key in ("UDB_STRICT_STARTUP", "UDB_REPORT_SAMPLE_ROWS", "UDB_LEASE_SECONDS", "UDB_AUTH", "UDB_JWT_SECRET",
+                "UDB_RATE_LIMIT", "UDB_RATE_BURST", "UDB_MAX_CONCURRENT_JOBS",
+                "UDB_OTEL_ENDPOINT", "UDB_LINEAGE_URL"):
         if key in os.environ:
             env[key] = os.environ[key]
     return env
@@ -92,7 +120,8 @@ def start_broker(timeout: float = 60) -> None:
                 "--kafka", services.endpoints()["kafka"], "--eventing", str(ROOT / "eventing")]
         for name in FUNCTION_PORTS:
             argv += ["--subscriber", f"udb-{name}={function_url(name)}/"]
-        pid = services._spawn("fn-broker", argv, cwd=ROOT)
+        # The broker checks ingress credentials (API keys live in the store) and sends the token.
+        pid = services._spawn("fn-broker", argv, env=function_env("broker"), cwd=ROOT)
     _wait("fn-broker", pid, lambda: _healthy(f"http://{HOST}:{BROKER_PORT}/healthz"), timeout)
 
 

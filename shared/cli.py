@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from shared import events
+from shared import auth, events
 from shared.errors import UDBError
 from shared.jobs import TERMINAL
 from shared.settings import Settings
@@ -28,11 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("job")
         p.add_argument("--tenant", default=DEFAULT_TENANT)
+    auth.add_cli(sub)  # udb keys create|list|revoke, udb token: the CLI acts as a local admin
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
         if "UDB_LOG_LEVEL" not in os.environ:  # a command line stays quiet but for its own output
             settings = replace(settings, log_level="ERROR")
+        if args.command in ("keys", "token"):
+            return auth.run_cli(args, settings)
         validate_tenant(args.tenant)
         if args.command == "run":
             return run_hint(settings, args.hint, args.tenant, analyze=not args.no_analyze)
@@ -51,6 +54,7 @@ def _context(settings: Settings):
 
 def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True) -> int:
     from shared.embedded import Dispatcher
+    from shared.sources import redact
 
     job_id = new_job_id()
     progress = sys.stderr.isatty()
@@ -65,7 +69,8 @@ def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint, "autosync": True, "autoanalyze": analyze},
                                 tenant=tenant, job_id=job_id, function="cli")
     ctx = dispatcher.context("cli")
-    ctx.jobs(tenant).create(job_id, hint=hint, traceparent=request["traceparent"])
+    # The job document shows the hint as discover would: never a password in it.
+    ctx.jobs(tenant).create(job_id, hint=redact(hint), traceparent=request["traceparent"])
     print(f"job {job_id} (tenant {tenant})")
     dispatcher.publish(request)
     doc = ctx.jobs(tenant).get(job_id)

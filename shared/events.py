@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cloudevents.http import CloudEvent
 
+from shared import telemetry
 from shared.errors import ValidationError
 from shared.tenancy import JOB_RE, TENANT_RE
 
@@ -75,6 +76,16 @@ def child_traceparent(traceparent: str | None) -> str:
     return new_traceparent(trace_id_of(traceparent))
 
 
+def outgoing_traceparent(traceparent: str | None) -> str:
+    """The traceparent of an event sent in answer to one carrying `traceparent`: the current
+    span's context (the handler or entry-point span, so the next handler is its child) when
+    it belongs to the same trace; outside any span, a new span id in the same trace."""
+    current = telemetry.current_traceparent()
+    if current and trace_id_of(traceparent) in (None, trace_id_of(current)):
+        return current
+    return child_traceparent(traceparent)
+
+
 def make_event(event_type: str, data: dict, *, tenant: str, job_id: str, function: str,
                traceparent: str | None = None, flags: dict | None = None) -> CloudEvent:
     """Build and check an outgoing event (raises ValidationError naming every problem)."""
@@ -88,7 +99,7 @@ def make_event(event_type: str, data: dict, *, tenant: str, job_id: str, functio
         "tenant": tenant,
         "jobid": job_id,
         "partitionkey": tenant,
-        "traceparent": child_traceparent(traceparent),
+        "traceparent": outgoing_traceparent(traceparent),
     }
     for flag in ROUTING_FLAGS:
         if flags and flag in flags:

@@ -15,7 +15,7 @@ from typing import Callable
 
 from cloudevents.http import from_http, to_binary
 
-from shared import duck, metrics, runtime
+from shared import auth, duck, metrics, openapi, runtime
 from shared.errors import InputError, NotFound, TransientError, ValidationError
 
 Route = Callable[["object", runtime.Context], "tuple"]
@@ -24,6 +24,20 @@ Route = Callable[["object", runtime.Context], "tuple"]
 def json_response(body, status: int = 200, headers: dict | None = None):
     return (json.dumps(body, indent=2, default=str), status,
             {"Content-Type": "application/json", **(headers or {})})
+
+
+BUILTIN_PATHS = ("/healthz", "/readyz", "/startupz", "/metrics", *openapi.PATHS)  # GET only
+
+
+def _json_framework_errors() -> None:
+    """Answer in JSON what the web framework answers itself (a URL its router cannot match, e.g.
+    one with an encoded newline): built in main.py, inside functions-framework's app context."""
+    import flask
+    from werkzeug.exceptions import HTTPException
+
+    if flask.has_app_context():
+        flask.current_app.register_error_handler(
+            HTTPException, lambda e: json_response({"error": f"{e.code} {e.name}"}, e.code or 500))
 
 
 class FunctionApp:
@@ -37,6 +51,7 @@ class FunctionApp:
         self.checks = checks or {}
         self._ctx = None
         self._lock = threading.Lock()
+        _json_framework_errors()
 
     @property
     def ctx(self) -> runtime.Context:
@@ -93,6 +108,9 @@ class FunctionApp:
 
     def _dispatch(self, request):
         path = request.path
+        if path in BUILTIN_PATHS and request.method not in ("GET", "HEAD"):
+            return "unknown", json_response({"error": f"{request.method} is not allowed on {path}; allowed: GET"},
+                                            405, {"Allow": "GET"})
         if path == "/healthz":
             return "healthz", ("ok", 200, {"Content-Type": "text/plain"})
         if path in ("/readyz", "/startupz"):
@@ -102,11 +120,20 @@ class FunctionApp:
                                            200 if ok else 503)
         if path == "/metrics":
             return "metrics", (metrics.exposition(), 200, {"Content-Type": "text/plain; version=0.0.4"})
+        if path in openapi.PATHS and request.method == "GET":
+            return "openapi", self._guard(lambda: openapi.response(self.function, path))
         for method, prefix, fn in self.routes:
             if request.method == method and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
-                return prefix, self._guard(lambda: fn(request, self.ctx))
+                return prefix, self._guard(lambda: self._admit(request, lambda: fn(request, self.ctx)))
         if path == "/" and request.method == "POST" and self.handle is not None:
-            return "event", self._guard(lambda: self._event(request))
+            return "event", self._guard(lambda: self._admit(request, lambda: self._event(request)))
+        allowed = sorted({m for m, prefix, _ in self.routes
+                          if path == prefix or path.startswith(prefix.rstrip("/") + "/")}
+                         | ({"POST"} if path == "/" and self.handle is not None else set()))
+        if allowed:
+            return "unknown", json_response({"error": f"{request.method} is not allowed on {path}; "
+                                                      f"allowed: {', '.join(allowed)}"}, 405,
+                                            {"Allow": ", ".join(allowed)})
         return "unknown", json_response({"error": f"no route for {request.method} {path}"}, 404)
 
     def _event(self, request):
@@ -114,15 +141,23 @@ class FunctionApp:
             event = from_http(dict(request.headers), request.get_data())
         except Exception as exc:  # the SDK raises several types for malformed input
             return json_response({"error": "malformed CloudEvent", "problems": {"event": str(exc)}}, 400)
+        auth.Gatekeeper.for_context(self.ctx).check_event(auth.principal_of(request), event.get_attributes())
         reply = runtime.invoke(self.handle, event, self.ctx)
         if reply is None:
             return "", 202, {}
         headers, body = to_binary(reply)
         return body, 200, headers
 
+    def _admit(self, request, then):
+        """Authenticate, authorize (auth.ROUTE_ROLES), rate-limit and size-check, then run `then`."""
+        auth.Gatekeeper.for_context(self.ctx).admit(request)
+        return then()
+
     def _guard(self, fn):
         try:
             return fn()
+        except auth.HTTP_ERRORS as exc:  # 401, 403, 413, 429 with their headers
+            return json_response(*auth.http_error(exc))
         except ValidationError as exc:
             return json_response(exc.to_dict(), 400)
         except NotFound as exc:

@@ -12,6 +12,8 @@ import sys
 import time
 from contextlib import contextmanager
 
+import opentelemetry.trace as trace
+
 tenant_var = contextvars.ContextVar("tenant", default=None)
 job_var = contextvars.ContextVar("job", default=None)
 trace_var = contextvars.ContextVar("trace", default=None)
@@ -20,6 +22,7 @@ function_var = contextvars.ContextVar("function", default=None)
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        trace_id, span_id = _span_ids()
         line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
@@ -27,7 +30,8 @@ class JsonFormatter(logging.Formatter):
             "function": function_var.get(),
             "tenant": tenant_var.get(),
             "job": job_var.get(),
-            "trace_id": trace_var.get(),
+            "trace_id": trace_id or trace_var.get(),
+            "span_id": span_id,
             "message": record.getMessage(),
         }
         extra = getattr(record, "fields", None)
@@ -36,6 +40,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+def _span_ids() -> tuple[str | None, str | None]:
+    """(trace id, span id) of the current OpenTelemetry span, if a handler or stage span is open."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None, None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 
 
 def setup(level: str = "INFO", stream=None) -> None:

@@ -6,6 +6,8 @@ the log context, and turns a bad source into a failed job with a `dev.udb.job.fa
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import threading
 import time
@@ -16,13 +18,15 @@ from typing import Callable
 
 from cloudevents.http import CloudEvent
 
-from shared import events, logs, metrics
+from shared import events, logs, metrics, telemetry
 from shared.errors import InputError, TransientError, ValidationError
 from shared.jobs import Jobs
 from shared.settings import Settings
 from shared.store import ObjectStore, TenantStore, open_store
 
 Handler = Callable[[CloudEvent, "Context"], "CloudEvent | None"]
+# The event the current handler is working on (its routing flags decide lineage at `loaded`).
+incoming_event: contextvars.ContextVar = contextvars.ContextVar("incoming_event", default=None)
 
 
 class LocalJobEvents:
@@ -72,9 +76,24 @@ class Context:
     def tenant_store(self, tenant: str) -> TenantStore:
         return TenantStore(self.store, tenant)
 
+    @property
+    def lineage(self):
+        """The OpenLineage emitter of these settings (shared.lineage), made on first use."""
+        if "lineage" not in self.extras:
+            from shared.lineage import Lineage
+            self.extras["lineage"] = Lineage(self.settings)
+        return self.extras["lineage"]
+
     def jobs(self, tenant: str) -> Jobs:
-        sink = self.job_events
-        return Jobs(self.tenant_store(tenant), on_change=sink.publish if sink else None)
+        return Jobs(self.tenant_store(tenant), on_change=self._job_changed)
+
+    def _job_changed(self, doc: dict) -> None:
+        """Every job-state change: to the job-events topic, then to lineage."""
+        if self.job_events is not None:
+            self.job_events.publish(doc)
+        if self.lineage.enabled:
+            event = incoming_event.get()
+            self.lineage.job_changed(doc, analysed=events.flag(event, "autoanalyze") if event is not None else True)
 
     def emit(self, event_type: str, data: dict, incoming: CloudEvent, **flags) -> CloudEvent:
         """The reply to `incoming`: same tenant and job, a child of its trace."""
@@ -88,6 +107,7 @@ def start(function: str, settings: Settings | None = None, **extras) -> Context:
     """Open connections once; bad config fails here, before any traffic is served."""
     settings = settings or Settings.from_env()
     logs.setup(settings.log_level)
+    telemetry.setup(settings, function)
     store = open_store(settings)
     if settings.kafka_bootstrap:
         from shared.jobevents import KafkaJobEvents  # aiokafka only where it is used
@@ -109,12 +129,13 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
     attrs = event.get_attributes()
     tenant, job_id = attrs["tenant"], attrs["jobid"]
     with logs.bound(tenant=tenant, job=job_id, trace=events.trace_id_of(attrs.get("traceparent")),
-                    function=ctx.function):
+                    function=ctx.function), telemetry.handler_span(ctx.function, attrs), _handling(event):
         started = time.perf_counter()
         if _finished(ctx, tenant, job_id):
             # At-least-once delivery: a redelivered event of a finished job changes nothing.
             ctx.log.info("%s for finished job ignored (redelivery)", attrs["type"])
             return None
+        metrics.jobs_started.labels(ctx.function, tenant).inc()
         try:
             reply = handle(event, ctx)
         except (ValidationError, TransientError):
@@ -126,6 +147,7 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
         except Exception as exc:  # a bug must not leave the job hanging in a live state
             ctx.log.error("handler crashed: %s", exc, extra={"fields": {"traceback": traceback.format_exc()}})
             if ctx.settings.mode != "embedded":
+                metrics.jobs_total.labels(ctx.function, tenant, "error").inc()
                 raise  # 500: retried, then dead-lettered; the broker fails the job past the budget
             return _fail(ctx, event, f"internal error in {ctx.function}: {type(exc).__name__}: {exc}")
         finally:
@@ -135,6 +157,15 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
         if reply is not None:
             events.check_event(reply)
         return reply
+
+
+@contextlib.contextmanager
+def _handling(event: CloudEvent):
+    token = incoming_event.set(event)
+    try:
+        yield
+    finally:
+        incoming_event.reset(token)
 
 
 def _finished(ctx: Context, tenant: str, job_id: str) -> bool:
@@ -150,5 +181,6 @@ def _fail(ctx: Context, event: CloudEvent, reason: str) -> CloudEvent:
     attrs = event.get_attributes()
     stage = events.STAGE_OF.get(attrs["type"], ctx.function)
     metrics.jobs_total.labels(ctx.function, attrs["tenant"], "failed").inc()
+    telemetry.mark_failed(reason)
     ctx.jobs(attrs["tenant"]).fail(attrs["jobid"], stage=stage, function=ctx.function, reason=reason)
     return ctx.emit(events.JOB_FAILED, {"stage": stage, "function": ctx.function, "reason": reason}, event)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from shared.errors import ValidationError
+from shared.errors import InputError, ValidationError
 
 
 def _setting(env: str, default, doc: str):
@@ -36,6 +36,13 @@ class Settings:
                                   "folder of Knative Eventing YAML read for routes")
     profile_sample_rows: int = _setting("UDB_REPORT_SAMPLE_ROWS", 50_000,
                                         "row threshold above which ydata-profiling and Evidently see a sample")
+    kpi_timeout_ms: int = _setting("UDB_KPI_TIMEOUT_MS", 10_000, "time limit of one KPI query (milliseconds)")
+    kpi_max_rows: int = _setting("UDB_KPI_MAX_ROWS", 10_000, "row cap of one KPI result; more rows are cut and flagged")
+    chart_png: bool = _setting("UDB_CHART_PNG", True, "render every KPI chart to PNG too (headless Chromium via kaleido)")
+    chromium_path: str = _setting("UDB_CHROMIUM_PATH", "",
+                                  "Chromium for PNG charts; empty: BROWSER_PATH, then chromium on PATH")
+    drift_cache: bool = _setting("UDB_DRIFT_CACHE", True,
+                                 "cache each drift reference (sampled, PII-masked) under tenants/<t>/cache/")
     staging_part_bytes: int = _setting("UDB_STAGING_PART_BYTES", 64 * 1024 * 1024, "target size of one staged Parquet part")
     lease_seconds: int = _setting("UDB_LEASE_SECONDS", 120, "writer lease duration")
     lease_wait_seconds: int = _setting("UDB_LEASE_WAIT_SECONDS", 60, "how long the writer waits for a held lease")
@@ -43,10 +50,55 @@ class Settings:
     duckdb_threads: int = _setting("UDB_DUCKDB_THREADS", 2, "DuckDB threads per connection")
     secrets_backend: str = _setting("UDB_SECRETS", "local", "secret store: local (encrypted file under UDB_HOME) | kubernetes")
     secret_key: str = _setting("UDB_SECRET_KEY", "", "Fernet key of the local secret store; empty: a key file under UDB_HOME")
+    # Security (issue 8; docs/security.md). Limits: 0 turns one off.
+    auth: str = _setting("UDB_AUTH", "auto", "authentication on HTTP entry points: on | off | auto "
+                         "(auto: off in embedded mode, on in stack and cluster)")
+    jwt_secret: str = _setting("UDB_JWT_SECRET", "", "HS256 key (>= 32 chars) for signed JWTs; empty: API keys only")
+    broker_token: str = _setting("UDB_BROKER_TOKEN", "", "shared token the broker sends to functions and "
+                                 "internal senders send to the broker; empty: network policy only")
+    auth_cache_seconds: int = _setting("UDB_AUTH_CACHE_SECONDS", 30, "how long a verified API key is cached "
+                                       "(a revoked key stops working within this time)")
+    rate_limit: int = _setting("UDB_RATE_LIMIT", 1200, "HTTP requests per minute per tenant and process")
+    rate_burst: int = _setting("UDB_RATE_BURST", 100, "requests a tenant may send at once above the rate")
+    max_concurrent_jobs: int = _setting("UDB_MAX_CONCURRENT_JOBS", 16, "live (not completed/failed) jobs per tenant")
+    live_job_seconds: int = _setting("UDB_LIVE_JOB_SECONDS", 3600, "a live job not updated for this long "
+                                     "no longer counts against UDB_MAX_CONCURRENT_JOBS")
+    max_body_bytes: int = _setting("UDB_MAX_BODY_BYTES", 4 * 1024 ** 2, "largest HTTP request body but uploads")
+    max_uncompressed_bytes: int = _setting("UDB_MAX_UNCOMPRESSED_BYTES", 4 * 1024 ** 3,
+                                           "largest inflated size of a zip (.xlsx) or gzip source")
+    max_compression_ratio: int = _setting("UDB_MAX_COMPRESSION_RATIO", 200,
+                                          "largest inflation ratio of a zip entry above 10 MiB")
+    max_rows: int = _setting("UDB_MAX_ROWS", 100_000_000, "most rows one stream may have")
+    max_columns: int = _setting("UDB_MAX_COLUMNS", 4096, "most columns one stream may have")
+    max_cell_chars: int = _setting("UDB_MAX_CELL_CHARS", 1_000_000, "longest text value of one cell")
+    max_json_depth: int = _setting("UDB_MAX_JSON_DEPTH", 20, "deepest nesting of a JSON source or request body")
+    file_roots: str = _setting("UDB_FILE_ROOTS", "", "comma-separated folders that local-path hints may read; "
+                               "empty: any path in embedded mode, none in stack and cluster")
     faults: str = _setting("UDB_FAULTS", "", "test only: comma-separated crash points, e.g. writer.after_lease")
     strict_startup: bool = _setting("UDB_STRICT_STARTUP", False, "exit at start when a required dependency is down")
     log_level: str = _setting("UDB_LOG_LEVEL", "INFO", "log level")
     function: str = _setting("UDB_FUNCTION", "", "which function this process serves (stack/cluster)")
+    # Retention (POST /admin/prune on the artifacts function, daily from eventing/prune.yaml); 0 keeps forever.
+    staging_retention_days: int = _setting("UDB_STAGING_RETENTION_DAYS", 2,
+                                           "days after a job's last update its staged Parquet is deleted")
+    artifact_retention_days: int = _setting("UDB_ARTIFACT_RETENTION_DAYS", 30,
+                                            "days after a job's last update its artifacts are deleted")
+    net_allowlist: str = _setting("UDB_NET_ALLOWLIST", "",
+                                  "comma-separated CIDRs and host names that source connections may reach "
+                                  "although private, loopback or link-local (empty: public addresses only)")
+    max_download_bytes: int = _setting("UDB_MAX_DOWNLOAD_BYTES", 2 * 1024 ** 3,
+                                       "largest file fetched from an HTTP or WebDAV source (2 GiB)")
+    max_upload_bytes: int = _setting("UDB_MAX_UPLOAD_BYTES", 1024 ** 3, "largest file accepted by POST /uploads (1 GiB)")
+    max_page_bytes: int = _setting("UDB_MAX_PAGE_BYTES", 64 * 1024 ** 2,
+                                   "largest single response page of a REST/JSON API (64 MiB)")
+    # Observability (issue 7; docs/observability.md).
+    otel_exporter: str = _setting("UDB_OTEL_EXPORTER", "none", "where trace spans go: none | otlp | file")
+    otel_endpoint: str = _setting("UDB_OTEL_ENDPOINT", "", "OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces "
+                                  "(empty: the OTEL_EXPORTER_OTLP_* environment, else localhost:4318)")
+    otel_file: str = _setting("UDB_OTEL_FILE", "", "JSON-lines span file of this process (UDB_OTEL_EXPORTER=file)")
+    lineage: str = _setting("UDB_LINEAGE", "none", "where OpenLineage run events go: none | http | file")
+    lineage_url: str = _setting("UDB_LINEAGE_URL", "", "OpenLineage HTTP endpoint, e.g. http://marquez:5000/api/v1/lineage")
+    lineage_file: str = _setting("UDB_LINEAGE_FILE", "", "JSON-lines file of OpenLineage run events (UDB_LINEAGE=file)")
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
@@ -77,8 +129,32 @@ class Settings:
             problems["UDB_STORE"] = f"expected one of local, s3; found {self.store!r}"
         if self.secrets_backend not in ("local", "kubernetes"):
             problems["UDB_SECRETS"] = f"expected one of local, kubernetes; found {self.secrets_backend!r}"
+        if self.auth not in ("on", "off", "auto"):
+            problems["UDB_AUTH"] = f"expected one of on, off, auto; found {self.auth!r}"
+        if self.jwt_secret and len(self.jwt_secret) < 32:
+            problems["UDB_JWT_SECRET"] = f"expected at least 32 characters, found {len(self.jwt_secret)}"
         if self.store == "s3" and not self.s3_endpoint and not self.s3_access_key:
             problems["UDB_S3_ENDPOINT"] = "the s3 store needs an endpoint or credentials"
+        if self.net_allowlist:
+            from shared.netguard import Guard  # netguard reads these settings: import when needed
+            try:
+                Guard.parse(self.net_allowlist)
+            except InputError as exc:
+                problems["UDB_NET_ALLOWLIST"] = str(exc).split(": ", 1)[-1]
+        if self.otel_exporter not in ("none", "otlp", "file"):
+            problems["UDB_OTEL_EXPORTER"] = f"expected one of none, otlp, file; found {self.otel_exporter!r}"
+        elif self.otel_exporter == "file" and not self.otel_file:
+            problems["UDB_OTEL_FILE"] = "UDB_OTEL_EXPORTER=file needs a span file path"
+        if self.lineage not in ("none", "http", "file"):
+            problems["UDB_LINEAGE"] = f"expected one of none, http, file; found {self.lineage!r}"
+        elif self.lineage == "http" and not self.lineage_url.startswith(("http://", "https://")):
+            problems["UDB_LINEAGE_URL"] = f"UDB_LINEAGE=http needs an http(s) URL, found {self.lineage_url!r}"
+        elif self.lineage == "file" and not self.lineage_file:
+            problems["UDB_LINEAGE_FILE"] = "UDB_LINEAGE=file needs a file path"
+        for env, days in (("UDB_STAGING_RETENTION_DAYS", self.staging_retention_days),
+                          ("UDB_ARTIFACT_RETENTION_DAYS", self.artifact_retention_days)):
+            if days < 0:
+                problems[env] = f"expected 0 (keep forever) or more days, found {days}"
         return problems
 
     @classmethod

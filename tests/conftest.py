@@ -1,6 +1,7 @@
 """Fixtures shared by every test: isolated settings and generated data with known answers."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -10,6 +11,7 @@ from shared import runtime
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("UDB_NET_ALLOWLIST", "127.0.0.0/8,::1")  # sources on loopback: services, test peers
 pytest_plugins = ["tests.plugins.no_network_mocks", "tests.stack_fixtures", "pytester"]
 
 

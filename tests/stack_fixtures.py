@@ -52,13 +52,36 @@ def tenant() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
+_KEYS: dict[tuple[str, str], str] = {}
+
+
+def auth_headers(tenant: str, role: str = "admin") -> dict:
+    """Credentials for `tenant` on the running stack (authentication is on there): an API key
+    made once per tenant and role in the stack's store, as `udb keys create` does, plus the
+    X-UDB-Tenant header (allowed when it names the key's tenant)."""
+    if (tenant, role) not in _KEYS:
+        from shared.auth import KeyStore
+        from shared.settings import Settings
+        from shared.store import open_store
+
+        store = open_store(Settings.from_env(env=stack.function_env("cli")))
+        _KEYS[(tenant, role)] = KeyStore(store).create(tenant, role, "tests")[0]
+    return {"Authorization": f"Bearer {_KEYS[(tenant, role)]}", "X-UDB-Tenant": tenant}
+
+
+def broker_auth() -> dict:
+    """The broker token header: what UDB's own senders present to the broker ingress (any event
+    type, any tenant). A test acting as a tenant uses `auth_headers(tenant)` instead."""
+    return {"Authorization": f"Bearer {stack.broker_token()}"}
+
+
 def wait_for_job(artifacts_url: str, tenant: str, job_id: str, timeout: float = 240,
                  states: tuple = ("completed", "failed")) -> dict:
     deadline = time.monotonic() + timeout
     doc = None
     with httpx.Client(timeout=10) as client:
         while time.monotonic() < deadline:
-            response = client.get(f"{artifacts_url}/status/{job_id}", headers={"X-UDB-Tenant": tenant})
+            response = client.get(f"{artifacts_url}/status/{job_id}", headers=auth_headers(tenant))
             if response.status_code == 200:
                 doc = response.json()
                 if doc["state"] in states:

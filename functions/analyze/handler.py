@@ -8,11 +8,14 @@ import hashlib
 import json
 import tempfile
 import time
+from html import escape as html_escape
 from pathlib import Path
 
 from cloudevents.http import CloudEvent
 
-from shared import duck, events, metrics
+from functions.analyze import kpis
+from functions.analyze.report_page import render_index_html
+from shared import duck, events, metrics, telemetry
 from shared.errors import NotFound, SourceError
 from shared.runtime import Context
 from shared.store import TenantStore
@@ -57,6 +60,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
             raise SourceError(f"tenant {tenant} has no warehouse yet: sync a source first") from None
         con = duck.connect(local, read_only=True, memory_limit=ctx.settings.duckdb_memory_limit,
                            threads=ctx.settings.duckdb_threads)
+        kpi_con = None
         try:
             available = [r[0] for r in con.execute(USER_TABLES_SQL).fetchall()]
             if attrs["type"] == events.WAREHOUSE_LOADED:
@@ -67,36 +71,72 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
             if missing:
                 raise SourceError(f"no such tables in the warehouse: {missing}; it has {available}")
             artifacts = Artifacts(store, job_id)
-            analyse(con, wanted, artifacts, ctx)
+            # KPI SQL runs on its own locked-down connection (external access off, config locked).
+            kpi_con = kpis.open_kpi_connection(local, memory_limit=ctx.settings.duckdb_memory_limit,
+                                               threads=ctx.settings.duckdb_threads)
+            notes, facts = analyse(con, wanted, artifacts, ctx, kpi_con=kpi_con, all_tables=available)
         finally:
             con.close()
+            if kpi_con is not None:
+                kpi_con.close()
 
+    artifacts.put(INDEX_HTML, render_index_html(job_id, tenant, wanted, artifacts.entries + [
+        {"name": INDEX_HTML, "media_type": "text/html", "bytes": None, "description": ""}], notes, facts),
+        "text/html", "This report page: every artifact of the job with a line on what it is")
     index_key = store.artifact_key(job_id, "index.json")
-    index = {"job_id": job_id, "tenant": tenant, "tables": wanted, "artifacts": artifacts.entries}
-    store.put(index_key, json.dumps(index, indent=2).encode(), content_type="application/json")
+    index = {"job_id": job_id, "tenant": tenant, "tables": wanted, "artifacts": artifacts.entries, "notes": notes}
+    body = json.dumps(index, indent=2).encode()
+    store.put(index_key, body, content_type="application/json")
+    metrics.artifact_bytes.labels(tenant).inc(len(body))
     metrics.artifacts_per_job.observe(len(artifacts.entries) + 1)
     jobs.move(job_id, "completed", artifacts_index=index_key)
     return ctx.emit(events.ANALYSIS_COMPLETED, {"index": index_key, "artifacts": len(artifacts.entries) + 1,
                                                 "tables": wanted}, event)
 
 
-def analyse(con, tables: list[str], out: Artifacts, ctx: Context) -> None:
-    from functions.analyze import kpis, profile, reports, summary
+INDEX_HTML = "index.html"
 
-    profiles, kpi_results, drift_all = [], [], {}
+
+def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=None,
+            all_tables: list[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Every artifact of one job but the index: per table the profile, text statistics for
+    document fragments, the sampled reports, drift against the previous snapshot and the
+    default KPIs; then the tenant's own KPIs, every chart (HTML, and PNG when Chromium
+    renders), and the summary. Returns (notes for the index, the summary's facts)."""
+    from functions.analyze import kpi_defs, profile, reports, summary, textstats
+    from shared import sqlguard
+
+    settings = ctx.settings
+    kpi_con = kpi_con if kpi_con is not None else con
+    limits = {"timeout_ms": settings.kpi_timeout_ms, "max_rows": settings.kpi_max_rows}
+    profiles, kpi_results, drift_all, text_all, notes = [], [], {}, [], []
+    charts: list[dict] = []  # {base, kpi, result, table}
+    kpis_by_table: dict[str, list[dict]] = {}
     for table in tables:
-        started = time.perf_counter()
-        prof = profile.profile_table(con, table)
-        metrics.profile_seconds.observe(time.perf_counter() - started)
+        with telemetry.stage("profile", table=table):
+            started = time.perf_counter()
+            prof = profile.profile_table(con, table)
+            metrics.profile_seconds.observe(time.perf_counter() - started)
+        metrics.profile_coverage.labels("duckdb").observe(1.0)  # the DuckDB profile reads every row
         profiles.append(prof)
         out.put_json(f"profile-{table}.json", prof, f"Full-table profile of {table} (DuckDB, every row)", table)
         out.put(f"profile-{table}.html", profile.render_profile_html(prof), "text/html",
                 f"Full-table profile of {table}, as a page", table)
+        if textstats.is_document_table(prof["column_profiles"]):
+            stats = textstats.text_stats(con, table)
+            text_all.append(stats)
+            out.put_json(f"text-stats-{table}.json", stats,
+                         f"Text statistics of the document fragments in {table} (documents, elements by type, "
+                         f"text lengths, top terms)", table)
+            out.put(f"text-stats-{table}.html", textstats.render_text_stats_html(stats), "text/html",
+                    f"Text statistics of the document fragments in {table}, as a page", table)
 
-        frame, sampling = reports.sample_frame(con, table, ctx.settings.profile_sample_rows)
-        frame = reports.mask_pii(frame)
+        frame, sampling = reports.sample_frame(con, table, settings.profile_sample_rows)
+        metrics.profile_coverage.labels("sampled").observe(
+            sampling["sampled_rows"] / sampling["total_rows"] if sampling["total_rows"] else 1.0)
+        frame = reports.prepare_frame(frame)  # PII masked once, shared by every report
         out.put(f"ydata-{table}.html", reports.ydata_report_html(frame, f"{table}", sampling), "text/html",
-                f"ydata-profiling report of {table} ({_sampling_note(sampling)})", table)
+                f"ydata-profiling report of {table} ({_sampling_note(sampling)}, PII masked)", table)
         html, result = reports.evidently_summary(frame)
         out.put(f"quality-{table}.html", html, "text/html",
                 f"Evidently data summary with tests for {table} ({_sampling_note(sampling)})", table)
@@ -105,34 +145,119 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context) -> None:
         snapshot = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'udb_snapshots' "
                                "AND table_name = ?", [table]).fetchone()[0]
         if snapshot:
-            reference, _ = reports.sample_frame(con, f"udb_snapshots.{duck.quote(table)}",
-                                                ctx.settings.profile_sample_rows)
-            html, result = reports.evidently_drift(frame, reports.mask_pii(reference))
+            reference, ref_info = reports.reference_frame(
+                con, f"udb_snapshots.{duck.quote(table)}", settings.profile_sample_rows,
+                out.store if settings.drift_cache else None, cache_name=table)
+            started = time.perf_counter()
+            html, result = reports.evidently_drift(frame, reference)
             verdict = reports.drift_verdict(result)
+            verdict["reference"] = {"snapshot": f"udb_snapshots.{table}", "cache": ref_info["cache"],
+                                    "cache_key": ref_info["key"], "sampling": ref_info["sampling"],
+                                    "reference_seconds": ref_info["seconds"],
+                                    "drift_seconds": round(time.perf_counter() - started, 3)}
             drift_all[table] = verdict
             out.put(f"drift-{table}.html", html, "text/html",
                     f"Evidently drift of {table} against its previous snapshot", table)
             out.put_json(f"drift-{table}.json", {"verdict": verdict, "result": result},
-                         f"Drift verdict per column and for {table}", table)
+                         f"Drift verdict per column and for {table} (reference cache {ref_info['cache']})", table)
 
         results = []
         for kpi in kpis.default_kpis(con, table, prof):
-            started = time.perf_counter()
-            result = kpis.run_kpi(con, kpi)
-            metrics.kpi_seconds.observe(time.perf_counter() - started)
-            results.append({**kpi, "result": result})
-            if kpi["chart"]["type"] != "indicator":
-                if not any(e["name"] == kpis.PLOTLY_JS for e in out.entries):
-                    # One copy per job beside the charts, not 4.5 MB inlined into each of them.
-                    out.put(kpis.PLOTLY_JS, kpis.plotly_js(), "text/javascript", "plotly.js used by the charts")
-                out.put(f"chart-{table}-{kpi['name']}.html", kpis.chart_html(kpi, result, kpis.PLOTLY_JS),
-                        "text/html", f"Chart: {kpi['title']}", table)
+            item = _run_one(kpi_con, kpi, limits)
+            results.append(item)
+            if "error" not in item:
+                charts.append({"base": f"chart-{table}-{kpi['name']}", "item": item, "table": table})
+        kpis_by_table[table] = results
         kpi_results.extend(results)
-        out.put_json(f"kpis-{table}.json", results, f"KPI definitions, SQL and results for {table}", table)
 
-    markdown, facts = summary.summarize(profiles, kpi_results, drift_all or None)
+    custom = []
+    definitions = kpi_defs.KpiDefinitions(out.store).list()
+    for definition in definitions:
+        kpi = {"name": definition["name"], "title": definition.get("title") or definition["name"],
+               "table": None, "chart": definition["chart"], "sql": definition["sql"], "custom": True}
+        try:
+            # Checked again at run time: the tables may have changed since it was stored.
+            kpi["sql"] = sqlguard.check_select(definition["sql"], all_tables or tables).sql
+        except sqlguard.SQLRejected as exc:
+            custom.append({**kpi, "error": str(exc)})
+            continue
+        item = _run_one(kpi_con, kpi, limits)
+        if "error" not in item:
+            problem = kpi_defs.check_result_columns(definition, item["result"]["columns"])
+            if problem:
+                item["error"] = problem
+        custom.append(item)
+        if "error" not in item:
+            charts.append({"base": f"chart-kpi-{definition['name']}", "item": item, "table": None})
+
+    _write_charts(charts, out, ctx, notes)
+    for table, results in kpis_by_table.items():
+        out.put_json(f"kpis-{table}.json", results, f"KPI definitions, SQL, results and charts for {table}", table)
+    if definitions:
+        out.put_json("kpis-custom.json", custom, "The tenant's own KPIs: definition, guarded SQL, result or the "
+                                                 "reason it did not run, and charts")
+        failed = [c["name"] for c in custom if "error" in c]
+        if failed:
+            notes.append({"kind": "kpi_failed", "message": f"{len(failed)} tenant KPI(s) did not run: "
+                                                           + ", ".join(failed) + " (reasons in kpis-custom.json)"})
+
+    markdown, facts = summary.summarize(profiles, kpi_results, drift_all or None, custom_kpis=custom,
+                                        text_stats=text_all)
     out.put("summary.md", markdown, "text/markdown", "Written summary, every sentence from a number in summary.json")
     out.put_json("summary.json", facts, "The facts behind summary.md")
+    return notes, facts["facts"]
+
+
+@telemetry.staged("kpi", lambda con, kpi, limits: {"kpi": kpi["name"]})
+def _run_one(con, kpi: dict, limits: dict) -> dict:
+    """A KPI definition with its result, or with the reason it has none (never raises for bad SQL)."""
+    started = time.perf_counter()
+    try:
+        result = kpis.run_kpi(con, kpi, **limits)
+    except kpis.KpiError as exc:
+        return {**kpi, "error": str(exc)}
+    finally:
+        metrics.kpi_seconds.observe(time.perf_counter() - started)
+    return {**kpi, "result": result}
+
+
+@telemetry.staged("render", lambda charts, *_: {"charts": len(charts)})
+def _write_charts(charts: list[dict], out: Artifacts, ctx: Context, notes: list[dict]) -> None:
+    """Each chart as HTML (plotly.js linked, one copy per job) and as PNG in one Chromium
+    session; when PNGs cannot be made the index says so and why."""
+    if not charts:
+        return
+    # One copy per job beside the charts, not 4.5 MB inlined into each of them.
+    out.put(kpis.PLOTLY_JS, kpis.plotly_js(), "text/javascript", "plotly.js used by the charts")
+    figures = []
+    for chart in charts:
+        item = chart["item"]
+        fig = kpis.chart_figure(item, item["result"])
+        page = fig.to_html(include_plotlyjs=kpis.PLOTLY_JS, full_html=True, config={"displaylogo": False})
+        page = page.replace("<head>", f"<head><title>{html_escape(item['title'])}</title>", 1)
+        out.put(f"{chart['base']}.html", page, "text/html", f"Chart: {item['title']}", chart["table"])
+        item["chart_html"] = f"{chart['base']}.html"
+        figures.append((chart["base"], fig))
+    if not ctx.settings.chart_png:
+        why = "PNG charts are turned off (UDB_CHART_PNG=0)"
+        rendered = {}
+    else:
+        chromium, why = kpis.find_chromium(ctx.settings.chromium_path)
+        rendered = {}
+        if chromium:
+            rendered, why = kpis.render_pngs(figures, chromium)
+    for chart in charts:
+        item, png = chart["item"], rendered.get(chart["base"])
+        if png:
+            out.put(f"{chart['base']}.png", png, "image/png", f"Chart (PNG): {item['title']}", chart["table"])
+            item["chart_png"] = f"{chart['base']}.png"
+        else:
+            item["chart_png"] = None
+            item["png_skipped"] = why
+    if why:
+        notes.append({"kind": "png_skipped", "message": f"PNG charts: {len(rendered)} of {len(charts)} rendered; {why}"})
+        if ctx.log:
+            ctx.log.warning("PNG charts skipped: %s", why)
 
 
 def _sampling_note(sampling: dict) -> str:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import shutil
+import tempfile
+import threading
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from .profile import FLOAT_TYPES, INTEGER_TYPES, json_safe, quote_ident, table_label, table_ref
+from shared.errors import InputError
+from shared.pii import mask_rows
+
+from .profile import FLOAT_TYPES, INTEGER_TYPES, json_safe, quote_ident, sql_literal, table_label, table_ref
 
 MAX_CATEGORIES = 50
 TOP_CATEGORIES = 10
@@ -21,11 +30,13 @@ ID_NAME_RE = re.compile(
     r"|lat|latitude|lon|lng|longitude|index|idx|number|no|nr)$|^(id|key|idx)([_\s.-]|$)",
     re.IGNORECASE,
 )
-# Names that usually are business measures; they go first.
+# Names that usually are business measures; they go first, totals before their factors
+# (amount = quantity x price).
 MEASURE_HINT_RE = re.compile(
     r"amount|revenue|sales|price|total|cost|value|qty|quantity|units|profit|spend|fee|balance|score",
     re.IGNORECASE,
 )
+STRONG_MEASURE_RE = re.compile(r"amount|revenue|sales|total|profit|spend|turnover|gmv", re.IGNORECASE)
 
 
 def slug(name: str) -> str:
@@ -47,8 +58,9 @@ def _measures(columns: list[dict]) -> list[dict]:
         c for c in columns
         if c["kind"] == "numeric" and not is_id_like(c) and (c.get("distinct") or 0) > 1 and c["count"]
     ]
-    # Stable sort: hinted names first, otherwise table order.
-    candidates.sort(key=lambda c: 0 if MEASURE_HINT_RE.search(str(c["name"])) else 1)
+    # Stable sort: totals, then other hinted names, otherwise table order.
+    candidates.sort(key=lambda c: 0 if STRONG_MEASURE_RE.search(str(c["name"]))
+                    else 1 if MEASURE_HINT_RE.search(str(c["name"])) else 2)
     return candidates[:MAX_MEASURES]
 
 
@@ -182,24 +194,103 @@ def default_kpis(con: duckdb.DuckDBPyConnection, table, profile: dict) -> list[d
     return kpis
 
 
-def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict) -> dict:
-    """Run a KPI's SQL; return {name, title, table, chart, columns, rows, row_count, elapsed_ms} (JSON-safe).
+class KpiError(InputError):
+    """A KPI query that could not give a result: over its time limit, or failed in DuckDB."""
 
-    `rows` is a list of lists in `columns` order; `table` and `chart` are copied from the KPI.
+
+DEFAULT_TIMEOUT_MS = 10_000
+DEFAULT_MAX_ROWS = 10_000
+
+
+def open_kpi_connection(warehouse: str | Path, *, memory_limit: str = "1GB", threads: int = 2) -> duckdb.DuckDBPyConnection:
+    """A dedicated connection for KPI queries: the warehouse attached read-only into an empty
+    in-memory database, external access disabled and the configuration locked.
+
+    Nothing a query says can reach a file, a URL, an extension or a setting afterwards:
+    `SET enable_external_access=false` stops file and network access (ATTACH included) and
+    `SET lock_configuration=true` stops any SET from undoing it. A separate database
+    instance, so the lock does not touch the connection the profiler uses.
     """
+    con = duckdb.connect(":memory:", config={
+        "memory_limit": memory_limit,
+        "threads": threads,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_unsigned_extensions": False,
+        # No implicit scans of Python variables named in a query.
+        "python_enable_replacements": False,
+    })
+    try:
+        con.execute(f"ATTACH {sql_literal(str(warehouse))} AS warehouse (READ_ONLY)")
+        con.execute("USE warehouse")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except Exception:
+        con.close()
+        raise
+    return con
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+              max_rows: int = DEFAULT_MAX_ROWS) -> tuple[list[str], list[tuple], bool, float]:
+    """Run one query under a time limit and a row cap: (columns, rows, truncated, elapsed ms).
+
+    A timer thread interrupts the connection when the limit passes (KpiError). At most
+    max_rows rows are kept; `truncated` says more were there (one extra row is fetched to know).
+    """
+    state = {"running": True, "fired": False}
+    lock = threading.Lock()
+
+    def stop():
+        with lock:
+            if state["running"]:
+                state["fired"] = True
+                con.interrupt()
+
+    timer = threading.Timer(timeout_ms / 1000, stop)
+    timer.daemon = True
     started = time.perf_counter()
-    cursor = con.execute(kpi["sql"])
-    columns = [d[0] for d in cursor.description]
-    rows = cursor.fetchall()
+    timer.start()
+    try:
+        cursor = con.execute(sql)
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        rows = cursor.fetchmany(max_rows + 1)
+    except duckdb.Error as exc:
+        if state["fired"] or isinstance(exc, duckdb.InterruptException):
+            raise KpiError(f"the query ran past its time limit of {timeout_ms / 1000:g} s and was stopped") from None
+        raise KpiError(f"the query failed in DuckDB: {str(exc).splitlines()[0]}") from None
+    finally:
+        with lock:
+            state["running"] = False
+        timer.cancel()
     elapsed_ms = (time.perf_counter() - started) * 1000
+    truncated = len(rows) > max_rows
+    return columns, rows[:max_rows], truncated, elapsed_ms
+
+
+def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+            max_rows: int = DEFAULT_MAX_ROWS) -> dict:
+    """Run a KPI's SQL under a time limit and row cap; return {name, title, table, chart,
+    columns, rows, row_count, truncated, pii_masked, max_rows, elapsed_ms} (JSON-safe).
+
+    `rows` is a list of lists in `columns` order, PII-masked (shared.pii.mask_rows;
+    `pii_masked` says whether anything was); `table` and `chart` are copied from the KPI.
+    Raises KpiError when the query fails or runs past `timeout_ms`.
+    """
+    columns, rows, truncated, elapsed_ms = run_query(con, kpi["sql"], timeout_ms=timeout_ms, max_rows=max_rows)
+    # Results leave the warehouse (JSON, charts, the summary): PII masked as everywhere else.
+    rows, masked = mask_rows(columns, json_safe([list(r) for r in rows]))
     return {
         "name": kpi["name"],
-        "title": kpi["title"],
+        "title": kpi.get("title") or kpi["name"],
         "table": kpi.get("table"),
         "chart": kpi.get("chart"),
         "columns": columns,
-        "rows": json_safe([list(r) for r in rows]),
+        "rows": rows,
         "row_count": len(rows),
+        "truncated": truncated,
+        "pii_masked": masked,
+        "max_rows": max_rows,
         "elapsed_ms": round(elapsed_ms, 2),
     }
 
@@ -213,9 +304,15 @@ def plotly_js() -> str:
     return get_plotlyjs()
 
 
-def chart_html(kpi: dict, result: dict, plotlyjs: bool | str = True) -> str:
-    """HTML page with a Plotly chart of a KPI result. `plotlyjs=True` inlines plotly.js (4.5 MB);
-    a file name such as PLOTLY_JS links it beside the page instead (offline all the same)."""
+CHART_TYPES = ("bar", "line", "scatter", "pie", "indicator")
+
+
+def chart_figure(kpi: dict, result: dict):
+    """The Plotly figure of a KPI result, from its chart spec {type, x, y}.
+
+    type is bar | line | scatter | pie | indicator; y is one column or a list of columns
+    (one trace each); x is the category/time column (the labels of a pie).
+    """
     import plotly.graph_objects as go
 
     chart = kpi.get("chart") or {}
@@ -228,26 +325,117 @@ def chart_html(kpi: dict, result: dict, plotlyjs: bool | str = True) -> str:
         return [row[index] for row in rows]
 
     kind = chart.get("type")
+    ys_names = chart.get("y") if isinstance(chart.get("y"), list) else [chart.get("y")]
+    title = kpi.get("title") or kpi.get("name", "")
     fig = go.Figure()
-    ys = values(chart.get("y"))
     if not rows:
         fig.add_annotation(text="No data", showarrow=False, font={"size": 20})
     elif kind == "indicator":
+        ys = values(ys_names[0])
         value = ys[0] if ys else None
         subtitle = ""
         if chart.get("x") and values(chart["x"]):
             subtitle = f"<br><span style='font-size:0.7em'>{chart['x']}: {values(chart['x'])[0]}</span>"
         fig.add_trace(go.Indicator(
             mode="number",
-            value=value if isinstance(value, (int, float)) else None,
-            title={"text": f"{kpi['title']}{subtitle}"},
+            value=value if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
+            title={"text": f"{title}{subtitle}"},
         ))
-    elif kind == "line":
-        fig.add_trace(go.Scatter(x=values(chart.get("x")), y=ys, mode="lines+markers", name=chart.get("y")))
+    elif kind == "pie":
+        labels = ["(null)" if v is None else str(v) for v in values(chart.get("x"))]
+        fig.add_trace(go.Pie(labels=labels, values=values(ys_names[0]), name=ys_names[0]))
     else:
-        xs = ["(null)" if v is None else str(v) for v in values(chart.get("x"))]
-        fig.add_trace(go.Bar(x=xs, y=ys, name=chart.get("y")))
-    if kind != "indicator":
-        fig.update_layout(title=kpi["title"], xaxis_title=chart.get("x"), yaxis_title=chart.get("y"))
+        for y_name in ys_names:
+            ys = values(y_name)
+            if kind in ("line", "scatter"):
+                mode = "lines+markers" if kind == "line" else "markers"
+                fig.add_trace(go.Scatter(x=values(chart.get("x")), y=ys, mode=mode, name=y_name))
+            else:
+                xs = ["(null)" if v is None else str(v) for v in values(chart.get("x"))]
+                fig.add_trace(go.Bar(x=xs, y=ys, name=y_name))
+    if kind not in ("indicator", "pie"):
+        fig.update_layout(title=title, xaxis_title=chart.get("x"), yaxis_title=", ".join(str(y) for y in ys_names))
+    elif kind == "pie":
+        fig.update_layout(title=title)
+    if result.get("truncated"):
+        fig.add_annotation(text=f"first {result.get('row_count'):,} rows only (row cap)", showarrow=False,
+                           xref="paper", yref="paper", x=1, y=1.08, xanchor="right", font={"size": 11})
     fig.update_layout(template="plotly_white", margin={"l": 60, "r": 30, "t": 70, "b": 60})
+    return fig
+
+
+def chart_html(kpi: dict, result: dict, plotlyjs: bool | str = True) -> str:
+    """HTML page with a Plotly chart of a KPI result. `plotlyjs=True` inlines plotly.js (4.5 MB);
+    a file name such as PLOTLY_JS links it beside the page instead (offline all the same)."""
+    fig = chart_figure(kpi, result)
     return fig.to_html(include_plotlyjs=plotlyjs, full_html=True, config={"displaylogo": False})
+
+
+# ---------------------------------------------------------------- PNG charts
+
+PNG_WIDTH, PNG_HEIGHT = 900, 500
+
+
+def find_chromium(configured: str = "") -> tuple[str | None, str | None]:
+    """(path, None) for the Chromium to render PNG charts with, or (None, why not).
+
+    The configured path (UDB_CHROMIUM_PATH) wins, then BROWSER_PATH, then chromium,
+    chromium-browser, google-chrome on PATH.
+    """
+    for candidate, source in ((configured, "UDB_CHROMIUM_PATH"), (os.environ.get("BROWSER_PATH", ""), "BROWSER_PATH")):
+        if candidate:
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate, None
+            return None, f"no Chromium at {candidate} ({source})"
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found, None
+    return None, ("no Chromium found (install it with scripts/ensure-chromium.sh, or set UDB_CHROMIUM_PATH "
+                  "or BROWSER_PATH)")
+
+
+_PNG_LOCK = threading.Lock()
+
+
+def render_pngs(figures: list[tuple[str, Any]], chromium: str | None, *,
+                timeout_s: float = 60) -> tuple[dict[str, bytes], str | None]:
+    """Render (name, figure) pairs to PNG bytes in one headless Chromium session (kaleido).
+
+    Offline: plotly.js comes from the plotly package and MathJax is off, so the page loads
+    nothing from the network. Returns ({name: png bytes}, why) where `why` says why some
+    or all charts were not rendered (None when every one was).
+    """
+    if not figures:
+        return {}, None
+    if not chromium:
+        return {}, "no Chromium given (see find_chromium)"
+    try:
+        with warnings.catch_warnings():
+            # kaleido 1.x warns about plotly < 6 at import; its own API works with plotly 5.
+            warnings.simplefilter("ignore")
+            import kaleido
+    except ImportError as exc:
+        return {}, f"kaleido is not installed ({exc})"
+    out: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="udb-png-") as tmp:
+        jobs = [{"fig": fig, "path": str(Path(tmp) / f"{i}.png"),
+                 "opts": {"format": "png", "width": PNG_WIDTH, "height": PNG_HEIGHT}}
+                for i, (_, fig) in enumerate(figures)]
+        try:
+            # One browser session at a time per process: concurrent kaleido sessions from
+            # several request threads were seen to deadlock on Chromium's pipe.
+            with _PNG_LOCK:
+                errors = kaleido.write_fig_from_object_sync(
+                    jobs, kopts={"path": chromium, "mathjax": False, "timeout": timeout_s})
+        except Exception as exc:  # a browser that does not start, crashes or hangs
+            return {}, f"Chromium at {chromium} could not render charts: {type(exc).__name__}: {exc}"
+        for (name, _), job in zip(figures, jobs):
+            path = Path(job["path"])
+            if path.is_file() and path.stat().st_size:
+                out[name] = path.read_bytes()
+    missing = len(figures) - len(out)
+    if missing:
+        detail = "; ".join(f"{type(e).__name__}: {e}" for e in (errors or ())[:3]) or "no image written"
+        return out, f"{missing} of {len(figures)} charts could not be rendered ({detail})"
+    return out, None

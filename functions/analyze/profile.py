@@ -20,6 +20,8 @@ from typing import Any, Iterable, Sequence
 
 import duckdb
 
+from shared.pii import DATE_LIKE_RE, EMAIL_RE, PHONE_RE, mask_text, mask_value, pii_kind_of_name  # noqa: F401
+
 # Up to this many rows distinct counts are exact (count(DISTINCT)) and quantiles use
 # quantile_cont; above it approx_count_distinct (HyperLogLog) and approx_quantile
 # (t-digest) keep the scan fast.
@@ -72,21 +74,8 @@ PATTERNS = {
     ),
 }
 
-# Masking of displayed values (profile top values/min/max, and reports.mask_pii):
-# - EMAIL_RE: local@domain.tld -> first character of local part + "***@domain.tld".
-# - PHONE_RE -> "***": the same shapes as PATTERNS["phone"], found inside text,
-#   7 to 15 digits in all. Date-like matches (2024-01-15, 15.01.2024) are kept.
-EMAIL_RE = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
-PHONE_RE = re.compile(
-    r"(?<![\w.+-])(?:"
-    r"(?:\+\d{1,3}[ .-]?)?\(\d{1,4}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,3}"
-    r"|\+\d{1,3}[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,4}"
-    r"|\d{2,4}(?:[ .-]\d{2,4}){2,4}"
-    r"|\+\d{7,15}"
-    r")(?![\w-]|\.\d)"
-)
-DATE_LIKE_RE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
-
+# Displayed values (min, max, top values) are masked by shared.pii: emails and phone numbers
+# inside text, and whole values of columns whose names announce personal data.
 INTEGER_TYPES = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
     "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
@@ -107,20 +96,6 @@ TYPE_WIDTHS = {
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _mask_phone(match: re.Match) -> str:
-    text = match.group(0)
-    digits = sum(ch.isdigit() for ch in text)
-    if not 7 <= digits <= 15 or DATE_LIKE_RE.match(text):
-        return text
-    return "***"
-
-
-def mask_text(value: str) -> str:
-    """Mask emails and phone numbers inside one string (see EMAIL_RE / PHONE_RE)."""
-    value = EMAIL_RE.sub(r"\1***@\2", value)
-    return PHONE_RE.sub(_mask_phone, value)
 
 
 def quote_ident(name: str) -> str:
@@ -463,6 +438,13 @@ def _second_pass_aggregates(cols: list[dict], first: dict, rows: int, bins: int)
             if distinct <= TOPK_MAP_MAX_DISTINCT:
                 col["topk_from_map"] = True
                 aggs.append((key + "values", f"histogram({col['string_expr']})"))
+        if kind in ("numeric", "temporal", "boolean"):
+            # Frequent values of a low-cardinality non-text column (codes, flags, sentinels).
+            distinct = first.get(key + "distinct") or 0
+            if 0 < distinct <= TOPK_MAP_MAX_DISTINCT:
+                col["topk_from_map"] = True
+                finite = f" FILTER (WHERE isfinite({q}))" if _is_float_type(col["type"]) else ""
+                aggs.append((key + "values", f"histogram({q}){finite}"))
     for a_index, a in enumerate(numeric_for_corr):
         for b in numeric_for_corr[a_index + 1:]:
             expr = f"corr({a['ident']}::DOUBLE, {b['ident']}::DOUBLE)"
@@ -477,7 +459,8 @@ def _top_values(con, source: str, col: dict, second: dict, top_k: int) -> list[d
     key = f"c{col['i']}_"
     if col.get("topk_from_map"):
         counts = second.get(key + "values") or {}
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[:top_k]
+        # Ties by value; one map holds one type, so the values compare among themselves.
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
     else:
         e = col["string_expr"]
         ranked = con.execute(
@@ -509,6 +492,8 @@ def _column_profile(con, source, col, first, second, rows, exact, top_k) -> dict
         "min": first.get(key + "min"),
         "max": first.get(key + "max"),
     }
+    if kind in ("numeric", "temporal", "boolean"):
+        out["top_k"] = _top_values(con, source, col, second, top_k) if col.get("topk_from_map") else None
     if kind == "numeric":
         quantiles = first.get(key + "quantiles") or [None] * len(QUANTILES)
         out.update({
@@ -547,14 +532,18 @@ def _column_profile(con, source, col, first, second, rows, exact, top_k) -> dict
 
 
 def _mask_shown_values(col: dict) -> None:
-    if col["kind"] not in ("categorical", "text"):
+    """Mask min, max and top values: wholly for a personal-data column (by name), else the
+    emails and phone numbers inside text values."""
+    kind = pii_kind_of_name(col["name"])
+    if not kind and col["kind"] not in ("categorical", "text"):
         return
     for key in ("min", "max"):
-        if isinstance(col.get(key), str):
-            col[key] = mask_text(col[key])
-    for item in col.get("top_k", []):
-        if isinstance(item["value"], str):
-            item["value"] = mask_text(item["value"])
+        if col.get(key) is not None:
+            col[key] = mask_value(col[key], kind)
+    for item in col.get("top_k") or []:
+        item["value"] = mask_value(item["value"], kind)
+    if kind:
+        col["masked"] = kind
 
 
 def _numeric_histogram(col: dict, counts: dict | None) -> list[dict]:
@@ -621,11 +610,16 @@ def _alerts(column_profiles: list[dict], rows: int) -> list[dict]:
         if zero_share > ZERO_ALERT_SHARE:
             add(name, "many_zeros", f"{zero_share:.1%} of values are zero", zero_share)
         patterns = col.get("patterns") or {}
+        pii_found = False
         for pii in ("email", "phone"):
             share = _share(patterns.get(pii), col["count"])
             if share and share > PII_ALERT_SHARE:
                 label = "email addresses" if pii == "email" else "phone numbers"
                 add(name, "pii", f"{share:.1%} of values look like {label}", share)
+                pii_found = True
+        named = pii_kind_of_name(name)
+        if named and not pii_found and col["count"]:
+            add(name, "pii", f"the column name suggests personal data ({named.replace('_', ' ')})", named)
     return alerts
 
 
@@ -724,8 +718,12 @@ def _column_section(col: dict, alerts: list[dict]) -> str:
         parts.append(f"<div>{_kv_table(stats)}<p class='muted'>quantiles: {html.escape(col.get('quantile_method', ''))}</p></div>")
         hist = [(f"{_fmt(b['lo'])} – {_fmt(b['hi'])}", b["count"]) for b in col.get("histogram", [])]
         parts.append(f"<div><h3>Histogram</h3>{_bars(hist)}</div>")
+        if col.get("top_k"):
+            parts.append(f"<div><h3>Frequent values</h3>{_bars([(_fmt(t['value']), t['count']) for t in col['top_k']])}</div>")
     elif kind == "boolean":
         parts.append(f"<div>{_kv_table([('true', _esc(col.get('trues'))), ('true share', _pct(col.get('true_share')))])}</div>")
+        if col.get("top_k"):
+            parts.append(f"<div><h3>Values</h3>{_bars([(_fmt(t['value']), t['count']) for t in col['top_k']])}</div>")
     elif kind == "temporal":
         hist = [(str(b["bucket"]), b["count"]) for b in col.get("histogram", [])]
         unit = html.escape(str(col.get("histogram_unit") or ""))

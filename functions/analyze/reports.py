@@ -13,12 +13,16 @@ import html
 import json
 import os
 import re
+import time
 import warnings
 from typing import TYPE_CHECKING
 
 import duckdb
 
-from .profile import json_safe, mask_text, table_label, table_ref
+from shared import telemetry
+from shared.pii import mask_frame, mask_text  # noqa: F401  (mask_text: re-exported for callers)
+
+from .profile import json_safe, table_label, table_ref
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,20 +32,10 @@ if TYPE_CHECKING:
 
 
 def mask_pii(df: "pd.DataFrame") -> "pd.DataFrame":
-    """Return a copy of df with emails and phone-like strings masked in string columns.
-
-    Rules are profile.EMAIL_RE ("a***@domain") and profile.PHONE_RE ("***"); numeric
-    columns are left alone.
-    """
-    import pandas as pd
-
-    out = df.copy()
-    for name in out.columns:
-        column = out[name]
-        if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
-            continue
-        out[name] = column.map(lambda v: mask_text(v) if isinstance(v, str) else v)
-    return out
+    """A copy of df with PII masked (shared.pii.mask_frame): emails ("a***@domain") and
+    phone numbers ("***") in text, and whole values of columns whose names announce
+    personal data. Other numeric columns are left alone."""
+    return mask_frame(df)
 
 
 # ---------------------------------------------------------------- sampling
@@ -88,14 +82,30 @@ def sampling_text(sampling: dict | None) -> str:
     )
 
 
-def _frame_for_reports(df: "pd.DataFrame") -> "pd.DataFrame":
-    """Masked copy with types the pandas-based libraries handle.
+PREPARED = "udb_prepared"
+PII_NOTE = ("PII is masked: emails keep their first character and domain, phone numbers and the values "
+            "of columns named as personal data are replaced (shared/pii.py).")
 
-    tz-aware datetimes -> naive UTC, nullable integers -> float64, +-inf -> NaN,
-    UUID/Decimal/list/bytes objects -> str or float.
+
+def prepare_frame(df: "pd.DataFrame") -> "pd.DataFrame":
+    """Masked copy with types the pandas-based libraries handle, made once per frame and
+    shared by every report (a prepared frame is returned as it is).
+
+    PII masked (mask_pii), tz-aware datetimes -> naive UTC, nullable integers -> float64,
+    +-inf -> NaN, UUID/Decimal/list/bytes objects -> str or float.
     """
+    if df.attrs.get(PREPARED):
+        return df
+    out = _frame_for_reports(df)
+    out.attrs[PREPARED] = True
+    return out
+
+
+def _frame_for_reports(df: "pd.DataFrame") -> "pd.DataFrame":
     import pandas as pd
 
+    if df.attrs.get(PREPARED):
+        return df
     out = mask_pii(df)
     for name in out.columns:
         column = out[name]
@@ -121,8 +131,9 @@ def _frame_for_reports(df: "pd.DataFrame") -> "pd.DataFrame":
 # ---------------------------------------------------------------- ydata-profiling
 
 
-def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None) -> str:
-    """ydata-profiling report (minimal mode) as one offline HTML page.
+@telemetry.staged("quality", lambda *a, **k: {"report": "ydata-profiling"})
+def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None, *, minimal: bool = True) -> str:
+    """ydata-profiling report (minimal mode unless asked) as one offline HTML page.
 
     minimal=True on purpose: the exact full-table statistics come from DuckDB
     (profile.profile_table); this report adds the visuals (histograms, value charts,
@@ -143,12 +154,12 @@ def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None) -> 
     if not isinstance(summary_pandas.tqdm, functools.partial):
         summary_pandas.tqdm = functools.partial(summary_pandas.tqdm, disable=True)
 
-    note = sampling_text(sampling)
+    note = sampling_text(sampling) + " " + PII_NOTE
     sampled = bool(sampling) and sampling.get("method") != "full"
     full_title = f"{title} (sample {sampling['sampled_rows']:,} of {sampling['total_rows']:,} rows)" if sampled else title
     report = ProfileReport(
-        _frame_for_reports(df),
-        minimal=True,
+        prepare_frame(df),
+        minimal=minimal,
         title=full_title,
         progress_bar=False,
         dataset={"description": note},
@@ -177,7 +188,7 @@ def _evidently_dataset(df: "pd.DataFrame"):
     from evidently import DataDefinition, Dataset
 
     # Empty DataDefinition: Evidently infers numerical/categorical/datetime columns.
-    return Dataset.from_pandas(_frame_for_reports(df), data_definition=DataDefinition())
+    return Dataset.from_pandas(prepare_frame(df), data_definition=DataDefinition())
 
 
 def _snapshot_outputs(snapshot) -> tuple[str, dict]:
@@ -186,6 +197,7 @@ def _snapshot_outputs(snapshot) -> tuple[str, dict]:
     return snapshot.get_html_str(as_iframe=False), result
 
 
+@telemetry.staged("quality", lambda *a, **k: {"report": "evidently-summary"})
 def evidently_summary(df: "pd.DataFrame") -> tuple[str, dict]:
     """Evidently 0.7 DataSummaryPreset with tests on df; returns (standalone HTML, result dict).
 
@@ -202,6 +214,7 @@ def evidently_summary(df: "pd.DataFrame") -> tuple[str, dict]:
     return _snapshot_outputs(snapshot)
 
 
+@telemetry.staged("quality", lambda *a, **k: {"report": "evidently-drift"})
 def evidently_drift(current_df: "pd.DataFrame", reference_df: "pd.DataFrame") -> tuple[str, dict]:
     """Evidently 0.7 DataDriftPreset (current vs reference) with tests; returns (HTML, result dict).
 
@@ -212,18 +225,92 @@ def evidently_drift(current_df: "pd.DataFrame", reference_df: "pd.DataFrame") ->
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
+    current_df, reference_df = prepare_frame(current_df), prepare_frame(reference_df)
     shared = [c for c in current_df.columns if c in reference_df.columns]
     usable = [c for c in shared if current_df[c].notna().any() and reference_df[c].notna().any()]
     skipped = [c for c in list(current_df.columns) + list(reference_df.columns) if c not in usable]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot = Report([DataDriftPreset()], include_tests=True).run(
-            current_data=_evidently_dataset(current_df[usable]),
-            reference_data=_evidently_dataset(reference_df[usable]),
+            current_data=_evidently_dataset(_keep_prepared(current_df[usable])),
+            reference_data=_evidently_dataset(_keep_prepared(reference_df[usable])),
         )
     page, result = _snapshot_outputs(snapshot)
     result["skipped_columns"] = json_safe(list(dict.fromkeys(skipped)))
     return page, result
+
+
+def _keep_prepared(df: "pd.DataFrame") -> "pd.DataFrame":
+    df.attrs[PREPARED] = True
+    return df
+
+
+# ---------------------------------------------------------------- drift reference cache
+
+CACHE_VERSION = 1
+CACHE_PREFIX = "cache/drift-reference/"
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, table) -> str:
+    """A content hash of a table: its schema, row count and an order-independent sum of row
+    hashes (one DuckDB scan, ~0.1 s per million rows). Equal tables give equal fingerprints."""
+    import hashlib
+
+    source = table_ref(table)
+    schema = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+    rows, digest = con.execute(f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {source} AS t").fetchone()
+    text = json.dumps([[list(c[:2]) for c in schema], rows, str(digest)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def reference_frame(con: duckdb.DuckDBPyConnection, table, max_rows: int, store=None, *,
+                    cache_name: str | None = None, seed: int = 42) -> tuple["pd.DataFrame", dict]:
+    """The drift reference of a table: a reproducible sample of at most max_rows rows,
+    PII-masked and prepared for Evidently, cached in the tenant store.
+
+    The cache key is the table's content fingerprint plus the sample size, seed and cache
+    version, so a reference is reused exactly while the snapshot is unchanged; a new
+    snapshot gets a new key and the older entries of the same table are removed. Returns
+    (frame, info) with info = {cache: hit|miss|off, key, sampling, seconds}.
+    """
+    import io
+    import hashlib
+
+    import pandas as pd
+
+    started = time.perf_counter()
+    if store is None:
+        frame, sampling = sample_frame(con, table, max_rows, seed=seed)
+        return prepare_frame(frame), {"cache": "off", "key": None, "sampling": sampling,
+                                      "seconds": round(time.perf_counter() - started, 3)}
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_name or table_label(table))
+    fingerprint = table_fingerprint(con, table)
+    digest = hashlib.sha256(f"{fingerprint}:{max_rows}:{seed}:{CACHE_VERSION}".encode()).hexdigest()[:32]
+    key = f"{CACHE_PREFIX}{name}/{digest}.parquet"
+    meta_key = f"{CACHE_PREFIX}{name}/{digest}.json"
+    try:
+        data = store.get(key).data
+        sampling = json.loads(store.get(meta_key).data)
+        frame = pd.read_parquet(io.BytesIO(data))
+        frame.attrs[PREPARED] = True
+        return frame, {"cache": "hit", "key": key, "sampling": sampling,
+                       "seconds": round(time.perf_counter() - started, 3)}
+    except (KeyError, ValueError, OSError):  # NotFound is a KeyError; a damaged entry is rebuilt
+        pass
+    frame, sampling = sample_frame(con, table, max_rows, seed=seed)
+    prepared = prepare_frame(frame)
+    buffer = io.BytesIO()
+    prepared.to_parquet(buffer, index=False)
+    # The frame read back is the one used, so a hit and a miss give the same report.
+    frame = pd.read_parquet(io.BytesIO(buffer.getvalue()))
+    frame.attrs[PREPARED] = True
+    for old in list(store.list(f"{CACHE_PREFIX}{name}/")):
+        if not old.key.startswith(f"{CACHE_PREFIX}{name}/{digest}"):
+            store.delete(old.key)
+    store.put(meta_key, json.dumps(sampling).encode(), content_type="application/json")
+    store.put(key, buffer.getvalue(), content_type="application/vnd.apache.parquet")
+    return frame, {"cache": "miss", "key": key, "sampling": sampling,
+                   "seconds": round(time.perf_counter() - started, 3)}
 
 
 def drift_verdict(result: dict) -> dict:

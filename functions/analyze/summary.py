@@ -1,13 +1,21 @@
-"""Rule-based summary of an analysis: every sentence comes from a number in the JSON."""
+"""Rule-based summary of an analysis: every sentence comes from numbers in the JSON.
+
+Each sentence is a fact {id, section, template, data, text, value, source}: `text` is
+`render(template, data)`, and templates hold no digits, so every number a reader sees in
+summary.md is a value of `data` in summary.json, formatted. `source` names where the
+number came from (a profile field, a KPI, a drift verdict, the text statistics).
+"""
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 from .profile import json_safe
 from .reports import drift_verdict
 
 MAX_ALERTS = 10
+MAX_DRIFT_SCORES = 3
 # Lower ranks first in the summary.
 ALERT_RANK = {"pii": 0, "many_nulls": 1, "constant": 2, "unique": 3, "high_cardinality": 4, "skewed": 5, "many_zeros": 6}
 TIME_BUCKETS = ("hour", "day", "week", "month", "year")
@@ -42,17 +50,50 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
+def _signed_pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1%}"
+
+
+FORMATS = {
+    "num": _fmt,
+    "pct": _pct,
+    "spct": _signed_pct,
+    "size": _size,
+    "code": lambda v: f"`{v}`",
+    "codes": lambda vs: ", ".join(f"`{v}`" for v in vs),
+    "plural": lambda n: "" if n == 1 else "s",
+    "": lambda v: _fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v),
+}
+
+
+class _Formatter(string.Formatter):
+    def format_field(self, value, format_spec):
+        if format_spec not in FORMATS:
+            raise ValueError(f"unknown summary format {format_spec!r}; known: {sorted(FORMATS)}")
+        return FORMATS[format_spec](value)
+
+
+def render(template: str, data: dict) -> str:
+    """A fact's sentence from its template and data: `{name:num}`, `{name:pct}`,
+    `{name:size}`, `{name:code}`, `{name:codes}`, `{name:plural}`, `{name:spct}`, `{name}`."""
+    return _Formatter().vformat(template, (), data)
+
+
 class _Facts:
     def __init__(self) -> None:
         self.items: list[dict] = []
         self._ids: set[str] = set()
 
-    def add(self, section: str, fact_id: str, text: str, value: Any, source: str) -> None:
+    def add(self, section: str, fact_id: str, template: str, data: dict, value: Any, source: str) -> str:
         unique_id, n = fact_id, 2
         while unique_id in self._ids:
             unique_id, n = f"{fact_id}#{n}", n + 1
         self._ids.add(unique_id)
-        self.items.append({"id": unique_id, "section": section, "text": text, "value": json_safe(value), "source": source})
+        data = json_safe(data)
+        text = render(template, data)
+        self.items.append({"id": unique_id, "section": section, "text": text, "template": template,
+                           "data": data, "value": json_safe(value), "source": source})
+        return text
 
 
 def _table_facts(facts: _Facts, profiles: list[dict]) -> list[dict]:
@@ -69,18 +110,19 @@ def _table_facts(facts: _Facts, profiles: list[dict]) -> list[dict]:
         }
         tables.append(entry)
         facts.add("tables", f"table:{t}:rows",
-                  f"Table `{t}` has {_fmt(entry['rows'])} rows and {_fmt(entry['columns'])} columns "
-                  f"(about {_size(entry['size_bytes'])} uncompressed).",
+                  "Table {table:code} has {rows:num} rows and {columns:num} columns (about {size:size} uncompressed).",
+                  {"table": t, "rows": entry["rows"], "columns": entry["columns"], "size": entry["size_bytes"]},
                   entry["rows"], f"profile:{t}.rows")
         if entry["duplicate_rows"]:
             share = entry["duplicate_rows"] / entry["rows"] if entry["rows"] else None
             facts.add("tables", f"table:{t}:duplicate_rows",
-                      f"Table `{t}` has {_fmt(entry['duplicate_rows'])} duplicate rows ({_pct(share)}).",
+                      "Table {table:code} has {duplicates:num} duplicate rows ({share:pct}).",
+                      {"table": t, "duplicates": entry["duplicate_rows"], "share": share},
                       entry["duplicate_rows"], f"profile:{t}.duplicate_rows")
         if entry["alerts"]:
             facts.add("tables", f"table:{t}:alerts",
-                      f"Table `{t}` raised {entry['alerts']} data-quality alert{'s' if entry['alerts'] != 1 else ''}.",
-                      entry["alerts"], f"profile:{t}.alerts")
+                      "Table {table:code} raised {alerts:num} data-quality alert{alerts:plural}.",
+                      {"table": t, "alerts": entry["alerts"]}, entry["alerts"], f"profile:{t}.alerts")
     return tables
 
 
@@ -89,8 +131,11 @@ def _alert_facts(facts: _Facts, profiles: list[dict]) -> list[dict]:
     alerts.sort(key=lambda a: (ALERT_RANK.get(a["kind"], 99), str(a["table"]), str(a["column"])))
     top = alerts[:MAX_ALERTS]
     for a in top:
+        # The alert's message is the profiler's own sentence about the same value.
         facts.add("alerts", f"alert:{a['table']}:{a['column']}:{a['kind']}",
-                  f"`{a['table']}.{a['column']}` ({a['kind'].replace('_', ' ')}): {a['message']}.",
+                  "{where:code} ({kind}): {message}.",
+                  {"where": f"{a['table']}.{a['column']}", "kind": a["kind"].replace("_", " "),
+                   "message": a["message"], "value": a.get("value")},
                   a.get("value"), f"profile:{a['table']}.alerts")
     return top
 
@@ -103,39 +148,53 @@ def _column(result: dict, name: str | None) -> list:
     return [row[index] for row in result.get("rows", [])]
 
 
-def _headline(result: dict) -> tuple[str, Any]:
-    """(sentence, value) for one KPI result."""
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _headline(result: dict) -> tuple[str, dict, Any]:
+    """(template, data, value) for one KPI result."""
     name, title = result.get("name", ""), result.get("title", result.get("name", ""))
     columns, rows = result.get("columns", []), result.get("rows", [])
     chart = result.get("chart") or {}
+    data: dict[str, Any] = {"title": title}
+    if result.get("error"):
+        data["error"] = result["error"]
+        return "{title}: not computed ({error}).", data, None
     if not rows:
-        return f"{title}: no rows.", None
+        return "{title}: no rows.", data, None
     if name == "row_count" or (name.startswith("row_count") and len(rows) == 1):
-        value = rows[0][0]
-        return f"{title}: {_fmt(value)}.", value
+        data["value"] = rows[0][0]
+        return "{title}: {value:num}.", data, rows[0][0]
     if name == "freshness":
-        newest, age = rows[0][0], rows[0][1] if len(rows[0]) > 1 else None
-        return f"{title}: newest value {newest}, {_fmt(age)} hours before the analysis ran.", age
+        data.update(newest=rows[0][0], age_hours=rows[0][1] if len(rows[0]) > 1 else None)
+        return "{title}: newest value {newest}, {age_hours:num} hours before the analysis ran.", data, data["age_hours"]
     if name == "null_rate":
-        column, rate = rows[0][0], rows[0][1]
-        return (f"Highest null rate: column `{column}` with {_pct(rate)} "
-                f"({len(rows)} column{'s' if len(rows) != 1 else ''} with nulls)."), rate
+        data.update(column=rows[0][0], rate=rows[0][1], columns=len(rows))
+        return ("Highest null rate: column {column:code} with {rate:pct} "
+                "({columns:num} column{columns:plural} with nulls)."), data, rows[0][1]
     x_name = chart.get("x") or columns[0]
-    y_name = chart.get("y") or (columns[1] if len(columns) > 1 else columns[0])
+    y_spec = chart.get("y")
+    y_name = (y_spec[0] if isinstance(y_spec, list) and y_spec else y_spec) or (columns[1] if len(columns) > 1 else columns[0])
     xs, ys = _column(result, x_name), _column(result, y_name)
+    data.update(x_name=x_name, y_name=y_name)
     is_series = chart.get("type") == "line" or any(name.endswith(f"_by_{b}") for b in TIME_BUCKETS)
     if is_series and ys:
-        last, text = ys[-1], f"{title}: latest {x_name} {xs[-1]} = {_fmt(ys[-1])}"
-        if len(ys) > 1 and isinstance(ys[-2], (int, float)) and isinstance(last, (int, float)) and ys[-2]:
-            text += f" ({(last - ys[-2]) / abs(ys[-2]):+.1%} vs previous {x_name})"
-        return text + f", over {len(ys)} {x_name}s.", last
-    numeric = [(x, y) for x, y in zip(xs, ys) if isinstance(y, (int, float))]
+        data.update(last_x=xs[-1] if xs else None, last=ys[-1], points=len(ys))
+        template = "{title}: latest {x_name} {last_x} = {last:num}"
+        if len(ys) > 1 and _is_number(ys[-2]) and _is_number(ys[-1]) and ys[-2]:
+            data["change"] = (ys[-1] - ys[-2]) / abs(ys[-2])
+            template += " ({change:spct} vs previous {x_name})"
+        return template + ", over {points:num} {x_name}s.", data, ys[-1]
+    numeric = [(x, y) for x, y in zip(xs, ys) if _is_number(y)]
     if len(rows) > 1 and numeric:
         x_top, y_top = max(numeric, key=lambda xy: xy[1])
-        return f"{title}: highest is `{x_top}` with {_fmt(y_top)} ({len(rows)} groups shown).", y_top
-    pairs = "; ".join(f"{c} = {_fmt(v)}" for c, v in zip(columns, rows[0]))
-    first_numeric = next((v for v in rows[0] if isinstance(v, (int, float))), rows[0][0])
-    return f"{title}: {pairs}.", first_numeric
+        data.update(top=x_top, top_value=y_top, groups=len(rows))
+        return "{title}: highest is {top:code} with {top_value:num} ({groups:num} groups shown).", data, y_top
+    first_numeric = next((v for v in rows[0] if _is_number(v)), rows[0][0])
+    data["pairs"] = "; ".join(f"{c} = {_fmt(v)}" for c, v in zip(columns, rows[0]))
+    data["row"] = dict(zip(columns, rows[0]))
+    return "{title}: {pairs}.", data, first_numeric
 
 
 def _flatten_kpi(item: dict) -> dict:
@@ -149,15 +208,19 @@ def _flatten_kpi(item: dict) -> dict:
     return item
 
 
-def _kpi_facts(facts: _Facts, kpi_results: list[dict]) -> list[dict]:
+def _kpi_facts(facts: _Facts, kpi_results: list[dict], section: str = "kpis") -> list[dict]:
     kpis = []
     for item in kpi_results:
         result = _flatten_kpi(item)
-        text, value = _headline(result)
+        if item.get("error") and not result.get("error"):
+            result = {**result, "error": item["error"]}
+        template, data, value = _headline(result)
         table = result.get("table")
         name = result.get("name", "kpi")
-        kpis.append({"name": name, "table": table, "title": result.get("title"), "headline": text, "value": json_safe(value)})
-        facts.add("kpis", f"kpi:{table}:{name}" if table else f"kpi:{name}", text, value, f"kpi:{name}")
+        fact_id = f"kpi:{table}:{name}" if table else f"kpi:{name}"
+        text = facts.add(section, fact_id, template, data, value, f"kpi:{name}")
+        kpis.append({"name": name, "table": table, "title": result.get("title"), "headline": text,
+                     "value": json_safe(value)})
     return kpis
 
 
@@ -180,40 +243,84 @@ def _one_drift(facts: _Facts, table: str | None, drift: dict) -> dict:
     drifted = list(drift.get("drifted_columns") or [])
     total = len(drift.get("columns") or []) or None
     threshold = drift.get("threshold")
-    subject = f"Table `{table}`" if table else "The data"
-    verdict = "drifted" if drift.get("dataset_drift") else "did not drift"
-    detail = f"{len(drifted)}{f' of {total}' if total else ''} columns drifted ({_pct(share)}"
-    detail += f", dataset threshold {_pct(threshold)})" if threshold is not None else ")"
     prefix = f"drift:{table}" if table else "drift"
     source = f"drift:{table}" if table else "drift"
-    facts.add("drift", f"{prefix}:dataset", f"{subject} {verdict} against its reference: {detail}.",
-              share, f"{source}.share")
+    data = {"subject": f"Table `{table}`" if table else "The data",
+            "verdict": "drifted" if drift.get("dataset_drift") else "did not drift",
+            "drifted": len(drifted), "total": total, "share": share, "threshold": threshold}
+    template = "{subject} {verdict} against its reference: {drifted:num}"
+    template += " of {total:num} columns drifted ({share:pct}" if total else " columns drifted ({share:pct}"
+    template += ", dataset threshold {threshold:pct})." if threshold is not None else ")."
+    facts.add("drift", f"{prefix}:dataset", template, data, share, f"{source}.share")
     if drifted:
-        facts.add("drift", f"{prefix}:columns",
-                  f"Drifted columns{f' in `{table}`' if table else ''}: " + ", ".join(f"`{c}`" for c in drifted) + ".",
+        facts.add("drift", f"{prefix}:columns", "Drifted columns{where}: {columns:codes}.",
+                  {"where": f" in `{table}`" if table else "", "columns": drifted},
                   drifted, f"{source}.drifted_columns")
-    return {"dataset_drift": bool(drift.get("dataset_drift")), "drifted_columns": drifted,
-            "share": share, "threshold": threshold}
+        scored = [c for c in drift.get("columns") or [] if c.get("drifted") and _is_number(c.get("score"))]
+        for c in scored[:MAX_DRIFT_SCORES]:
+            facts.add("drift", f"{prefix}:score:{c['column']}",
+                      "Column {column:code} drift score {score:num} by {method} (threshold {threshold:num}).",
+                      {"column": c["column"], "score": c["score"], "method": c.get("method") or "its test",
+                       "threshold": c.get("threshold")},
+                      c["score"], f"{source}.columns")
+    out = {"dataset_drift": bool(drift.get("dataset_drift")), "drifted_columns": drifted,
+           "share": share, "threshold": threshold}
+    if drift.get("reference"):
+        out["reference"] = drift["reference"]
+    return out
 
 
-SECTION_TITLES = {"tables": "Tables", "alerts": "Top alerts", "kpis": "KPIs", "drift": "Drift"}
+def _text_facts(facts: _Facts, text_stats: list[dict] | None) -> list[dict]:
+    out = []
+    for stats in text_stats or []:
+        t = stats.get("table")
+        by_type = stats.get("elements_by_type") or []
+        data = {"table": t, "documents": stats.get("documents"), "elements": stats.get("elements"),
+                "types": len(by_type)}
+        facts.add("documents", f"text:{t}:documents",
+                  "Table {table:code} holds {documents:num} document{documents:plural} in {elements:num} elements "
+                  "of {types:num} type{types:plural}.", data, stats.get("documents"), f"text-stats:{t}.documents")
+        length = stats.get("text_length") or {}
+        if length.get("mean") is not None:
+            facts.add("documents", f"text:{t}:length",
+                      "Element text in {table:code} is {mean:num} characters long on average "
+                      "(median {median:num}, longest {max:num}).",
+                      {"table": t, "mean": length.get("mean"), "median": (length.get("quantiles") or {}).get("p50"),
+                       "max": length.get("max")}, length.get("mean"), f"text-stats:{t}.text_length")
+        terms = [x["term"] for x in (stats.get("top_terms") or [])[:5]]
+        if terms:
+            facts.add("documents", f"text:{t}:terms", "Most frequent terms in {table:code}: {terms:codes}.",
+                      {"table": t, "terms": terms}, terms, f"text-stats:{t}.top_terms")
+        out.append({"table": t, "documents": stats.get("documents"), "elements": stats.get("elements"),
+                    "top_terms": terms})
+    return out
 
 
-def summarize(profiles: list[dict], kpi_results: list[dict], drift: dict | None) -> tuple[str, dict]:
+SECTION_TITLES = {"tables": "Tables", "alerts": "Top alerts", "drift": "Drift", "kpis": "KPIs",
+                  "custom_kpis": "Tenant KPIs", "documents": "Documents"}
+
+
+def summarize(profiles: list[dict], kpi_results: list[dict], drift: dict | None, *,
+              custom_kpis: list[dict] | None = None, text_stats: list[dict] | None = None) -> tuple[str, dict]:
     """Markdown summary and JSON facts built only from the numbers (no language model).
 
     profiles: profile_table() results. kpi_results: run_kpi() results, or KPI dicts
     holding one under "result". drift: a drift_verdict() dict (or a raw
     evidently_drift() result dict), a {table: verdict} mapping of those, or None.
-    Returns (markdown, data) where data is {tables, alerts, kpis, drift, facts} and
-    facts is [{id, section, text, value, source}]; the markdown lists exactly the facts.
+    custom_kpis: results of the tenant's own KPIs (an entry with "error" says why it did
+    not run). text_stats: textstats.text_stats() results.
+    Returns (markdown, data) where data is {tables, alerts, kpis, custom_kpis, drift,
+    documents, facts}; facts is [{id, section, text, template, data, value, source}] and
+    the markdown lists exactly the facts' texts.
     """
     facts = _Facts()
     data = {
         "tables": _table_facts(facts, profiles),
         "alerts": _alert_facts(facts, profiles),
-        "kpis": _kpi_facts(facts, kpi_results),
         "drift": _drift_facts(facts, drift),
+        "kpis": _kpi_facts(facts, kpi_results),
+        "custom_kpis": _kpi_facts(facts, custom_kpis or [], section="custom_kpis"),
+        "documents": _text_facts(facts, text_stats),
     }
     data["facts"] = facts.items
 

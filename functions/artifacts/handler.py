@@ -1,26 +1,25 @@
 """artifacts: HTTP reads of job status, artifact index and artifact files, one tenant at a time.
 
-The caller's tenant comes from the `X-UDB-Tenant` header; every read goes through that
-tenant's store view, so another tenant's job id (guessed or not) is simply not found.
+The caller's tenant is the authenticated principal's (`shared.auth.tenant_of`; with
+authentication off, the `X-UDB-Tenant` header's); every read goes through that tenant's store
+view, so another tenant's job id (guessed or not) is simply not found.
 """
 from __future__ import annotations
 
 import json
 
-from shared.errors import InputError, NotFound
+from shared import auth
+from shared.errors import NotFound
 from shared.httpfn import json_response
 from shared.runtime import Context
-from shared.tenancy import validate_artifact_name, validate_job_id, validate_tenant
+from shared.tenancy import validate_artifact_name, validate_job_id
 
 FUNCTION = "artifacts"
-TENANT_HEADER = "X-UDB-Tenant"
+TENANT_HEADER = auth.TENANT_HEADER
 
 
 def _tenant(request) -> str:
-    tenant = request.headers.get(TENANT_HEADER)
-    if not tenant:
-        raise InputError(f"missing {TENANT_HEADER} header")
-    return validate_tenant(tenant)
+    return auth.tenant_of(request)
 
 
 def status(request, ctx: Context):

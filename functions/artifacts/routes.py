@@ -1,6 +1,9 @@
 """Every HTTP route the artifacts function serves: (method, path prefix, handler(request, ctx))."""
-from functions.artifacts import handler
+from functions.artifacts import admin, handler, kpis_api, uploads
 
 ROUTES = [
     *handler.ROUTES,
+    *kpis_api.ROUTES,
+    *admin.ROUTES,
+    *uploads.ROUTES,
 ]

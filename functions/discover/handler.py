@@ -12,28 +12,37 @@ import httpx
 from cloudevents.http import CloudEvent
 
 from functions.discover.detect import detect
-from shared import bindings, events
+from shared import auth, bindings, events, limits, logs, ratelimit, telemetry
 from shared.errors import InputError, SourceError, TransientError
 from shared.httpfn import json_response
 from shared.runtime import Context
-from shared.sources import module_for, redact
-from shared.tenancy import new_job_id, validate_tenant
+from shared.sources import SourceEnv, inspect_source, redact
+from shared.tenancy import new_job_id
 
 FUNCTION = "discover"
 TENANT_HEADER = "X-UDB-Tenant"
 
 
-def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str | None = None) -> tuple[dict, dict]:
+def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str | None = None,
+             options: dict | None = None) -> tuple[dict, dict]:
     """Detect, catalogue and record the source; returns (source, detection)."""
+    ratelimit.check_concurrent_jobs(ctx, tenant, job_id)  # TooManyJobs: 429 here, a failed job via events
+    limits.check_local_hint(hint, ctx.settings)  # no server-side paths from a tenant in stack/cluster
     jobs = ctx.jobs(tenant)
     shown = redact(hint)
     jobs.ensure(job_id, hint=shown, traceparent=traceparent)
     jobs.move(job_id, "discovering")
-    found = detect(hint)
-    if not found["candidates"]:
-        raise SourceError(f"cannot tell what {shown!r} is: not a path, URL or DSN UDB knows")
-    best = found["candidates"][0]
-    catalogue = module_for(best["provider"]).inspect(hint)
+    with telemetry.stage("probe") as span:
+        found = detect(hint, options)
+        if not found["candidates"]:
+            raise SourceError(f"cannot tell what {shown!r} is: not a path, URL or DSN UDB knows")
+        if found.get("unreachable"):
+            raise SourceError(found["unreachable"])
+        best = found["candidates"][0]
+        span.set_attributes({"udb.provider": best["provider"], "udb.confidence": best["confidence"]})
+        # Inline credentials in the options go to the secret store here; the catalogue keeps refs.
+        catalogue = inspect_source(best["provider"], hint, SourceEnv.of(ctx, tenant, options))
+        span.set_attribute("udb.streams", len(catalogue["streams"]))
     # The id is stable for the same hint, so rediscovery updates the same source document.
     short = catalogue["short"]
     source_id = f"{short}-{hashlib.sha256(shown.encode()).hexdigest()[:8]}"
@@ -50,7 +59,8 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     data = events.event_data(event)
     attrs = event.get_attributes()
-    source, found = discover(ctx, attrs["tenant"], attrs["jobid"], data["hint"].strip(), attrs.get("traceparent"))
+    source, found = discover(ctx, attrs["tenant"], attrs["jobid"], data["hint"].strip(), attrs.get("traceparent"),
+                             data.get("options"))
     autosync, autoanalyze = data.get("autosync", True), data.get("autoanalyze", True)
     return ctx.emit(events.SOURCE_DISCOVERED,
                     {"source": source, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
@@ -60,18 +70,29 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
 
 def discover_connect(request, ctx: Context):
     """POST /sources/discover_connect {"hint": ..., "autosync": true, "autoanalyze": true}"""
-    tenant = validate_tenant(request.headers.get(TENANT_HEADER, ""))
+    tenant = auth.tenant_of(request)  # the principal's (the X-UDB-Tenant header's with auth off)
+    job_id = new_job_id()
+    # The job's trace starts here (or under the caller's `traceparent` header, if it sent one).
+    with telemetry.request_span(FUNCTION, "POST /sources/discover_connect", request.headers.get("traceparent"),
+                                tenant=tenant, job=job_id), logs.bound(function=FUNCTION, tenant=tenant, job=job_id):
+        return _discover_connect(request, ctx, tenant, job_id)
+
+
+def _discover_connect(request, ctx: Context, tenant: str, job_id: str):
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("hint"), str) or not body["hint"].strip():
         raise InputError('expected a JSON object with a non-empty "hint" string')
     autosync, autoanalyze = bool(body.get("autosync", True)), bool(body.get("autoanalyze", True))
-    job_id = new_job_id()
+    if not isinstance(body.get("options", {}), dict):
+        raise InputError('"options" must be a JSON object')
     request_event = events.make_event(events.DISCOVER_REQUESTED, {"hint": body["hint"]}, tenant=tenant,
                                       job_id=job_id, function=FUNCTION)
     try:
-        source, found = discover(ctx, tenant, job_id, body["hint"].strip(), request_event["traceparent"])
+        source, found = discover(ctx, tenant, job_id, body["hint"].strip(), request_event["traceparent"],
+                                 body.get("options"))
     except SourceError as exc:
         ctx.jobs(tenant).fail(job_id, stage="discover", function=FUNCTION, reason=str(exc))
+        telemetry.mark_failed(str(exc))
         return json_response({"jobId": job_id, "state": "failed", "error": str(exc)}, 422)
     reply = ctx.emit(events.SOURCE_DISCOVERED,
                      {"source": source, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
@@ -80,6 +101,7 @@ def discover_connect(request, ctx: Context):
     sent = False
     if ctx.settings.broker_url:
         headers, data = bindings.to_http(reply)
+        headers.update(auth.broker_headers(ctx.settings))
         try:
             response = httpx.post(ctx.settings.broker_url, headers=headers, content=data, timeout=10)
         except httpx.HTTPError as exc:

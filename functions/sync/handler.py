@@ -8,10 +8,10 @@ from pathlib import Path
 
 from cloudevents.http import CloudEvent
 
-from shared import events, metrics
+from shared import events, metrics, telemetry
 from shared.errors import NotFound, SourceError
 from shared.runtime import Context
-from shared.sources import module_for
+from shared.sources import SourceEnv, extract_stream
 from shared.tenancy import table_name
 
 FUNCTION = "sync"
@@ -38,33 +38,45 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     if unknown:
         raise SourceError(f"unknown streams {sorted(unknown)}; the source has "
                           f"{[s['name'] for s in source['streams']]}")
-    connector = module_for(source["provider"])
+    env = SourceEnv.of(ctx, tenant, source_id=source["id"])  # secrets, uploads, incremental state
     staged = []
     for stream in (s for s in source["streams"] if s["name"] in wanted):
         table = table_name(source["short"], stream["name"])
         with tempfile.TemporaryDirectory(prefix="udb-sync-") as tmp:
             out = Path(tmp) / "parts"
-            rows = connector.extract(stream, out, part_bytes=ctx.settings.staging_part_bytes,
-                                     memory_limit=ctx.settings.duckdb_memory_limit,
-                                     threads=ctx.settings.duckdb_threads)
+            with telemetry.stage("extract", stream=stream["name"], provider=source["provider"]) as span:
+                rows = extract_stream(source["provider"], stream, out, env=env,
+                                      part_bytes=ctx.settings.staging_part_bytes,
+                                      memory_limit=ctx.settings.duckdb_memory_limit,
+                                      threads=ctx.settings.duckdb_threads)
+                span.set_attribute("udb.rows", rows)
+            if rows == 0 and (stream.get("options") or {}).get("incremental"):
+                ctx.log.info("%s: no records newer than the last sync", stream["name"])
+                continue
             if rows == 0:
                 raise SourceError(f"{stream['name']}: the source has columns but no rows")
             parts, total = [], 0
-            for i, part in enumerate(sorted(out.glob("*.parquet"))):
-                key = f"staging/{job_id}/{table}/part-{i}.parquet"
-                store.put(key, part, content_type="application/vnd.apache.parquet")
-                parts.append(key)
-                total += part.stat().st_size
+            with telemetry.stage("stage", table=table) as span:
+                for i, part in enumerate(sorted(out.glob("*.parquet"))):
+                    key = f"staging/{job_id}/{table}/part-{i}.parquet"
+                    store.put(key, part, content_type="application/vnd.apache.parquet")
+                    parts.append(key)
+                    total += part.stat().st_size
+                span.set_attributes({"udb.parts": len(parts), "udb.bytes": total})
         metrics.rows_synced.labels(tenant).inc(rows)
         metrics.bytes_staged.labels(tenant).inc(total)
         columns = stream["columns"]
         schema_hash = hashlib.sha256(json.dumps(columns, sort_keys=True).encode()).hexdigest()[:16]
         # One batch per job and table: a redelivered sync restages the same batch id, and the
         # writer's catalogue loads it once.
+        incremental = bool((stream.get("options") or {}).get("incremental"))
         staged.append({"table": table, "stream": stream["name"], "batch_id": f"{job_id}/{table}",
                        "parts": parts, "rows": rows, "bytes": total, "schema_hash": schema_hash,
-                       "columns": columns})
+                       "columns": columns, "mode": "append" if incremental else "replace"})
         ctx.log.info("staged %s: %d rows in %d parts", table, rows, len(parts))
+    if not staged:  # incremental sync with nothing new: the warehouse is already current
+        jobs.move(job_id, "completed")
+        return None
     jobs.move(job_id, "staged", tables={s["table"]: {"rows": s["rows"]} for s in staged})
     autoanalyze = data.get("autoanalyze", True)
     return ctx.emit(events.SYNC_STAGED, {"source_id": source["id"], "source_short": source["short"],

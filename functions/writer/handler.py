@@ -9,9 +9,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 from cloudevents.http import CloudEvent
 
-from shared import duck, events, lease, metrics
+from shared import duck, events, lease, metrics, telemetry
 from shared.errors import NotFound, PreconditionFailed, SourceError, TransientError
 from shared.runtime import Context
 
@@ -36,12 +37,15 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     jobs.ensure(job_id, traceparent=attrs.get("traceparent"))
     jobs.move(job_id, "loading")
 
-    waited = time.perf_counter()
-    held = lease.acquire(ctx.store, tenant, seconds=ctx.settings.lease_seconds,
-                         wait=ctx.settings.lease_wait_seconds)
-    metrics.lease_wait_seconds.observe(time.perf_counter() - waited)
+    with metrics.writer_queue_depth.labels("waiting_lease").track_inprogress(), telemetry.stage("lease"):
+        waited = time.perf_counter()
+        held = lease.acquire(ctx.store, tenant, seconds=ctx.settings.lease_seconds,
+                             wait=ctx.settings.lease_wait_seconds)
+        metrics.lease_wait_seconds.observe(time.perf_counter() - waited)
     ctx.fault("after_lease")
     started = time.perf_counter()
+    loading = metrics.writer_queue_depth.labels("loading")
+    loading.inc()
     try:
         with tempfile.TemporaryDirectory(prefix="udb-writer-") as tmp:
             local = Path(tmp) / WAREHOUSE
@@ -49,21 +53,24 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
                 base_etag = store.get_to_file(WAREHOUSE, local)
             except NotFound:
                 base_etag = None
-            results = _load(local, data["tables"], store, Path(tmp), ctx)
+            with telemetry.stage("load", tables=len(data["tables"])):
+                results = _load(local, data["tables"], store, Path(tmp), ctx)
             if any(r["applied"] for r in results):
                 held = lease.renew(ctx.store, held, seconds=ctx.settings.lease_seconds)
                 ctx.fault("before_upload")
-                try:
-                    if base_etag is None:
-                        new_etag = store.put(WAREHOUSE, local, if_none_match=True)
-                    else:
-                        new_etag = store.put(WAREHOUSE, local, if_match=base_etag)
-                except PreconditionFailed:
-                    raise TransientError("the warehouse changed during the load; retrying") from None
+                with telemetry.stage("upload", bytes=local.stat().st_size):
+                    try:
+                        if base_etag is None:
+                            new_etag = store.put(WAREHOUSE, local, if_none_match=True)
+                        else:
+                            new_etag = store.put(WAREHOUSE, local, if_match=base_etag)
+                    except PreconditionFailed:
+                        raise TransientError("the warehouse changed during the load; retrying") from None
                 ctx.fault("after_upload")
             else:
                 new_etag = base_etag
     finally:
+        loading.dec()
         lease.release(ctx.store, held)
     metrics.duckdb_write_seconds.labels(tenant).observe(time.perf_counter() - started)
     jobs.move(job_id, "loaded", tables={r["table"]: {"rows": r["rows"]} for r in results})
@@ -103,12 +110,22 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context) -> lis
                 previous = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
                 # The table as it was becomes the drift reference for the next analysis.
                 con.execute(f"CREATE OR REPLACE TABLE udb_snapshots.{q} AS SELECT * FROM main.{q}")
-            con.execute(f"CREATE OR REPLACE TABLE main.{q} AS SELECT * FROM read_parquet(?)", [files])
+            if batch.get("mode") == "append" and exists:
+                # Incremental: the batch holds only new records; columns are matched by name.
+                try:
+                    con.execute(f"INSERT INTO main.{q} BY NAME SELECT * FROM read_parquet(?)", [files])
+                except duckdb.Error as exc:
+                    con.execute("ROLLBACK")
+                    raise SourceError(f"{table}: cannot append the incremental batch: {exc}") from None
+                added = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0] - previous
+            else:
+                con.execute(f"CREATE OR REPLACE TABLE main.{q} AS SELECT * FROM read_parquet(?)", [files])
+                added = None
             ctx.fault("mid_load")
             rows = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
-            if rows != batch["rows"]:
+            if (added if added is not None else rows) != batch["rows"]:
                 con.execute("ROLLBACK")
-                raise SourceError(f"{table}: staged {batch['rows']} rows but read {rows}")
+                raise SourceError(f"{table}: staged {batch['rows']} rows but read {added or rows}")
             con.execute("INSERT INTO udb_meta.batches VALUES (?, ?, ?, ?, ?, now())",
                         [batch["batch_id"], ctx_job(batch), table, rows, batch["schema_hash"]])
             con.execute("COMMIT")

@@ -3,22 +3,93 @@
 Each module offers `inspect(hint) -> {provider, short, streams}` and
 `extract(stream, out_dir, part_bytes=..., ...) -> rows`; a module whose hints can carry a
 credential also offers `redact(hint)`, which `redact` below applies before a hint is stored.
+A module that needs more than the hint (options, the tenant's store or secrets, the source id
+for incremental state) sets `USES_ENV = True` and takes `env=SourceEnv(...)` as a keyword;
+`inspect_source` and `extract_stream` pass it only to those.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
-from shared.errors import SourceError
-from shared.sources import files, postgres, s3
+from shared.errors import NotFound, SourceError
+from shared.sources import documents, files, http, postgres, rest, s3, upload, webdav
 
-PROVIDERS: dict[str, ModuleType] = {"file": files, "directory": files, "s3": s3, "postgres": postgres}
+PROVIDERS: dict[str, ModuleType] = {"file": files, "directory": files, "s3": s3, "postgres": postgres,
+                                    "rest": rest, "http": http, "webdav": webdav, "upload": upload,
+                                    "document": documents}
+# Detected, but connected only with OAuth (another issue): inspect says so.
+OAUTH_PROVIDERS = ("onedrive", "sharepoint", "gdrive")
+
+
+@dataclass
+class SourceEnv:
+    """What a provider may use beyond the hint: the request's options, the tenant's store and
+    secret store, the settings, and (at sync) the source id that keys incremental state."""
+    tenant: str | None = None
+    store: Any = None            # shared.store.TenantStore of the tenant
+    secrets: Any = None          # shared.secrets.SecretStore (all tenants: always used with `tenant`)
+    settings: Any = None         # shared.settings.Settings
+    options: dict = field(default_factory=dict)
+    source_id: str | None = None
+
+    @classmethod
+    def of(cls, ctx, tenant: str, options: dict | None = None, source_id: str | None = None) -> "SourceEnv":
+        """The env of a function's context for one tenant; the secret store opens on first use."""
+        env = cls(tenant=tenant, store=ctx.tenant_store(tenant), settings=ctx.settings,
+                  options=dict(options or {}), source_id=source_id)
+        env._ctx = ctx
+        return env
+
+    def secret_store(self):
+        if self.secrets is None and getattr(self, "_ctx", None) is not None:
+            self.secrets = self._ctx.secrets
+        if self.secrets is None or not self.tenant:
+            raise SourceError("this source needs the secret store, and none is configured here")
+        return self.secrets
+
+    def resolve_secret(self, value: str) -> str:
+        """The value itself, or the secret a `secret://name` reference names."""
+        from shared.secrets import REF_PREFIX
+        if not isinstance(value, str) or not value.startswith(REF_PREFIX):
+            return value
+        name = value[len(REF_PREFIX):]
+        try:
+            return self.secret_store().get(self.tenant, name)
+        except NotFound:
+            raise SourceError(f"no secret {name!r} for tenant {self.tenant}: store it first") from None
+
+    def keep_secret(self, name: str, value: str) -> str:
+        """Store `value` in the tenant's secret store; returns the `secret://name` reference."""
+        from shared.secrets import ref
+        self.secret_store().put(self.tenant, name, value)
+        return ref(name)
 
 
 def module_for(provider: str) -> ModuleType:
+    if provider in OAUTH_PROVIDERS:
+        raise SourceError(f"{provider} links need OAuth, which this UDB does not offer yet")
     try:
         return PROVIDERS[provider]
     except KeyError:
         raise SourceError(f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}") from None
+
+
+def inspect_source(provider: str, hint: str, env: SourceEnv | None = None) -> dict:
+    """The provider's catalogue of `hint`, with the env where the provider uses one."""
+    module = module_for(provider)
+    if getattr(module, "USES_ENV", False):
+        return module.inspect(hint, env=env or SourceEnv())
+    return module.inspect(hint)
+
+
+def extract_stream(provider: str, stream: dict, out_dir, *, env: SourceEnv | None = None, **kwargs) -> int:
+    """The provider's extract of one stream into Parquet parts, with the env where used."""
+    module = module_for(provider)
+    if getattr(module, "USES_ENV", False):
+        return module.extract(stream, out_dir, env=env or SourceEnv(), **kwargs)
+    return module.extract(stream, out_dir, **kwargs)
 
 
 def redact(hint: str) -> str:

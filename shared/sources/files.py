@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from shared import duck
+from shared import duck, limits
 from shared.errors import SourceError
 from shared.tenancy import identifier
 
@@ -63,6 +63,7 @@ def detect_format(path: Path) -> str:
             first = head.lstrip()[:1]
             if first not in (b"[", b"{"):
                 raise SourceError(f"{path.name}: not JSON (starts with {head.lstrip()[:12]!r})")
+    limits.check_file(path, fmt)  # JSON depth, zip/gzip bombs: before DuckDB opens the file
     return fmt
 
 
@@ -201,6 +202,7 @@ def inspect(hint: str) -> dict:
 def _stream(con, path: Path) -> dict:
     fmt = detect_format(path)
     columns = describe(con, path, fmt)
+    limits.check_columns(len(columns), path.name)
     temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
     keys = [c["name"] for c in columns if c["name"].lower() in ("id",) or c["name"].lower().endswith("_id")]
     return {"name": identifier(path.stem), "format": fmt, "location": str(path.resolve()),
@@ -213,16 +215,19 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     path, fmt = Path(stream["location"]), stream["format"]
     if not path.is_file():
         raise SourceError(f"{path}: file disappeared since discovery")
+    limits.check_file(path, fmt)
     con = duck.connect(memory_limit=memory_limit, threads=threads, extensions=("excel",))
     try:
         if fmt in ("csv", "tsv"):
             check_csv_shape(con, path, fmt)
         try:
             rows = con.execute(
-                f"COPY (SELECT * FROM {reader_sql(path, fmt)}) TO {_lit(out_dir)} "
+                f"COPY ({limits.capped_select(reader_sql(path, fmt), stream['columns'], name=path.name)}) "
+                f"TO {_lit(out_dir)} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
                 f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
         except Exception as exc:
+            limits.raise_if_limit(exc, path.name)  # a row, column or cell cap, named
             match = _CSV_LINE_ERROR.search(str(exc))
             if match:
                 line, expected, found = match.groups()
@@ -231,4 +236,4 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
             raise SourceError(f"{path.name}: cannot read as {fmt}: {_first_line(exc)}") from None
     finally:
         con.close()
-    return int(rows)
+    return limits.check_rows(int(rows), path.name)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from shared import duck
+from shared import duck, netguard
 from shared.errors import SourceError, TransientError
 from shared.settings import Settings
 from shared.tenancy import identifier
@@ -253,6 +253,12 @@ def attach(con, dsn: Dsn, *, passfile: Path | None = None) -> None:
     """Attach the database read-only as `pg`; SourceError with libpq's reason when that fails."""
     pf = passfile if passfile is not None and passfile.is_file() else None
     conninfo = dsn.conninfo(passfile=pf)
+    host = dsn.host or "localhost"
+    # The SSRF guard: a DSN is user input. A unix socket counts as loopback. The checked
+    # address is pinned with hostaddr, so libpq does not resolve the name a second time.
+    admitted = netguard.check_host("127.0.0.1" if host.startswith("/") else host, dsn.port)
+    if not host.startswith("/") and "hostaddr" not in dict(dsn.params):
+        conninfo += f" hostaddr={_conn_value(admitted[0])}"
     try:
         con.execute("ATTACH " + "'" + conninfo.replace("'", "''") + "' AS pg (TYPE postgres, READ_ONLY)")
     except Exception as exc:

@@ -17,7 +17,7 @@ from devstack import services, stack
 from shared import bindings, cli, events
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
-from tests.stack_fixtures import wait_for_job
+from tests.stack_fixtures import auth_headers, wait_for_job
 
 pytestmark = pytest.mark.e2e
 SOURCE_BUCKET = "udb-e2e-sources"
@@ -26,13 +26,14 @@ VOLATILE = ("elapsed_ms", "size_bytes", "size_note")
 
 def post_to_broker(event, structured: bool = False) -> None:
     headers, body = (to_structured if structured else to_binary)(event)
+    headers.update(auth_headers(event["tenant"]))  # the ingress takes a tenant's own events
     response = httpx.post(stack.broker_url(), headers=headers, content=body, timeout=10)
     assert response.status_code == 202, response.text
 
 
 def fetch(tenant: str, job_id: str, name: str = "") -> httpx.Response:
     response = httpx.get(f"{stack.function_url('artifacts')}/artifact/{job_id}/{name}",
-                         headers={"X-UDB-Tenant": tenant}, timeout=30)
+                         headers=auth_headers(tenant), timeout=30)
     assert response.status_code == 200, response.text
     return response
 

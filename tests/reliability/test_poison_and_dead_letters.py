@@ -12,14 +12,14 @@ from devstack import stack
 from shared import events
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
-from tests.stack_fixtures import wait_for_job
+from tests.stack_fixtures import broker_auth, wait_for_job
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
 
 def post(event) -> None:
     headers, body = to_binary(event)
-    assert httpx.post(stack.broker_url(), headers=headers, content=body, timeout=10).status_code == 202
+    assert httpx.post(stack.broker_url(), headers={**headers, **broker_auth()}, content=body, timeout=10).status_code == 202
 
 
 def test_poison_event_is_dead_lettered_and_fails_only_its_job(running_stack, s3_client, tenant, tmp_path):

@@ -13,7 +13,7 @@ from devstack import services, stack
 from shared import events
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
-from tests.stack_fixtures import wait_for_job
+from tests.stack_fixtures import broker_auth, wait_for_job
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 BUCKET = "udb-e2e-sources"
@@ -22,7 +22,7 @@ LOG = services.LOG_DIR / "fn-writer.log"
 
 def post(event) -> None:
     headers, body = to_binary(event)
-    assert httpx.post(stack.broker_url(), headers=headers, content=body, timeout=10).status_code == 202
+    assert httpx.post(stack.broker_url(), headers={**headers, **broker_auth()}, content=body, timeout=10).status_code == 202
 
 
 def restart_writer(**env) -> None:

@@ -327,3 +327,199 @@ def test_evidently_small(con):
     assert "<html" in page
     verdict = drift_verdict(result)
     assert "amount" in verdict["drifted_columns"]
+
+
+# ---------------------------------------------------------------- more known answers
+
+
+def test_every_numeric_statistic_known(profile):
+    """x = 0..9999: exact moments and quantiles (quantile_cont interpolates: p = q * (N - 1))."""
+    x = _col(profile, "x")
+    # Sample standard deviation of 0..N-1 is sqrt(N (N + 1) / 12).
+    assert x["std"] == pytest.approx((N * (N + 1) / 12) ** 0.5, rel=1e-12)
+    assert x["skewness"] == pytest.approx(0.0, abs=1e-9)
+    expected = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
+    for key, q in expected.items():
+        assert x["quantiles"][key] == pytest.approx(q * (N - 1), abs=1e-9)
+    assert x["top_k"] is None  # 10,000 distinct values: no frequent-value list
+    z = _col(profile, "z")  # 1.5 on every 4th row, else 0
+    assert z["mean"] == pytest.approx(0.375)
+    assert z["zeros"] == 7500 and z["zero_share"] == pytest.approx(0.75)
+    assert z["top_k"] == [{"value": 0.0, "count": 7500}, {"value": 1.5, "count": 2500}]
+
+
+def test_top_values_of_non_text_columns(profile):
+    weird = _col(profile, WEIRD)
+    assert weird["top_k"] == [{"value": 0, "count": 3334}, {"value": 1, "count": 3333}, {"value": 2, "count": 3333}]
+    flag = _col(profile, "flag")
+    assert flag["top_k"] == [{"value": False, "count": 5000}, {"value": True, "count": 5000}]
+
+
+def test_string_lengths_known(profile):
+    email = _col(profile, "email")  # 'user' || i || '@example.com'
+    assert email["min_length"] == len("user0@example.com")
+    assert email["max_length"] == len("user9999@example.com")
+    digits = sum(len(str(i)) for i in range(N))
+    assert email["total_length"] == N * len("user@example.com") + digits
+    assert email["mean_length"] == pytest.approx(email["total_length"] / N)
+
+
+def test_patterns_and_pii_by_name(con):
+    con.execute("""CREATE OR REPLACE TABLE people AS SELECT
+        'Person ' || i AS customer_name,
+        '+1 555 ' || lpad((i % 1000)::VARCHAR, 3, '0') || ' ' || lpad(i::VARCHAR, 4, '0') AS contact,
+        'https://example.org/p/' || i AS homepage,
+        uuid()::VARCHAR AS ref,
+        strftime(DATE '2024-01-01' + (i % 30)::INTEGER, '%Y-%m-%d') AS day_text
+        FROM range(200) t(i)""")
+    p = profile_table(con, "people")
+    name, contact = _col(p, "customer_name"), _col(p, "contact")
+    assert name["patterns"] == {"email": 0, "phone": 0, "url": 0, "uuid": 0, "date_like": 0}
+    assert contact["patterns"]["phone"] == 200
+    assert _col(p, "homepage")["patterns"]["url"] == 200
+    assert _col(p, "ref")["patterns"]["uuid"] == 200
+    assert _col(p, "day_text")["patterns"]["date_like"] == 200 and _col(p, "day_text")["patterns"]["phone"] == 0
+    # Values shown from a personal-data column are masked whole; counts are exact.
+    assert name["masked"] == "person_name" and name["distinct"] == 200
+    assert {t["value"] for t in name["top_k"]} == {"P***"} and name["min"] == "P***"
+    assert all(t["value"] == "***" for t in contact["top_k"])
+    kinds = {(a["column"], a["kind"]) for a in p["alerts"]}
+    assert ("customer_name", "pii") in kinds and ("contact", "pii") in kinds
+
+
+def test_approximate_distinct_within_stated_tolerance(con):
+    """Above exact_max_rows distinct counts come from HyperLogLog: within 35% (see
+    UNIQUE_RECHECK_SHARE), while near-unique columns are recounted exactly."""
+    approx = profile_table(con, "known", exact_max_rows=0)
+    growth = _col(approx, "growth")  # exp(i / 1000): all distinct -> exact recount
+    assert growth["distinct"] == N and growth["distinct_method"] == "exact"
+    y = _col(approx, "y")  # 9000 distinct non-null values -> recount too (>= 70% of count)
+    assert y["distinct"] == 9000
+    ts_hours = _col(approx, "mostly_null")
+    assert ts_hours["distinct"] == 1
+
+
+def test_text_stats_known_answers():
+    from functions.analyze.textstats import is_document_table, render_text_stats_html, text_stats
+
+    con = duckdb.connect()
+    con.execute("""CREATE TABLE frags AS SELECT 'doc' || (i % 3) AS document, 'e' || i AS element_id,
+        ['Title', 'NarrativeText', 'NarrativeText', 'ListItem'][i % 4 + 1] AS element_type,
+        CASE WHEN i % 4 = 0 THEN 'Chapter ' || i ELSE repeat('data quality matters ', i % 5 + 1) END AS text,
+        (i // 10 + 1)::INTEGER AS page, 'Chapter ' || (i // 8) AS section, '{}' AS metadata
+        FROM range(40) t(i)""")
+    assert is_document_table(profile_table(con, "frags")["column_profiles"])
+    assert not is_document_table(["document", "text"])
+    s = text_stats(con, "frags")
+    assert (s["documents"], s["elements"], s["pages"], s["sections"]) == (3, 40, 12, 15)
+    assert s["elements_by_type"] == [{"element_type": "NarrativeText", "count": 20},
+                                     {"element_type": "ListItem", "count": 10}, {"element_type": "Title", "count": 10}]
+    assert s["elements_per_document"]["top"][0] == {"document": "doc0", "elements": 14}
+    texts = [f"Chapter {i}" if i % 4 == 0 else "data quality matters " * (i % 5 + 1) for i in range(40)]
+    lengths = sorted(len(t) for t in texts)
+    assert s["text_length"]["min"] == lengths[0] and s["text_length"]["max"] == lengths[-1]
+    assert s["text_length"]["mean"] == pytest.approx(sum(lengths) / 40)
+    assert s["text_length"]["characters"] == sum(lengths)
+    assert sum(b["count"] for b in s["text_length"]["histogram"]) == 40
+    repeats = sum(i % 5 + 1 for i in range(40) if i % 4)
+    assert s["top_terms"][:3] == [{"term": t, "count": repeats, "documents": 3} for t in ("data", "matters", "quality")]
+    assert {"term": "chapter", "count": 10, "documents": 3} in s["top_terms"]
+    page = render_text_stats_html(s)
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+
+
+def test_summary_every_sentence_is_traceable(con):
+    """Each bullet of summary.md is one fact; its text is its template rendered with its data,
+    and templates hold no digits: every number shown is a value in summary.json."""
+    import re
+
+    from functions.analyze.summary import render
+
+    p = profile_table(con, "sales")
+    results = [run_kpi(con, k) for k in default_kpis(con, "sales", p)]
+    drift = {"dataset_drift": True, "drifted_columns": ["amount"], "share": 0.5, "threshold": 0.5,
+             "columns": [{"column": "amount", "method": "Wasserstein distance (normed)", "score": 0.92,
+                          "threshold": 0.1, "drifted": True},
+                         {"column": "region", "method": "Jensen-Shannon distance", "score": 0.01,
+                          "threshold": 0.1, "drifted": False}]}
+    custom = [{"name": "big_orders", "title": "Orders over 40", "result": {
+        "name": "big_orders", "columns": ["n"], "rows": [[1800]], "chart": {"type": "indicator", "y": "n"}}},
+        {"name": "broken", "title": "Broken", "error": "query rejected: unknown table 'gone'"}]
+    markdown, data = summarize([p], results, {"sales": drift}, custom_kpis=custom)
+    bullets = [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
+    texts = [f["text"] for f in data["facts"]]
+    assert bullets == texts
+    for fact in data["facts"]:
+        assert not re.search(r"\d", fact["template"]), fact["template"]
+        assert render(fact["template"], fact["data"]) == fact["text"]
+    facts = {f["id"]: f for f in data["facts"]}
+    assert facts["drift:sales:score:amount"]["text"] == (
+        "Column `amount` drift score 0.92 by Wasserstein distance (normed) (threshold 0.1).")
+    assert facts["kpi:big_orders"]["text"] == "Orders over 40: n = 1,800."
+    assert facts["kpi:broken"]["text"] == "Broken: not computed (query rejected: unknown table 'gone')."
+    assert data["custom_kpis"][0]["value"] == 1800
+    assert "## Drift" in markdown and "## Tenant KPIs" in markdown
+
+
+def test_kpis_run_on_the_locked_connection(tmp_path):
+    from functions.analyze.kpis import open_kpi_connection
+
+    path = tmp_path / "w.duckdb"
+    w = duckdb.connect(str(path))
+    w.execute("CREATE TABLE sales AS SELECT i AS order_id, ['a', 'b'][i % 2 + 1] AS region, "
+              "(i % 10)::DOUBLE AS amount, TIMESTAMP '2024-01-01' + to_hours(i) AS ts FROM range(1000) t(i)")
+    w.close()
+    reader = duckdb.connect(str(path), read_only=True)
+    kcon = open_kpi_connection(path)
+    try:
+        p = profile_table(reader, "sales")
+        results = {k["name"]: run_kpi(kcon, k) for k in default_kpis(reader, "sales", p)}
+        assert results["row_count"]["rows"] == [[1000]]
+        assert {r[0]: r[1] for r in results["sum_amount_by_region"]["rows"]} == {"a": 2000.0, "b": 2500.0}
+    finally:
+        kcon.close()
+        reader.close()
+
+
+def test_custom_chart_types_and_png_without_chromium():
+    from functions.analyze.kpis import chart_figure, find_chromium, render_pngs
+
+    result = {"columns": ["region", "a", "b"], "rows": [["x", 1, 2], ["y", 3, 4]], "row_count": 2, "truncated": True}
+    for kind in ("bar", "line", "scatter", "pie"):
+        fig = chart_figure({"title": "t", "chart": {"type": kind, "x": "region", "y": ["a", "b"]}}, result)
+        assert len(fig.data) == (1 if kind == "pie" else 2)
+    fig = chart_figure({"title": "t", "chart": {"type": "indicator", "y": "a"}}, result)
+    assert fig.data[0].value == 1
+    assert find_chromium("/nonexistent/chromium") == (None, "no Chromium at /nonexistent/chromium (UDB_CHROMIUM_PATH)")
+    rendered, why = render_pngs([("c", fig)], None)
+    assert rendered == {} and "no Chromium" in why
+    rendered, why = render_pngs([("c", fig)], "/nonexistent/chromium")
+    assert rendered == {} and "/nonexistent/chromium" in why
+
+
+def test_drift_reference_cache(tmp_path, con):
+    from functions.analyze.reports import reference_frame
+    from shared.store import LocalStore, TenantStore
+
+    store = TenantStore(LocalStore(tmp_path / "store"), "acme")
+    con.execute("CREATE OR REPLACE TABLE ref AS SELECT * FROM sales")
+    first, info1 = reference_frame(con, "ref", 500, store, cache_name="sales")
+    second, info2 = reference_frame(con, "ref", 500, store, cache_name="sales")
+    assert (info1["cache"], info2["cache"]) == ("miss", "hit")
+    assert info1["key"] == info2["key"] and info1["key"].startswith("cache/drift-reference/sales/")
+    assert info1["sampling"] == info2["sampling"] and info1["sampling"]["sampled_rows"] == 500
+    assert first.equals(second)  # the cached reference is the one computed
+    assert store.head(info1["key"]) is not None
+    con.execute("UPDATE ref SET amount = amount + 1 WHERE order_id = 0")  # a new snapshot...
+    _, info3 = reference_frame(con, "ref", 500, store, cache_name="sales")
+    assert info3["cache"] == "miss" and info3["key"] != info1["key"]  # ...a new key
+    assert store.head(info1["key"]) is None  # and the stale entry is gone
+    _, off = reference_frame(con, "ref", 500, None)
+    assert off["cache"] == "off"
+
+
+def test_kpi_results_are_pii_masked(con):
+    result = run_kpi(con, {"name": "emails", "title": "t", "sql": "SELECT email, x FROM known ORDER BY x LIMIT 2"})
+    assert result["rows"] == [["u***@example.com", 0], ["u***@example.com", 1]]
+    assert result["pii_masked"] is True
+    assert run_kpi(con, {"name": "n", "title": "t", "sql": "SELECT count(*) FROM known"})["pii_masked"] is False

@@ -109,3 +109,22 @@ def test_invalid_event_is_refused_with_every_problem(ctx_for):
     with pytest.raises(ValidationError) as err:
         invoke(discover, event, ctx_for("discover"))
     assert set(err.value.problems) >= {"tenant", "jobid"}
+
+
+def test_incremental_batches_append_and_keep_the_previous_snapshot(ctx_for, tmp_path):
+    path = write_sales(tmp_path / "inc" / "sales.csv", 300)
+    discovered = invoke(discover, request(str(path), "job-00000000000000d1"), ctx_for("discover"))
+    staged = invoke(sync, discovered, ctx_for("sync"))
+    invoke(writer, staged, ctx_for("writer"))
+    # A later incremental batch of 120 new records for the same table.
+    write_sales(path, 120)
+    second = invoke(sync, invoke(discover, request(str(path), "job-00000000000000d2"), ctx_for("discover")),
+                    ctx_for("sync"))
+    data = events.event_data(second)
+    data["tables"][0]["mode"] = "append"
+    appended = events.make_event(events.SYNC_STAGED, data, tenant=TENANT, job_id="job-00000000000000d2",
+                                 function="sync")
+    loaded = invoke(writer, appended, ctx_for("writer"))
+    assert events.event_data(loaded)["tables"] == [
+        {"table": "inc__sales", "rows": 420, "applied": True, "previous_rows": 300}]
+    assert warehouse_rows(ctx_for("writer"), "inc__sales", tmp_path) == 420

@@ -1,0 +1,77 @@
+"""Uploaded files: `upload://<upload-id>/<filename>`, as POST /uploads answers.
+
+The file lives in the tenant's store at `tenants/<t>/uploads/<upload-id>/<filename>`; discover
+and sync copy it to a temp file and read it as a local file (data formats through files.py,
+documents through documents.py).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from shared.errors import NotFound, SourceError
+from shared.sources import http as web
+
+PROVIDER = "upload"
+USES_ENV = True
+SCHEME = "upload://"
+UPLOAD_ID_RE = re.compile(r"^up-[0-9a-f]{16}$")
+FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,127}$")
+
+
+def validate_filename(name: str) -> str:
+    """A flat file name: no path, no traversal, no leading dot or control characters."""
+    if not isinstance(name, str) or not FILENAME_RE.fullmatch(name) or ".." in name:
+        raise SourceError(f"invalid file name {name!r}: expected 1-128 of letters, digits, space, "
+                          f"'.', '_', '-', '(', ')', '+', starting with a letter or digit, no '..'")
+    return name
+
+
+def hint_for(upload_id: str, filename: str) -> str:
+    return f"{SCHEME}{upload_id}/{quote(filename)}"
+
+
+def parse(hint: str) -> tuple[str, str]:
+    """`upload://<id>/<filename>` -> (id, filename), both validated."""
+    text = hint.strip()
+    if not text.startswith(SCHEME):
+        raise SourceError(f"not an upload hint (expected upload://<upload-id>/<filename>): {text!r}")
+    upload_id, _, name = text[len(SCHEME):].partition("/")
+    if not UPLOAD_ID_RE.fullmatch(upload_id):
+        raise SourceError(f"{text}: invalid upload id {upload_id!r} (expected up- and 16 hex digits)")
+    return upload_id, validate_filename(unquote(name))
+
+
+def key_of(upload_id: str, filename: str) -> str:
+    return f"uploads/{upload_id}/{filename}"
+
+
+def _fetch(env, hint: str, dest: Path) -> tuple[str, str]:
+    if env is None or env.store is None:
+        raise SourceError("upload hints need the tenant's store; none is available here")
+    upload_id, name = parse(hint)
+    try:
+        env.store.get_to_file(key_of(upload_id, name), dest)
+    except NotFound:
+        raise SourceError(f"no upload {upload_id}/{name} for tenant {env.tenant}") from None
+    return upload_id, name
+
+
+def inspect(hint: str, *, env=None) -> dict:
+    with web.scratch() as tmp:
+        dest = tmp / "upload"
+        upload_id, name = _fetch(env, hint, dest)
+        fmt = web.file_format(name, "", dest)
+        stream = web.describe_file(dest, fmt, name=name, location=hint_for(upload_id, name),
+                                   size=dest.stat().st_size)
+    return {"provider": PROVIDER, "short": "upload", "streams": [stream]}
+
+
+def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_limit: str = "1GB",
+            threads: int = 2) -> int:
+    with web.scratch() as tmp:
+        dest = tmp / "upload"
+        _, name = _fetch(env, stream["location"], dest)
+        return web.extract_file(dest, stream, out_dir, name=name, part_bytes=part_bytes,
+                                memory_limit=memory_limit, threads=threads)

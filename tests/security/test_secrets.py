@@ -1,0 +1,187 @@
+"""The secret stores — Kubernetes Secrets through the API (against a test peer speaking it) and
+the encrypted local file — and a job whose source password must appear in no event, log
+line, job document, source document, artifact or staged file."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from cloudevents.http import to_structured
+
+from shared import events, logs, metrics
+from shared.embedded import Dispatcher
+from shared.errors import InputError, NotFound, TransientError
+from shared.secrets import KubernetesSecretStore, LocalSecretStore
+from shared.tenancy import new_job_id
+from tests.security.k8s_secrets_peer import SecretsPeer
+
+pytestmark = pytest.mark.security
+
+
+@pytest.fixture
+def k8s(tmp_path):
+    """(a KubernetesSecretStore bound to the test peer as a pod's service account, the peer)."""
+    token = "sa-token-" + secrets.token_hex(8)
+    with SecretsPeer(tmp_path / "certs", token) as peer:
+        sa = tmp_path / "serviceaccount"
+        sa.mkdir()
+        (sa / "token").write_text(token + "\n")
+        (sa / "namespace").write_text("udb\n")
+        (sa / "ca.crt").write_bytes(peer.ca.read_bytes())
+
+        class PodSecretStore(KubernetesSecretStore):
+            SA = sa
+
+        yield PodSecretStore(api=peer.url), peer, PodSecretStore
+
+
+def test_kubernetes_secrets_are_one_secret_per_tenant_through_the_api(k8s):
+    store, peer, _ = k8s
+    store.put("acme", "pg.password", "s3cr3t:value/é")
+    store.put("acme", "oauth.graph", "refresh-token")
+    store.put("beta", "pg.password", "another")
+    assert store.get("acme", "pg.password") == "s3cr3t:value/é"
+    assert store.names("acme") == ["oauth.graph", "pg.password"]
+    assert store.names("beta") == ["pg.password"]
+    secret = peer.secrets[("udb", "udb-tenant-acme")]
+    assert secret["metadata"]["labels"] == {"udb.dev/tenant": "acme"} and secret["type"] == "Opaque"
+    assert base64.b64decode(secret["data"]["pg.password"]).decode() == "s3cr3t:value/é"
+    store.delete("acme", "pg.password")
+    with pytest.raises(NotFound):
+        store.get("acme", "pg.password")
+    assert store.names("acme") == ["oauth.graph"] and store.get("beta", "pg.password") == "another"
+    assert store.names("nobody") == []
+    methods = [(m, p.rsplit("/", 1)[-1], t) for m, p, t in peer.requests]
+    assert ("PATCH", "udb-tenant-acme", "application/merge-patch+json") in methods
+    assert ("POST", "secrets", "application/json") in methods  # created on first put
+    assert all(p.startswith("/api/v1/namespaces/udb/secrets") for _, p, _ in peer.requests)
+
+
+def test_kubernetes_secrets_refuse_bad_names_before_any_request(k8s):
+    store, peer, _ = k8s
+    for tenant, name in (("../kube-system", "x"), ("acme", "../../x"), ("acme", "A B"), ("Acme", "x")):
+        with pytest.raises(InputError):
+            store.put(tenant, name, "v")
+    assert peer.requests == []
+
+
+def test_kubernetes_secrets_need_the_service_account_and_a_trusted_server(k8s, tmp_path):
+    store, peer, cls = k8s
+    (cls.SA / "token").write_text("stolen-or-stale\n")
+    with pytest.raises(TransientError, match="kubernetes secrets: 401 reading tenant acme"):
+        cls(api=peer.url).get("acme", "x")
+    # A server whose certificate the service account's CA did not sign is never sent the token.
+    with SecretsPeer(tmp_path / "other-certs", "any") as impostor:
+        before = len(impostor.requests)
+        with pytest.raises(httpx.ConnectError):
+            cls(api=impostor.url).names("acme")
+        assert len(impostor.requests) == before
+
+
+def test_local_secrets_are_per_tenant_encrypted_files(tmp_path):
+    store = LocalSecretStore(tmp_path / "secrets")
+    store.put("acme", "pg.password", "hunter2-acme")
+    store.put("beta", "pg.password", "hunter2-beta")
+    assert sorted(p.name for p in (tmp_path / "secrets").iterdir()) == [".key", "acme.enc", "beta.enc"]
+    for path in (tmp_path / "secrets").iterdir():
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        assert b"hunter2" not in path.read_bytes()
+    assert store.get("beta", "pg.password") == "hunter2-beta"
+    from cryptography.fernet import Fernet
+    with pytest.raises(TransientError, match="cannot be decrypted with this key"):
+        LocalSecretStore(tmp_path / "secrets", Fernet.generate_key().decode()).get("acme", "pg.password")
+    with pytest.raises(InputError, match="UDB_SECRET_KEY"):
+        LocalSecretStore(tmp_path / "other", "not-a-fernet-key")
+
+
+# ---------------------------------------------------------------- a job must not leak its secret
+
+@pytest.fixture
+def pg_source(stack_services):
+    """A PostgreSQL role with a random password and a 40-row table it may read; its DSN."""
+    admin = stack_services["postgres"]
+    suffix = secrets.token_hex(4)
+    role, password, table = f"sec_{suffix}", f"Pw-{secrets.token_hex(12)}", f"people_{suffix}"
+    with psycopg.connect(admin, autocommit=True) as pg:
+        pg.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        pg.execute(f"CREATE TABLE {table} AS SELECT i AS id, 'person ' || i AS label, i * 2.5 AS amount "
+                   f"FROM generate_series(1, 40) AS s(i)")
+        pg.execute(f"GRANT SELECT ON {table} TO {role}")
+    host = admin.split("@", 1)[1].split("/", 1)[0]
+    yield f"postgresql://{role}:{password}@{host}/udb?table=public.{table}", password, table
+    with psycopg.connect(admin, autocommit=True) as pg:
+        pg.execute(f"DROP TABLE IF EXISTS {table}")
+        pg.execute(f"DROP OWNED BY {role}")
+        pg.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_source_password_reaches_no_event_log_document_or_artifact(settings, monkeypatch, pg_source, capfd):
+    dsn, password, table = pg_source
+    monkeypatch.setenv("UDB_HOME", str(settings.home))  # where postgres keeps its pgpass
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    seen = []
+    dispatcher = Dispatcher(settings, on_event=seen.append)  # sets up UDB's JSON logs first
+    loggers = [logging.getLogger("udb"), logging.getLogger()]  # UDB's and every library's
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    try:
+        job_id = new_job_id()
+        dispatcher.publish(events.make_event(events.DISCOVER_REQUESTED, {"hint": dsn}, tenant="acme",
+                                             job_id=job_id, function="test"))
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    ctx = dispatcher.context("cli")
+    doc = ctx.jobs("acme").get(job_id)
+    assert doc["state"] == "completed", doc["error"]
+    assert list(doc["tables"].values()) == [{"rows": 40}]
+    secret = password.encode()
+
+    # The client's own request carries the DSN it typed; nothing UDB emits does.
+    assert seen[0]["type"] == events.DISCOVER_REQUESTED and len(seen) >= 5
+    for event in seen[1:]:
+        headers, body = to_structured(event)  # every attribute and the data, as sent on the wire
+        assert secret not in body and secret not in json.dumps(headers).encode()
+    log_text = stream.getvalue()
+    assert log_text.count("\n") > 10 and secret not in log_text.encode()
+    captured = capfd.readouterr()
+    assert secret not in (captured.out + captured.err).encode()
+    objects = list(ctx.store.list(""))
+    kinds = {o.key.split("/")[2] for o in objects if o.key.startswith("tenants/acme/")}
+    assert {"jobs", "sources", "staging", "artifacts", "warehouse.duckdb"} <= kinds
+    for info in objects:  # job and source documents, staged Parquet, the warehouse, every artifact
+        assert secret not in ctx.store.get(info.key).data, info.key
+    job_events = (Path(settings.home) / "job-events.jsonl").read_bytes()
+    assert job_events and secret not in job_events
+    assert secret not in metrics.exposition()
+    assert doc["hint"] == dsn.replace(password, "***")
+    # Where the password does live: libpq's password file, 0600, outside the object store.
+    passfile = Path(settings.home) / "secrets" / "pgpass"
+    assert secret in passfile.read_bytes() and oct(passfile.stat().st_mode & 0o777) == "0o600"
+    assert not any(str(passfile) in o.key for o in objects)
+    os.environ.pop("PGPASSWORD", None)
+
+
+def test_udb_run_keeps_the_password_out_of_the_job_document(settings, monkeypatch, pg_source, capsys):
+    from shared import cli
+    dsn, password, _ = pg_source
+    monkeypatch.setenv("UDB_HOME", str(settings.home))
+    assert cli.main(["run", dsn, "--tenant", "acme", "--no-analyze"]) == 0
+    out = capsys.readouterr()
+    job_id = out.out.split()[1]
+    doc = (Path(settings.home) / "store" / "udb" / "tenants" / "acme" / "jobs" / f"{job_id}.json").read_text()
+    assert password not in doc and password not in out.out + out.err
+    assert json.loads(doc)["hint"] == dsn.replace(password, "***")

