@@ -66,6 +66,10 @@ def function_env(name: str) -> dict[str, str]:
         "UDB_LOG_LEVEL": os.environ.get("UDB_LOG_LEVEL", "INFO"),
         # The writer serves one request at a time, as containerConcurrency: 1 does on Knative.
         "THREADS": "1" if name == "writer" else "8",
+        # PNG charts start a headless Chromium per analysis; with many analyses at once on one
+        # host (the load and fault tests) a kaleido session was seen to hang, so the stack
+        # renders HTML charts only unless asked. PNGs are tested in embedded mode.
+        "UDB_CHART_PNG": os.environ.get("UDB_CHART_PNG", "0"),
         "UDB_BROKER_TOKEN": broker_token(),
         # One JSON-lines span file per function process (docs/observability.md); UDB_OTEL_EXPORTER=otlp
         # with UDB_OTEL_ENDPOINT in the caller's environment sends them to a collector instead.
