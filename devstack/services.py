@@ -166,14 +166,15 @@ def _cmdline(pid: int) -> str:
 _MARKERS = {"kafka": "kafka.Kafka", "minio": "minio", "postgres": "postgres", "webdav": "wsgidav"}
 
 
-def _running_pid(name: str) -> int | None:
-    """The pid recorded for `name` if that process still runs (and is still ours)."""
+def _running_pid(name: str, marker: str | None = None) -> int | None:
+    """The pid recorded for `name` if that process still runs (and is still ours: its command
+    line holds `marker`, by default the service's own)."""
     try:
         pid = int(_pid_file(name).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
     # A recycled pid would belong to some unrelated program.
-    if _alive(pid) and _MARKERS[name] in _cmdline(pid):
+    if _alive(pid) and (marker or _MARKERS[name]) in _cmdline(pid):
         return pid
     return None
 
@@ -249,7 +250,7 @@ def _lock(name: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _wait_ready(name: str, pid: int, check, timeout: float) -> None:
+def _wait_ready(name: str, pid: int, check, timeout: float, poll: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if check():
@@ -261,7 +262,7 @@ def _wait_ready(name: str, pid: int, check, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise ServiceError(f"{name} not ready after {timeout:.0f}s (pid {pid} still running); "
                                f"log {_log_file(name)}:\n{_log_tail(_log_file(name))}")
-        time.sleep(0.5)
+        time.sleep(poll)
 
 
 def _start(name: str, ports: tuple[int, ...], install, launch, check, timeout: float) -> None:
@@ -284,9 +285,9 @@ def _start(name: str, ports: tuple[int, ...], install, launch, check, timeout: f
             raise
 
 
-def _stop(name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> bool:
+def _stop(name: str, sig: int = signal.SIGTERM, timeout: float = 30, marker: str | None = None) -> bool:
     """Stop the process group recorded for `name`; True if something was running."""
-    pid = _running_pid(name)
+    pid = _running_pid(name, marker)
     if pid is None:
         _pid_file(name).unlink(missing_ok=True)
         return False

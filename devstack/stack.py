@@ -9,9 +9,7 @@ import argparse
 import contextlib
 import os
 import secrets
-import signal
 import sys
-import time
 from pathlib import Path
 
 from devstack import services
@@ -93,11 +91,7 @@ def _marker(name: str) -> str:
 
 
 def _running(name: str) -> int | None:
-    try:
-        pid = int(services._pid_file(f"fn-{name}").read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if services._alive(pid) and _marker(name) in services._cmdline(pid) else None
+    return services._running_pid(f"fn-{name}", _marker(name))
 
 
 def _healthy(url: str) -> bool:
@@ -130,30 +124,12 @@ def start_broker(timeout: float = 60) -> None:
 
 
 def _wait(name: str, pid: int, check, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if not services._alive(pid):
-            raise ServiceError(f"{name} exited during startup; log {services._log_file(name)}:\n"
-                               f"{services._log_tail(services._log_file(name))}")
-        if time.monotonic() > deadline:
-            raise ServiceError(f"{name} not ready after {timeout:.0f}s; log {services._log_file(name)}:\n"
-                               f"{services._log_tail(services._log_file(name))}")
-        time.sleep(0.2)
+    services._wait_ready(name, pid, check, timeout, poll=0.2)
 
 
 def stop(name: str) -> None:
-    pid = _running(name)
-    if pid is None:
-        services._pid_file(f"fn-{name}").unlink(missing_ok=True)
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while services._alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)  # whatever is left of its session (gunicorn workers)
-    services._pid_file(f"fn-{name}").unlink(missing_ok=True)
+    # SIGTERM, then SIGKILL to whatever is left of its session (gunicorn workers).
+    services._stop(f"fn-{name}", timeout=15, marker=_marker(name))
 
 
 def up(with_services: bool = True) -> dict[str, str]:

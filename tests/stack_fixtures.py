@@ -88,3 +88,50 @@ def wait_for_job(artifacts_url: str, tenant: str, job_id: str, timeout: float = 
                     return doc
             time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s; last status {doc}")
+
+
+SOURCE_BUCKET = "udb-e2e-sources"
+
+
+def sales_in_minio(s3_client, tenant: str, tmp_path, rows: int) -> str:
+    """A generated sales CSV (tests.conftest.write_sales) uploaded for `tenant`; its s3 hint."""
+    from tests.conftest import write_sales
+
+    try:
+        s3_client.create_bucket(Bucket=SOURCE_BUCKET)
+    except s3_client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    path = write_sales(tmp_path / tenant / "sales.csv", rows)
+    s3_client.upload_file(str(path), SOURCE_BUCKET, f"{tenant}/sales.csv")
+    return f"s3://{SOURCE_BUCKET}/{tenant}/sales.csv"
+
+
+def broker_events(tenant: str, job_id: str) -> list:
+    """(Kafka headers, CloudEvent) of every event of the job on the broker's topic, in order."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    from shared import bindings
+
+    async def consume() -> list:
+        consumer = AIOKafkaConsumer(f"knative-broker-{stack.NAMESPACE}-{stack.BROKER}",
+                                    bootstrap_servers=services.endpoints()["kafka"],
+                                    auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        seen = []
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=2000, max_records=5000)
+                if not batch:
+                    return seen
+                for records in batch.values():
+                    for record in records:
+                        if record.key == tenant.encode():
+                            event = bindings.from_kafka(record.key, record.value, record.headers)
+                            if event.get_attributes().get("jobid") == job_id:
+                                seen.append((dict(record.headers), event))
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(consume())

@@ -9,21 +9,18 @@ handler span; every stage span must be a child of its handler's span, in the sam
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
-from devstack import services, stack
+from devstack import stack
 from shared import bindings, events
-from shared.routing import load_routes
 from shared.tenancy import new_job_id
-from tests.conftest import REPO, write_sales
+from tests.conftest import write_sales
 from tests.observability import ensure_traced_functions, log_offsets, logs_since, wait_for_spans
-from tests.stack_fixtures import auth_headers, wait_for_job
+from tests.stack_fixtures import auth_headers, broker_events, wait_for_job
 
 pytestmark = pytest.mark.e2e
 SOURCE_BUCKET = "udb-e2e-sources"
@@ -31,32 +28,6 @@ CHAIN = [("discover", events.DISCOVER_REQUESTED), ("sync", events.SOURCE_DISCOVE
          ("writer", events.SYNC_STAGED), ("analyze", events.WAREHOUSE_LOADED)]
 STAGES = {"discover": {"probe"}, "sync": {"extract", "stage"}, "writer": {"lease", "load", "upload"},
           "analyze": {"profile", "quality", "kpi", "render"}}
-
-
-def broker_events(tenant: str, job_id: str) -> list:
-    """Every event of the job that went through the broker's topic, in order."""
-    topic = load_routes(REPO / "eventing", stack.BROKER).topic
-
-    async def consume() -> list:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=services.endpoints()["kafka"],
-                                    auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        seen = []
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=2000, max_records=5000)
-                if not batch:
-                    return seen
-                for records in batch.values():
-                    for record in records:
-                        if record.key == tenant.encode():
-                            event = bindings.from_kafka(record.key, record.value, record.headers)
-                            if event.get_attributes().get("jobid") == job_id:
-                                seen.append((dict(record.headers), event))
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(consume())
 
 
 def test_one_job_is_one_trace_from_discover_to_analysis_completed(running_stack, s3_client, tenant, tmp_path):

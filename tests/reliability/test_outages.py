@@ -3,7 +3,6 @@ service returns; past the retry budget a job fails with the reason."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import httpx
@@ -13,21 +12,9 @@ from cloudevents.http import to_binary
 from devstack import services, stack
 from shared import events
 from shared.tenancy import new_job_id
-from tests.conftest import write_sales
-from tests.stack_fixtures import broker_auth, wait_for_job
+from tests.stack_fixtures import broker_auth, sales_in_minio, wait_for_job
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
-BUCKET = "udb-e2e-sources"
-
-
-def start_job(s3_client, tenant: str, tmp_path, rows: int) -> str:
-    try:
-        s3_client.create_bucket(Bucket=BUCKET)
-    except s3_client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    path = write_sales(tmp_path / tenant / "sales.csv", rows)
-    s3_client.upload_file(str(path), BUCKET, f"{tenant}/sales.csv")
-    return f"s3://{BUCKET}/{tenant}/sales.csv"
 
 
 def post(event) -> None:
@@ -42,7 +29,7 @@ def count_503(function: str) -> float:
 
 
 def test_kafka_restart_mid_pipeline_loses_nothing(running_stack, s3_client, tenant, tmp_path):
-    hint = start_job(s3_client, tenant, tmp_path, 2_500)
+    hint = sales_in_minio(s3_client, tenant, tmp_path, 2_500)
     job = new_job_id()
     post(events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant=tenant, job_id=job, function="test"))
     services.stop_kafka()   # while the job is on its way
@@ -55,7 +42,7 @@ def test_kafka_restart_mid_pipeline_loses_nothing(running_stack, s3_client, tena
 
 
 def test_minio_outage_is_retried_and_the_job_completes(running_stack, s3_client, tenant, tmp_path):
-    hint = start_job(s3_client, tenant, tmp_path, 1_200)
+    hint = sales_in_minio(s3_client, tenant, tmp_path, 1_200)
     before = count_503("discover")
     services.stop_minio()
     job = new_job_id()
@@ -70,7 +57,7 @@ def test_minio_outage_is_retried_and_the_job_completes(running_stack, s3_client,
 
 def test_minio_outage_past_the_retry_budget_fails_the_job_with_the_reason(running_stack, s3_client, tenant,
                                                                            tmp_path):
-    hint = start_job(s3_client, tenant, tmp_path, 300)
+    hint = sales_in_minio(s3_client, tenant, tmp_path, 300)
     services.stop_minio()
     job = new_job_id()
     post(events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant=tenant, job_id=job, function="test"))

@@ -15,26 +15,14 @@ from cloudevents.http import CloudEvent, to_binary
 from devstack import services, stack
 from shared import bindings, events
 from shared.tenancy import new_job_id
-from tests.conftest import write_sales
-from tests.stack_fixtures import auth_headers, broker_auth, wait_for_job
+from tests.stack_fixtures import auth_headers, broker_auth, sales_in_minio, wait_for_job
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
-BUCKET = "udb-e2e-sources"
 
 
 def _post(url: str, event, headers: dict | None = None) -> httpx.Response:
     ce_headers, body = to_binary(event)
     return httpx.post(url, headers={**ce_headers, **(headers or {})}, content=body, timeout=30)
-
-
-def _s3_hint(s3_client, tenant: str, tmp_path, rows: int) -> str:
-    try:
-        s3_client.create_bucket(Bucket=BUCKET)
-    except s3_client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    path = write_sales(tmp_path / tenant / "sales.csv", rows)
-    s3_client.upload_file(str(path), BUCKET, f"{tenant}/sales.csv")
-    return f"s3://{BUCKET}/{tenant}/sales.csv"
 
 
 def _kafka_records(topic: str, keys: set[bytes]) -> list:
@@ -61,7 +49,7 @@ def two_tenants(running_stack, s3_client, tmp_path):
     """Tenant a with a completed job; tenant b with a key and nothing else."""
     a, b = "sa" + secrets.token_hex(4), "sb" + secrets.token_hex(4)
     job = new_job_id()
-    event = events.make_event(events.DISCOVER_REQUESTED, {"hint": _s3_hint(s3_client, a, tmp_path, 400)},
+    event = events.make_event(events.DISCOVER_REQUESTED, {"hint": sales_in_minio(s3_client, a, tmp_path, 400)},
                               tenant=a, job_id=job, function="test")
     assert _post(stack.broker_url(), event, auth_headers(a, "analyst")).status_code == 202
     doc = wait_for_job(stack.function_url("artifacts"), a, job)
@@ -132,7 +120,7 @@ def test_two_tenants_cross_nowhere_on_kafka(two_tenants):
 
 def test_discover_connect_and_limits_on_the_real_server(running_stack, s3_client, tenant, tmp_path):
     url = stack.function_url("discover") + "/sources/discover_connect"
-    hint = _s3_hint(s3_client, tenant, tmp_path, 150)
+    hint = sales_in_minio(s3_client, tenant, tmp_path, 150)
     assert httpx.post(url, json={"hint": hint}, timeout=30).status_code == 401
     assert httpx.post(url, json={"hint": hint}, headers=auth_headers(tenant, "viewer"), timeout=30).status_code == 403
     response = httpx.post(url, json={"hint": hint, "autoanalyze": False}, headers=auth_headers(tenant, "analyst"),
