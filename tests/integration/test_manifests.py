@@ -35,6 +35,9 @@ CACHE = REPO / ".cache" / "knative-validator"
 KNATIVE, EVENTING = REPO / "knative", REPO / "eventing"
 KUSTOMIZATIONS = [KNATIVE / "base", KNATIVE / "overlays" / "dev", KNATIVE / "overlays" / "prod"]
 FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts")
+# The public doors tenants use (udb-<f>-api); the function Services themselves are cluster-local.
+PUBLIC_APIS = ("discover", "artifacts")
+CLUSTER_LOCAL = "networking.knative.dev/visibility"
 SCALE_TO_ZERO = ("discover", "sync", "analyze", "artifacts")
 TERMINAL = (events.ANALYSIS_COMPLETED, events.JOB_FAILED)
 # Settings a cluster sets without the ConfigMap: K_SINK is injected by the SinkBinding.
@@ -107,6 +110,8 @@ def test_every_manifest_and_every_rendered_overlay_passes(validator):
     rendered = {(f["kind"], f["name"]) for f in findings if "(kustomize)" in f["source"]}
     for function in FUNCTIONS:
         assert ("serving.knative.dev/v1 Service", f"udb-{function}") in rendered
+    for function in PUBLIC_APIS:
+        assert ("serving.knative.dev/v1 Service", f"udb-{function}-api") in rendered
     for trigger in load_routes(EVENTING).triggers:
         assert ("eventing.knative.dev/v1 Trigger", trigger.name) in rendered
     # Every raw file and every rendered kustomization produced objects, all checked.
@@ -318,13 +323,18 @@ def services_of(docs: list[dict]) -> dict[str, dict]:
 @pytest.mark.parametrize("overlay", ["base", "dev", "prod"])
 def test_services_scale_probe_and_limits(rendered, overlay):
     services = services_of(rendered[overlay])
-    assert sorted(services) == sorted(FUNCTIONS)
-    for function, service in services.items():
+    assert sorted(services) == sorted([*FUNCTIONS, *(f"{f}-api" for f in PUBLIC_APIS)])
+    for name, service in services.items():
+        function = name.removesuffix("-api")
         template = service["spec"]["template"]
         annotations, spec = template["metadata"]["annotations"], template["spec"]
         container = _container(service)
         assert template["metadata"]["labels"] == {"app.kubernetes.io/part-of": "udb",
                                                   "app.kubernetes.io/component": function}
+        # Event receivers are cluster-local; the public doors refuse calls without credentials.
+        public = name.endswith("-api")
+        assert (service["metadata"]["labels"].get(CLUSTER_LOCAL) == "cluster-local") is not public, name
+        assert ({"name": "UDB_TRUST_NETWORK", "value": "0"} in container["env"]) is public, name
         assert container["image"].startswith(f"ghcr.io/udb/udb-{function}:")
         assert {"name": "UDB_FUNCTION", "value": function} in container["env"]
         assert container["envFrom"] == [{"configMapRef": {"name": "udb-config"}},
@@ -374,6 +384,12 @@ def test_overlays_differ_where_they_should(rendered):
     assert all(_container(s)["image"].endswith(":0.1.0") for s in services_of(prod).values())
     for name in ("udb-dead-letters", "udb-job-events"):
         assert _doc(prod, "KafkaSink", name)["spec"]["replicationFactor"] == 3
+    # The public doors get the same patches as the function Services they share an image with.
+    for overlay in (dev, prod):
+        for function in PUBLIC_APIS:
+            internal, public = _doc(overlay, "Service", f"udb-{function}"), _doc(overlay, "Service", f"udb-{function}-api")
+            assert _container(public)["resources"] == _container(internal)["resources"]
+            assert public["spec"]["template"]["metadata"]["annotations"] == internal["spec"]["template"]["metadata"]["annotations"]
 
 
 def test_writer_trigger_is_ordered_and_secrets_are_reachable(rendered):
@@ -392,7 +408,8 @@ def test_writer_trigger_is_ordered_and_secrets_are_reachable(rendered):
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "udb-functions", "namespace": "udb"}]
     accounts = {f: s["spec"]["template"]["spec"]["serviceAccountName"] for f, s in services_of(docs).items()}
     assert accounts == {"discover": "udb-functions", "sync": "udb-functions", "artifacts": "udb-functions",
-                        "writer": "udb-no-api", "analyze": "udb-no-api"}
+                        "writer": "udb-no-api", "analyze": "udb-no-api",
+                        "discover-api": "udb-functions", "artifacts-api": "udb-functions"}
     assert _doc(docs, "ServiceAccount", "udb-no-api")["automountServiceAccountToken"] is False
     assert _doc(docs, "ConfigMap", "udb-config")["data"]["UDB_SECRETS"] == "kubernetes"
 
@@ -421,6 +438,13 @@ def test_prune_schedule_reaches_the_prune_endpoint(rendered):
 
     ping = _doc(rendered["base"], "PingSource", "udb-prune")
     assert ping["spec"]["sink"]["ref"]["name"] == "udb-artifacts" and ping["spec"]["sink"]["uri"] == "/admin/prune"
+    # A PingSource sends no credential: its sink is cluster-local and trusts the network; the
+    # public door to the same code does not.
+    internal, public = _doc(rendered["base"], "Service", "udb-artifacts"), _doc(rendered["base"], "Service", "udb-artifacts-api")
+    assert internal["metadata"]["labels"][CLUSTER_LOCAL] == "cluster-local"
+    assert CLUSTER_LOCAL not in public["metadata"]["labels"]
+    assert {"name": "UDB_TRUST_NETWORK", "value": "0"} in _container(public)["env"]
+    assert "UDB_TRUST_NETWORK" not in {e["name"] for e in _container(internal)["env"]}
     assert ("POST", "/admin/prune") in {(m, p) for m, p, _ in ROUTES}
     assert json.loads(ping["spec"]["data"]) == {"dry_run": False}
 
@@ -468,9 +492,13 @@ def test_every_subscriber_and_sink_is_an_existing_service():
     services = {d["metadata"]["name"] for p in (KNATIVE / "base").glob("*.yaml")
                 for d in yaml.safe_load_all(p.read_text()) if d and d["kind"] == "Service"
                 and d["apiVersion"].startswith("serving.knative.dev/")}
-    assert services == {f"udb-{f}" for f in FUNCTIONS}
+    assert services == {f"udb-{f}" for f in FUNCTIONS} | {f"udb-{f}-api" for f in PUBLIC_APIS}
     for trigger in load_routes(EVENTING).triggers:
-        assert trigger.subscriber in services, trigger.name
+        # The broker delivers without a credential: only to cluster-local function Services.
+        assert trigger.subscriber in services and not trigger.subscriber.endswith("-api"), trigger.name
+    labels = {d["metadata"]["name"]: d["metadata"]["labels"] for p in (KNATIVE / "base").glob("*.yaml")
+              for d in yaml.safe_load_all(p.read_text()) if d and d["kind"] == "Service"
+              and d["apiVersion"].startswith("serving.knative.dev/")}
     refs = []
     for path in EVENTING.glob("*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -478,9 +506,19 @@ def test_every_subscriber_and_sink_is_an_existing_service():
                 continue
             spec = doc.get("spec") or {}
             for ref in (spec.get("sink", {}).get("ref"), spec.get("subject")):
-                if ref and ref.get("kind") == "Service":
+                if ref and ref.get("kind") == "Service" and "name" in ref:
                     refs.append((doc["metadata"]["name"], ref["name"]))
+                elif ref and ref.get("kind") == "Service":  # a label selector: it must match something
+                    wanted = ref["selector"]["matchLabels"].items()
+                    matched = [n for n, have in labels.items() if wanted <= have.items()]
+                    assert matched, doc["metadata"]["name"]
+                    refs.extend((doc["metadata"]["name"], n) for n in matched)
     assert refs and all(name in services for _, name in refs), refs
+    # Sources deliver without a credential too: sinks are cluster-local; the SinkBinding (which
+    # only injects K_SINK) covers both discover Services.
+    sinks = {name for source, name in refs if source != "udb-discover-to-broker"}
+    assert sinks and all(labels[name].get(CLUSTER_LOCAL) == "cluster-local" for name in sinks), sinks
+    assert sorted(n for s, n in refs if s == "udb-discover-to-broker") == ["udb-discover", "udb-discover-api"]
 
 
 def configured_settings() -> set[str]:
