@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("job")
         p.add_argument("--tenant", default=DEFAULT_TENANT)
     auth.add_cli(sub)  # udb keys create|list|revoke, udb token: the CLI acts as a local admin
+    mcp = sub.add_parser("mcp", help="serve UDB's tools to AI agents over MCP (docs/mcp.md)")
+    mcp.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    mcp.add_argument("--host", default="127.0.0.1", help="http: the address to listen on")
+    mcp.add_argument("--port", type=int, default=8765, help="http: the port (endpoint /mcp)")
+    mcp.add_argument("--stack", default="", metavar="URL",
+                     help="drive the running stack through this broker ingress instead of running embedded")
+    mcp.add_argument("--tenant", default=DEFAULT_TENANT, help="with authentication off: the tenant served")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -39,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         validate_tenant(args.tenant)
         if args.command == "run":
             return run_hint(settings, args.hint, args.tenant, analyze=not args.no_analyze)
+        if args.command == "mcp":
+            from shared import mcp_server
+            return mcp_server.serve(settings, transport=args.transport, host=args.host, port=args.port,
+                                    stack_url=args.stack, tenant=args.tenant)
         if args.command == "status":
             return show_status(settings, args.tenant, args.job)
         return show_artifacts(settings, args.tenant, args.job)
