@@ -46,3 +46,7 @@ services CMD="status" *NAMES: install
 # Benchmarks (print tables): the broker hop
 bench: install
     {{bin}}/python bench/broker_hop.py 200
+
+# The MCP server for AI agents (docs/mcp.md), e.g. `just mcp`, `just mcp --transport http --port 8765`
+mcp *ARGS: install
+    {{bin}}/udb mcp {{ARGS}}

@@ -82,23 +82,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def http_server(env):
-    """`udb mcp --transport http` as its own process; callers differ per request."""
+def start_http_server(env: dict, *args: str) -> tuple[str, subprocess.Popen]:
+    """`udb mcp --transport http` as its own process on a free port: (endpoint URL, process)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "shared.cli", "mcp", "--transport", "http", "--port", str(port)],
-                               env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, "-m", "shared.cli", "mcp", "--transport", "http", "--port", str(port),
+                                *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"udb mcp exited {process.returncode}: {process.stderr.read().decode()}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
+                return f"http://127.0.0.1:{port}/mcp", process
         time.sleep(0.2)
-    else:
-        raise AssertionError("udb mcp --transport http did not listen within 60 s")
-    yield f"http://127.0.0.1:{port}/mcp"
+    process.kill()
+    raise AssertionError("udb mcp --transport http did not listen within 60 s")
+
+
+@pytest.fixture(scope="module")
+def http_server(env):
+    """One HTTP server for the module: the caller differs per request."""
+    url, process = start_http_server(env)
+    yield url
     process.terminate()
     process.wait(timeout=20)
 
