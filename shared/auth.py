@@ -87,6 +87,23 @@ EVENT_ROLES = {
     "dev.udb.analyze.requested": "analyst",
 }
 
+# The MCP server's tools and resources (shared/mcp_server.py) and the role each needs: the same
+# roles as the HTTP routes doing the same thing (discover_connect, KPI writes and events need
+# analyst; status, artifacts and warehouse reads need viewer). Unlisted: admin (fail closed).
+MCP_ROLES = {
+    "discover_connect": "analyst",
+    "choose_source": "analyst",
+    "sync": "analyst",
+    "analyze": "analyst",
+    "run_kpi": "analyst",
+    "status": "viewer",
+    "list_tables": "viewer",
+    "describe_table": "viewer",
+    "get_artifact": "viewer",
+    "udb://jobs/{job}": "viewer",
+    "udb://jobs/{job}/artifacts/{name}": "viewer",
+}
+
 KEY_PREFIX = "auth/keys/"
 KEY_RE = re.compile(r"^udb_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 JWT_LEEWAY = 30  # seconds of clock skew tolerated on exp / nbf

@@ -99,6 +99,13 @@ class Settings:
     lineage: str = _setting("UDB_LINEAGE", "none", "where OpenLineage run events go: none | http | file")
     lineage_url: str = _setting("UDB_LINEAGE_URL", "", "OpenLineage HTTP endpoint, e.g. http://marquez:5000/api/v1/lineage")
     lineage_file: str = _setting("UDB_LINEAGE_FILE", "", "JSON-lines file of OpenLineage run events (UDB_LINEAGE=file)")
+    # The MCP server (`udb mcp`, docs/mcp.md).
+    mcp_token: str = _setting("UDB_MCP_TOKEN", "", "API key or JWT the stdio MCP server acts with (empty: "
+                              "with authentication off, a local admin of --tenant)")
+    discover_url: str = _setting("UDB_DISCOVER_URL", "http://127.0.0.1:18081",
+                                 "discover's HTTP API, for `udb mcp --stack` (POST /sources/discover_connect)")
+    artifacts_url: str = _setting("UDB_ARTIFACTS_URL", "http://127.0.0.1:18085",
+                                  "the artifacts function's HTTP API, for `udb mcp --stack` (status, artifacts, KPIs)")
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
