@@ -235,6 +235,20 @@ _USER_TABLES = ("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'mai
 
 # ---------------------------------------------------------------- backends
 
+def waiting_answer(job_id: str, wait: dict, hint: str, options: dict) -> dict:
+    """A job waiting for the user to authorize UDB at the source (OAuth): the oauthUrl to open
+    (or the device code to enter), and the candidates of the hint."""
+    candidates, ambiguous = wait.get("candidates"), wait.get("ambiguous")
+    if candidates is None:  # the job document does not keep them: detection by syntax alone
+        from functions.discover.detect import detect
+        found = detect(hint, options, probe=False)
+        candidates, ambiguous = found["candidates"], found["ambiguous"]
+    out = {"jobId": job_id, "state": "waiting", "reason": wait.get("reason", "waiting for authorization"),
+           "provider": wait.get("provider"), "candidates": candidates, "ambiguous": ambiguous}
+    out.update({k: wait[k] for k in ("oauthUrl", "device") if wait.get(k)})
+    return out
+
+
 class Embedded:
     """The pipeline in this process: events through shared.embedded.Dispatcher."""
 
@@ -261,7 +275,10 @@ class Embedded:
         seen = self._publish(request)
         found = next((e for e in reversed(seen) if e["type"] == events.SOURCE_DISCOVERED), None)
         if found is None:
-            return {"jobId": job_id, "state": "failed", "error": self.status(caller, job_id)["error"]["reason"]}
+            doc = self.status(caller, job_id)
+            if (doc.get("error") or {}).get("waiting"):
+                return waiting_answer(job_id, doc["error"], hint, options)
+            return {"jobId": job_id, "state": "failed", "error": doc["error"]["reason"]}
         data = events.event_data(found)
         return {"jobId": job_id, "state": "discovered", "candidates": data["candidates"],
                 "ambiguous": data["ambiguous"], "source": data["source"]}
@@ -338,6 +355,8 @@ class Stack:
             answer = self._call("POST", f"{self.discover_url}/sources/discover_connect", caller, json=body).json()
             if answer.get("state") == "failed":
                 return {"jobId": answer["jobId"], "state": "failed", "error": answer["error"]}
+            if answer.get("state") == "waiting":  # a share link without the tenant's OAuth token
+                return waiting_answer(answer["jobId"], answer, hint, options)
             out = {"jobId": answer["jobId"], "state": "discovered", "candidates": answer["candidates"],
                    "ambiguous": answer["ambiguous"], "source": answer["source"]}
             if answer.get("oauthUrl"):
@@ -412,7 +431,10 @@ class UDB:
             raise InputError(f"options must be an object, found {type(options).__name__}")
         hint, options = hint.strip(), dict(options or {})
         result = self.backend.discover(caller, new_job_id(), hint, options, new=True)
-        if result["state"] != "failed":
+        if result["state"] == "waiting":
+            result["next"] = ("the source needs the user's sign-in: show them the oauthUrl (or the device code); "
+                              "once they have authorized UDB the job is discovered (status(job)), then sync(job)")
+        elif result["state"] != "failed":
             with self._hints_lock:
                 self._hints[(caller.tenant, result["jobId"])] = (hint, options, result["candidates"])
                 while len(self._hints) > REMEMBERED_JOBS:
@@ -445,6 +467,9 @@ class UDB:
     def sync(self, caller: Caller, job: str, streams: list[str] | None = None,
              wait_seconds: float = DEFAULT_WAIT_SECONDS) -> dict:
         doc = self.backend.status(caller, validate_job_id(job))
+        if (doc.get("error") or {}).get("waiting"):
+            raise InputError(f"job {job} waits for the user's authorization at the source (the oauthUrl of "
+                             f"discover_connect): sync it once status(job) says discovered")
         if not doc.get("source_id"):
             raise InputError(f"job {job} has no discovered source (state {doc['state']}): call discover_connect first")
         data = {"source_id": doc["source_id"], "autoanalyze": False}

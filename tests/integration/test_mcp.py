@@ -55,7 +55,8 @@ def home(tmp_path_factory) -> Path:
 def env(home) -> dict:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("UDB_")},
             "UDB_HOME": str(home), "UDB_AUTH": "on", "UDB_JWT_SECRET": JWT_SECRET, "UDB_CHART_PNG": "0",
-            "UDB_LOG_LEVEL": "WARNING", "UDB_NET_ALLOWLIST": "127.0.0.0/8,::1", "UDB_DRIFT_CACHE": "0"}
+            "UDB_LOG_LEVEL": "WARNING", "UDB_NET_ALLOWLIST": "127.0.0.0/8,::1", "UDB_DRIFT_CACHE": "0",
+            "UDB_OAUTH_MS_CLIENT_ID": "mcp-tests"}
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +234,27 @@ def test_an_ambiguous_hint_is_resolved_by_choose_source(http_server, keys):
         asyncio.run(scenario())
     finally:
         peer.stop()
+
+
+def test_a_share_link_waits_for_the_users_sign_in(http_server, keys):
+    async def scenario():
+        async with http_client(http_server, keys("share-co", "analyst")) as client:
+            found = await call(client, "discover_connect", hint="https://1drv.ms/x/s!AbCdEf")
+            job = found["jobId"]
+            assert found["state"] == "waiting" and found["provider"] == "onedrive"
+            assert found["candidates"] == [{"provider": "onedrive", "confidence": 0.97,
+                                            "reasons": ["OneDrive short share link (1drv.ms)"]}]
+            assert found["oauthUrl"].startswith("https://login.microsoftonline.com/common/oauth2/v2.0/authorize?"
+                                                "client_id=mcp-tests&response_type=code&")
+            assert f"state=share-co.{job}." in found["oauthUrl"]
+            status = await call(client, "status", job=job)
+            assert status["state"] == "discovering" and status["error"]["waiting"] == "authorization"
+            text = await refused(client, "sync", job=job)
+            assert text == (f"Error executing tool sync: invalid input: job {job} waits for the user's "
+                            f"authorization at the source (the oauthUrl of discover_connect): sync it once "
+                            f"status(job) says discovered")
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.security
