@@ -5,16 +5,23 @@ Parquet, JSON and NDJSON object under the prefix, one table each).
 and has DuckDB describe it over httpfs; `extract` streams one object through DuckDB into chunked
 Parquet, as `files.extract` does for a local file. Nothing is downloaded whole.
 
-Credentials: for now source buckets live on UDB's own object store, so the endpoint and keys come
-from the UDB settings (`S3Config.from_env()`); nothing secret is written into the catalogue.
+Whose S3. A hint alone reads with UDB's own object-store endpoint and keys (the settings), from
+any bucket but UDB's own (`UDB_BUCKET` holds every tenant's warehouse, staging and artifacts:
+a tenant must never read it through a source), and only from `UDB_S3_SOURCE_BUCKETS` when that
+is set. Options name another S3 — `{"endpoint": "https://...", "region": "...",
+"access_key_id": "...", "secret_access_key": "..."}` (each optional; no keys: anonymous) — whose
+endpoint passes the SSRF guard (shared/netguard.py) like every other source host. An inline
+secret key is moved into the tenant's secret store at discovery and only its `secret://`
+reference is kept in the catalogue, events and documents.
 A missing bucket or key, an unreadable object or denied access is a SourceError (the job fails);
-an unreachable endpoint is a TransientError (the broker retries), since the endpoint is UDB's.
+an unreachable endpoint is a TransientError (the broker retries).
 """
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -27,6 +34,8 @@ from shared.sources import files
 from shared.tenancy import identifier
 
 PROVIDER = "s3"
+USES_ENV = True  # options (another S3), the tenant's secret store, the settings
+OPTION_FIELDS = ("endpoint", "region", "access_key_id", "secret_access_key")
 # What UDB reads from a bucket: the local file formats minus Excel.
 FORMATS = {ext: fmt for ext, fmt in files.FORMATS.items() if fmt != "xlsx"}
 SNIFF_BYTES = files.SNIFF_BYTES
@@ -42,6 +51,9 @@ class S3Config:
     access_key: str = ""
     secret_key: str = ""
     region: str = "us-east-1"
+    # host:port of a shared.egressproxy.EgressProxy that every connection (boto3's and DuckDB's)
+    # goes through; set for an S3 named in a hint's options, whose redirects UDB cannot trust.
+    proxy: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "S3Config":
@@ -55,8 +67,9 @@ class S3Config:
         import boto3  # where it is used: discover and sync only, not every function's cold start
         from botocore.config import Config
 
+        proxies = {"http": f"http://{self.proxy}", "https": f"http://{self.proxy}"} if self.proxy else None
         config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"},
-                        s3={"addressing_style": "path"})
+                        s3={"addressing_style": "path"}, proxies=proxies)
         return boto3.client("s3", endpoint_url=self.endpoint or None, aws_access_key_id=self.access_key or None,
                             aws_secret_access_key=self.secret_key or None, region_name=self.region or "us-east-1",
                             config=config)
@@ -217,6 +230,8 @@ def connect(config: S3Config, *, memory_limit: str = "1GB", threads: int = 2):
     try:
         con.execute("SET http_timeout = 30")
         con.execute("SET http_retries = 2")
+        if config.proxy:
+            con.execute(f"SET http_proxy = {_str(config.proxy)}")
         con.execute(config.secret_sql())
     except Exception:
         con.close()
@@ -287,12 +302,93 @@ def describe(con, url: str, fmt: str, head: bytes = b"") -> list[dict]:
     return [{"name": r[0], "type": r[1]} for r in rows]
 
 
+# ---------------------------------------------------------------- whose S3
+
+def source_spec(options: dict, env, hint: str) -> dict | None:
+    """The options' S3 as it may be persisted: {endpoint, region, access_key_id,
+    secret_access_key: secret://...}, or None for UDB's own object store."""
+    options = options or {}
+    unknown = set(options) - set(OPTION_FIELDS) - {"provider", "name"}
+    if unknown:
+        raise SourceError(f"options: unknown fields {sorted(unknown)} for an S3 source; known: {list(OPTION_FIELDS)}")
+    spec = {f: options[f] for f in OPTION_FIELDS if options.get(f) not in (None, "")}
+    if not spec:
+        return None
+    for field_name, value in spec.items():
+        if not isinstance(value, str):
+            raise SourceError(f"options.{field_name}: expected a string")
+    if ("access_key_id" in spec) != ("secret_access_key" in spec):
+        raise SourceError("options: access_key_id and secret_access_key go together")
+    if "endpoint" in spec and not spec["endpoint"].startswith(("http://", "https://")):
+        raise SourceError(f"options.endpoint: expected an http(s) URL, found {spec['endpoint']!r}")
+    from shared.secrets import REF_PREFIX
+    secret = spec.get("secret_access_key")
+    if secret and not secret.startswith(REF_PREFIX):
+        import hashlib
+        digest = hashlib.sha256(f"{hint}|{spec.get('endpoint', '')}|{spec['access_key_id']}".encode()).hexdigest()[:16]
+        spec["secret_access_key"] = env.keep_secret(f"src-{digest}-s3-secret", secret)
+    return spec
+
+
+def config_for(bucket: str, spec: dict | None, env) -> S3Config:
+    """The credentials to read `bucket` with, after the checks that keep tenants apart."""
+    settings = getattr(env, "settings", None) or Settings.from_env()
+    own = S3Config.from_settings(settings)
+    if spec:
+        endpoint = spec.get("endpoint", "")
+        if endpoint:
+            from shared import netguard
+            netguard.check_url(endpoint, settings)  # a private or metadata address is refused
+        secret = spec.get("secret_access_key", "")
+        config = S3Config(endpoint, spec.get("access_key_id", ""),
+                          env.resolve_secret(secret) if secret else "", spec.get("region") or "us-east-1")
+    else:
+        config = own
+        allowed = [b.strip() for b in settings.s3_source_buckets.split(",") if b.strip()]
+        if allowed and bucket not in allowed:
+            raise SourceError(f"s3://{bucket}/: not a source bucket here (UDB_S3_SOURCE_BUCKETS: {', '.join(allowed)}); "
+                              f"name another S3 in options (endpoint, access_key_id, secret_access_key)")
+    if bucket == settings.bucket and config.endpoint.rstrip("/") == own.endpoint.rstrip("/"):
+        raise SourceError(f"s3://{bucket}/ is UDB's own bucket (every tenant's data): not a source; "
+                          f"upload the file (POST /uploads) or read it from another bucket")
+    return config
+
+
 # ---------------------------------------------------------------- provider interface
 
-def inspect(hint: str, *, config: S3Config | None = None) -> dict:
+@contextmanager
+def _guarded(config: S3Config, spec: dict | None, env):
+    """`config` as it may be used: for an S3 the hint named, every connection through an
+    EgressProxy (the SSRF guard on each redirect hop too). A guard refusal is the error named,
+    whatever DuckDB or boto3 made of the proxy's 403; an endless redirect loop is a SourceError."""
+    if not spec:
+        yield config
+        return
+    from shared.egressproxy import EgressProxy
+    settings = getattr(env, "settings", None) or Settings.from_env()
+    with EgressProxy(settings) as proxy:
+        try:
+            yield replace(config, proxy=proxy.address)
+        except (SourceError, RecursionError) as exc:
+            if proxy.refused:
+                raise SourceError(f"{config.endpoint or 'S3'}: {proxy.refused[0]}") from None
+            if isinstance(exc, RecursionError):
+                raise SourceError(f"{config.endpoint or 'S3'}: the endpoint keeps redirecting") from None
+            raise
+
+
+def inspect(hint: str, *, config: S3Config | None = None, env=None) -> dict:
     """The catalogue of one object or of every supported object under a prefix."""
-    config = config or S3Config.from_env()
     bucket, key = parse(hint)
+    spec = None
+    if config is None:
+        spec = source_spec(getattr(env, "options", None) or {}, env, hint)
+        config = config_for(bucket, spec, env)
+    with _guarded(config, spec, env) as config:
+        return _inspect(bucket, key, config, spec)
+
+
+def _inspect(bucket: str, key: str, config: S3Config, spec: dict | None) -> dict:
     client = config.client()
     objects = list_objects(bucket, key, config, client)
     names = _stream_names([o["key"] for o in objects], key)
@@ -305,9 +401,12 @@ def inspect(hint: str, *, config: S3Config | None = None) -> dict:
             columns = describe(con, url, fmt, head)
             temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
             keys = [c["name"] for c in columns if c["name"].lower() == "id" or c["name"].lower().endswith("_id")]
-            streams.append({"name": names[obj["key"]], "format": fmt, "location": url, "columns": columns,
-                            "sync_modes": ["full"], "cursor_candidates": temporal,
-                            "primary_key_candidates": keys[:1], "bytes": obj["size"]})
+            stream = {"name": names[obj["key"]], "format": fmt, "location": url, "columns": columns,
+                      "sync_modes": ["full"], "cursor_candidates": temporal,
+                      "primary_key_candidates": keys[:1], "bytes": obj["size"]}
+            if spec:
+                stream["options"] = spec  # the secret key only as its secret:// reference
+            streams.append(stream)
     finally:
         con.close()
     return {"provider": PROVIDER, "short": identifier(bucket, "src"), "streams": streams}
@@ -333,11 +432,21 @@ def _stream_names(keys: list[str], hint_key: str) -> dict[str, str]:
 
 
 def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str = "1GB", threads: int = 2,
-            config: S3Config | None = None) -> int:
+            config: S3Config | None = None, env=None) -> int:
     """Write the object as Parquet parts into `out_dir`; returns the row count."""
-    config = config or S3Config.from_env()
     url, fmt = stream["location"], stream["format"]
     bucket, key = parse(url)
+    spec = None
+    if config is None:
+        # The checks run again at sync: a catalogue is data, and settings may have changed since.
+        spec = stream.get("options") or None
+        config = config_for(bucket, spec, env)
+    with _guarded(config, spec, env) as config:
+        return _extract(url, fmt, bucket, key, config, out_dir, part_bytes, memory_limit, threads)
+
+
+def _extract(url: str, fmt: str, bucket: str, key: str, config: S3Config, out_dir: Path, part_bytes: int,
+             memory_limit: str, threads: int) -> int:
     client = config.client()
     try:
         client.head_object(Bucket=bucket, Key=key)

@@ -6,6 +6,7 @@ SourceError that says why, and never leak a password.
 """
 from __future__ import annotations
 
+import http.server
 import json
 import socket
 import threading
@@ -246,21 +247,175 @@ def test_s3_config_comes_from_udb_settings(monkeypatch, s3cfg, bucket):
         ["items", "sales"]
 
 
-def test_s3_discover_and_sync_through_the_handlers(monkeypatch, s3cfg, bucket, ctx_for):
-    monkeypatch.setenv("UDB_S3_ENDPOINT", s3cfg.endpoint)
+def _with_udb_s3(settings, s3cfg, **more):
+    """Contexts whose settings name the test MinIO as UDB's own object store."""
+    from dataclasses import replace
+
+    from shared import runtime
+    settings = replace(settings, s3_endpoint=s3cfg.endpoint, s3_access_key=s3cfg.access_key,
+                       s3_secret_key=s3cfg.secret_key, **more)
+    return {f: runtime.start(f, settings) for f in ("discover", "sync")}
+
+
+def test_s3_discover_and_sync_through_the_handlers(monkeypatch, s3cfg, bucket, settings):
+    monkeypatch.setenv("UDB_S3_ENDPOINT", s3cfg.endpoint)  # the detection probe reads the environment
     monkeypatch.setenv("UDB_S3_ACCESS_KEY", s3cfg.access_key)
     monkeypatch.setenv("UDB_S3_SECRET_KEY", s3cfg.secret_key)
+    ctxs = _with_udb_s3(settings, s3cfg)
     hint = f"s3://{bucket['name']}/data/"
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant=TENANT,
                                 job_id="job-00000000000053a1", function="test")
-    discovered = invoke(discover, request, ctx_for("discover"))
+    discovered = invoke(discover, request, ctxs["discover"])
     assert discovered["type"] == events.SOURCE_DISCOVERED
     source = events.event_data(discovered)["source"]
     assert source["provider"] == "s3" and source["confidence"] == 0.95
-    staged = invoke(sync, discovered, ctx_for("sync"))
+    staged = invoke(sync, discovered, ctxs["sync"])
     assert staged["type"] == events.SYNC_STAGED
     tables = {t["stream"]: t["rows"] for t in events.event_data(staged)["tables"]}
     assert tables == {"items": 1000, "sales": CSV_ROWS}
+
+
+@pytest.mark.security
+def test_s3_udb_own_bucket_is_never_a_source(monkeypatch, s3cfg, bucket, settings, raw_s3):
+    # UDB's bucket holds every tenant's warehouse, staging and artifacts: reading it through a
+    # source would cross tenants. Pretend this test bucket is UDB's own and plant another
+    # tenant's staged data in it.
+    raw_s3.put_object(Bucket=bucket["name"], Key="tenants/other/staging/job-0000000000000001/part-0.csv",
+                      Body=b"secret,value\nx,1\n")
+    monkeypatch.setenv("UDB_S3_ENDPOINT", s3cfg.endpoint)
+    monkeypatch.setenv("UDB_S3_ACCESS_KEY", s3cfg.access_key)
+    monkeypatch.setenv("UDB_S3_SECRET_KEY", s3cfg.secret_key)
+    monkeypatch.setenv("UDB_BUCKET", bucket["name"])
+    hint = f"s3://{bucket['name']}/tenants/other/staging/"
+    with pytest.raises(SourceError, match="UDB's own bucket"):
+        module_for("s3").inspect(hint)
+    # Not even the detection probe looks (whether a key exists would leak).
+    assert not any("ListObjectsV2" in r for c in detect(hint)["candidates"] for r in c["reasons"])
+    # A catalogue made elsewhere does not open it at sync either.
+    stream = {"name": "part_0", "format": "csv", "location": f"s3://{bucket['name']}/tenants/other/x.csv"}
+    with pytest.raises(SourceError, match="UDB's own bucket"):
+        s3.extract(stream, Path("/nonexistent"), part_bytes=1024)
+    # Through the handler: a failed job naming the reason, nothing staged.
+    request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant=TENANT,
+                                job_id="job-00000000000053b1", function="test")
+    reply = invoke(discover, request, _with_udb_s3(settings, s3cfg, bucket=bucket["name"])["discover"])
+    assert reply["type"] == events.JOB_FAILED and "UDB's own bucket" in events.event_data(reply)["reason"]
+    # With UDB_S3_SOURCE_BUCKETS set, UDB's keys read only those buckets.
+    monkeypatch.setenv("UDB_BUCKET", "udb")
+    monkeypatch.setenv("UDB_S3_SOURCE_BUCKETS", "shared-data,reference")
+    with pytest.raises(SourceError, match="not a source bucket here"):
+        module_for("s3").inspect(f"s3://{bucket['name']}/data/")
+
+
+@pytest.mark.security
+def test_s3_another_endpoint_in_options_keeps_its_key_secret(monkeypatch, s3cfg, bucket, settings):
+    from dataclasses import replace
+
+    from shared import runtime
+    from shared.sources import SourceEnv
+    # UDB's own store is not S3 here: the source's S3 comes only from the options.
+    for name in ("UDB_S3_ENDPOINT", "UDB_S3_ACCESS_KEY", "UDB_S3_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    options = {"endpoint": s3cfg.endpoint, "access_key_id": s3cfg.access_key,
+               "secret_access_key": s3cfg.secret_key}
+    hint = f"s3://{bucket['name']}/data/"
+    # The endpoint passes the SSRF guard: a loopback S3 is refused unless allowlisted.
+    guarded = runtime.start("discover", settings)
+    with pytest.raises(SourceError, match="127.0.0.1"):
+        module_for("s3").inspect(hint, env=SourceEnv.of(guarded, TENANT, options))
+    allowed = replace(settings, net_allowlist="127.0.0.1")
+    ctxs = {f: runtime.start(f, allowed) for f in ("discover", "sync")}
+    request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint, "options": options}, tenant=TENANT,
+                                job_id="job-00000000000053c1", function="test")
+    discovered = invoke(discover, request, ctxs["discover"])
+    assert discovered["type"] == events.SOURCE_DISCOVERED, events.event_data(discovered)
+    text = json.dumps(events.event_data(discovered))
+    assert s3cfg.secret_key not in text and "secret://src-" in text
+    doc = json.dumps(ctxs["discover"].jobs(TENANT).get("job-00000000000053c1"))
+    assert s3cfg.secret_key not in doc
+    names = ctxs["discover"].secrets.names(TENANT)
+    assert len([n for n in names if n.endswith("-s3-secret")]) == 1
+    staged = invoke(sync, discovered, ctxs["sync"])
+    assert staged["type"] == events.SYNC_STAGED
+    assert {t["stream"]: t["rows"] for t in events.event_data(staged)["tables"]} == {"items": 1000, "sales": CSV_ROWS}
+    # Half a key pair, an unknown option or a non-URL endpoint is named.
+    for bad, message in (({"access_key_id": "a"}, "go together"), ({"bucket_region": "x"}, "unknown fields"),
+                         ({"endpoint": "minio:9000"}, "http\\(s\\) URL")):
+        with pytest.raises(SourceError, match=message):
+            module_for("s3").inspect(hint, env=SourceEnv.of(ctxs["discover"], TENANT, bad))
+
+
+class _RedirectingS3(http.server.BaseHTTPRequestHandler):
+    """A hostile "S3 endpoint" test peer: HEAD says the object exists (so reads get past boto3's
+    checks), every GET is redirected to `target`."""
+    target = ""
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "4096")
+        self.send_header("ETag", '"0123456789abcdef"')
+        self.send_header("Last-Modified", "Thu, 26 Nov 2026 00:00:00 GMT")
+        self.end_headers()
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+class _Metadata(http.server.BaseHTTPRequestHandler):
+    """Stands in for a metadata service on 127.0.0.2 (loopback, not allowlisted): counts hits."""
+    hits = 0
+
+    def do_GET(self):
+        type(self).hits += 1
+        body = b"secret,value\nrole,admin\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.security
+def test_s3_endpoint_redirects_are_checked_by_the_ssrf_guard(settings, tmp_path):
+    # DuckDB's httpfs follows redirects by itself; an endpoint from a hint's options could send
+    # it to a metadata service. Every connection goes through the guarded egress proxy instead.
+    from dataclasses import replace
+
+    from shared import runtime
+    from shared.sources import SourceEnv
+    metadata = http.server.ThreadingHTTPServer(("127.0.0.2", 0), _Metadata)
+    _RedirectingS3.target = f"http://127.0.0.2:{metadata.server_address[1]}"
+    hostile = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RedirectingS3)
+    for server in (metadata, hostile):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ctx = runtime.start("sync", replace(settings, net_allowlist="127.0.0.1"))
+        options = {"endpoint": f"http://127.0.0.1:{hostile.server_address[1]}", "access_key_id": "k",
+                   "secret_access_key": "s"}
+        env = SourceEnv.of(ctx, TENANT, options)
+        # boto3 (listing, sniffing) does not follow a redirect to another host: it gives up.
+        with pytest.raises(SourceError, match="refused to connect to 127.0.0.2|keeps redirecting|302"):
+            module_for("s3").inspect("s3://data/x.parquet", env=env)
+        # DuckDB does follow it, and the proxy refuses the hop.
+        stream = {"name": "x", "format": "parquet", "location": "s3://data/x.parquet",
+                  "options": {**options, "secret_access_key": env.keep_secret("k", "s")}}
+        with pytest.raises(SourceError, match="refused to connect to 127.0.0.2"):
+            module_for("s3").extract(stream, tmp_path / "out", env=env, part_bytes=1024)
+        assert _Metadata.hits == 0
+    finally:
+        for server in (metadata, hostile):
+            server.shutdown()
+            server.server_close()
 
 
 # ================================================================ PostgreSQL
