@@ -14,7 +14,9 @@ Credentials (sent as `Authorization: Bearer <credential>`, or an API key as `X-A
   `nbf`, `iat`, `sub` (optional). Any other `alg` (`none` included) is refused.
 - **the broker token** (`UDB_BROKER_TOKEN`): what the broker presents to the functions' CloudEvent
   entry (`POST /`) and internal senders present to the broker; it carries no tenant and opens
-  nothing else.
+  nothing else. With no token set (Knative's broker and sources cannot send one), a call without
+  credentials to `POST /` or a system route is taken as UDB's own while `UDB_TRUST_NETWORK` is on:
+  true of the cluster-local function Services, never of the public doors (*-api), which turn it off.
 - **OAuth state**: the OAuth callback is reached by a browser redirect that cannot carry a key,
   so its `state` parameter is itself the credential (HMAC-signed tenant, job and expiry).
 
@@ -476,11 +478,14 @@ class Gatekeeper:
         if need == OAUTH_STATE:
             return verify_state(request.args.get("state", ""), self.settings.jwt_secret)
         principal = self._authenticate(request.headers, client)
+        system = need == BROKER or (method, path.rstrip("/")) in SYSTEM_ROUTES
+        if principal is None and system and self._network_is_the_credential():
+            # No token to check: a cluster-local Service, which only the eventing data plane (the
+            # broker's dispatcher, the dead-letter KafkaSource, the prune PingSource) can reach.
+            return Principal(None, BROKER, "network")
         if need == BROKER:
             if principal is None:
-                if self.settings.broker_token:
-                    raise Unauthorized("the CloudEvent entry needs the broker token or a tenant credential")
-                return Principal(None, BROKER, "network")  # no token set: the network policy guards it
+                raise Unauthorized("the CloudEvent entry needs the broker token or a tenant credential")
             return principal  # the broker, or a tenant (whose events check_event vets)
         if principal is None:
             raise Unauthorized(f"{method} {path} needs credentials (Authorization: Bearer <API key or JWT>)")
@@ -491,6 +496,12 @@ class Gatekeeper:
         if not role_at_least(principal.role, need):
             raise Forbidden(f"role {principal.role} may not {method} {path} (needs {need})")
         return principal
+
+    def _network_is_the_credential(self) -> bool:
+        """UDB_TRUST_NETWORK with no broker token: Knative's broker and sources send no header,
+        so a cluster-local Service admits them by where they come from. A public Service (one
+        that serves tenants through the ingress) sets UDB_TRUST_NETWORK=0 and never does."""
+        return not self.settings.broker_token and self.settings.trust_network
 
     def _check_body(self, request, path: str) -> None:
         upload = path == "/uploads" or path.startswith("/uploads/")

@@ -56,6 +56,10 @@ class Settings:
     jwt_secret: str = _setting("UDB_JWT_SECRET", "", "HS256 key (>= 32 chars) for signed JWTs; empty: API keys only")
     broker_token: str = _setting("UDB_BROKER_TOKEN", "", "shared token the broker sends to functions and "
                                  "internal senders send to the broker; empty: network policy only")
+    trust_network: bool = _setting("UDB_TRUST_NETWORK", True, "with no UDB_BROKER_TOKEN, take a call without "
+                                   "credentials to a system door (POST /, POST /admin/prune) as UDB's own: only "
+                                   "where the network admits nothing but the eventing data plane (a cluster-local "
+                                   "Service); public Services set 0")
     auth_cache_seconds: int = _setting("UDB_AUTH_CACHE_SECONDS", 30, "how long a verified API key is cached "
                                        "(a revoked key stops working within this time)")
     rate_limit: int = _setting("UDB_RATE_LIMIT", 1200, "HTTP requests per minute per tenant and process")
@@ -72,6 +76,8 @@ class Settings:
     max_columns: int = _setting("UDB_MAX_COLUMNS", 4096, "most columns one stream may have")
     max_cell_chars: int = _setting("UDB_MAX_CELL_CHARS", 1_000_000, "longest text value of one cell")
     max_json_depth: int = _setting("UDB_MAX_JSON_DEPTH", 20, "deepest nesting of a JSON source or request body")
+    s3_source_buckets: str = _setting("UDB_S3_SOURCE_BUCKETS", "", "comma-separated buckets an s3:// hint may read "
+                                      "with UDB's own object-store keys; empty: any but UDB_BUCKET (never readable)")
     file_roots: str = _setting("UDB_FILE_ROOTS", "", "comma-separated folders that local-path hints may read; "
                                "empty: any path in embedded mode, none in stack and cluster")
     faults: str = _setting("UDB_FAULTS", "", "test only: comma-separated crash points, e.g. writer.after_lease")

@@ -20,6 +20,7 @@ import httpx
 
 from shared import netguard
 from shared.errors import SourceError
+from shared.settings import Settings
 from shared.sources import documents, files, postgres, rest, webdav
 from shared.sources import http as web
 
@@ -333,6 +334,8 @@ def _probe_s3(hint: str, scores: _Scores) -> None:
         bucket, key = s3.parse(hint)
     except SourceError:
         return
+    if bucket == Settings.from_env().bucket:
+        return  # UDB's own bucket is never a source: not even whether a key exists may leak
     import boto3
 
     client = boto3.client("s3", endpoint_url=config.endpoint or None, aws_access_key_id=config.access_key or None,

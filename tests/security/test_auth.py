@@ -226,6 +226,37 @@ def test_without_a_broker_token_the_event_entry_relies_on_the_network(app_for, s
     assert client.post("/", headers=headers, data=body).status_code == 200
 
 
+def test_a_public_door_never_takes_the_network_as_a_credential(app_for, sales_csv):
+    # udb-discover-api / udb-artifacts-api (knative/base/services.yaml) are reachable from the
+    # internet: an anonymous CloudEvent there must not pass as the broker's.
+    client, ctx = app_for("discover", UDB_TRUST_NETWORK="0")
+    headers, body = _discover_event("acme", str(sales_csv))
+    refused = client.post("/", headers=headers, data=body)
+    assert refused.status_code == 401 and "broker token or a tenant credential" in refused.get_json()["error"]
+    assert list(ctx.tenant_store("acme").list()) == []
+    own = client.post("/", headers={**headers, **bearer(new_key(ctx, "acme", "analyst"))}, data=body)
+    assert own.status_code == 200  # a tenant's own request still works, vetted by EVENT_ROLES
+
+
+def test_the_prune_schedule_needs_no_header_only_on_a_cluster_local_door(app_for):
+    # The PingSource sends no credential. On the cluster-local udb-artifacts (trust the network,
+    # no broker token) it prunes every tenant; on the public door it is refused, while a tenant
+    # admin there prunes only that tenant.
+    internal, ctx = app_for("artifacts")
+    _seed_job(ctx, "acme")
+    _seed_job(ctx, "beta", "job-00000000000000c2")
+    scheduled = internal.post("/admin/prune", json={"dry_run": True})
+    assert scheduled.status_code == 200
+    assert scheduled.get_json()["kept"]["artifacts"]["objects"] == 4  # both tenants' two artifacts
+    public, ctx = app_for("artifacts", UDB_TRUST_NETWORK="0")
+    assert public.post("/admin/prune", json={"dry_run": True}).status_code == 401
+    admin = new_key(ctx, "acme", "admin")
+    own = public.post("/admin/prune", json={"dry_run": True}, headers=bearer(admin))
+    assert own.status_code == 200 and own.get_json()["kept"]["artifacts"]["objects"] == 2
+    # Tenant routes never take the network as a credential, wherever they are served.
+    assert internal.get(f"/status/{JOB}", headers={"X-UDB-Tenant": "acme"}).status_code == 401
+
+
 def test_discover_connect_acts_for_the_credentials_tenant(app_for, sales_csv):
     client, ctx = app_for("discover")
     viewer, analyst = new_key(ctx, "acme", "viewer"), new_key(ctx, "acme", "analyst")
