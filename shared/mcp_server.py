@@ -38,7 +38,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
-from shared import auth, bindings, events
+from shared import auth, bindings, events, ratelimit
 from shared.errors import InputError, NotFound, TransientError, UDBError, ValidationError
 from shared.settings import Settings
 from shared.tenancy import DEFAULT_TENANT, new_job_id, validate_artifact_name, validate_job_id, validate_tenant
@@ -88,6 +88,8 @@ def refusal(exc: Exception) -> str:
         return f"forbidden: {exc}"
     if isinstance(exc, NotFound):
         return f"not found: {exc}"
+    if isinstance(exc, ratelimit.RateLimited):
+        return f"rate limited, retry in {exc.retry_after} s: {exc}"
     if isinstance(exc, TransientError):
         return f"unavailable, try again: {exc}"
     if isinstance(exc, InputError):
@@ -540,7 +542,7 @@ def _headers_of(ctx) -> tuple[dict | None, str]:
     return {k.lower(): v for k, v in request.headers.items()}, client
 
 
-def build_server(udb: UDB, *, host: str = "127.0.0.1"):
+def build_server(udb: UDB):
     """The MCPServer with every tool and resource of `udb` registered."""
     server = MCPServer(SERVER_NAME, title="UDB — universal data bridge", instructions=INSTRUCTIONS,
                        log_level=udb.settings.log_level if udb.settings.log_level in
@@ -670,7 +672,7 @@ def serve(settings: Settings, *, transport: str = "stdio", host: str = "127.0.0.
     udb = UDB(settings, stack_url=stack_url, tenant=tenant)
     if transport == "stdio":
         udb.access.caller(None)  # a missing or wrong UDB_MCP_TOKEN fails at start, with the reason
-    server = build_server(udb, host=host)
+    server = build_server(udb)
     if transport == "stdio":
         server.run("stdio")
         return 0

@@ -62,8 +62,7 @@ def env(home) -> dict:
 @pytest.fixture(scope="module")
 def keys(env):
     """API keys made the way `udb keys create` makes them, in the embedded store."""
-    store = KeyMaker(open_store(Settings.from_env(env=env)))
-    return store
+    return KeyMaker(open_store(Settings.from_env(env=env)))
 
 
 class KeyMaker:
