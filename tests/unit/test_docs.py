@@ -15,7 +15,9 @@ The convention (CONTRIBUTING.md, "Docs"):
 - `python` blocks compile, `json` blocks parse, `yaml` blocks parse, `mermaid` blocks name a
   diagram type.
 - An inline code span naming a path under one of the repository's top-level folders (no `<...>`,
-  `*` or `{...}` in it) names a path that exists.
+  `*` or `{...}` in it) names a path that exists; `shared/runtime.invoke` names a name defined in
+  `shared/runtime.py`.
+- The newest release in CHANGELOG.md is the version in pyproject.toml.
 
 No network, no services: a few seconds in all.
 """
@@ -49,14 +51,20 @@ MERMAID_TYPES = ("flowchart", "graph", "sequenceDiagram", "classDiagram", "state
                  "stateDiagram-v2", "erDiagram", "gantt", "journey", "pie", "C4Context")
 
 
+TOP_DOCS = ("README.md", "CONTRIBUTING.md", "CHANGELOG.md", "CODE_OF_CONDUCT.md")
+
+
 def doc_files() -> list[Path]:
-    names = ["README.md", "CONTRIBUTING.md", "CHANGELOG.md", "CODE_OF_CONDUCT.md"]
-    files = [ROOT / n for n in names if (ROOT / n).exists()]
+    files = [ROOT / n for n in TOP_DOCS if (ROOT / n).exists()]  # a missing one fails below
     return files + sorted((ROOT / "docs").glob("*.md"))
 
 
 def _id(path: Path) -> str:
     return str(path.relative_to(ROOT))
+
+
+def _where(path: Path) -> str:
+    return _id(path) if path.is_relative_to(ROOT) else str(path)
 
 
 DOCS = doc_files()
@@ -280,25 +288,22 @@ def parse_with_cli(argv: list[str], monkeypatch) -> str | None:
 
 # ---------------------------------------------------------------- the checks
 
-@pytest.mark.parametrize("doc", DOCS, ids=_id)
-def test_relative_links_resolve(doc):
+def link_problems(doc: Path) -> list[str]:
     problems = []
-    parsed = parse(doc)
-    for n, target in links(parsed):
+    for n, target in links(parse(doc)):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
             continue
         path_part, _, anchor = target.partition("#")
         path = (doc.parent / path_part).resolve() if path_part else doc
         if not path.exists():
-            problems.append(f"{_id(doc)}:{n}: link to {target!r}: no {path_part}")
+            problems.append(f"{_where(doc)}:{n}: link to {target!r}: no {path_part}")
             continue
         if anchor and path.suffix == ".md" and anchor not in anchors(path):
-            problems.append(f"{_id(doc)}:{n}: link to {target!r}: no heading #{anchor} in {_id(path)}")
-    assert not problems, "\n".join(problems)
+            problems.append(f"{_where(doc)}:{n}: link to {target!r}: no heading #{anchor} in {path.name}")
+    return problems
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=_id)
-def test_backticked_paths_exist(doc):
+def path_problems(doc: Path) -> list[str]:
     problems = []
     for n, span in inline_spans(parse(doc)):
         for token in span.split():
@@ -311,7 +316,19 @@ def test_backticked_paths_exist(doc):
             as_attribute = (bool(module) and attribute.isidentifier() and source.exists()
                             and re.search(rf"\b{attribute}\b", source.read_text()) is not None)
             if not (ROOT / token.rstrip("/")).exists() and not as_attribute:
-                problems.append(f"{_id(doc)}:{n}: `{token}` does not exist")
+                problems.append(f"{_where(doc)}:{n}: `{token}` does not exist")
+    return problems
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_id)
+def test_relative_links_resolve(doc):
+    problems = link_problems(doc)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_id)
+def test_backticked_paths_exist(doc):
+    problems = path_problems(doc)
     assert not problems, "\n".join(problems)
 
 
@@ -382,6 +399,10 @@ def test_runnable_blocks_run(doc, block, tmp_path):
                                     f"stdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-2000:]}")
 
 
+def test_top_level_docs_exist():
+    assert [n for n in TOP_DOCS if not (ROOT / n).exists()] == []
+
+
 def test_changelog_names_the_package_version():
     import tomllib
 
@@ -408,5 +429,13 @@ def test_checker_reads_blocks_links_and_commands(tmp_path, monkeypatch):
     assert parse_with_cli(argv, monkeypatch) is None
     assert "invalid choice" in parse_with_cli(["keys", "create", "--tenant", "a", "--role", "owner"], monkeypatch)
     assert just_recipes_named(parsed) == [(8, "demo")]
+    assert link_problems(doc) == [] and path_problems(doc) == []
+    broken = tmp_path / "broken.md"
+    broken.write_text("# Top\n\n[a](missing.md), [b](x.md#nowhere), [c](#top), [d](https://example.com)\n"
+                      "`shared/no_such.py`, `shared/runtime.no_such_name`, `tenants/<t>/jobs/`\n")
+    assert link_problems(broken) == [f"{broken}:3: link to 'missing.md': no missing.md",
+                                     f"{broken}:3: link to 'x.md#nowhere': no heading #nowhere in x.md"]
+    assert path_problems(broken) == [f"{broken}:4: `shared/no_such.py` does not exist",
+                                     f"{broken}:4: `shared/runtime.no_such_name` does not exist"]
     assert slug("The stack on one machine") == "the-stack-on-one-machine"
     assert slug("`udb` and the HTTP interface (v2)") == "udb-and-the-http-interface-v2"
