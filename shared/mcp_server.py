@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 
 from shared import auth, bindings, events, ratelimit
 from shared.errors import InputError, NotFound, TransientError, UDBError, ValidationError
@@ -554,6 +554,8 @@ def build_server(udb: UDB):
             caller = udb.access.caller(headers, client)
             udb.access.check(caller, action)
             return work(caller)
+        except NotFound as exc:
+            raise (ResourceNotFoundError if error is ResourceError else error)(refusal(exc)) from None
         except UDBError as exc:
             raise error(refusal(exc)) from None
 

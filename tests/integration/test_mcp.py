@@ -19,6 +19,7 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -278,6 +279,9 @@ def test_roles_and_tenants_are_enforced(http_server, env, keys, tmp_path):
             assert text == f"Error executing tool status: not found: no job {job} for tenant other-co"
             text = await refused(other, "get_artifact", job=job, name="index.json")
             assert text == f"Error executing tool get_artifact: not found: no job {job} for tenant other-co"
+            with pytest.raises(MCPError) as raised:
+                await other.read_resource(f"udb://jobs/{job}")
+            assert raised.value.error.message == f"not found: no job {job} for tenant other-co"
             assert "no warehouse yet" in await refused(other, "list_tables")
         # The SQL guard, through run_kpi: one read-only SELECT over the tenant's own tables.
         async with http_client(http_server, keys("owner-co", "analyst")) as owner:
@@ -288,6 +292,9 @@ def test_roles_and_tenants_are_enforced(http_server, env, keys, tmp_path):
         async with stdio_client(env, keys("owner-co", "viewer")) as viewer:
             text = await refused(viewer, "sync", job=job)
             assert text == "Error executing tool sync: forbidden: role viewer may not call sync (needs analyst)"
+            with pytest.raises(MCPError) as raised:
+                await viewer.read_resource(f"udb://jobs/{job}/artifacts/index.json")
+            assert raised.value.error.message == f"not found: no artifact 'index.json' for job {job}"
 
     asyncio.run(scenario())
 
@@ -307,6 +314,36 @@ def test_stdio_with_authentication_on_needs_a_valid_token(env):
         run = subprocess.run([sys.executable, "-m", "shared.cli", "mcp"], env={**env, "UDB_MCP_TOKEN": token},
                              cwd=REPO, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert run.returncode == 2 and reason in run.stderr, run.stderr
+
+
+@pytest.mark.security
+def test_with_authentication_off_the_caller_is_a_local_admin_of_one_tenant(tmp_path):
+    """As the CLI in embedded mode: no credential, one tenant (--tenant; over HTTP the
+    X-UDB-Tenant header)."""
+    plain = {**{k: v for k, v in os.environ.items() if not k.startswith("UDB_")},
+             "UDB_HOME": str(tmp_path / "home"), "UDB_LOG_LEVEL": "WARNING"}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "shared.cli", "mcp", "--tenant", "solo-co"],
+                                   env=plain, cwd=str(REPO))
+    url, process = start_http_server(plain, "--tenant", "solo-co")
+
+    async def scenario():
+        async with Client(params, read_timeout_seconds=60) as client:
+            text = await refused(client, "status", job="job-0123456789abcdef")
+            assert text == "Error executing tool status: not found: no job job-0123456789abcdef for tenant solo-co"
+        async with create_mcp_http_client(headers={"X-UDB-Tenant": "named-co"}) as http:
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                text = await refused(client, "list_tables")
+                assert text == ("Error executing tool list_tables: not found: tenant named-co has no warehouse "
+                                "yet: discover and sync a source first")
+        async with http_client(url, None) as client:
+            text = await refused(client, "list_tables")
+            assert "tenant solo-co has no warehouse yet" in text
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 def test_the_tool_role_table_is_in_the_docs():
