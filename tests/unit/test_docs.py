@@ -142,15 +142,14 @@ def anchors(path: Path) -> set[str]:
     seen: dict[str, int] = {}
     result = set()
     for _, text in parse(path).prose:
+        result.update(re.findall(r"<a\s+(?:id|name)=\"([^\"]+)\"", text))  # explicit targets
         m = re.match(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$", text)
         if not m:
             continue
         base = slug(m.group(1))
-        count = seen.get(base, 0)
+        count = seen.get(base, 0)  # GitHub numbers repeated headings: x, x-1, x-2
         seen[base] = count + 1
         result.add(base if count == 0 else f"{base}-{count}")
-    for _, text in parse(path).prose:  # explicit <a id="..."> / <a name="..."> targets
-        result.update(re.findall(r"<a\s+(?:id|name)=\"([^\"]+)\"", text))
     return result
 
 
