@@ -40,6 +40,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from shared import auth, bindings, events, ratelimit
 from shared.errors import InputError, NotFound, TransientError, UDBError, ValidationError
+from shared.jobs import TERMINAL
 from shared.settings import Settings
 from shared.tenancy import DEFAULT_TENANT, new_job_id, validate_artifact_name, validate_job_id, validate_tenant
 
@@ -56,12 +57,8 @@ MAX_INLINE_BYTES = 1_000_000   # get_artifact: larger artifacts are cut (the res
 DESCRIBE_SAMPLE_ROWS = 5
 REMEMBERED_JOBS = 1000         # hints kept for choose_source, per process
 TEXT_TYPES = ("text/", "application/json", "application/javascript", "image/svg+xml")
-LIVE_DONE = {"discover": ("discovered", "failed"), "sync": ("loaded", "completed", "failed"),
-             "analyze": ("completed", "failed")}
-
-
-class Refused(UDBError):
-    """What a tool answers with when it cannot do what was asked; the message says why."""
+STAGE_DONE = {"discover": ("discovered", "failed"), "sync": ("loaded", "completed", "failed"),
+              "analyze": ("completed", "failed")}
 
 
 @dataclass(frozen=True)
@@ -398,7 +395,7 @@ class Stack:
         before = self.status(caller, job_id)["version"]
         self._post_event(caller, events.make_event(event_type, data, tenant=caller.tenant, job_id=job_id,
                                                    function="mcp", flags=flags))
-        return self._wait(caller, job_id, LIVE_DONE[stage], wait_seconds, after_version=before)
+        return self._wait(caller, job_id, STAGE_DONE[stage], wait_seconds, after_version=before)
 
     def status(self, caller: Caller, job_id: str) -> dict:
         return self._call("GET", f"{self.artifacts_url}/status/{validate_job_id(job_id)}", caller).json()
@@ -466,9 +463,17 @@ class UDB:
                            "next": "call sync(job) to load the tables"})
         return result
 
+    def _live_job(self, caller: Caller, job: str) -> dict:
+        doc = self.backend.status(caller, validate_job_id(job))
+        if doc["state"] in TERMINAL:
+            # A finished job ignores further events (at-least-once delivery): say so, not wait.
+            raise InputError(f"job {job} is {doc['state']}: it takes no more steps; start a new job with "
+                             f"discover_connect")
+        return doc
+
     def sync(self, caller: Caller, job: str, streams: list[str] | None = None,
              wait_seconds: float = DEFAULT_WAIT_SECONDS) -> dict:
-        doc = self.backend.status(caller, validate_job_id(job))
+        doc = self._live_job(caller, job)
         if (doc.get("error") or {}).get("waiting"):
             raise InputError(f"job {job} waits for the user's authorization at the source (the oauthUrl of "
                              f"discover_connect): sync it once status(job) says discovered")
@@ -482,7 +487,7 @@ class UDB:
 
     def analyze(self, caller: Caller, job: str, kpis: dict | None = None, tables: list[str] | None = None,
                 wait_seconds: float = DEFAULT_WAIT_SECONDS) -> dict:
-        doc = self.backend.status(caller, validate_job_id(job))
+        doc = self._live_job(caller, job)
         if not doc.get("tables"):
             raise InputError(f"job {job} has loaded no tables (state {doc['state']}): call sync(job) first")
         if kpis is not None and not isinstance(kpis, dict):

@@ -163,6 +163,9 @@ async def round_trip(client: Client, csv: Path) -> dict:
     discount = next(c for c in profile["column_profiles"] if c["name"] == "discount")
     assert discount["nulls"] == ROWS // 10
 
+    again = await refused(client, "analyze", job=job)
+    assert again == (f"Error executing tool analyze: invalid input: job {job} is completed: it takes no more "
+                     f"steps; start a new job with discover_connect")
     resource = await client.read_resource(f"udb://jobs/{job}/artifacts/kpis-custom.json")
     assert json.loads(resource.contents[0].text) == json.loads(custom["text"])
     job_doc = json.loads((await client.read_resource(f"udb://jobs/{job}")).contents[0].text)
