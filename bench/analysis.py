@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,39 +37,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import common  # noqa: E402
+
 STEPS = ["duckdb_summarize", "udb_profile", "ydata_minimal", "ydata_full", "evidently_summary",
          "evidently_drift", "udb_drift_first", "udb_drift_second"]
 SAMPLE_ROWS = 50_000
 
-TABLE_SQL = """
-CREATE OR REPLACE TABLE bench AS SELECT
-    i AS order_id,
-    TIMESTAMP '2024-01-01' + to_seconds((i * 104729) % 31536000) AS ordered_at,
-    ['north', 'south', 'east', 'west', 'central'][(i * 31) % 5 + 1] AS region,
-    ['web', 'store', 'phone'][(i * 17) % 3 + 1] AS channel,
-    'SKU-' || lpad(((i * 13) % 500)::VARCHAR, 4, '0') AS product,
-    (i * 37) % 9 + 1 AS quantity,
-    round(4.99 + ((i * 53) % 9500) / 100.0, 2) AS unit_price,
-    round(((i * 37) % 9 + 1) * (4.99 + ((i * 53) % 9500) / 100.0), 2) AS amount,
-    CASE WHEN i % 13 = 0 THEN NULL ELSE ((i * 11) % 30) / 100.0 END AS discount,
-    'customer' || ((i * 7919) % 50000) || '@example.com' AS email
-FROM range({rows}) t(i)
-"""
-# The drift reference: the same rows with amount scaled up by 25% (a real shift) and the rest as is.
-SHIFTED_SQL = "CREATE OR REPLACE TABLE bench_shifted AS SELECT * REPLACE (round(amount * 1.25, 2) AS amount) FROM bench"
-
-
-def make_table(path: Path, rows: int) -> None:
-    import duckdb
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        path.unlink()
-    con = duckdb.connect(str(path))
-    con.execute(TABLE_SQL.format(rows=int(rows)))
-    con.execute(SHIFTED_SQL)
-    con.execute("CHECKPOINT")
-    con.close()
+# The table (1M rows x 10 columns by default) and its shifted copy come from bench/common.py.
+make_table = common.make_table
 
 
 # ---------------------------------------------------------------- one step, in a child process
@@ -165,30 +139,15 @@ def run_step(step: str, db: Path, out: Path) -> dict:
 
 
 def run_child(step: str, db: Path, out: Path, timeout: float) -> dict:
-    """Run one step in a fresh interpreter; add its peak RSS (its own, via wait4)."""
+    """Run one step in a fresh interpreter (bench/common.run_child: its own peak RSS)."""
     result_file = out / f"{step}.result.json"
     result_file.unlink(missing_ok=True)
-    started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, __file__, "--child", step, "--db", str(db), "--out", str(out)],
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(out / f"{step}.log", "wb"))
-    deadline = started + timeout
-    while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            child.kill()
-            _, status, usage = os.wait4(child.pid, 0)
-            return {"step": step, "error": f"timed out after {timeout:.0f} s", "rss_mb": usage.ru_maxrss / 1024}
-        time.sleep(0.05)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    if child.returncode != 0 or not result_file.exists():
-        return {"step": step, "error": f"exit code {child.returncode} (see {out / (step + '.log')})",
-                "rss_mb": usage.ru_maxrss / 1024}
+    run = common.run_child([sys.executable, __file__, "--child", step, "--db", str(db), "--out", str(out)],
+                           log=out / f"{step}.log", timeout=timeout)
+    if "error" in run or not result_file.exists():
+        return {"step": step, "error": run.get("error", "no result written"), "rss_mb": run["peak_rss_mb"]}
     result = json.loads(result_file.read_text())
-    # ru_maxrss is in KiB on Linux.
-    return {"step": step, **result, "process_s": round(wall, 2), "rss_mb": round(usage.ru_maxrss / 1024)}
+    return {"step": step, **result, "process_s": round(run["process_s"], 2), "rss_mb": run["peak_rss_mb"]}
 
 
 def print_table(results: list[dict], rows: int, columns: int) -> None:

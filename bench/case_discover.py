@@ -1,0 +1,114 @@
+"""discover -> analysis.completed for a CSV file, end to end: embedded (`udb run FILE` in one
+process, UDB's default settings) and through the running stack (the discover event posted to
+the broker ingress with a tenant's API key, the CSV in MinIO, the job polled on the artifacts
+function until completed). The stack's work happens in its long-running function processes,
+so its runs have no peak RSS of their own. Each stack run uses a new tenant, so, like each
+embedded run (a fresh UDB_HOME), it is a first load with no drift reference.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from bench import common
+
+CASE = "discover"
+TITLE = "discover -> analysis.completed for a CSV (UDB embedded and stack)"
+TOOLS = ["udb-embedded", "udb-stack"]
+SOURCE_BUCKET = "udb-bench-sources"
+
+
+def _stack_down_reason() -> str | None:
+    from devstack import stack
+
+    try:
+        report = stack.status()
+    except Exception as exc:  # noqa: BLE001 (any failure to ask means: not usable)
+        return f"cannot read the stack's status: {exc}"
+    down = [name for name in list(stack.FUNCTION_PORTS) + ["broker", "kafka", "minio"]
+            if report.get(name, {}).get("state") != "up"]
+    return f"the stack is not up ({', '.join(down)} down; `just stack up`)" if down else None
+
+
+def _s3():
+    import boto3
+    from devstack import services
+
+    user, password = services.minio_credentials()
+    return boto3.client("s3", endpoint_url=services.endpoints()["s3"], aws_access_key_id=user,
+                        aws_secret_access_key=password, region_name="us-east-1")
+
+
+def prepare(data: Path, quick: bool) -> dict:
+    rows = 50_000 if quick else 1_000_000
+    path = common.make_csv(data / f"sales-{rows}.csv", rows)
+    params = {"rows": rows, "csv": str(path),
+              "described": f"{rows:,} rows x {common.COLUMNS} columns, {path.stat().st_size / 1e6:.0f} MB"}
+    reason = _stack_down_reason()
+    if reason:
+        params["skip"] = {"udb-stack": reason}
+        return params
+    s3, key = _s3(), f"sales-{rows}.csv"
+    try:
+        s3.create_bucket(Bucket=SOURCE_BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    try:
+        present = s3.head_object(Bucket=SOURCE_BUCKET, Key=key)["ContentLength"] == path.stat().st_size
+    except s3.exceptions.ClientError:
+        present = False
+    if not present:
+        s3.upload_file(str(path), SOURCE_BUCKET, key)
+    params["hint"] = f"s3://{SOURCE_BUCKET}/{key}"
+    return params
+
+
+def run(tool: str, params: dict, run_dir: Path) -> dict:
+    if tool == "udb-embedded":
+        started = time.perf_counter()
+        from shared import cli
+
+        code = cli.main(["run", params["csv"], "--tenant", "bench"])
+        seconds = time.perf_counter() - started
+        if code != 0:
+            raise SystemExit(f"udb run failed with exit code {code}")
+        return {"seconds": seconds, "rows": common.warehouse_rows(common.udb_warehouse(run_dir))}
+    return _through_stack(params)
+
+
+def _through_stack(params: dict, timeout: float = 900) -> dict:
+    import httpx
+    from cloudevents.http import to_binary
+
+    from devstack import stack
+    from shared import events
+    from shared.tenancy import new_job_id
+    from tests.stack_fixtures import auth_headers
+
+    tenant = "bench-" + uuid.uuid4().hex[:8]
+    headers = auth_headers(tenant)  # an API key for the new tenant, made before the clock starts
+    job_id = new_job_id()
+    event = events.make_event(events.DISCOVER_REQUESTED, {"hint": params["hint"]}, tenant=tenant, job_id=job_id,
+                              function="bench")
+    wire_headers, body = to_binary(event)
+    status_url = f"{stack.function_url('artifacts')}/status/{job_id}"
+    with httpx.Client(timeout=30) as client:
+        started = time.perf_counter()
+        response = client.post(stack.broker_url(), headers={**wire_headers, **headers}, content=body)
+        if response.status_code != 202:
+            raise SystemExit(f"the broker refused the event: {response.status_code} {response.text[:300]}")
+        while True:
+            reply = client.get(status_url, headers=headers)
+            if reply.status_code == 200 and reply.json()["state"] in ("completed", "failed"):
+                break
+            if time.perf_counter() - started > timeout:
+                raise SystemExit(f"job {job_id} did not finish within {timeout:.0f} s")
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+    doc = reply.json()
+    if doc["state"] != "completed":
+        raise SystemExit(f"job {job_id} failed: {doc.get('error')}")
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in doc.get("stage_seconds", {}).items())
+    return {"seconds": seconds, "rows": sum(t["rows"] for t in doc["tables"].values()),
+            "note": f"stages: {stages}", "rss_is_own": False}
