@@ -43,9 +43,16 @@ stack CMD="status": install
 services CMD="status" *NAMES: install
     {{bin}}/python -m devstack.services {{CMD}} {{NAMES}}
 
-# Benchmarks (print tables): the broker hop
-bench: install
-    {{bin}}/python bench/broker_hop.py 200
+# Benchmarks against dlt, ydata-profiling and Evidently (docs/benchmarks.md), e.g. `just bench --quick`,
+# `just bench --cases csv,rest`. The others run alone: .venv/bin/python bench/<analysis|broker_hop|cold_start|discover_latency>.py
+bench *ARGS: install
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The peers are the optional `bench` extra: installed once, skipped while every pin is met.
+    if ! "{{bin}}/python" -c 'import importlib.metadata as md, tomllib; from packaging.requirements import Requirement; reqs = [Requirement(r) for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]]; raise SystemExit(any(md.version(r.name) not in r.specifier for r in reqs))' 2>/dev/null; then
+        "{{bin}}/python" -m pip install --quiet -c requirements.lock -e ".[dev,bench]"
+    fi
+    "{{bin}}/python" -m bench.run {{ARGS}}
 
 # The MCP server for AI agents (docs/mcp.md), e.g. `just mcp`, `just mcp --transport http --port 8765`
 mcp *ARGS: install
