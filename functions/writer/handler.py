@@ -82,7 +82,11 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
 
 
 def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context) -> list[dict]:
-    con = duck.connect(path, memory_limit=ctx.settings.duckdb_memory_limit, threads=ctx.settings.duckdb_threads)
+    # One thread, whatever UDB_DUCKDB_THREADS says: a load keeps the staged row order, and with
+    # more threads DuckDB writes each thread's batches apart, then merges and rewrites them at
+    # commit and checkpoint. On 1M rows x 10 columns two threads took 2.4x the CPU and the wall
+    # time of one (docs/benchmarks.md). The writer's other statements are look-ups and counts.
+    con = duck.connect(path, memory_limit=ctx.settings.duckdb_memory_limit, threads=1)
     results = []
     try:
         con.execute(CATALOGUE_DDL)
