@@ -425,6 +425,10 @@ def test_network_policies_deny_by_default_and_allow_what_is_needed(rendered):
     data_ports = sorted(r["ports"][0]["port"] for r in policies["udb-egress-data"]["egress"])
     assert data_ports == [5432, 9000, 9092]  # PostgreSQL, MinIO, Kafka
     sources = policies["udb-egress-sources"]["podSelector"]["matchExpressions"][0]["values"]
+    senders = policies["udb-egress-broker"]["podSelector"]["matchExpressions"][0]["values"]
+    assert senders == ["discover", "artifacts"]  # the functions K_SINK is injected into
+    assert policies["udb-egress-broker"]["egress"][0]["to"][0]["podSelector"] == {
+        "matchLabels": {"app": "kafka-broker-receiver"}}
     assert sources == ["discover", "sync"]
     # Only discover and sync reach arbitrary addresses.
     for name, spec in policies.items():
@@ -509,16 +513,29 @@ def test_every_subscriber_and_sink_is_an_existing_service():
                 if ref and ref.get("kind") == "Service" and "name" in ref:
                     refs.append((doc["metadata"]["name"], ref["name"]))
                 elif ref and ref.get("kind") == "Service":  # a label selector: it must match something
-                    wanted = ref["selector"]["matchLabels"].items()
-                    matched = [n for n, have in labels.items() if wanted <= have.items()]
+                    matched = [n for n, have in labels.items() if _selects(ref["selector"], have)]
                     assert matched, doc["metadata"]["name"]
                     refs.extend((doc["metadata"]["name"], n) for n in matched)
     assert refs and all(name in services for _, name in refs), refs
     # Sources deliver without a credential too: sinks are cluster-local; the SinkBinding (which
     # only injects K_SINK) covers both discover Services.
-    sinks = {name for source, name in refs if source != "udb-discover-to-broker"}
+    sinks = {name for source, name in refs if source != "udb-events-to-broker"}
     assert sinks and all(labels[name].get(CLUSTER_LOCAL) == "cluster-local" for name in sinks), sinks
-    assert sorted(n for s, n in refs if s == "udb-discover-to-broker") == ["udb-discover", "udb-discover-api"]
+    # The functions that originate events (discover_connect, the OAuth callback) get K_SINK.
+    assert sorted(n for s, n in refs if s == "udb-events-to-broker") == [
+        "udb-artifacts", "udb-artifacts-api", "udb-discover", "udb-discover-api"]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions In/NotIn/Exists) on `labels`."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        have, op = labels.get(expr["key"]), expr["operator"]
+        if (op == "In" and have not in expr["values"]) or (op == "NotIn" and have in expr["values"]) \
+                or (op == "Exists" and expr["key"] not in labels):
+            return False
+    return True
 
 
 def configured_settings() -> set[str]:
