@@ -12,7 +12,7 @@ TOOLS = ["udb", "dlt"]
 
 
 def prepare(data: Path, quick: bool) -> dict:
-    rows = 50_000 if quick else 1_000_000
+    rows = common.QUICK_ROWS if quick else common.FULL_ROWS
     path = common.make_csv(data / f"sales-{rows}.csv", rows)
     return {"rows": rows, "csv": str(path),
             "described": f"{rows:,} rows x {common.COLUMNS} columns, {path.stat().st_size / 1e6:.0f} MB: {path}"}

@@ -28,7 +28,7 @@ def dsn() -> str:
 def prepare(data: Path, quick: bool) -> dict:
     import psycopg
 
-    rows = 50_000 if quick else 1_000_000
+    rows = common.QUICK_ROWS if quick else common.FULL_ROWS
     table = f"sales_{rows}"
     csv = common.make_csv(data / f"sales-{rows}.csv", rows)
     with psycopg.connect(dsn(), autocommit=True) as pg:

@@ -15,7 +15,7 @@ STEPS = {"udb": "udb_profile", "ydata-minimal": "ydata_minimal", "ydata-full": "
 
 
 def prepare(data: Path, quick: bool) -> dict:
-    rows = 50_000 if quick else 1_000_000
+    rows = common.QUICK_ROWS if quick else common.FULL_ROWS
     db = common.make_table(data / f"table-{rows}.duckdb", rows)
     return {"rows": rows, "db": str(db), "described": f"{rows:,} rows x {common.COLUMNS} columns: {db}"}
 

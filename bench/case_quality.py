@@ -21,7 +21,7 @@ TOOLS = ["udb", "evidently"]
 
 
 def prepare(data: Path, quick: bool) -> dict:
-    rows = 50_000 if quick else 1_000_000
+    rows = common.QUICK_ROWS if quick else common.FULL_ROWS
     db = common.make_table(data / f"table-{rows}.duckdb", rows)
     return {"rows": rows, "db": str(db), "described": f"{rows:,} vs {rows:,} rows x {common.COLUMNS} columns: {db}"}
 

@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 
 def prepare(data: Path, quick: bool) -> dict:
-    rows = 20_000 if quick else 200_000
+    rows = common.QUICK_ROWS if quick else 200_000
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "bench.rest_server", "--port", str(port), "--total", str(rows),
                                "--per-page", str(PER_PAGE)], cwd=common.REPO, stdout=subprocess.PIPE, text=True)

@@ -38,6 +38,10 @@ FROM range({rows}) t(i)
 # The drift reference: the same rows with amount scaled up by 25% (a real shift), the rest as is.
 SHIFTED_SQL = "CREATE OR REPLACE TABLE bench_shifted AS SELECT * REPLACE (round(amount * 1.25, 2) AS amount) FROM bench"
 COLUMNS = 10
+# Rows per case (the REST case: records, 100 a page). Quick sizes keep `--quick` near two
+# minutes: at 10,000 rows the tools' imports, not the data, take most of each run.
+FULL_ROWS = 1_000_000
+QUICK_ROWS = 10_000
 PEERS = ("duckdb", "dlt", "ydata-profiling", "evidently", "pandas", "pyarrow", "sqlalchemy", "psycopg")
 
 

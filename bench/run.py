@@ -11,14 +11,14 @@ Cases (one module each, bench/case_<name>.py):
   discover   discover -> analysis.completed for a CSV: UDB embedded and through the running stack
 
 Each case runs its tools alternately (the order rotates every round), RUNS times each (default
-3), every run in a fresh Python process, so its peak RSS (os.wait4) and its imports are its own.
+3; --quick: 2), every run in a fresh Python process, so its peak RSS (os.wait4) and its imports are its own.
 A run's seconds are measured inside the child, from before the tool's imports to the end of
 its work (interpreter start-up excluded; counting the loaded rows afterwards excluded). The
 table shows medians; the JSON (bench/results/latest.json, or quick.json with --quick) holds
 every row plus the machine. The sync cases assert that every tool loaded the same rows.
 
-Sizes: 1,000,000 rows (REST: 200,000 records over 2,000 pages); --quick: 50,000 rows (REST:
-20,000 records over 200 pages). Generated data is kept under .udb/bench/data between runs.
+Sizes: 1,000,000 rows (REST: 200,000 records over 2,000 pages); --quick: 10,000 rows (REST:
+10,000 records over 100 pages). Generated data is kept under .udb/bench/data between runs.
 """
 from __future__ import annotations
 
@@ -171,7 +171,8 @@ def goals(results: list[dict], quick: bool) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about 2 minutes in all)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per tool (at least 3 for the table)")
+    parser.add_argument("--runs", type=int, help="runs per tool (default 3; 2 with --quick, which checks "
+                                                 "the harness rather than measures)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/latest.json, "
                                                  "quick.json with --quick)")
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    args.runs = args.runs or (2 if args.quick else 3)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
