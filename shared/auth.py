@@ -71,6 +71,7 @@ ROUTE_ROLES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/uploads", "analyst"),                  # upload a file to discover
     ("POST", "/sources/discover_connect", "analyst"),  # start a job from a hint
     ("GET", "/oauth/callback", OAUTH_STATE),           # a provider's redirect back to UDB
+    ("POST", "/oauth/device", "analyst"),              # start or poll a device-code authorization
     ("POST", "/admin/prune", "admin"),                # retention: a tenant admin prunes its tenant
     ("GET", "/admin/", "admin"),
     ("POST", "/admin/", "admin"),

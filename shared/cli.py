@@ -89,6 +89,14 @@ def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True
         print(f"udb: error: {doc['error']['reason']}", file=sys.stderr)
         print(f"job {job_id} failed in {doc['error']['stage']}")
         return 1
+    waiting = (doc.get("error") or {}).get("waiting")
+    if waiting:
+        # A share link the tenant has not authorized yet: the reason says where to sign in (the
+        # oauthUrl, or the device code); the callback then resumes this job.
+        print(f"job {job_id} {doc['error']['reason']}")  # "waiting for authorization: ..."
+        if doc["error"].get("oauthUrl"):
+            print(f"oauthUrl {doc['error']['oauthUrl']}")
+        return 3
     for table, info in sorted(doc["tables"].items()):
         print(f"table {table}: {info['rows']:,} rows")
     if doc.get("artifacts_index"):

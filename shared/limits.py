@@ -183,12 +183,13 @@ def check_json_file(path: Path, limit: int) -> None:
 
 # ---------------------------------------------------------------- archives
 
-def check_zip(path: Path, limits: Limits) -> None:
-    """Refuse a zip (an .xlsx) that would inflate past UDB_MAX_UNCOMPRESSED_BYTES or whose entries
-    inflate more than UDB_MAX_COMPRESSION_RATIO times: first from the sizes its central directory
-    declares, then by inflating every entry with a byte count (zipfile stops at the declared size
-    and checks the CRC, so a directory that lies is caught too)."""
-    name = Path(path).name
+def check_zip(path: Path, limits: Limits, name: str | None = None) -> None:
+    """Refuse a zip (an .xlsx, a .docx) that would inflate past UDB_MAX_UNCOMPRESSED_BYTES or whose
+    entries inflate more than UDB_MAX_COMPRESSION_RATIO times: first from the sizes its central
+    directory declares, then by inflating every entry with a byte count (zipfile stops at the
+    declared size and checks the CRC, so a directory that lies is caught too). `name` names the
+    file in errors (default: its file name)."""
+    name = name or Path(path).name
     try:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
@@ -283,7 +284,10 @@ def check_local_hint(hint: str, settings) -> None:
             return
         raise SourceError(f"local paths cannot be read in {settings.mode} mode: upload the file "
                           f"(POST /uploads) or name its folder in UDB_FILE_ROOTS")
-    real = path.expanduser().resolve()
+    try:
+        real = path.expanduser().resolve()
+    except RuntimeError:  # "~name" naming no user: read as written, as files.local_path does
+        real = path.resolve()
     if not any(real == root or real.is_relative_to(root) for root in roots):
         raise SourceError(f"{text}: outside the folders local hints may read (UDB_FILE_ROOTS)")
 
@@ -296,7 +300,7 @@ def check_file(path: Path, fmt: str, limits: Limits | None = None) -> None:
     path = Path(path)
     if fmt in ("json", "ndjson"):
         check_json_file(path, limits.max_json_depth)
-    elif fmt == "xlsx":
+    elif fmt in ("xlsx", "docx"):
         check_zip(path, limits)
     if path.suffix.lower() == ".gz":
         gunzip_capped(path, None, limits.max_uncompressed_bytes)

@@ -106,23 +106,66 @@ class LocalSecretStore:
 
 
 class KubernetesSecretStore:
-    """Secrets through the Kubernetes API with the pod's service account token."""
+    """Secrets through the Kubernetes API with the pod's service account token.
+
+    The token is a projected volume the kubelet rotates (about hourly; the old one stops working
+    soon after), and the CA bundle can be rotated too: both files are checked before every
+    request (one stat each) and re-read when they changed (modification time, size, inode: the
+    kubelet swaps a symlink). A 401 re-reads the token once more and retries, for a change the
+    stat could not see (same size and second)."""
 
     SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
     def __init__(self, namespace: str | None = None, api: str = "https://kubernetes.default.svc"):
+        self.api = api
+        self.namespace = namespace or (self.SA / "namespace").read_text().strip()
+        self._lock = threading.Lock()
+        self._token, self._token_stamp = "", None
+        self._http, self._ca_stamp = None, None
+        self._refresh(force=True)
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple:
+        info = path.stat()  # follows the kubelet's ..data symlink
+        return info.st_mtime_ns, info.st_size, info.st_ino
+
+    def _refresh(self, force: bool = False):
+        """The HTTP client, with the token and CA bundle re-read when their files changed."""
+        import ssl
+
         import httpx
 
-        self.namespace = namespace or (self.SA / "namespace").read_text().strip()
-        token = (self.SA / "token").read_text().strip()
-        self.http = httpx.Client(base_url=api, verify=str(self.SA / "ca.crt"), timeout=10,
-                                 headers={"Authorization": f"Bearer {token}"})
+        with self._lock:
+            token_path, ca_path = self.SA / "token", self.SA / "ca.crt"
+            stamp = self._stamp(token_path)
+            if force or stamp != self._token_stamp:
+                self._token, self._token_stamp = token_path.read_text().strip(), stamp
+            stamp = self._stamp(ca_path)
+            if force or self._http is None or stamp != self._ca_stamp:
+                old = self._http
+                self._http = httpx.Client(base_url=self.api, verify=ssl.create_default_context(cafile=str(ca_path)),
+                                          timeout=10)
+                self._ca_stamp = stamp
+                if old is not None:
+                    old.close()
+            return self._http, self._token
+
+    def _request(self, method: str, url: str, **kwargs):
+        headers = dict(kwargs.pop("headers", None) or {})
+        http, token = self._refresh()
+        response = http.request(method, url, headers={**headers, "Authorization": f"Bearer {token}"}, **kwargs)
+        if response.status_code == 401:
+            http, fresh = self._refresh(force=True)
+            if fresh != token:
+                response = http.request(method, url, headers={**headers, "Authorization": f"Bearer {fresh}"},
+                                        **kwargs)
+        return response
 
     def _url(self, tenant: str) -> str:
         return f"/api/v1/namespaces/{self.namespace}/secrets/udb-tenant-{validate_tenant(tenant)}"
 
     def _data(self, tenant: str) -> dict:
-        response = self.http.get(self._url(tenant))
+        response = self._request("GET", self._url(tenant))
         if response.status_code == 404:
             return {}
         if response.status_code >= 300:
@@ -131,12 +174,12 @@ class KubernetesSecretStore:
 
     def put(self, tenant: str, name: str, value: str) -> None:
         patch = {"data": {validate_name(name): base64.b64encode(value.encode()).decode()}}
-        response = self.http.patch(self._url(tenant), json=patch,
-                                   headers={"Content-Type": "application/merge-patch+json"})
+        response = self._request("PATCH", self._url(tenant), json=patch,
+                                 headers={"Content-Type": "application/merge-patch+json"})
         if response.status_code == 404:
             body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                     "metadata": {"name": f"udb-tenant-{tenant}", "labels": {"udb.dev/tenant": tenant}}, **patch}
-            response = self.http.post(f"/api/v1/namespaces/{self.namespace}/secrets", json=body)
+            response = self._request("POST", f"/api/v1/namespaces/{self.namespace}/secrets", json=body)
         if response.status_code >= 300:
             raise TransientError(f"kubernetes secrets: {response.status_code} writing tenant {tenant}")
 
@@ -148,8 +191,8 @@ class KubernetesSecretStore:
 
     def delete(self, tenant: str, name: str) -> None:
         patch = {"data": {validate_name(name): None}}
-        response = self.http.patch(self._url(tenant), json=patch,
-                                   headers={"Content-Type": "application/merge-patch+json"})
+        response = self._request("PATCH", self._url(tenant), json=patch,
+                                 headers={"Content-Type": "application/merge-patch+json"})
         if response.status_code not in (200, 404):
             raise TransientError(f"kubernetes secrets: {response.status_code} deleting from tenant {tenant}")
 

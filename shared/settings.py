@@ -76,6 +76,9 @@ class Settings:
     max_columns: int = _setting("UDB_MAX_COLUMNS", 4096, "most columns one stream may have")
     max_cell_chars: int = _setting("UDB_MAX_CELL_CHARS", 1_000_000, "longest text value of one cell")
     max_json_depth: int = _setting("UDB_MAX_JSON_DEPTH", 20, "deepest nesting of a JSON source or request body")
+    pii_national_ids: str = _setting("UDB_PII_NATIONAL_IDS", "", "national-id patterns PII masking finds in text "
+                                     "and columns: a JSON object {name: regex} or one regex; empty: the defaults "
+                                     "(us_ssn, uk_nino, it_codice_fiscale; docs/security.md)")
     s3_source_buckets: str = _setting("UDB_S3_SOURCE_BUCKETS", "", "comma-separated buckets an s3:// hint may read "
                                       "with UDB's own object-store keys; empty: any but UDB_BUCKET (never readable)")
     file_roots: str = _setting("UDB_FILE_ROOTS", "", "comma-separated folders that local-path hints may read; "
@@ -97,6 +100,31 @@ class Settings:
     max_upload_bytes: int = _setting("UDB_MAX_UPLOAD_BYTES", 1024 ** 3, "largest file accepted by POST /uploads (1 GiB)")
     max_page_bytes: int = _setting("UDB_MAX_PAGE_BYTES", 64 * 1024 ** 2,
                                    "largest single response page of a REST/JSON API (64 MiB)")
+    # OAuth for OneDrive/SharePoint (Microsoft identity platform v2) and Google Drive (README "OAuth").
+    oauth_redirect_url: str = _setting("UDB_OAUTH_REDIRECT_URL", "http://127.0.0.1:18085/oauth/callback",
+                                       "the artifacts function's public URL + /oauth/callback, as registered "
+                                       "with Microsoft and Google")
+    ms_authority: str = _setting("UDB_OAUTH_MS_AUTHORITY", "https://login.microsoftonline.com/common/oauth2/v2.0",
+                                 "Microsoft identity platform v2 base: <base>/authorize, /token, /devicecode")
+    ms_client_id: str = _setting("UDB_OAUTH_MS_CLIENT_ID", "", "application (client) id of UDB's Entra app; "
+                                 "empty: OneDrive/SharePoint links cannot be authorized")
+    ms_client_secret: str = _setting("UDB_OAUTH_MS_CLIENT_SECRET", "", "client secret of a confidential (web) "
+                                     "Entra app; empty: a public client (PKCE only)")
+    ms_scopes: str = _setting("UDB_OAUTH_MS_SCOPES", "Files.Read.All offline_access",
+                              "space-separated Microsoft Graph scopes requested")
+    graph_url: str = _setting("UDB_GRAPH_URL", "https://graph.microsoft.com/v1.0", "Microsoft Graph API base URL")
+    google_auth_url: str = _setting("UDB_OAUTH_GOOGLE_AUTH_URL", "https://accounts.google.com/o/oauth2/v2/auth",
+                                    "Google authorization endpoint")
+    google_token_url: str = _setting("UDB_OAUTH_GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token",
+                                     "Google token endpoint")
+    google_device_url: str = _setting("UDB_OAUTH_GOOGLE_DEVICE_URL", "https://oauth2.googleapis.com/device/code",
+                                      "Google device authorization endpoint")
+    google_client_id: str = _setting("UDB_OAUTH_GOOGLE_CLIENT_ID", "", "OAuth client id of UDB's Google Cloud "
+                                     "project; empty: Google Drive links cannot be authorized")
+    google_client_secret: str = _setting("UDB_OAUTH_GOOGLE_CLIENT_SECRET", "", "that client's secret")
+    google_scopes: str = _setting("UDB_OAUTH_GOOGLE_SCOPES", "https://www.googleapis.com/auth/drive.readonly",
+                                  "space-separated Google scopes requested")
+    gdrive_url: str = _setting("UDB_GDRIVE_URL", "https://www.googleapis.com/drive/v3", "Google Drive API v3 base URL")
     # Observability (issue 7; docs/observability.md).
     otel_exporter: str = _setting("UDB_OTEL_EXPORTER", "none", "where trace spans go: none | otlp | file")
     otel_endpoint: str = _setting("UDB_OTEL_ENDPOINT", "", "OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces "
@@ -164,6 +192,18 @@ class Settings:
             problems["UDB_LINEAGE_URL"] = f"UDB_LINEAGE=http needs an http(s) URL, found {self.lineage_url!r}"
         elif self.lineage == "file" and not self.lineage_file:
             problems["UDB_LINEAGE_FILE"] = "UDB_LINEAGE=file needs a file path"
+        for env, url in (("UDB_OAUTH_REDIRECT_URL", self.oauth_redirect_url), ("UDB_OAUTH_MS_AUTHORITY", self.ms_authority),
+                         ("UDB_GRAPH_URL", self.graph_url), ("UDB_OAUTH_GOOGLE_AUTH_URL", self.google_auth_url),
+                         ("UDB_OAUTH_GOOGLE_TOKEN_URL", self.google_token_url),
+                         ("UDB_OAUTH_GOOGLE_DEVICE_URL", self.google_device_url), ("UDB_GDRIVE_URL", self.gdrive_url)):
+            if not url.startswith(("http://", "https://")):
+                problems[env] = f"expected an http(s) URL, found {url!r}"
+        if self.pii_national_ids:
+            from shared.pii import parse_national_ids  # pii reads this setting per call: import when needed
+            try:
+                parse_national_ids(self.pii_national_ids)
+            except ValueError as exc:
+                problems["UDB_PII_NATIONAL_IDS"] = str(exc)
         for env, days in (("UDB_STAGING_RETENTION_DAYS", self.staging_retention_days),
                           ("UDB_ARTIFACT_RETENTION_DAYS", self.artifact_retention_days)):
             if days < 0:

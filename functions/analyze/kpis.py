@@ -53,9 +53,15 @@ def is_id_like(column: dict) -> bool:
     return bool(column.get("unique")) and integer_or_string
 
 
+def _not_personal(columns: list[dict]) -> list[dict]:
+    """Columns a default KPI may group, add up or date by: not personal data (the profile's
+    `pii`); a sum per group of one row, or the newest date of birth, would show a raw value."""
+    return [c for c in columns if not c.get("pii")]
+
+
 def _measures(columns: list[dict]) -> list[dict]:
     candidates = [
-        c for c in columns
+        c for c in _not_personal(columns)
         if c["kind"] == "numeric" and not is_id_like(c) and (c.get("distinct") or 0) > 1 and c["count"]
     ]
     # Stable sort: totals, then other hinted names, otherwise table order.
@@ -65,7 +71,7 @@ def _measures(columns: list[dict]) -> list[dict]:
 
 
 def _category(columns: list[dict]) -> dict | None:
-    for c in columns:
+    for c in _not_personal(columns):
         distinct = c.get("distinct") or 0
         mostly_present = (c.get("null_share") or 0) < 0.5
         if c["kind"] == "categorical" and 2 <= distinct <= MAX_CATEGORIES and not is_id_like(c) and mostly_present:
@@ -76,7 +82,7 @@ def _category(columns: list[dict]) -> dict | None:
 def _time_column(columns: list[dict]) -> dict | None:
     # TIME / TIME WITH TIME ZONE carry no date, so they say nothing about freshness.
     temporal = [
-        c for c in columns
+        c for c in _not_personal(columns)
         if c["kind"] == "temporal" and c["count"] and not c["type"].upper().startswith("TIME ") and c["type"].upper() != "TIME"
     ]
     # Timestamps say more about freshness than dates.

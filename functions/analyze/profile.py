@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import duckdb
 
+from shared import pii as pii_policy
 from shared.pii import DATE_LIKE_RE, EMAIL_RE, PHONE_RE, mask_text, mask_value, pii_kind_of_name  # noqa: F401
 
 # Up to this many rows distinct counts are exact (count(DISTINCT)) and quantiles use
@@ -74,8 +75,21 @@ PATTERNS = {
     ),
 }
 
-# Displayed values (min, max, top values) are masked by shared.pii: emails and phone numbers
-# inside text, and whole values of columns whose names announce personal data.
+# Displayed values (min, max, top values) are masked by shared.pii: emails, IBANs, card numbers,
+# national ids and phone numbers inside text, and whole values of personal-data columns. A
+# personal-data column is one whose name announces it, or whose content is mostly such values:
+# emails or phones by the full-table pattern counts, card numbers, IBANs or national ids by
+# shared.pii's validators over a reproducible sample (PII_SAMPLE_ROWS). Of such a column the
+# profile keeps counts only: every statistic that is, or is computed close to, a value of the
+# column (mean, std, skewness, quantiles, histogram edges and buckets) is withheld (null or
+# empty), and it takes no part in correlations (docs/security.md, docs/profile-schema.md).
+PII_SAMPLE_ROWS = pii_policy.CONTENT_SAMPLE
+PII_SAMPLE_SEED = 42
+# Integer columns at least this large somewhere may hold card numbers (13+ digits).
+CARD_MIN_MAGNITUDE = 10 ** 12
+# What is withheld of a personal-data column, by kind.
+PII_WITHHELD = {"numeric": ("mean", "std", "skewness", "quantiles", "histogram"),
+                "temporal": ("histogram", "histogram_unit")}
 INTEGER_TYPES = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
     "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
@@ -258,8 +272,11 @@ def profile_table(
     the table has at most `exact_max_rows` rows; above that approx_count_distinct and
     approx_quantile are used, and columns that look unique get an exact recount. The
     method used is reported per column (`distinct_method`, `quantile_method`).
-    With mask_values (default) the string values shown (min, max, top_k) have emails and
-    phone numbers masked by mask_text(); counts and pattern statistics are unaffected.
+    With mask_values (default) the values shown (min, max, top_k) are PII-masked (shared.pii:
+    wholly for a personal-data column, by name or content; else emails, IBANs, card numbers,
+    national ids and phones inside text), and of a personal-data column the statistics
+    PII_WITHHELD names are withheld; counts and pattern statistics are unaffected. Such a
+    column carries `pii: {kind, found_by, share, withheld}` and `masked: kind`.
 
     Returns {table, rows, columns, duplicate_rows, duplicate_share, size_bytes, size_note,
     values_masked, methods, column_profiles: [...], alerts: [{column, kind, message,
@@ -287,6 +304,7 @@ def profile_table(
 
     first = _select(con, source, _first_pass_aggregates(cols, exact))
     _recheck_unique(con, source, cols, first, exact)
+    _classify_pii(con, source, cols, first, rows)
     second_aggs, corr_indexes = _second_pass_aggregates(cols, first, rows, bins)
     second = _select(con, source, second_aggs)
 
@@ -294,9 +312,13 @@ def profile_table(
     for col in cols:
         column_profiles.append(_column_profile(con, source, col, first, second, rows, exact, top_k))
 
+    for col, profiled in zip(cols, column_profiles):
+        if col.get("pii"):
+            profiled["pii"] = dict(col["pii"])
     if mask_values:
         for col in column_profiles:
             _mask_shown_values(col)
+            _withhold_pii_statistics(col)
     duplicate_rows = _duplicate_rows(con, source, rows)
     profile = {
         "table": table_label(table),
@@ -424,7 +446,8 @@ def _second_pass_aggregates(cols: list[dict], first: dict, rows: int, bins: int)
                 cond = f"isfinite({q}::DOUBLE)"
                 aggs.append((key + "hist", f"histogram({bucket}) FILTER (WHERE {cond})"))
             std = first.get(key + "std")
-            if std and std > 0 and len(numeric_for_corr) < MAX_CORRELATION_COLUMNS:
+            # A personal-data column takes no part in correlations (see PII_WITHHELD).
+            if std and std > 0 and not col.get("pii") and len(numeric_for_corr) < MAX_CORRELATION_COLUMNS:
                 numeric_for_corr.append(col)
         elif kind == "temporal":
             unit = _time_unit(first.get(key + "min"), first.get(key + "max"))
@@ -531,10 +554,52 @@ def _column_profile(con, source, col, first, second, rows, exact, top_k) -> dict
     return out
 
 
+def _classify_pii(con, source: str, cols: list[dict], first: dict, rows: int) -> None:
+    """Mark personal-data columns: col["pii"] = {kind, found_by: name | content, share}.
+    By name (shared.pii.pii_kind_of_name); else by content: emails and phones from the exact
+    pattern counts of the first pass, card numbers, IBANs and national ids by shared.pii's
+    validators over one reproducible reservoir sample of the candidate columns (strings, and
+    integers reaching 13 digits)."""
+    candidates = []
+    for col in cols:
+        key = f"c{col['i']}_"
+        named = pii_kind_of_name(col["name"])
+        if named:
+            col["pii"] = {"kind": named, "found_by": "name", "share": None}
+            continue
+        count = first.get(key + "count") or 0
+        if not count:
+            continue
+        if col["is_varchar"]:
+            for kind in ("email", "phone"):  # the sample's verdict, if any, replaces this below
+                share = _share(first.get(key + "pat_" + kind), count)
+                if share and share > pii_policy.CONTENT_SHARE:
+                    col["pii"] = {"kind": kind, "found_by": "content", "share": share}
+                    break
+            candidates.append(col)
+        elif _is_integer_type(col["type"]) or col["type"].upper().startswith("DECIMAL"):
+            values = [v for v in (first.get(key + "min"), first.get(key + "max")) if v is not None]
+            if values and max(abs(v) for v in values) >= CARD_MIN_MAGNITUDE:
+                candidates.append(col)
+    if not candidates or not rows:
+        return
+    select = ", ".join(c["ident"] for c in candidates)
+    sample = f" USING SAMPLE reservoir({PII_SAMPLE_ROWS} ROWS) REPEATABLE ({PII_SAMPLE_SEED})" \
+        if rows > PII_SAMPLE_ROWS else ""
+    found = con.execute(f"SELECT {select} FROM {source}{sample}").fetchall()
+    for index, col in enumerate(candidates):
+        values = [row[index] for row in found]
+        if col["type"].upper().startswith("DECIMAL"):
+            values = [int(v) if v is not None and v == int(v) else None for v in values]
+        result = pii_policy.classify_values(values)
+        if result:
+            col["pii"] = {"kind": result[0], "found_by": "content", "share": result[1]}
+
+
 def _mask_shown_values(col: dict) -> None:
-    """Mask min, max and top values: wholly for a personal-data column (by name), else the
-    emails and phone numbers inside text values."""
-    kind = pii_kind_of_name(col["name"])
+    """Mask min, max and top values: wholly for a personal-data column (by name or content),
+    else the emails, IBANs, card numbers, national ids and phone numbers inside text values."""
+    kind = (col.get("pii") or {}).get("kind")
     if not kind and col["kind"] not in ("categorical", "text"):
         return
     for key in ("min", "max"):
@@ -544,6 +609,22 @@ def _mask_shown_values(col: dict) -> None:
         item["value"] = mask_value(item["value"], kind)
     if kind:
         col["masked"] = kind
+
+
+def _withhold_pii_statistics(col: dict) -> None:
+    """Of a personal-data column keep counts only: the statistics PII_WITHHELD names become
+    null (quantiles: each null; histograms: empty)."""
+    if not col.get("pii"):
+        return
+    withheld = [key for key in PII_WITHHELD.get(col["kind"], ()) if key in col]
+    for key in withheld:
+        if key == "histogram":
+            col[key] = []
+        elif key == "quantiles":
+            col[key] = {name: None for name in QUANTILES}
+        else:
+            col[key] = None
+    col["pii"]["withheld"] = withheld
 
 
 def _numeric_histogram(col: dict, counts: dict | None) -> list[dict]:
@@ -617,10 +698,19 @@ def _alerts(column_profiles: list[dict], rows: int) -> list[dict]:
                 label = "email addresses" if pii == "email" else "phone numbers"
                 add(name, "pii", f"{share:.1%} of values look like {label}", share)
                 pii_found = True
-        named = pii_kind_of_name(name)
-        if named and not pii_found and col["count"]:
-            add(name, "pii", f"the column name suggests personal data ({named.replace('_', ' ')})", named)
+        info = col.get("pii") or {}
+        if info and not pii_found and col["count"]:
+            if info.get("found_by") == "name":
+                add(name, "pii", f"the column name suggests personal data ({info['kind'].replace('_', ' ')})",
+                    info["kind"])
+            else:
+                label = PII_CONTENT_LABELS.get(info["kind"], info["kind"].replace("_", " "))
+                add(name, "pii", f"{info['share']:.1%} of sampled values look like {label}", info["share"])
     return alerts
+
+
+PII_CONTENT_LABELS = {"card_number": "payment card numbers (Luhn)", "iban": "IBANs (mod 97)",
+                      "national_id": "national ids", "email": "email addresses", "phone": "phone numbers"}
 
 
 def _correlations(cols: list[dict], second: dict, indexes: list[int]) -> dict:
@@ -736,6 +826,9 @@ def _column_section(col: dict, alerts: list[dict]) -> str:
         parts.append(f"<div>{_kv_table(lengths)}</div>")
         top = [(_fmt(t["value"]), t["count"]) for t in col.get("top_k", [])]
         parts.append(f"<div><h3>Top values</h3>{_bars(top)}</div>")
+    if col.get("pii", {}).get("withheld"):
+        parts.append("<div><p class='muted'>Personal data: values are masked and the statistics that would "
+                     f"show them are withheld ({html.escape(', '.join(col['pii']['withheld']))}).</p></div>")
     tags = "".join(f"<span class='tag alert kind-{html.escape(a['kind'])}'>{html.escape(a['kind'])}</span>" for a in alerts)
     return (f"<section><h2>{html.escape(col['name'])}<span class='tag'>{html.escape(kind)}</span>{tags}</h2>"
             f"<div class='grid'>{''.join(parts)}</div></section>")

@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 
 
 def mask_pii(df: "pd.DataFrame") -> "pd.DataFrame":
-    """A copy of df with PII masked (shared.pii.mask_frame): emails ("a***@domain") and
-    phone numbers ("***") in text, and whole values of columns whose names announce
-    personal data. Other numeric columns are left alone."""
+    """A copy of df with PII masked (shared.pii.mask_frame): emails ("a***@domain"), phone
+    numbers, card numbers, IBANs and national ids ("***") in text, and whole values of columns
+    whose names or contents say personal data (a card number column read as BIGINT included).
+    Other numeric columns are left alone."""
     return mask_frame(df)
 
 
@@ -83,8 +84,9 @@ def sampling_text(sampling: dict | None) -> str:
 
 
 PREPARED = "udb_prepared"
-PII_NOTE = ("PII is masked: emails keep their first character and domain, phone numbers and the values "
-            "of columns named as personal data are replaced (shared/pii.py).")
+PII_NOTE = ("PII is masked: emails keep their first character and domain; phone numbers, card numbers "
+            "(Luhn), IBANs (mod 97) and national ids are replaced, and so are the values of columns named "
+            "as personal data or holding mostly such values (shared/pii.py).")
 
 
 def prepare_frame(df: "pd.DataFrame") -> "pd.DataFrame":
@@ -247,7 +249,9 @@ def _keep_prepared(df: "pd.DataFrame") -> "pd.DataFrame":
 
 # ---------------------------------------------------------------- drift reference cache
 
-CACHE_VERSION = 1
+# 2: PII masking finds card numbers, IBANs and national ids (and such columns by content): a
+# reference cached by an older version may hold them unmasked, so it is never reused.
+CACHE_VERSION = 2
 CACHE_PREFIX = "cache/drift-reference/"
 
 

@@ -196,12 +196,23 @@ def _probe_client():
     return netguard.client(deadline=PROBE_DEADLINE, connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ)
 
 
+def _without_userinfo(url) -> tuple[httpx.URL, dict]:
+    """The URL without `user:password@` and the auth to send instead: httpx logs every URL it
+    requests (logger "httpx", INFO), so a password in it would reach the logs
+    (tests/security/test_secrets.py)."""
+    url = httpx.URL(str(url))
+    if not url.userinfo:
+        return url, {}
+    return url.copy_with(userinfo=b""), {"auth": (url.username, url.password)}
+
+
 def _probe_get(url: httpx.URL, scores: _Scores) -> str | None:
     """GET the URL (at most PROBE_BYTES): content type, magic bytes, JSON shape."""
+    url, auth = _without_userinfo(url)
     try:
         with _probe_client() as http:
             response = netguard.send(http, "GET", str(url), stream=True,
-                                     headers={"Accept": "application/json, */*;q=0.5"})
+                                     headers={"Accept": "application/json, */*;q=0.5"}, **auth)
             try:
                 head, complete = _read_head(response)
             finally:
@@ -300,9 +311,10 @@ def _classify_body(url: httpx.URL, response: httpx.Response, ctype: str, head: b
 
 def _probe_webdav(url: str, scores: _Scores, only: bool = False) -> str | None:
     """PROPFIND Depth 0: 207 Multi-Status means WebDAV."""
+    url, auth = _without_userinfo(url)
     try:
         with _probe_client() as http:
-            entries = webdav.propfind(http, url, depth="0")
+            entries = webdav.propfind(http, str(url), depth="0", **auth)
     except netguard.BlockedAddress as exc:
         return str(exc) if only else None
     except SourceError as exc:

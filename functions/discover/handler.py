@@ -12,11 +12,11 @@ import httpx
 from cloudevents.http import CloudEvent
 
 from functions.discover.detect import detect
-from shared import auth, bindings, events, limits, logs, ratelimit, telemetry
+from shared import auth, bindings, events, limits, logs, oauth, ratelimit, telemetry
 from shared.errors import InputError, SourceError, TransientError
 from shared.httpfn import json_response
 from shared.runtime import Context
-from shared.sources import SourceEnv, inspect_source, redact
+from shared.sources import OAUTH_PROVIDERS, SourceEnv, inspect_source, redact
 from shared.tenancy import new_job_id
 
 FUNCTION = "discover"
@@ -24,8 +24,10 @@ TENANT_HEADER = "X-UDB-Tenant"
 
 
 def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str | None = None,
-             options: dict | None = None) -> tuple[dict, dict]:
-    """Detect, catalogue and record the source; returns (source, detection)."""
+             options: dict | None = None, *, autosync: bool = True, autoanalyze: bool = True) -> tuple[dict, dict]:
+    """Detect, catalogue and record the source; returns (source, detection). A share link of a
+    tenant without a token raises oauth.AuthorizationNeeded: the job waits (its document says
+    why, with the oauthUrl), and the OAuth callback re-emits this request once authorized."""
     ratelimit.check_concurrent_jobs(ctx, tenant, job_id)  # TooManyJobs: 429 here, a failed job via events
     limits.check_local_hint(hint, ctx.settings)  # no server-side paths from a tenant in stack/cluster
     jobs = ctx.jobs(tenant)
@@ -40,9 +42,20 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
             raise SourceError(found["unreachable"])
         best = found["candidates"][0]
         span.set_attributes({"udb.provider": best["provider"], "udb.confidence": best["confidence"]})
-        # Inline credentials in the options go to the secret store here; the catalogue keeps refs.
-        catalogue = inspect_source(best["provider"], hint, SourceEnv.of(ctx, tenant, options))
-        span.set_attribute("udb.streams", len(catalogue["streams"]))
+        wait = None
+        if best["provider"] in OAUTH_PROVIDERS and not oauth.authorized(ctx.settings, ctx.secrets, tenant,
+                                                                        best["provider"]):
+            resume = {"hint": hint, "options": dict(options or {}), "autosync": autosync, "autoanalyze": autoanalyze}
+            wait = oauth.request_authorization(ctx, tenant, job_id, best["provider"], resume,
+                                               device=(options or {}).get("oauth") == "device")
+        else:
+            # Inline credentials in the options go to the secret store here; the catalogue keeps refs.
+            catalogue = inspect_source(best["provider"], hint, SourceEnv.of(ctx, tenant, options))
+            span.set_attribute("udb.streams", len(catalogue["streams"]))
+    if wait is not None:  # no token for this share link: the job waits for the user
+        oauth.mark_waiting(jobs, job_id, wait)
+        ctx.log.info("job %s waits for %s authorization", job_id, best["provider"])
+        raise oauth.AuthorizationNeeded({**wait, "candidates": found["candidates"], "ambiguous": found["ambiguous"]})
     # The id is stable for the same hint, so rediscovery updates the same source document.
     short = catalogue["short"]
     source_id = f"{short}-{hashlib.sha256(shown.encode()).hexdigest()[:8]}"
@@ -51,6 +64,8 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
               "streams": catalogue["streams"]}
     ctx.tenant_store(tenant).put(f"sources/{source_id}.json", json.dumps(source, indent=2).encode(),
                                  content_type="application/json")
+    if source["provider"] in OAUTH_PROVIDERS:
+        oauth.clear_waiting(jobs, job_id)  # a resumed job: authorized now
     jobs.move(job_id, "discovered", source_id=source_id)
     ctx.log.info("discovered %s with %d streams", source_id, len(source["streams"]))
     return source, found
@@ -59,9 +74,12 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     data = events.event_data(event)
     attrs = event.get_attributes()
-    source, found = discover(ctx, attrs["tenant"], attrs["jobid"], data["hint"].strip(), attrs.get("traceparent"),
-                             data.get("options"))
     autosync, autoanalyze = data.get("autosync", True), data.get("autoanalyze", True)
+    try:
+        source, found = discover(ctx, attrs["tenant"], attrs["jobid"], data["hint"].strip(), attrs.get("traceparent"),
+                                 data.get("options"), autosync=autosync, autoanalyze=autoanalyze)
+    except oauth.AuthorizationNeeded:
+        return None  # the job waits for the user; the OAuth callback re-emits this request
     return ctx.emit(events.SOURCE_DISCOVERED,
                     {"source": source, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
                      "autosync": autosync, "autoanalyze": autoanalyze},
@@ -89,7 +107,13 @@ def _discover_connect(request, ctx: Context, tenant: str, job_id: str):
                                       job_id=job_id, function=FUNCTION)
     try:
         source, found = discover(ctx, tenant, job_id, body["hint"].strip(), request_event["traceparent"],
-                                 body.get("options"))
+                                 body.get("options"), autosync=autosync, autoanalyze=autoanalyze)
+    except oauth.AuthorizationNeeded as waiting:
+        wait = waiting.wait
+        answer = {"jobId": job_id, "state": "waiting", "reason": wait["reason"], "provider": wait["provider"],
+                  "candidates": wait["candidates"], "ambiguous": wait["ambiguous"], "sent": False}
+        answer.update({k: wait[k] for k in ("oauthUrl", "device") if k in wait})
+        return json_response(answer, 200)
     except SourceError as exc:
         ctx.jobs(tenant).fail(job_id, stage="discover", function=FUNCTION, reason=str(exc))
         telemetry.mark_failed(str(exc))
@@ -111,8 +135,6 @@ def _discover_connect(request, ctx: Context, tenant: str, job_id: str):
         sent = True
     result = {"jobId": job_id, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
               "source": source, "sent": sent}
-    if source.get("oauthUrl"):
-        result["oauthUrl"] = source["oauthUrl"]
     return json_response(result, 202 if sent else 200)
 
 

@@ -89,6 +89,11 @@ def check(path: Path, fmt: str, name: str | None = None) -> dict:
             raise SourceError(f"{name}: the PDF has no pages")
         return {"pages": pages}
     if fmt == "docx":
+        # A .docx is a zip that unstructured (python-docx) inflates whole: the decompression-bomb
+        # check runs first, as for .xlsx (UDB_MAX_UNCOMPRESSED_BYTES, UDB_MAX_COMPRESSION_RATIO).
+        from shared import limits
+
+        limits.check_zip(path, limits.Limits.from_env(), name=name)
         try:
             with zipfile.ZipFile(path) as zf:
                 if "word/document.xml" not in zf.namelist():

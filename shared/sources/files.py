@@ -27,7 +27,10 @@ def local_path(hint: str) -> Path | None:
         return Path(unquote(urlparse(hint).path))
     if "://" in hint:
         return None
-    return Path(hint).expanduser()
+    try:
+        return Path(hint).expanduser()
+    except RuntimeError:  # "~name" naming no user (found by the detection fuzz test): as written
+        return Path(hint)
 
 
 def supported() -> str:

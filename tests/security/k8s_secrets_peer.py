@@ -8,7 +8,8 @@ answers a pod's service account:
                                                           200 Secret | 404 Status | 415 other types
 
 Every request needs `Authorization: Bearer <token>` (401 Status otherwise), and the data values
-must be base64 (400 otherwise), as the real server insists.
+must be base64 (400 otherwise), as the real server insists. `rotate(new)` makes the peer accept
+only the new token from then on, as the API server does once a projected token has expired.
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ class SecretsPeer:
         self.token = token
         self.secrets: dict[tuple[str, str], dict] = {}
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
+        self.tokens: list[str] = []  # the bearer token of each request, in order
         self.lock = threading.Lock()
         ca, crt, key = make_ca_and_server_cert(certs)
         self.ca = ca
@@ -87,9 +89,12 @@ class SecretsPeer:
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                auth = self.headers.get("Authorization") or ""
                 with peer.lock:
                     peer.requests.append((self.command, self.path, self.headers.get("Content-Type", "")))
-                if self.headers.get("Authorization") != f"Bearer {peer.token}":
+                    peer.tokens.append(auth.removeprefix("Bearer "))
+                    token = peer.token
+                if auth != f"Bearer {token}":
                     return self._send(401, _status(401, "Unauthorized", "Unauthorized"))
                 match = PATH_RE.fullmatch(self.path)
                 if not match:
@@ -138,6 +143,10 @@ class SecretsPeer:
             self.secrets[(ns, name)] = merged
             return 200, merged
         return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def rotate(self, token: str) -> None:
+        with self.lock:
+            self.token = token
 
     def __enter__(self):
         self.thread.start()

@@ -322,3 +322,24 @@ def test_the_gate_admits_the_oauth_callback_by_its_signed_state_alone(ctx_for, m
         gate.admit(callback(state.replace("acme", "evil")))
     with pytest.raises(auth.Unauthorized):
         gate.admit(callback(""))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_entry_point_of_every_function_refuses_an_anonymous_caller(app_for, function):
+    """Point 1 over the whole surface: each route a function registers, and its CloudEvent entry,
+    answer 401 to a request without credentials (the OAuth callback, whose credential is its
+    signed state, 400 or 401); only the public probes, metrics and OpenAPI documents answer."""
+    client, ctx = app_for(function, UDB_BROKER_TOKEN="broker-" + "t" * 40, UDB_TRUST_NETWORK="0")
+    app = importlib.import_module(f"functions.{function}.main").app
+    calls = [(method, prefix + ("job-00000000000000c1" if prefix.endswith("/") else "")) for method, prefix, _ in
+             app.routes] + [("POST", "/")]
+    assert calls
+    for method, path in calls:
+        response = client.open(path, method=method, json={"hint": "x"})
+        if auth.required_role(method, path) == auth.OAUTH_STATE:
+            assert response.status_code in (400, 401), (method, path, response.status_code)
+        else:
+            assert response.status_code == 401, (method, path, response.status_code)
+            assert response.headers.get("WWW-Authenticate") == 'Bearer realm="udb"'
+    for path in ("/healthz", "/metrics", "/openapi.json"):
+        assert client.get(path).status_code in (200, 404), path

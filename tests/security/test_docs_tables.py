@@ -26,3 +26,31 @@ def test_the_route_table_in_the_docs_is_the_code():
 
 def test_the_event_table_in_the_docs_is_the_code():
     assert dict((t, r) for t, r in _rows("EVENT_ROLES")) == auth.EVENT_ROLES
+
+
+def _coverage() -> dict[str, list[str]]:
+    """The issue's points (1-9) -> the `file::test` names the coverage map gives them."""
+    text = (REPO / "docs" / "security.md").read_text()
+    block = re.search(r"<!-- COVERAGE -->(.*?)<!-- /COVERAGE -->", text, re.S).group(1)
+    points = {}
+    for line in block.strip().splitlines()[2:]:
+        point, tests = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        points[point.split(".", 1)[0]] = re.findall(r"`([^`]+::[^`]+)`", tests)
+    return points
+
+
+def test_the_coverage_map_gives_every_point_tests_that_exist_and_are_marked():
+    points = _coverage()
+    assert sorted(points, key=int) == [str(n) for n in range(1, 10)]
+    for point, tests in points.items():
+        assert tests, f"point {point} names no test"
+        for name in tests:
+            path, test = name.split("::")
+            source = (REPO / path).read_text()
+            assert re.search(rf"^(async )?def {re.escape(test)}\(", source, re.M), f"{name} does not exist"
+            assert "mark.security" in source, f"{path} is not selected by -m security"
+
+
+def test_every_security_module_carries_the_marker():
+    for path in sorted((REPO / "tests" / "security").glob("test_*.py")):
+        assert re.search(r"^pytestmark = .*pytest\.mark\.security", path.read_text(), re.M), path.name

@@ -133,6 +133,41 @@ def test_an_xlsx_zip_bomb_fails_at_discovery_from_its_directory(settings, tmp_pa
                       "(UDB_MAX_UNCOMPRESSED_BYTES): a decompression bomb?")
 
 
+def _bomb_docx(path: Path, inflated: int = 64 * 1024 * 1024) -> Path:
+    """A .docx (a zip with word/document.xml) whose document part inflates to `inflated` bytes
+    of whitespace from about a thousandth of that."""
+    body = b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+    return _zip_with(path, {"[Content_Types].xml": b"<Types/>",
+                            "word/document.xml": body + b" " * inflated + b"</w:document>"})
+
+
+def test_a_docx_zip_bomb_fails_at_discovery_before_unstructured_opens_it(settings, tmp_path, monkeypatch):
+    from shared.sources import documents
+
+    def never(*args, **kwargs):
+        raise AssertionError("unstructured was asked to open a decompression bomb")
+
+    monkeypatch.setattr(documents, "elements", never)
+    bomb = _bomb_docx(tmp_path / "bomb" / "letter.docx")
+    assert bomb.stat().st_size < 200_000 and documents.sniff(bomb.read_bytes()[:8192]) == "docx"
+    # By its ratio (an entry above 10 MiB inflating more than 200 times) ...
+    reason = failed_with(run_job(settings, str(bomb)), "discover")
+    assert reason.startswith("letter.docx: zip entry 'word/document.xml' inflates ") and \
+        reason.endswith("the limit is 200 (UDB_MAX_COMPRESSION_RATIO): a decompression bomb?")
+    # ... and by its total size, whatever the ratio; and again where sync extracts it.
+    monkeypatch.setenv("UDB_MAX_UNCOMPRESSED_BYTES", str(10 * 1024 * 1024))
+    monkeypatch.setenv("UDB_MAX_COMPRESSION_RATIO", "0")
+    reason = failed_with(run_job(settings, str(bomb)), "discover")
+    assert reason == ("letter.docx: archive declares more than 10,485,760 bytes uncompressed "
+                      "(UDB_MAX_UNCOMPRESSED_BYTES): a decompression bomb?")
+    with pytest.raises(limits.LimitExceeded, match="UDB_MAX_UNCOMPRESSED_BYTES"):
+        documents.extract_file(bomb, "docx", tmp_path / "out", document="letter.docx")
+    with pytest.raises(limits.LimitExceeded, match="upload-1.docx: archive declares more than"):
+        documents.check(bomb, "docx", "upload-1.docx")  # the name a remote or uploaded file goes by
+    with pytest.raises(limits.LimitExceeded, match="UDB_MAX_UNCOMPRESSED_BYTES"):
+        limits.check_file(bomb, "docx")
+
+
 def test_a_zip_entry_inflating_past_the_ratio_is_refused(tmp_path):
     bomb = _zip_with(tmp_path / "ratio.xlsx", {"xl/worksheets/sheet1.xml": b"A" * (20 * 1024 * 1024)})
     with pytest.raises(limits.LimitExceeded, match=r"inflates [\d,]+ times .* the limit is 200 "

@@ -30,9 +30,15 @@ def luhn_digit(body: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def card(i: int) -> str:
-    body = f"453914{i:09d}"
+def card(i: int, prefix: str = "453914") -> str:
+    body = f"{prefix}{i:09d}"
     return body + luhn_digit(body)
+
+
+def not_a_card(i: int) -> str:
+    """A 16-digit number one off its Luhn digit: an order number, not a card."""
+    valid = card(i, "700123")
+    return valid[:-1] + str((int(valid[-1]) + 1) % 10)
 
 
 def iban(i: int) -> str:
@@ -79,11 +85,6 @@ def test_columns_named_as_personal_data_are_masked_whole(column, value, expected
     assert pii.mask_value(value, pii.pii_kind_of_name(column)) == expected
 
 
-GAP = ("shared/pii.py (issue 5) does not yet recognise card numbers by Luhn, IBANs by their mod-97 "
-       "checksum or national ids by a configurable pattern inside free text: reported to the lead")
-
-
-@pytest.mark.xfail(strict=True, reason=GAP)
 def test_luhn_valid_card_numbers_in_text_are_masked_and_invalid_ones_kept():
     valid, invalid = card(42), card(42)[:-1] + str((int(card(42)[-1]) + 1) % 10)
     spaced = " ".join(valid[i:i + 4] for i in range(0, 16, 4))
@@ -92,7 +93,6 @@ def test_luhn_valid_card_numbers_in_text_are_masked_and_invalid_ones_kept():
     assert invalid in pii.mask_text(f"order number {invalid}")  # not a card: the check digit is wrong
 
 
-@pytest.mark.xfail(strict=True, reason=GAP)
 def test_ibans_with_a_valid_checksum_are_masked_and_others_kept():
     valid = iban(3)
     broken = valid[:2] + f"{(int(valid[2:4]) + 1) % 100:02d}" + valid[4:]
@@ -102,32 +102,55 @@ def test_ibans_with_a_valid_checksum_are_masked_and_others_kept():
     assert broken in pii.mask_text(f"reference {broken}")
 
 
-@pytest.mark.xfail(strict=True, reason=GAP)
 def test_national_ids_follow_a_configurable_pattern(monkeypatch):
     setting = next((f for f in fields(Settings) if "NATIONAL" in f.metadata["env"]), None)
     assert setting is not None, "no UDB_*NATIONAL* setting for the national-id pattern"
     monkeypatch.setenv(setting.metadata["env"], r"\b\d{3}-\d{2}-\d{4}\b")
     assert "078-05-1120" not in pii.mask_text("ssn 078-05-1120 on file")
     assert "078-05-112" in pii.mask_text("ref 078-05-112 only")
+    # Named patterns (a JSON object) replace the defaults; `{}` turns national ids off.
+    monkeypatch.setenv(setting.metadata["env"], json.dumps({"nl_bsn_dotted": r"\b\d{4}\.\d{2}\.\d{3}\b"}))
+    assert pii.mask_text("bsn 1234.56.782 ok") == "bsn *** ok"
+    assert pii.mask_text("nino AB123456C") == "nino AB123456C"  # a default pattern, replaced
+    monkeypatch.delenv(setting.metadata["env"])
+    assert pii.mask_text("nino AB123456C") == "nino ***"  # the defaults: us_ssn, uk_nino, ...
+    monkeypatch.setenv(setting.metadata["env"], "{}")
+    assert pii.mask_text("bsn 1234.56.782") == "bsn 1234.56.782"
+    # A pattern that does not compile, or matches nothing at all, stops the process at start.
+    for bad in ("([", json.dumps({"x": "a*"}), json.dumps({"x": 5}), "{not json"):
+        with pytest.raises(Exception, match="UDB_PII_NATIONAL_IDS"):
+            Settings.from_env(env={setting.metadata["env"]: bad})
 
 
 # ---------------------------------------------------------------- what leaves the warehouse
 
 def write_people(path: Path, rows: int = ROWS) -> dict[str, list[str]]:
-    """A table of personal data; returns the raw values by kind (what no artifact may show)."""
-    raw = {"name": [], "email": [], "phone": [], "card": [], "iban": [], "ssn": []}
+    """A table of personal data; returns the raw values by kind (what no artifact may show).
+    Some columns say what they hold by name (card_number, iban, ssn, date_of_birth); others
+    only by content (pay_ref: card numbers read as BIGINT, payee: IBANs, tax_ref: SSNs, memo:
+    cards and IBANs inside free text). order_no holds 16-digit numbers that fail Luhn: not
+    personal data, so they stay as they are."""
+    raw = {"name": [], "email": [], "phone": [], "card": [], "iban": [], "ssn": [], "dob": [],
+           "pay_ref": [], "payee": [], "tax_ref": [], "memo_card": [], "memo_iban": []}
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["id", "customer_name", "email", "phone", "card_number", "iban", "ssn", "note", "amount"])
+        out.writerow(["id", "customer_name", "email", "phone", "card_number", "iban", "ssn", "date_of_birth",
+                      "pay_ref", "payee", "tax_ref", "memo", "order_no", "note", "amount", "region"])
         for i in range(rows):
             values = {"name": f"Zelda Quixotewhistle{i:03d}", "email": f"zelda.q{i:03d}@example-corp.com",
-                      "phone": f"+44 20 7946 {i:04d}", "card": card(i), "iban": iban(i), "ssn": f"078-05-{1000 + i}"}
+                      "phone": f"+44 20 7946 {i:04d}", "card": card(i), "iban": iban(i), "ssn": f"078-05-{1000 + i}",
+                      "dob": f"19{31 + i % 60}-0{1 + i % 9}-{13 + i % 15}", "pay_ref": card(i, "545454"),
+                      "payee": iban(500 + i), "tax_ref": f"219-09-{2000 + i}", "memo_card": card(i, "601100"),
+                      "memo_iban": iban(900 + i)}
             for kind, value in values.items():
                 raw[kind].append(value)
+            grouped = " ".join(values["memo_card"][k:k + 4] for k in range(0, 16, 4))
+            memo = f"paid by card {grouped}, refund to {values['memo_iban']}"
             note = f"call {values['phone']} or write to {values['email']}"
             out.writerow([i, values["name"], values["email"], values["phone"], values["card"], values["iban"],
-                          values["ssn"], note, (i % 50) * 1.5])
+                          values["ssn"], values["dob"], values["pay_ref"], values["payee"], values["tax_ref"], memo,
+                          not_a_card(i), note, (i % 50) * 1.5, ["north", "south", "east"][i % 3]])
     return raw
 
 
@@ -138,25 +161,6 @@ def run_analysis(settings, hint: str) -> tuple[dict, object]:
                                          function="test"))
     ctx = dispatcher.context("cli")
     return ctx.jobs("acme").get(job_id), ctx
-
-
-HISTOGRAM_GAP = ("functions/analyze/profile.py (issue 5): a personal-data column read as numbers (card_number "
-                 "as BIGINT) has min/max/top-k masked but its histogram bin edges, quantiles and mean are real "
-                 "values (the first bin's lo is the smallest card number; p95 and the mean are card numbers of "
-                 "the table): reported to the lead")
-NUMERIC_STATS = ("histogram", "quantiles", "mean", "std", "skewness", "sum", "median")
-
-
-def _without_numeric_stats_of_masked_columns(name: str, data: bytes) -> bytes:
-    """The artifact minus the known gap (HISTOGRAM_GAP), so every other field stays checked."""
-    if not (name.startswith("profile-") and name.endswith(".json")):
-        return data
-    doc = json.loads(data)
-    for column in doc.get("column_profiles", []):
-        if column.get("masked"):
-            for stat in NUMERIC_STATS:
-                column.pop(stat, None)
-    return json.dumps(doc).encode()
 
 
 @pytest.fixture(scope="module")
@@ -177,12 +181,60 @@ def analysed_people(tmp_path_factory):
     return raw, artifacts
 
 
-@pytest.mark.xfail(strict=True, reason=HISTOGRAM_GAP)
+def _profile(artifacts) -> dict:
+    return json.loads(next(data for name, data in artifacts if name.startswith("profile-") and name.endswith(".json")))
+
+
+def test_personal_data_columns_are_found_by_name_and_by_content(analysed_people):
+    _, artifacts = analysed_people
+    columns = {c["name"]: c for c in _profile(artifacts)["column_profiles"]}
+    expected = {"customer_name": ("person_name", "name"), "email": ("email", "name"), "phone": ("phone", "name"),
+                "card_number": ("financial", "name"), "iban": ("financial", "name"), "ssn": ("national_id", "name"),
+                "date_of_birth": ("birth_date", "name"), "pay_ref": ("card_number", "content"),
+                "payee": ("iban", "content"), "tax_ref": ("national_id", "content")}
+    for name, (kind, found_by) in expected.items():
+        info = columns[name].get("pii") or {}
+        assert (info.get("kind"), info.get("found_by")) == (kind, found_by), (name, info)
+        assert columns[name]["masked"] == kind
+    assert columns["pay_ref"]["type"] == "BIGINT" and columns["pay_ref"]["pii"]["share"] == 1.0
+    for name in ("id", "memo", "note", "order_no", "amount", "region"):
+        assert "pii" not in columns[name] and "masked" not in columns[name], name
+
+
 def test_numeric_statistics_of_personal_data_columns_show_no_real_values(analysed_people):
     raw, artifacts = analysed_people
+    profile = _profile(artifacts)
+    columns = {c["name"]: c for c in profile["column_profiles"]}
+    for name in ("pay_ref", "card_number"):
+        col = columns[name]
+        if col["kind"] != "numeric":
+            continue
+        # Counts stay; every statistic that is (or sits close to) a value is withheld.
+        assert col["count"] == ROWS and col["distinct"] == ROWS and col["nulls"] == 0
+        assert col["mean"] is None and col["std"] is None and col["skewness"] is None
+        assert set(col["quantiles"].values()) == {None} and col["histogram"] == []
+        assert col["min"] == col["max"] == col["min"][0] + "***"
+        assert col["pii"]["withheld"] == ["mean", "std", "skewness", "quantiles", "histogram"]
+        assert name not in profile["correlations"]["columns"]
+    dob = columns["date_of_birth"]
+    assert dob["kind"] == "temporal" and dob["histogram"] == [] and dob["histogram_unit"] is None
+    # The order numbers fail Luhn: not cards, their statistics stay (no false positive).
+    order_no = columns["order_no"]
+    assert order_no["min"] == int(min(not_a_card(i) for i in range(ROWS))) and order_no["histogram"]
     for name, data in artifacts:
         if name.startswith("profile-") and name.endswith(".json"):
-            assert not [v for v in raw["card"] if v.encode() in data], name
+            for kind in ("card", "pay_ref", "dob"):
+                assert not [v for v in raw[kind] if v.encode() in data], (name, kind)
+
+
+def test_default_kpis_never_group_add_up_or_date_by_personal_data(analysed_people):
+    _, artifacts = analysed_people
+    kpis = json.loads(next(data for name, data in artifacts if name.startswith("kpis-") and name.endswith(".json")))
+    sql = " ".join(k["sql"] for k in kpis)
+    assert "freshness" not in {k["name"] for k in kpis}  # date_of_birth is the only date: no freshness
+    for column in ("date_of_birth", "pay_ref", "card_number", "customer_name"):
+        assert f'"{column}"' not in sql.replace(f'"{column}" IS NULL', "")
+    assert any(k["name"] == "sum_amount_by_region" for k in kpis)
 
 
 def test_no_artifact_of_a_job_shows_a_raw_personal_value(analysed_people):
@@ -190,11 +242,13 @@ def test_no_artifact_of_a_job_shows_a_raw_personal_value(analysed_people):
     names = []
     for name, data in artifacts:
         names.append(name)
-        data = _without_numeric_stats_of_masked_columns(name, data)
         for kind, values in raw.items():
             leaked = [v for v in values if v.encode() in data]
             assert leaked == [], f"{name} shows raw {kind} values, e.g. {leaked[:3]}"
+            if kind in ("memo_card", "card", "pay_ref"):
+                grouped = [" ".join(v[k:k + 4] for k in range(0, 16, 4)) for v in values]
+                assert not [v for v in grouped if v.encode() in data], name
         assert b"zelda.q" not in data and b"Quixotewhistle" not in data  # not even a part
     kinds = " ".join(names)
-    for kind in ("profile-", "ydata", "drift", "summary", "index.json"):
+    for kind in ("profile-", "ydata", "quality-", "drift", "kpis-", "chart-", "summary", "index.json"):
         assert kind in kinds, (kind, names)

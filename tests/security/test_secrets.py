@@ -86,6 +86,65 @@ def test_kubernetes_secrets_need_the_service_account_and_a_trusted_server(k8s, t
         assert len(impostor.requests) == before
 
 
+def _rotate_token(sa: Path, token: str, *, keep_stamp: bool = False) -> None:
+    """Write a new token as the kubelet does: a new file swapped in (new inode and time), or,
+    with keep_stamp, in place with the old size and modification time (a change no stat sees)."""
+    path = sa / "token"
+    before = path.stat()
+    if keep_stamp:
+        path.write_text(token + "\n")
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        return
+    fresh = sa / ".token.new"
+    fresh.write_text(token + "\n")
+    os.utime(fresh, ns=(before.st_atime_ns + 10**9, before.st_mtime_ns + 10**9))
+    os.replace(fresh, path)
+
+
+def test_kubernetes_secrets_follow_a_rotated_service_account_token(k8s):
+    store, peer, cls = k8s
+    old = peer.token
+    store.put("acme", "pg.password", "before")
+    assert store.get("acme", "pg.password") == "before" and set(peer.tokens) == {old}
+    # The kubelet rotates the projected token mid-run; the API server takes only the new one.
+    new = "sa-token-" + secrets.token_hex(8)
+    _rotate_token(cls.SA, new)
+    peer.rotate(new)
+    seen = len(peer.tokens)
+    store.put("acme", "pg.password", "after")
+    assert store.get("acme", "pg.password") == "after" and store.names("acme") == ["pg.password"]
+    assert set(peer.tokens[seen:]) == {new}  # re-read before the request: not one 401 on the way
+    # The peer refuses the old token, as the API server does once it expired.
+    response = httpx.get(f"{peer.url}/api/v1/namespaces/udb/secrets/udb-tenant-acme",
+                         headers={"Authorization": f"Bearer {old}"}, verify=str(peer.ca))
+    assert response.status_code == 401
+    # A rotation the stat cannot see (same size, same modification time): the 401 re-reads it.
+    newer = "sa-token-" + secrets.token_hex(8)
+    _rotate_token(cls.SA, newer, keep_stamp=True)
+    peer.rotate(newer)
+    seen = len(peer.tokens)
+    assert store.get("acme", "pg.password") == "after"
+    assert peer.tokens[seen:] == [new, newer]
+    # A token that is simply wrong is still a TransientError (a 401 after the re-read).
+    peer.rotate("something-else")
+    with pytest.raises(TransientError, match="401"):
+        store.get("acme", "pg.password")
+
+
+def test_kubernetes_secrets_follow_a_rotated_ca_bundle(k8s, tmp_path):
+    store, peer, cls = k8s
+    store.put("acme", "x", "1")
+    trusted = (cls.SA / "ca.crt").read_bytes()
+    with SecretsPeer(tmp_path / "other-ca", "unused") as other:
+        (cls.SA / "ca.crt").write_bytes(other.ca.read_bytes())  # a CA that did not sign the server
+    before = len(peer.requests)
+    with pytest.raises(httpx.ConnectError):
+        store.get("acme", "x")
+    assert len(peer.requests) == before  # the token never left
+    (cls.SA / "ca.crt").write_bytes(trusted)
+    assert store.get("acme", "x") == "1"
+
+
 def test_local_secrets_are_per_tenant_encrypted_files(tmp_path):
     store = LocalSecretStore(tmp_path / "secrets")
     store.put("acme", "pg.password", "hunter2-acme")
@@ -173,6 +232,64 @@ def test_a_source_password_reaches_no_event_log_document_or_artifact(settings, m
     assert secret in passfile.read_bytes() and oct(passfile.stat().st_mode & 0o777) == "0o600"
     assert not any(str(passfile) in o.key for o in objects)
     os.environ.pop("PGPASSWORD", None)
+
+
+@pytest.mark.parametrize("where", ["options", "url"])
+def test_a_rest_token_or_url_password_reaches_no_event_log_document_or_artifact(settings, capfd, where):
+    """The same hunt with no service to start: a REST API behind a bearer token given in the
+    options, or behind basic auth with the password in the URL, through a whole job."""
+    from tests.peers.rest_api import RestPeer
+
+    with RestPeer(total=30) as peer:
+        token = f"Tok-{secrets.token_hex(16)}"
+        if where == "options":
+            peer.token = token
+            request = {"hint": f"{peer.url}/auth/bearer/items", "options": {"auth": {"type": "bearer", "token": token}}}
+        else:
+            peer.password = token
+            host = peer.url.split("://", 1)[1]
+            request = {"hint": f"http://{peer.user}:{token}@{host}/auth/basic/items"}
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logs.JsonFormatter())
+        seen = []
+        dispatcher = Dispatcher(settings, on_event=seen.append)
+        loggers = [logging.getLogger("udb"), logging.getLogger()]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.DEBUG)
+        try:
+            job_id = new_job_id()
+            dispatcher.publish(events.make_event(events.DISCOVER_REQUESTED, request, tenant="acme", job_id=job_id,
+                                                 function="test"))
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.removeHandler(handler)
+                logger.setLevel(level)
+    ctx = dispatcher.context("cli")
+    doc = ctx.jobs("acme").get(job_id)
+    assert doc["state"] == "completed", doc["error"]
+    assert list(doc["tables"].values()) == [{"rows": 30}]
+    secret = token.encode()
+    assert seen[0]["type"] == events.DISCOVER_REQUESTED and len(seen) >= 5
+    for event in seen[1:]:  # the client's own request aside, nothing UDB emits carries it
+        headers, body = to_structured(event)
+        assert secret not in body and secret not in json.dumps(headers).encode(), event["type"]
+    leaking = [line[:2000] for line in stream.getvalue().splitlines() if token in line]
+    assert leaking == [] and stream.getvalue().count("\n") > 10
+    captured = capfd.readouterr()
+    assert secret not in (captured.out + captured.err).encode()
+    objects = list(ctx.store.list(""))
+    assert any("/artifacts/" in o.key for o in objects) and any("/sources/" in o.key for o in objects)
+    for info in objects:
+        assert secret not in ctx.store.get(info.key).data, info.key
+    assert secret not in (Path(settings.home) / "job-events.jsonl").read_bytes()
+    assert secret not in metrics.exposition()
+    source = json.loads(next(ctx.store.get(o.key).data for o in objects if "/sources/" in o.key))
+    refs = json.dumps(source["streams"])
+    assert "secret://" in refs  # the catalogue keeps a reference; the value sits in the secret store
+    assert token in {ctx.secrets.get("acme", name) for name in ctx.secrets.names("acme")}
 
 
 def test_udb_run_keeps_the_password_out_of_the_job_document(settings, monkeypatch, pg_source, capsys):

@@ -116,6 +116,38 @@ def test_a_redirect_from_an_admitted_host_to_an_internal_one_is_refused(peer, mo
     assert kind in str(info.value)
 
 
+def _via(peer, target: str, hops: int) -> str:
+    """A URL on the admitted peer that redirects `hops` times over the peer before `target`."""
+    from urllib.parse import quote
+
+    url = target
+    for _ in range(hops):
+        url = f"{peer.url}/redirect?to={quote(url, safe='')}"
+    return url
+
+
+@pytest.mark.parametrize("hops", [2, 4])
+def test_every_hop_of_a_redirect_chain_is_checked_not_only_the_first(peer, monkeypatch, hops):
+    """Admitted hops first, the internal target last: the guard refuses at the hop that points
+    inside, and no request goes there; the same chain ending on an admitted URL is followed."""
+    monkeypatch.setenv("UDB_NET_ALLOWLIST", "127.0.0.1")
+    with netguard.client() as http:
+        with pytest.raises(netguard.BlockedAddress, match="cloud metadata"):
+            netguard.send(http, "GET", _via(peer, "http://169.254.169.254/latest/meta-data/", hops))
+        for scheme_target in ("file:///etc/passwd", "gopher://127.0.0.1:25/"):
+            with pytest.raises(netguard.BlockedAddress):
+                netguard.send(http, "GET", _via(peer, scheme_target, hops))
+        ok = netguard.send(http, "GET", _via(peer, f"{peer.url}/empty", hops))
+        assert ok.status_code == 200 and ok.json()["data"] == []
+
+
+def test_a_redirect_loop_ends_with_a_clear_error(peer, monkeypatch):
+    monkeypatch.setenv("UDB_NET_ALLOWLIST", "127.0.0.1")
+    with netguard.client() as http:
+        with pytest.raises(SourceError, match="more than .* redirects"):
+            netguard.send(http, "GET", _via(peer, f"{peer.url}/empty", netguard.MAX_REDIRECTS + 1))
+
+
 def test_discover_of_a_url_redirecting_to_the_metadata_service_fails_the_job(peer, ctx_for, monkeypatch):
     monkeypatch.setenv("UDB_NET_ALLOWLIST", "127.0.0.1")
     hint = f"{peer.url}/redirect?to=http://169.254.169.254/latest/meta-data/data.csv"

@@ -31,9 +31,13 @@ def test_syntax_signals(hint, provider, confidence, reason):
     assert found["candidates"][0] == {"provider": provider, "confidence": confidence, "reasons": [reason]}
 
 
-def test_share_links_need_oauth_for_now():
-    with pytest.raises(SourceError, match="onedrive links need OAuth"):
-        module_for("onedrive")
+def test_share_links_have_oauth_connectors():
+    from shared.sources import OAUTH_PROVIDERS, gdrive, msgraph
+    assert {p: module_for(p) for p in OAUTH_PROVIDERS} == {"onedrive": msgraph, "sharepoint": msgraph,
+                                                           "gdrive": gdrive}
+    assert all(getattr(module_for(p), "USES_ENV", False) for p in OAUTH_PROVIDERS)  # tokens: the secret store
+    with pytest.raises(SourceError, match="unknown provider 'dropbox'"):
+        module_for("dropbox")
 
 
 @pytest.mark.parametrize("hint, ranked", [

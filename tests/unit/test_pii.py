@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from shared.pii import mask_frame, mask_text, mask_value, pii_columns, pii_kind_of_name
+from shared.pii import luhn_ok, mask_frame, mask_text, mask_value, pii_columns, pii_kind_of_name
 
 pytestmark = [pytest.mark.unit, pytest.mark.security]
 
@@ -87,3 +87,95 @@ def test_mask_rows_of_a_query_result():
                               [["Ada Lovelace", "ada@example.org", 10], [None, "call 555-123-4567", 2.5]])
     assert rows == [["A***", "a***@example.org", 10], [None, "call ***", 2.5]] and changed is True
     assert mask_rows(["region", "n"], [["north", 1]]) == ([["north", 1]], False)
+
+
+# ---------------------------------------------------------------- cards, IBANs, national ids
+
+def _luhn_complete(body: str) -> str:
+    for digit in "0123456789":
+        if luhn_ok(body + digit):
+            return body + digit
+    raise AssertionError(body)
+
+
+VISA = _luhn_complete("453914880343646")      # 16 digits
+AMEX = _luhn_complete("37828224631000")       # 15 digits, printed 4-6-5
+ORDER = VISA[:-1] + str((int(VISA[-1]) + 3) % 10)  # one off the Luhn digit: an order number
+
+
+@pytest.mark.parametrize("text,masked", [
+    (f"card {VISA} ok", "card *** ok"),
+    (f"card {VISA[:4]} {VISA[4:8]} {VISA[8:12]} {VISA[12:]} ok", "card *** ok"),
+    (f"card {VISA[:4]}-{VISA[4:8]}-{VISA[8:12]}-{VISA[12:]}.", "card ***."),
+    (f"amex {AMEX[:4]} {AMEX[4:10]} {AMEX[10:]}", "amex ***"),
+    (f"order {ORDER}", f"order {ORDER}"),                       # fails Luhn: kept
+    (f"order {VISA}7", f"order {VISA}7"),                       # 17 digits, fails Luhn: kept, no part masked
+    (f"id{VISA}", f"id{VISA}"),                                 # glued to a word: an identifier
+    ("0000 0000 0000 0000", "0000 0000 0000 0000"),             # one digit repeated: not a card
+    (f"{VISA[:4]} {VISA[4:8]}-{VISA[8:12]} {VISA[12:]}", f"{VISA[:4]} {VISA[4:8]}-{VISA[8:12]} {VISA[12:]}"),
+    ("amount 1234567890123.45", "amount 1234567890123.45"),     # a decimal, not a card
+    ("IBAN GB82 WEST 1234 5698 7654 32 end", "IBAN *** end"),
+    ("iban GB82WEST12345698765432.", "iban ***."),
+    ("DE89370400440532013000", "***"),
+    ("ref GB83WEST12345698765432", "ref GB83WEST12345698765432"),  # wrong check digits: kept
+    ("ref XX82WEST12345698765432", "ref XX82WEST12345698765432"),  # no such country: kept
+    ("ref GB82WEST1234569876543", "ref GB82WEST1234569876543"),    # one character short: kept
+    ("ssn 078-05-1120.", "ssn ***."),
+    ("NI number QQ 12 34 56 C", "NI number QQ 12 34 56 C"),    # QQ is never issued
+    ("NI number AB 12 34 56 C", "NI number ***"),
+    ("cf RSSMRA85T10A562S", "cf ***"),
+    ("ref 078-05-112", "ref 078-05-112"),                      # 8 digits in groups: not a phone, not an SSN
+])
+def test_mask_text_cards_ibans_national_ids(text, masked):
+    assert mask_text(text) == masked
+    assert mask_text(masked) == masked
+
+
+def test_ibans_of_many_countries_are_recognised():
+    from faker import Faker
+
+    from shared.pii import iban_ok
+
+    for locale in ("en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_PT", "fi_FI", "de_AT",
+                   "de_CH", "en_IE", "cs_CZ", "sk_SK", "tr_TR", "az_AZ"):
+        fake = Faker(locale)
+        fake.seed_instance(7)
+        for _ in range(20):
+            value = fake.iban()
+            assert iban_ok(value), value
+            assert mask_text(f"pay {value} now") == "pay *** now", value
+            broken = value[:2] + f"{(int(value[2:4]) + 1) % 100:02d}" + value[4:]
+            assert not iban_ok(broken)
+
+
+def test_value_kinds_and_column_content():
+    from shared.pii import classify_values, value_kind
+
+    assert value_kind(VISA) == value_kind(int(VISA)) == "card_number"
+    assert value_kind(ORDER) is None and value_kind(int(ORDER)) is None
+    assert value_kind("GB82 WEST 1234 5698 7654 32") == "iban"
+    assert value_kind("078-05-1120") == "national_id"
+    assert value_kind("a@b.io") == "email" and value_kind("+44 20 7946 0958") == "phone"
+    assert value_kind("north") is None and value_kind(True) is None and value_kind(3.5) is None
+    cards = [int(_luhn_complete(f"4539{i:011d}")) for i in range(40)]
+    assert classify_values(cards) == ("card_number", 1.0)
+    assert classify_values(cards[:20] + [None] * 50 + list(range(19))) == ("card_number", 20 / 39)
+    assert classify_values(cards[:10] + list(range(30))) is None      # a quarter: not a card column
+    orders = [int(_luhn_complete(f"7001{i:011d}")) + 1 if i % 10 != 9 else 0 for i in range(100)]
+    assert classify_values(orders) is None
+
+
+def test_mask_frame_and_rows_find_personal_columns_by_content():
+    cards = [int(_luhn_complete(f"4539{i:011d}")) for i in range(6)]
+    df = pd.DataFrame({"ref": cards, "payee": ["DE89370400440532013000"] * 6, "qty": list(range(6)),
+                       "order_no": [int(ORDER)] * 6, "memo": [f"card {VISA}"] * 6})
+    masked = mask_frame(df)
+    assert masked["ref"].tolist() == ["4***"] * 6                  # BIGINT card numbers: masked whole
+    assert masked["payee"].tolist() == ["D***"] * 6                # IBANs: masked whole
+    assert masked["qty"].tolist() == list(range(6)) and masked["order_no"].tolist() == [int(ORDER)] * 6
+    assert masked["memo"].tolist() == ["card ***"] * 6
+    from shared.pii import mask_rows
+
+    rows, changed = mask_rows(["ref", "n"], [[c, 1] for c in cards])
+    assert changed and [r[0] for r in rows] == ["4***"] * 6 and [r[1] for r in rows] == [1] * 6
+    assert mask_rows(["order_no"], [[int(ORDER)]]) == ([[int(ORDER)]], False)
