@@ -15,6 +15,24 @@ def to_http(event: CloudEvent) -> tuple[dict, bytes]:
     return dict(headers), body
 
 
+def send_to_broker(settings, event: CloudEvent) -> None:
+    """POST an event UDB originates (not a reply) to the broker at K_SINK, with the broker
+    token where one is set. The broker being away is a TransientError: the caller's own caller
+    (a user's request, a delivery) may try again."""
+    import httpx
+
+    from shared import auth
+    from shared.errors import TransientError
+    headers, body = to_http(event)
+    headers.update(auth.broker_headers(settings))
+    try:
+        response = httpx.post(settings.broker_url, headers=headers, content=body, timeout=10)
+    except httpx.HTTPError as exc:
+        raise TransientError(f"broker at K_SINK unreachable: {exc}") from None
+    if response.status_code >= 300:
+        raise TransientError(f"broker at K_SINK answered {response.status_code}")
+
+
 def from_http_request(headers, body: bytes) -> CloudEvent:
     return from_http(dict(headers), body)
 

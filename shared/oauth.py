@@ -591,28 +591,9 @@ class ApiSession:
 
     def download(self, path: str, dest: Path, *, params: dict | None = None) -> tuple[str, int]:
         """Stream a file into `dest`, at most UDB_MAX_DOWNLOAD_BYTES: (content type, bytes)."""
-        web, cap = self.web, self.web.max_download_bytes()
         url = self.url(path)
         response = self.get(path, params=params, headers={"Accept": "*/*"}, stream=True)
-        try:
-            length = response.headers.get("content-length")
-            if length and length.isdigit() and int(length) > cap:
-                raise SourceError(f"{self._what(url)}: {int(length):,} bytes, over the download limit of {cap:,} "
-                                  f"bytes (UDB_MAX_DOWNLOAD_BYTES)")
-            total = 0
-            with open(dest, "wb") as out:
-                try:
-                    for chunk in response.iter_bytes(1024 * 1024):
-                        total += len(chunk)
-                        if total > cap:
-                            raise SourceError(f"{self._what(url)}: over the download limit of {cap:,} bytes "
-                                              f"(UDB_MAX_DOWNLOAD_BYTES)")
-                        out.write(chunk)
-                except httpx.TransportError as exc:
-                    raise SourceError(web.describe_error(url, exc)) from None
-            return web.content_type(response), total
-        finally:
-            response.close()
+        return self.web.save_capped(response, url, dest, cap=self.web.max_download_bytes(), what=self._what(url))
 
     def _what(self, url: str) -> str:
         return f"{self.source_provider} {httpx.URL(url).copy_with(query=None)}"
@@ -731,16 +712,7 @@ def resume_job(ctx, tenant: str, job_id: str) -> dict:
     event = events.make_event(events.DISCOVER_REQUESTED, data, tenant=tenant, job_id=job_id,
                               function=getattr(ctx, "function", "artifacts"), traceparent=doc.get("traceparent"))
     if ctx.settings.broker_url:
-        headers, body = bindings.to_http(event)
-        headers.update(auth.broker_headers(ctx.settings))
-        try:
-            response = httpx.post(ctx.settings.broker_url, headers=headers, content=body, timeout=10)
-        except httpx.HTTPError as exc:
-            from shared.errors import TransientError
-            raise TransientError(f"broker at K_SINK unreachable: {exc}") from None
-        if response.status_code >= 300:
-            from shared.errors import TransientError
-            raise TransientError(f"broker at K_SINK answered {response.status_code}")
+        bindings.send_to_broker(ctx.settings, event)
         return {"resumed": True, "via": "broker", "state": "discovering"}
     dispatcher = ctx.extras.get("dispatcher")
     if dispatcher is None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import httpx
+
 from cloudevents.http import CloudEvent
 
 from functions.discover.detect import detect
 from shared import auth, bindings, events, limits, logs, oauth, ratelimit, telemetry
-from shared.errors import InputError, SourceError, TransientError
+from shared.errors import InputError, SourceError
 from shared.httpfn import json_response
 from shared.runtime import Context
 from shared.sources import OAUTH_PROVIDERS, SourceEnv, inspect_source, redact
@@ -124,14 +124,7 @@ def _discover_connect(request, ctx: Context, tenant: str, job_id: str):
                      request_event, autosync=autosync, autoanalyze=autoanalyze)
     sent = False
     if ctx.settings.broker_url:
-        headers, data = bindings.to_http(reply)
-        headers.update(auth.broker_headers(ctx.settings))
-        try:
-            response = httpx.post(ctx.settings.broker_url, headers=headers, content=data, timeout=10)
-        except httpx.HTTPError as exc:
-            raise TransientError(f"broker at K_SINK unreachable: {exc}") from None
-        if response.status_code >= 300:
-            raise TransientError(f"broker at K_SINK answered {response.status_code}")
+        bindings.send_to_broker(ctx.settings, reply)
         sent = True
     result = {"jobId": job_id, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
               "source": source, "sent": sent}

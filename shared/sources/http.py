@@ -264,10 +264,16 @@ def download(http: httpx.Client, url, dest: Path, *, cap: int, headers=None, par
     """Stream `url` into `dest` (at most `cap` bytes); returns (content type, bytes)."""
     kwargs = {k: v for k, v in (("headers", headers), ("params", params), ("auth", auth)) if v}
     response = request(http, "GET", url, stream=True, log=log, **kwargs)
+    return save_capped(response, url, dest, cap=cap, what=redact(str(url)))
+
+
+def save_capped(response: httpx.Response, url, dest: Path, *, cap: int, what: str) -> tuple[str, int]:
+    """Stream a response's body into `dest`, at most `cap` bytes, and close it; returns
+    (content type, bytes). `what` names the source in errors (never with a credential)."""
     try:
         length = response.headers.get("content-length")
         if length and length.isdigit() and int(length) > cap:
-            raise SourceError(f"{redact(str(url))}: {int(length):,} bytes, over the download limit of "
+            raise SourceError(f"{what}: {int(length):,} bytes, over the download limit of "
                               f"{cap:,} bytes (UDB_MAX_DOWNLOAD_BYTES)")
         total = 0
         with open(dest, "wb") as out:
@@ -275,7 +281,7 @@ def download(http: httpx.Client, url, dest: Path, *, cap: int, headers=None, par
                 for chunk in response.iter_bytes(1024 * 1024):
                     total += len(chunk)
                     if total > cap:
-                        raise SourceError(f"{redact(str(url))}: over the download limit of {cap:,} bytes "
+                        raise SourceError(f"{what}: over the download limit of {cap:,} bytes "
                                           f"(UDB_MAX_DOWNLOAD_BYTES)")
                     out.write(chunk)
             except httpx.TransportError as exc:
