@@ -84,7 +84,13 @@ def run_case(name: str, *, quick: bool, runs: int, timeout: float, data: Path) -
     module = case_module(name)
     print(f"\n## {name}: {module.TITLE}", flush=True)
     started = time.perf_counter()
-    params = module.prepare(data, quick)
+    try:
+        params = module.prepare(data, quick)
+    except Exception as exc:  # noqa: BLE001 (a case that cannot start fails alone; the others still run)
+        print(f"   cannot prepare: {type(exc).__name__}: {exc}", flush=True)
+        rows = [{"case": module.CASE, "tool": tool, "seconds": None, "peak_rss_mb": None, "rows": None, "runs": 0,
+                 "errors": [f"prepare: {exc}"]} for tool in module.TOOLS]
+        return rows, [f"{module.CASE}: cannot prepare: {type(exc).__name__}: {exc}"]
     print(f"   prepared in {time.perf_counter() - started:.1f} s: {params.get('described', '')}", flush=True)
     skipped = params.get("skip", {})
     tools = [t for t in module.TOOLS if t not in skipped]
@@ -104,7 +110,9 @@ def run_case(name: str, *, quick: bool, runs: int, timeout: float, data: Path) -
                     rss = "—" if result["peak_rss_mb"] is None else f"{result['peak_rss_mb']:,} MB"
                     print(f"   {tool} run {i + 1}: {result['seconds']:.2f} s, {rss}, {result['rows']:,} rows",
                           flush=True)
-                    shutil.rmtree(run_dir, ignore_errors=True)  # kept only when the run failed
+                    # Kept only when the run failed.
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    (run_dir.parent / f"{run_dir.name}.log").unlink(missing_ok=True)
     finally:
         finish = getattr(module, "finish", None)
         if finish is not None:
