@@ -398,6 +398,12 @@ def test_runnable_blocks_run(doc, block, tmp_path):
                                     f"stdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-2000:]}")
 
 
+def test_readme_links_every_doc():
+    linked = {(ROOT / target.partition("#")[0]).resolve() for _, target in links(parse(ROOT / "README.md"))}
+    missing = [_id(d) for d in DOCS if d.name != "README.md" and d.resolve() not in linked]
+    assert not missing, f"README.md's Documentation section links no {', '.join(missing)}"
+
+
 def test_top_level_docs_exist():
     assert [n for n in TOP_DOCS if not (ROOT / n).exists()] == []
 
