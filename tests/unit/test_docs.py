@@ -3,7 +3,7 @@ docs/*.md tell a reader to open or type must exist and work.
 
 The convention (CONTRIBUTING.md, "Docs"):
 - Every relative link resolves to a file or folder of the repository; a `#anchor` resolves to a
-  heading of the target (GitHub's slugs).
+  heading of the target (GitHub's slugs). README.md links every other doc.
 - A fenced `bash` block on the line after `<!-- runnable -->` is run with `bash -euo pipefail`
   in a fresh temporary directory, the project's virtualenv first on PATH and no `UDB_*` setting
   inherited (so embedded mode, data under `./.udb`), within RUNNABLE_TIMEOUT seconds; it must
