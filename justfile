@@ -52,6 +52,17 @@ bench *ARGS: install
     if ! "{{bin}}/python" -c 'import importlib.metadata as md, tomllib; from packaging.requirements import Requirement; reqs = [Requirement(r) for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]]; raise SystemExit(any(md.version(r.name) not in r.specifier for r in reqs))' 2>/dev/null; then
         "{{bin}}/python" -m pip install --quiet -c requirements.lock -e ".[dev,bench]"
     fi
+    # PostgreSQL for the postgres case, the stack (Kafka, MinIO, the functions, the broker) for the
+    # stack case: started here when down, and stopped again afterwards.
+    started=$("{{bin}}/python" -m devstack.stack status | awk '$2 != "up" && $1 != "postgres" && $1 != "webdav" {print $1}' | tr '\n' ' ')
+    pg_down=$("{{bin}}/python" -m devstack.services status postgres | awk '$2 != "up" {print $1}')
+    stop() {
+        if [ -n "$started" ]; then "{{bin}}/python" -m devstack.stack down >/dev/null; fi
+        if [ -n "$pg_down" ]; then "{{bin}}/python" -m devstack.services down postgres >/dev/null; fi
+    }
+    trap stop EXIT
+    "{{bin}}/python" -m devstack.services up postgres >/dev/null
+    "{{bin}}/python" -m devstack.stack up >/dev/null
     "{{bin}}/python" -m bench.run {{ARGS}}
 
 # The MCP server for AI agents (docs/mcp.md), e.g. `just mcp`, `just mcp --transport http --port 8765`
