@@ -106,17 +106,15 @@ def sales_in_minio(s3_client, tenant: str, tmp_path, rows: int) -> str:
     return f"s3://{SOURCE_BUCKET}/{tenant}/sales.csv"
 
 
-def broker_events(tenant: str, job_id: str) -> list:
-    """(Kafka headers, CloudEvent) of every event of the job on the broker's topic, in order."""
+def topic_records(topic: str, keep) -> list:
+    """Every record of `topic`, from the start until it stays quiet for 2 s, that `keep(record)`
+    accepts, in order."""
     import asyncio
 
     from aiokafka import AIOKafkaConsumer
 
-    from shared import bindings
-
     async def consume() -> list:
-        consumer = AIOKafkaConsumer(f"knative-broker-{stack.NAMESPACE}-{stack.BROKER}",
-                                    bootstrap_servers=services.endpoints()["kafka"],
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=services.endpoints()["kafka"],
                                     auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
         await consumer.start()
         seen = []
@@ -126,12 +124,21 @@ def broker_events(tenant: str, job_id: str) -> list:
                 if not batch:
                     return seen
                 for records in batch.values():
-                    for record in records:
-                        if record.key == tenant.encode():
-                            event = bindings.from_kafka(record.key, record.value, record.headers)
-                            if event.get_attributes().get("jobid") == job_id:
-                                seen.append((dict(record.headers), event))
+                    seen.extend(r for r in records if keep(r))
         finally:
             await consumer.stop()
 
     return asyncio.run(consume())
+
+
+def broker_events(tenant: str, job_id: str) -> list:
+    """(Kafka headers, CloudEvent) of every event of the job on the broker's topic, in order."""
+    from shared import bindings
+
+    records = topic_records(f"knative-broker-{stack.NAMESPACE}-{stack.BROKER}", lambda r: r.key == tenant.encode())
+    found = []
+    for record in records:
+        event = bindings.from_kafka(record.key, record.value, record.headers)
+        if event.get_attributes().get("jobid") == job_id:
+            found.append((dict(record.headers), event))
+    return found

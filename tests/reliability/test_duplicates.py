@@ -2,25 +2,23 @@
 never duplicates rows or artifacts."""
 from __future__ import annotations
 
-import asyncio
 import json
 
 import duckdb
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from cloudevents.http import to_binary
 
-from devstack import services, stack
+from devstack import stack
 from functions.analyze.handler import handle as analyze
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
 from functions.writer.handler import handle as writer
-from shared import bindings, events
+from shared import events
 from shared.runtime import invoke
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
-from tests.stack_fixtures import broker_auth, wait_for_job
+from tests.stack_fixtures import broker_auth, broker_events, wait_for_job
 
 pytestmark = pytest.mark.reliability
 
@@ -75,26 +73,7 @@ def test_redelivering_every_event_of_a_stack_job_changes_nothing(running_stack, 
     before = {o["Key"]: o["ETag"] for o in listing["Contents"]}
     warehouse_etag = s3_client.head_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/warehouse.duckdb")["ETag"]
 
-    async def job_events():
-        consumer = AIOKafkaConsumer("knative-broker-udb-udb", bootstrap_servers=services.endpoints()["kafka"],
-                                    auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        found = []
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=1500)
-                if not batch:
-                    return found
-                for records in batch.values():
-                    for r in records:
-                        if r.key == tenant.encode():
-                            e = bindings.from_kafka(r.key, r.value, r.headers)
-                            if e.get_attributes().get("jobid") == job:
-                                found.append(e)
-        finally:
-            await consumer.stop()
-
-    seen = asyncio.run(job_events())
+    seen = [event for _, event in broker_events(tenant, job)]
     assert [e["type"] for e in seen] == [events.DISCOVER_REQUESTED, events.SOURCE_DISCOVERED, events.SYNC_STAGED,
                                         events.WAREHOUSE_LOADED, events.ANALYSIS_COMPLETED]
     for e in seen:  # the broker delivers each one again

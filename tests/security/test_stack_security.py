@@ -3,19 +3,17 @@ cross nowhere over HTTP or Kafka (guessed job ids included), limits hold on the 
 a source password shows up in no object, event, job event or function log."""
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import httpx
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
 from cloudevents.http import CloudEvent, to_binary
 
 from devstack import services, stack
 from shared import bindings, events
 from shared.tenancy import new_job_id
-from tests.stack_fixtures import auth_headers, broker_auth, sales_in_minio, wait_for_job
+from tests.stack_fixtures import auth_headers, broker_auth, sales_in_minio, topic_records, wait_for_job
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -26,22 +24,7 @@ def _post(url: str, event, headers: dict | None = None) -> httpx.Response:
 
 
 def _kafka_records(topic: str, keys: set[bytes]) -> list:
-    async def consume():
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=services.endpoints()["kafka"],
-                                    auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        seen = []
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=2000, max_records=5000)
-                if not batch:
-                    return seen
-                for records in batch.values():
-                    seen.extend(r for r in records if r.key in keys)
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(consume())
+    return topic_records(topic, lambda r: r.key in keys)
 
 
 @pytest.fixture
