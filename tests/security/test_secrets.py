@@ -182,9 +182,9 @@ def pg_source(stack_services):
         pg.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-def test_a_source_password_reaches_no_event_log_document_or_artifact(settings, monkeypatch, pg_source, capfd):
-    dsn, password, table = pg_source
-    monkeypatch.setenv("UDB_HOME", str(settings.home))  # where postgres keeps its pgpass
+def _run_logging_everything(settings, request: dict):
+    """One whole job of tenant acme in this process, with UDB's and every library's logs at
+    DEBUG captured as JSON lines: (events seen, the log stream, a context, the job document)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())
@@ -197,14 +197,20 @@ def test_a_source_password_reaches_no_event_log_document_or_artifact(settings, m
         logger.setLevel(logging.DEBUG)
     try:
         job_id = new_job_id()
-        dispatcher.publish(events.make_event(events.DISCOVER_REQUESTED, {"hint": dsn}, tenant="acme",
+        dispatcher.publish(events.make_event(events.DISCOVER_REQUESTED, request, tenant="acme",
                                              job_id=job_id, function="test"))
     finally:
         for logger, level in zip(loggers, levels):
             logger.removeHandler(handler)
             logger.setLevel(level)
     ctx = dispatcher.context("cli")
-    doc = ctx.jobs("acme").get(job_id)
+    return seen, stream, ctx, ctx.jobs("acme").get(job_id)
+
+
+def test_a_source_password_reaches_no_event_log_document_or_artifact(settings, monkeypatch, pg_source, capfd):
+    dsn, password, table = pg_source
+    monkeypatch.setenv("UDB_HOME", str(settings.home))  # where postgres keeps its pgpass
+    seen, stream, ctx, doc = _run_logging_everything(settings, {"hint": dsn})
     assert doc["state"] == "completed", doc["error"]
     assert list(doc["tables"].values()) == [{"rows": 40}]
     secret = password.encode()
@@ -249,26 +255,7 @@ def test_a_rest_token_or_url_password_reaches_no_event_log_document_or_artifact(
             peer.password = token
             host = peer.url.split("://", 1)[1]
             request = {"hint": f"http://{peer.user}:{token}@{host}/auth/basic/items"}
-        stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logs.JsonFormatter())
-        seen = []
-        dispatcher = Dispatcher(settings, on_event=seen.append)
-        loggers = [logging.getLogger("udb"), logging.getLogger()]
-        levels = [logger.level for logger in loggers]
-        for logger in loggers:
-            logger.addHandler(handler)
-            logger.setLevel(logging.DEBUG)
-        try:
-            job_id = new_job_id()
-            dispatcher.publish(events.make_event(events.DISCOVER_REQUESTED, request, tenant="acme", job_id=job_id,
-                                                 function="test"))
-        finally:
-            for logger, level in zip(loggers, levels):
-                logger.removeHandler(handler)
-                logger.setLevel(level)
-    ctx = dispatcher.context("cli")
-    doc = ctx.jobs("acme").get(job_id)
+        seen, stream, ctx, doc = _run_logging_everything(settings, request)
     assert doc["state"] == "completed", doc["error"]
     assert list(doc["tables"].values()) == [{"rows": 30}]
     secret = token.encode()
