@@ -334,7 +334,6 @@ def _probe_webdav(url: str, scores: _Scores, only: bool = False) -> str | None:
 # ---------------------------------------------------------------- s3, postgres
 
 def _probe_s3(hint: str, scores: _Scores) -> None:
-    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     from shared.sources import s3
@@ -348,12 +347,8 @@ def _probe_s3(hint: str, scores: _Scores) -> None:
         return
     if bucket == Settings.from_env().bucket:
         return  # UDB's own bucket is never a source: not even whether a key exists may leak
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=config.endpoint or None, aws_access_key_id=config.access_key or None,
-                          aws_secret_access_key=config.secret_key or None, region_name=config.region or "us-east-1",
-                          config=Config(connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ,
-                                        retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+    # UDB's own keys from the settings, or unsigned: never the host's default credential chain.
+    client = config.client(connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ, attempts=1)
     try:
         listed = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
         scores.note("s3", "ListObjectsV2 answered" + ("" if listed.get("KeyCount") else " (no objects there)"))
@@ -364,20 +359,22 @@ def _probe_s3(hint: str, scores: _Scores) -> None:
 
 
 def _probe_postgres(hint: str, scores: _Scores) -> None:
+    """Connect once with the hint's own password (never a stored one: the probe runs before
+    the tenant's catalogue step), at the address the SSRF guard checked (`hostaddr`)."""
     try:
         dsn = postgres.parse(hint)
-        netguard.check_host(dsn.host or "localhost", dsn.port)
     except SourceError:
         return  # not probed; the catalogue step gives the reason
     import psycopg
 
     started = time.monotonic()
-    conninfo = dsn.conninfo(passfile=postgres.passfile_path() if postgres.passfile_path().is_file() else None)
     try:
-        with psycopg.connect(conninfo + " connect_timeout=2", autocommit=True) as con:
-            version = con.info.server_version
-        scores.note("postgres", f"connected (PostgreSQL {version // 10000}) "
+        answer = postgres.probe(dsn)
+        where = answer["parameters"].get("hostaddr") or dsn.host or "localhost"
+        scores.note("postgres", f"connected to {where} (PostgreSQL {answer['version'] // 10000}) "
                                 f"in {1000 * (time.monotonic() - started):.0f} ms")
+    except SourceError:
+        return  # refused by the SSRF guard: the catalogue step gives the reason
     except psycopg.Error as exc:
         reason = postgres._reason(exc, dsn)
         if "password" in reason or "authentication" in reason or "does not exist" in reason:

@@ -7,20 +7,25 @@ and `<schema>_<table>` elsewhere. `?table=schema.name` (or `?schema=..&table=..`
 one. `extract` copies one relation into chunked Parquet with
 `COPY (SELECT * FROM pg.schema.table) TO ...`, streaming, as files.extract does.
 
-Passwords never reach stored JSON. A stream's `location` is the DSN *without* the password
-(`postgresql://user@host:port/db?schema=s&table=t`), and `redact(hint)` shows a hint's password
-as `***` for the source document and the job. Until UDB has a secret store (issue 8), the stand-in
-is libpq's own password file (`.pgpass` format: `host:port:db:user:password`, mode 0600), which
-is keyed by exactly the parts a password-less DSN keeps, so no reference field is needed:
-- `inspect` of a DSN that carries a password records it in `<UDB_HOME>/secrets/pgpass` once the
-  connection has succeeded (embedded mode and a single-machine stack therefore just work);
-- `extract` connects with `passfile=<that file>` when it exists, so libpq finds the password
-  itself; libpq's usual sources still apply before it (`PGPASSWORD`), or instead of it when UDB
-  has no file (`PGPASSFILE`, `~/.pgpass`);
-- on a cluster, mount a Kubernetes Secret holding a pgpass file at `$UDB_HOME/secrets/pgpass`
-  for the sync function (discover's write to a read-only mount is skipped with a warning).
-A redacted hint (`***` as password) can be discovered again: the password then comes from the
-same places.
+Passwords never reach stored JSON, and never cross tenants. A stream's `location` is the DSN
+*without* the password (`postgresql://user@host:port/db?schema=s&table=t`), and `redact(hint)`
+shows a hint's password as `***` for the source document and the job. The password lives in the
+discovering tenant's own secret store (shared/secrets.py), under a name derived from
+host:port:db:user (`pg-<hash>`), and the streams carry only its reference
+(`options.password = secret://pg-<hash>`):
+- `inspect` of a DSN that carries a password keeps it in the tenant's secret store once the
+  connection has succeeded; a redacted or password-less DSN is connected with the password that
+  *this* tenant stored for the same host:port:db:user, if any;
+- `extract` resolves the reference in the syncing tenant's store. A reference another tenant's
+  catalogue names resolves to nothing there: no password, a failed job;
+- the password is handed to libpq as the `password` connection parameter of that one
+  connection, never through a file or the environment. libpq's ambient sources are switched off
+  for every connection UDB makes to a source (see `conninfo`): `PGPASSWORD` and `~/.pgpass` /
+  `PGPASSFILE` (an explicit empty password and a password file that cannot exist), the host's
+  client certificate (`sslcertmode=disable`) and Kerberos tickets (`require_auth=!gss,!sspi`,
+  `gssencmode=disable`). The probe and DuckDB's postgres scanner (libpq inside the extension)
+  both connect with these parameters.
+A redacted hint (`***` as password) can be discovered again by the same tenant.
 
 Errors: a wrong DSN, an unreachable server, a failed login or a missing database/table at
 `inspect` is a SourceError with libpq's one-line reason (connect_timeout=5: never a hang). At
@@ -29,10 +34,8 @@ is a TransientError (it answered at discovery: retry later).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import hashlib
 import logging
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -40,11 +43,11 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from shared import duck, netguard
-from shared.errors import SourceError, TransientError
-from shared.settings import Settings
+from shared.errors import NotFound, SourceError, TransientError
 from shared.tenancy import identifier
 
 PROVIDER = "postgres"
+USES_ENV = True  # the tenant's secret store holds the password
 SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 5
 REDACTED = "***"
@@ -87,17 +90,36 @@ class Dsn:
         tail = f"?{urlencode(query)}" if query else ""
         return f"postgresql://{auth}{_host_for_uri(self.host)}:{self.port}/{quote(self.dbname, safe='')}{tail}"
 
-    def conninfo(self, *, passfile: Path | None = None) -> str:
-        """A libpq keyword/value connection string (with the password when the DSN has one)."""
-        values = {"host": self.host, "port": str(self.port), "dbname": self.dbname, "user": self.user,
-                  "password": self.password, "connect_timeout": str(CONNECT_TIMEOUT)}
+    def conninfo(self, *, password: str | None = None, hostaddr: str | None = None) -> str:
+        """A libpq keyword/value connection string with `password` (None: an explicit empty
+        one) and the checked address pinned as `hostaddr` (`host` stays, for TLS and errors).
+
+        Every ambient credential libpq would otherwise reach for is switched off here, so the
+        only secret a connection can carry is the one passed in: `password=''` keeps
+        PGPASSWORD out (libpq fills a parameter from the environment only when it is unset), a
+        password file that cannot exist keeps `~/.pgpass` and PGPASSFILE out, `sslcertmode`
+        keeps the host's client certificate, `require_auth`/`gssencmode` its Kerberos tickets."""
+        values = {"host": self.host, "hostaddr": hostaddr, "port": str(self.port), "dbname": self.dbname,
+                  "user": self.user, "connect_timeout": str(CONNECT_TIMEOUT)}
         for key, value in self.params:
             if key == "connect_timeout":  # a hint may shorten it, never lengthen it
                 value = str(max(1, min(CONNECT_TIMEOUT, int(value))))
             values[key] = value
-        if passfile is not None and not self.password:
-            values["passfile"] = str(passfile)
-        return " ".join(f"{key}={_conn_value(value)}" for key, value in values.items() if value)
+        text = " ".join(f"{key}={_conn_value(value)}" for key, value in values.items() if value)
+        ambient = {"password": password or "", "passfile": str(_nowhere() / "no-pgpass"),
+                   "sslcertmode": "disable", "gssencmode": "disable", "require_auth": "!gss,!sspi"}
+        return text + " " + " ".join(f"{key}={_conn_value(value)}" for key, value in ambient.items())
+
+
+_NOWHERE: list[Path] = []
+
+
+def _nowhere() -> Path:
+    """A private (0700) empty directory: a password file named inside it cannot exist, and
+    nobody else can create it."""
+    if not _NOWHERE:
+        _NOWHERE.append(Path(tempfile.mkdtemp(prefix="udb-pg-")))
+    return _NOWHERE[0]
 
 
 def _conn_value(value: str) -> str:
@@ -168,53 +190,62 @@ def _safe(text: str) -> str:
     return redact(text)
 
 
-# ---------------------------------------------------------------- the password file (stand-in)
+# ---------------------------------------------------------------- the tenant's password
 
-def passfile_path() -> Path:
-    return Path(Settings.from_env().home) / "secrets" / "pgpass"
-
-
-def _pgpass_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")
+def secret_name(dsn: Dsn) -> str:
+    """The name a DSN's password has in its tenant's secret store: one per host:port:db:user."""
+    key = f"{dsn.host or 'localhost'}:{dsn.port}:{dsn.dbname}:{dsn.user or ''}"
+    return "pg-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _pgpass_entry(dsn: Dsn) -> str:
-    # libpq matches the host as given in the connection ("localhost" when none is).
-    parts = [dsn.host or "localhost", str(dsn.port), dsn.dbname, dsn.user or ""]
-    return ":".join(_pgpass_escape(p) for p in parts)
-
-
-def remember_password(dsn: Dsn, passfile: Path) -> bool:
-    """Record the DSN's password in the pgpass file (0600), replacing an older one for the same
-    host:port:db:user. False when the file cannot be written (e.g. a read-only Secret mount)."""
-    if not dsn.password or not dsn.user:
-        return False
-    entry = _pgpass_entry(dsn)
-    line = f"{entry}:{_pgpass_escape(dsn.password)}\n"
+def _secret_store(env):
+    """The tenant's secret store, or None where there is none (a bare module call)."""
+    if env is None or not getattr(env, "tenant", None):
+        return None
     try:
-        passfile.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(passfile.parent / ".pgpass.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                old = passfile.read_text().splitlines(keepends=True) if passfile.exists() else []
-                kept = [l for l in old if not l.startswith(entry + ":")]
-                if line in old and len(kept) == len(old) - 1:
-                    return True
-                fd, tmp = tempfile.mkstemp(dir=passfile.parent, prefix=".pgpass-")
-                try:
-                    os.fchmod(fd, 0o600)
-                    with os.fdopen(fd, "w") as out:
-                        out.writelines([line] + kept)  # first match wins in libpq
-                    os.replace(tmp, passfile)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-    except OSError as exc:
-        log.warning("cannot record the password for %s in %s: %s", dsn.where(), passfile, exc)
-        return False
-    return True
+        return env.secret_store()
+    except SourceError:
+        return None
+
+
+def stored_password(dsn: Dsn, env) -> str | None:
+    """The password this tenant stored for the DSN's host:port:db:user, if any."""
+    store = _secret_store(env)
+    if store is None:
+        return None
+    try:
+        return store.get(env.tenant, secret_name(dsn))
+    except NotFound:
+        return None
+
+
+def remember_password(dsn: Dsn, env) -> str | None:
+    """Keep the DSN's password in the tenant's secret store; its `secret://` reference, or None
+    when there is no password or no store."""
+    if not dsn.password or _secret_store(env) is None:
+        return None
+    name = secret_name(dsn)
+    if stored_password(dsn, env) != dsn.password:
+        return env.keep_secret(name, dsn.password)
+    return ref_of(dsn)
+
+
+def ref_of(dsn: Dsn) -> str:
+    from shared.secrets import ref
+    return ref(secret_name(dsn))
+
+
+def stream_password(stream: dict, dsn: Dsn, env) -> str | None:
+    """The password to read a catalogued stream with: the reference the stream carries,
+    resolved in the *syncing* tenant's store (a reference into another tenant's store finds
+    nothing there), else what this tenant stored for the DSN."""
+    reference = (stream.get("options") or {}).get("password")
+    if reference:
+        if env is None or not getattr(env, "tenant", None):
+            raise SourceError(f"postgres {dsn.where()}: the password is in a tenant's secret store, "
+                              f"and no tenant is given")
+        return env.resolve_secret(reference)
+    return dsn.password or stored_password(dsn, env)
 
 
 # ---------------------------------------------------------------- connecting
@@ -222,15 +253,16 @@ def remember_password(dsn: Dsn, passfile: Path) -> bool:
 _REASON = re.compile(r'failed:\s*(?:FATAL:\s*)?(.*)', re.S)
 
 
-def _reason(exc: Exception, dsn: Dsn, conninfo: str | None = None) -> str:
+def _reason(exc: Exception, dsn: Dsn, conninfo: str | None = None, password: str | None = None) -> str:
     """libpq's reason in one line, with no conninfo (and so no password) in it."""
     text = str(exc)
     if conninfo:
         text = text.replace(conninfo, "")
-    if dsn.password and dsn.password not in f"{dsn.user} {dsn.dbname} {dsn.host}":
-        # Belt and braces; skipped when the password is also a public part of the DSN,
-        # where it would only garble the message.
-        text = text.replace(dsn.password, REDACTED)
+    for secret in {dsn.password, password} - {None, ""}:
+        if secret not in f"{dsn.user} {dsn.dbname} {dsn.host}":
+            # Belt and braces; skipped when the password is also a public part of the DSN,
+            # where it would only garble the message.
+            text = text.replace(secret, REDACTED)
     text = re.sub(r'Unable to connect to Postgres at "[^"]*":\s*', "", text)
     match = _REASON.search(text)
     if match:
@@ -249,34 +281,51 @@ def _unreachable(reason: str) -> bool:
                                                "Network is unreachable", "server closed the connection"))
 
 
-def attach(con, dsn: Dsn, *, passfile: Path | None = None) -> None:
-    """Attach the database read-only as `pg`; SourceError with libpq's reason when that fails."""
-    pf = passfile if passfile is not None and passfile.is_file() else None
-    conninfo = dsn.conninfo(passfile=pf)
+def pinned_conninfo(dsn: Dsn, password: str | None) -> str:
+    """The connection string after the SSRF guard: the host is resolved and checked once here,
+    and the checked address is pinned with `hostaddr`, so libpq does not resolve the name a
+    second time (DNS rebinding). A unix-socket host counts as loopback."""
     host = dsn.host or "localhost"
-    # The SSRF guard: a DSN is user input. A unix socket counts as loopback. The checked
-    # address is pinned with hostaddr, so libpq does not resolve the name a second time.
     admitted = netguard.check_host("127.0.0.1" if host.startswith("/") else host, dsn.port)
-    if not host.startswith("/") and "hostaddr" not in dict(dsn.params):
-        conninfo += f" hostaddr={_conn_value(admitted[0])}"
+    pin = None if host.startswith("/") or "hostaddr" in dict(dsn.params) else admitted[0]
+    return dsn.conninfo(password=password, hostaddr=pin)
+
+
+def _no_password_hint(reason: str) -> str:
+    if "no password supplied" in reason:
+        reason += ("; give it in the DSN once (postgresql://user:pass@...): each tenant's password is "
+                   "its own, and one another tenant gave is never used")
+    return reason
+
+
+def attach(con, dsn: Dsn, *, password: str | None = None) -> None:
+    """Attach the database read-only as `pg`; SourceError with libpq's reason when that fails."""
+    conninfo = pinned_conninfo(dsn, password)
     try:
         con.execute("ATTACH " + "'" + conninfo.replace("'", "''") + "' AS pg (TYPE postgres, READ_ONLY)")
     except Exception as exc:
-        reason = _reason(exc, dsn, conninfo)
-        if "no password supplied" in reason:
-            reason += (f"; give it in the DSN once (postgresql://user:pass@...), or in PGPASSWORD "
-                       f"or {passfile or passfile_path()}")
+        reason = _no_password_hint(_reason(exc, dsn, conninfo, password))
         raise SourceError(f"postgres {dsn.where()}: {reason}") from None
 
 
-def connect(dsn: Dsn, *, passfile: Path | None = None, memory_limit: str = "1GB", threads: int = 2):
+def connect(dsn: Dsn, *, password: str | None = None, memory_limit: str = "1GB", threads: int = 2):
     con = duck.connect(memory_limit=memory_limit, threads=threads, extensions=("postgres_scanner",))
     try:
-        attach(con, dsn, passfile=passfile)
+        attach(con, dsn, password=password)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def probe(dsn: Dsn, *, connect_timeout: int = 2) -> dict:
+    """Discover's quick look (psycopg, the hint's own password only): {"version", "parameters"}
+    where `parameters` are the connection parameters libpq used (never the password)."""
+    import psycopg
+
+    conninfo = pinned_conninfo(dsn, dsn.password)
+    with psycopg.connect(conninfo + f" connect_timeout={int(connect_timeout)}", autocommit=True) as con:
+        return {"version": con.info.server_version, "parameters": con.info.get_parameters()}
 
 
 def _lit(value: str) -> str:
@@ -308,12 +357,14 @@ def stream_name(schema: str, table: str) -> str:
 
 # ---------------------------------------------------------------- provider interface
 
-def inspect(hint: str, *, passfile: Path | None = None) -> dict:
+def inspect(hint: str, *, env=None) -> dict:
     dsn = parse(hint)
-    passfile = passfile or passfile_path()
-    con = connect(dsn, passfile=passfile)
+    password = dsn.password or stored_password(dsn, env)
+    con = connect(dsn, password=password)
     try:
-        remember_password(dsn, passfile)
+        # Logged in: keep the hint's password in the tenant's store (or point at the one this
+        # tenant stored before); a bare call without a store keeps nothing.
+        reference = remember_password(dsn, env) if dsn.password else (ref_of(dsn) if password else None)
         try:
             found = relations(con)
         except Exception as exc:
@@ -345,6 +396,8 @@ def inspect(hint: str, *, passfile: Path | None = None) -> dict:
                         "location": dsn.uri(schema=schema, table=table), "columns": cols,
                         "sync_modes": ["full"], "cursor_candidates": temporal,
                         "primary_key_candidates": keys.get((schema, table), []), "bytes": size})
+        if reference:
+            streams[-1]["options"] = {"password": reference}  # the tenant's secret, by reference
     if not streams:
         raise SourceError(f"postgres {dsn.where()}: no tables with readable columns")
     names = [s["name"] for s in streams]
@@ -373,14 +426,15 @@ def _select(found: list, dsn: Dsn) -> list:
 
 
 def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str = "1GB", threads: int = 2,
-            passfile: Path | None = None) -> int:
+            env=None) -> int:
     """Copy one relation into Parquet parts in `out_dir`; returns the row count."""
     dsn = parse(stream["location"])
     if not dsn.table:
         raise SourceError(f"stream {stream.get('name')!r}: location names no table")
     schema = dsn.schema or "public"
+    password = stream_password(stream, dsn, env)
     try:
-        con = connect(dsn, passfile=passfile or passfile_path(), memory_limit=memory_limit, threads=threads)
+        con = connect(dsn, password=password, memory_limit=memory_limit, threads=threads)
     except SourceError as exc:
         if _unreachable(str(exc)):
             raise TransientError(str(exc)) from None
@@ -393,7 +447,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
                 f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
         except Exception as exc:
-            reason = _reason(exc, dsn)
+            reason = _reason(exc, dsn, password=password)
             if "does not exist" in reason and "Table" in str(exc):
                 raise SourceError(f"postgres {dsn.where()}: table {schema}.{dsn.table} disappeared since "
                                   f"discovery") from None

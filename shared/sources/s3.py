@@ -63,22 +63,37 @@ class S3Config:
     def from_env(cls) -> "S3Config":
         return cls.from_settings(Settings.from_env())
 
-    def client(self):
+    def client(self, *, connect_timeout: float = 3, read_timeout: float = 30, attempts: int = 3):
+        """A boto3 client that signs with these keys, or with none (unsigned requests).
+
+        Never boto3's default credential chain: for a source, the host's identity (environment
+        keys, shared credentials and config files, container credentials, the instance metadata
+        service) must not sign a request to an endpoint a tenant chose (issue 16). Nor does an
+        endpoint come from the environment or a config file (`ignore_configured_endpoint_urls`)."""
         import boto3  # where it is used: discover and sync only, not every function's cold start
+        from botocore import UNSIGNED
         from botocore.config import Config
 
         proxies = {"http": f"http://{self.proxy}", "https": f"http://{self.proxy}"} if self.proxy else None
-        config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"},
-                        s3={"addressing_style": "path"}, proxies=proxies)
-        return boto3.client("s3", endpoint_url=self.endpoint or None, aws_access_key_id=self.access_key or None,
-                            aws_secret_access_key=self.secret_key or None, region_name=self.region or "us-east-1",
-                            config=config)
+        signed = bool(self.access_key and self.secret_key)
+        config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                        retries={"max_attempts": attempts, "mode": "standard"},
+                        s3={"addressing_style": "path"}, proxies=proxies, ignore_configured_endpoint_urls=True,
+                        **({} if signed else {"signature_version": UNSIGNED}))
+        keys = {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key,
+                "aws_session_token": None} if signed else {}
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint or None,
+                                              region_name=self.region or "us-east-1", config=config, **keys)
 
     def secret_sql(self) -> str:
-        """A temporary (per-connection, never persisted) DuckDB secret for these credentials."""
-        parts = ["TYPE s3", f"REGION {_str(self.region or 'us-east-1')}"]
-        if self.access_key:
-            parts += [f"KEY_ID {_str(self.access_key)}", f"SECRET {_str(self.secret_key)}"]
+        """A temporary (per-connection, never persisted) DuckDB secret for these credentials.
+
+        The key id and secret are always given, empty for an unsigned read: a secret without
+        them falls back to the `s3_access_key_id` setting, which httpfs fills from the host's
+        AWS_ACCESS_KEY_ID when it loads."""
+        parts = ["TYPE s3", "PROVIDER config", f"REGION {_str(self.region or 'us-east-1')}",
+                 f"KEY_ID {_str(self.access_key if self.secret_key else '')}",
+                 f"SECRET {_str(self.secret_key if self.access_key else '')}", "SESSION_TOKEN ''"]
         if self.endpoint:
             url = urlsplit(self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}")
             parts += [f"ENDPOINT {_str(url.netloc)}", "URL_STYLE 'path'",
@@ -230,6 +245,10 @@ def connect(config: S3Config, *, memory_limit: str = "1GB", threads: int = 2):
     try:
         con.execute("SET http_timeout = 30")
         con.execute("SET http_retries = 2")
+        # httpfs copies the host's AWS_* variables into these settings when it loads; a source
+        # connection signs with its own secret only (below), so they are blanked.
+        for setting in ("s3_access_key_id", "s3_secret_access_key", "s3_session_token"):
+            con.execute(f"SET {setting} = ''")
         if config.proxy:
             con.execute(f"SET http_proxy = {_str(config.proxy)}")
         con.execute(config.secret_sql())
@@ -330,6 +349,76 @@ def source_spec(options: dict, env, hint: str) -> dict | None:
     return spec
 
 
+_AWS_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn")
+
+
+def _endpoint_parts(endpoint: str) -> tuple[str, int]:
+    url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    try:
+        port = url.port
+    except ValueError:
+        raise SourceError(f"{endpoint}: the port is not a number") from None
+    return (url.hostname or "").lower().rstrip("."), port or (443 if url.scheme.lower() == "https" else 80)
+
+
+def _this_machine() -> set:
+    """The addresses that reach this machine: loopback and unspecified ones, and its own."""
+    import socket
+
+    from shared import netguard
+    found = set()
+    try:
+        found.update(netguard.resolve(socket.gethostname()))
+    except SourceError:
+        pass
+    return found
+
+
+def _addresses(host: str) -> set:
+    """`host`'s addresses, IPv4-mapped IPv6 as IPv4; every address that reaches this machine
+    (127.0.0.0/8, ::1, 0.0.0.0, ::, the machine's own) as the one token "this machine", since a
+    server listening on all interfaces answers on each of them."""
+    import ipaddress
+
+    from shared import netguard
+    literal = netguard._literal(host)
+    addresses = [literal] if literal is not None else netguard.resolve(host)
+    local = None
+    found = set()
+    for ip in addresses:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_loopback or ip.is_unspecified:
+            found.add("this machine")
+            continue
+        if local is None:
+            local = _this_machine()
+        found.add("this machine" if ip in local else ip)
+    return found
+
+
+def same_endpoint(endpoint: str, own: str) -> bool:
+    """Whether `endpoint` reaches the object store `own` names: compared by resolved address and
+    port, never by spelling (`http://127.1:9000`, `http://localhost:9000`,
+    `http://[::ffff:127.0.0.1]:9000` and `http://2130706433:9000` all reach 127.0.0.1:9000).
+    An empty endpoint is AWS; so is any `*.amazonaws.com` host when UDB's own store is AWS."""
+    endpoint, own = endpoint.strip(), own.strip()
+    if not own:
+        host = _endpoint_parts(endpoint)[0] if endpoint else ""
+        return not endpoint or host == "amazonaws.com" or host.endswith(_AWS_SUFFIXES)
+    if not endpoint:
+        return False
+    (host, port), (own_host, own_port) = _endpoint_parts(endpoint), _endpoint_parts(own)
+    if port != own_port:
+        return False
+    if host == own_host:
+        return True
+    try:
+        return bool(_addresses(host) & _addresses(own_host))
+    except SourceError:
+        return False  # a name that does not resolve reaches nothing, UDB's store included
+
+
 def config_for(bucket: str, spec: dict | None, env) -> S3Config:
     """The credentials to read `bucket` with, after the checks that keep tenants apart."""
     settings = getattr(env, "settings", None) or Settings.from_env()
@@ -348,7 +437,7 @@ def config_for(bucket: str, spec: dict | None, env) -> S3Config:
         if allowed and bucket not in allowed:
             raise SourceError(f"s3://{bucket}/: not a source bucket here (UDB_S3_SOURCE_BUCKETS: {', '.join(allowed)}); "
                               f"name another S3 in options (endpoint, access_key_id, secret_access_key)")
-    if bucket == settings.bucket and config.endpoint.rstrip("/") == own.endpoint.rstrip("/"):
+    if bucket == settings.bucket and same_endpoint(config.endpoint, own.endpoint):
         raise SourceError(f"s3://{bucket}/ is UDB's own bucket (every tenant's data): not a source; "
                           f"upload the file (POST /uploads) or read it from another bucket")
     return config

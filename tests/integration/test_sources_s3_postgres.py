@@ -462,10 +462,12 @@ def pg_db(pg_server):
 
 
 @pytest.fixture
-def passfile(tmp_path, monkeypatch):
+def pg_env(tmp_path, monkeypatch):
+    """Tenant acme's provider env: its own secret store, where discovery keeps the password."""
+    from shared.secrets import LocalSecretStore
+    from shared.sources import SourceEnv
     monkeypatch.delenv("PGPASSWORD", raising=False)
-    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-such-pgpass"))  # never a developer's ~/.pgpass
-    return tmp_path / "secrets" / "pgpass"
+    return SourceEnv(tenant=TENANT, secrets=LocalSecretStore(tmp_path / "secrets"))
 
 
 def full_dsn(dsn: postgres.Dsn, **query) -> str:
@@ -477,8 +479,8 @@ def expected_amount_sum() -> float:
     return sum((i % 1000) / 4 for i in range(1, PG_ROWS + 1))
 
 
-def test_pg_catalogue_tables_columns_and_keys(pg_db, passfile):
-    catalogue = postgres.inspect(full_dsn(pg_db), passfile=passfile)
+def test_pg_catalogue_tables_columns_and_keys(pg_db, pg_env):
+    catalogue = postgres.inspect(full_dsn(pg_db), env=pg_env)
     assert catalogue["provider"] == "postgres" and catalogue["short"] == pg_db.dbname
     streams = {s["name"]: s for s in catalogue["streams"]}
     assert sorted(streams) == ["big_orders", "events", "orders", "sales_items"]
@@ -497,23 +499,27 @@ def test_pg_catalogue_tables_columns_and_keys(pg_db, passfile):
                                   f"?schema=public&table=orders")
 
 
-def test_pg_password_never_in_the_catalogue_but_in_the_0600_passfile(pg_db, passfile):
-    catalogue = postgres.inspect(full_dsn(pg_db), passfile=passfile)
+def test_pg_password_never_in_the_catalogue_but_in_the_tenants_secret_store(pg_db, pg_env, tmp_path):
+    catalogue = postgres.inspect(full_dsn(pg_db), env=pg_env)
     text = json.dumps(catalogue)
-    assert f":{pg_db.password}@" not in text and "password" not in text
+    assert f":{pg_db.password}@" not in text and pg_db.password not in text
     assert all(postgres.parse(s["location"]).password is None for s in catalogue["streams"])
-    assert passfile.read_text() == f"{pg_db.host}:{pg_db.port}:{pg_db.dbname}:{pg_db.user}:{pg_db.password}\n"
-    assert passfile.stat().st_mode & 0o777 == 0o600
-    # Discovering again does not duplicate the entry.
-    postgres.inspect(full_dsn(pg_db, table="orders"), passfile=passfile)
-    assert len(passfile.read_text().splitlines()) == 1
+    name = postgres.secret_name(pg_db)
+    assert {s["options"]["password"] for s in catalogue["streams"]} == {f"secret://{name}"}
+    assert pg_env.secrets.names(TENANT) == [name]
+    assert pg_env.secrets.get(TENANT, name) == pg_db.password
+    stored = (tmp_path / "secrets" / f"{TENANT}.enc")
+    assert pg_db.password.encode() not in stored.read_bytes() and stored.stat().st_mode & 0o777 == 0o600
+    # Discovering again keeps the one entry.
+    postgres.inspect(full_dsn(pg_db, table="orders"), env=pg_env)
+    assert pg_env.secrets.names(TENANT) == [name]
 
 
-def test_pg_extract_exact_rows_and_sum(pg_db, passfile, tmp_path):
-    streams = {s["name"]: s for s in postgres.inspect(full_dsn(pg_db), passfile=passfile)["streams"]}
+def test_pg_extract_exact_rows_and_sum(pg_db, pg_env, tmp_path):
+    streams = {s["name"]: s for s in postgres.inspect(full_dsn(pg_db), env=pg_env)["streams"]}
     out = tmp_path / "orders"
     started = time.monotonic()
-    rows = postgres.extract(streams["orders"], out, part_bytes=64 * 1024, passfile=passfile)
+    rows = postgres.extract(streams["orders"], out, part_bytes=64 * 1024, env=pg_env)
     elapsed = time.monotonic() - started
     assert rows == PG_ROWS
     count, parts = parquet_rows(out)
@@ -527,16 +533,16 @@ def test_pg_extract_exact_rows_and_sum(pg_db, passfile, tmp_path):
     types = dict(duckdb.execute(f"SELECT column_name, column_type FROM "
                                 f"(DESCRIBE SELECT * FROM read_parquet('{out}/*.parquet'))").fetchall())
     assert types == {c["name"]: c["type"] for c in streams["orders"]["columns"]}
-    assert postgres.extract(streams["sales_items"], tmp_path / "items", part_bytes=1 << 20, passfile=passfile) == 300
-    assert postgres.extract(streams["big_orders"], tmp_path / "view", part_bytes=1 << 20, passfile=passfile) == \
+    assert postgres.extract(streams["sales_items"], tmp_path / "items", part_bytes=1 << 20, env=pg_env) == 300
+    assert postgres.extract(streams["big_orders"], tmp_path / "view", part_bytes=1 << 20, env=pg_env) == \
         sum(1 for i in range(1, PG_ROWS + 1) if (i % 1000) / 4 >= 200)
     assert elapsed < 30
 
 
-def test_pg_extract_is_chunked_into_parts(pg_db, passfile, tmp_path):
-    stream = postgres.inspect(full_dsn(pg_db, table="events"), passfile=passfile)["streams"][0]
+def test_pg_extract_is_chunked_into_parts(pg_db, pg_env, tmp_path):
+    stream = postgres.inspect(full_dsn(pg_db, table="events"), env=pg_env)["streams"][0]
     out = tmp_path / "events"
-    assert postgres.extract(stream, out, part_bytes=2 * 1024 * 1024, passfile=passfile) == 300_000
+    assert postgres.extract(stream, out, part_bytes=2 * 1024 * 1024, env=pg_env) == 300_000
     count, parts = parquet_rows(out)
     assert count == 300_000 and len(parts) > 1
     assert [p.name for p in parts] == [f"part-{i}.parquet" for i in range(len(parts))]
@@ -544,61 +550,55 @@ def test_pg_extract_is_chunked_into_parts(pg_db, passfile, tmp_path):
         (300_000, 300_000 * 300_001 // 2)
 
 
-def test_pg_table_parameter_narrows_to_one_stream(pg_db, passfile):
+def test_pg_table_parameter_narrows_to_one_stream(pg_db, pg_env):
     for query, name in [({"table": "orders"}, "orders"), ({"table": "sales.items"}, "sales_items"),
                         ({"schema": "sales", "table": "items"}, "sales_items")]:
-        streams = postgres.inspect(full_dsn(pg_db, **query), passfile=passfile)["streams"]
+        streams = postgres.inspect(full_dsn(pg_db, **query), env=pg_env)["streams"]
         assert [s["name"] for s in streams] == [name]
     with pytest.raises(SourceError, match="no readable table 'public.nope'"):
-        postgres.inspect(full_dsn(pg_db, table="public.nope"), passfile=passfile)
+        postgres.inspect(full_dsn(pg_db, table="public.nope"), env=pg_env)
 
 
-def test_pg_password_comes_back_from_passfile_or_pgpassword(pg_db, passfile, tmp_path, monkeypatch):
-    # A redacted hint (as stored in the source document) can be discovered again.
-    postgres.inspect(full_dsn(pg_db, table="orders"), passfile=passfile)
+def test_pg_password_comes_back_from_the_tenants_store_only(pg_db, pg_env, tmp_path, monkeypatch):
+    # A redacted hint (as stored in the source document) can be discovered again by the tenant.
+    postgres.inspect(full_dsn(pg_db, table="orders"), env=pg_env)
     redacted = redact(full_dsn(pg_db, table="orders"))
     assert redacted == f"postgresql://{pg_db.user}:***@{pg_db.host}:{pg_db.port}/{pg_db.dbname}?table=orders"
-    stream = postgres.inspect(redacted, passfile=passfile)["streams"][0]
-    assert postgres.extract(stream, tmp_path / "a", part_bytes=1 << 20, passfile=passfile) == PG_ROWS
-    # Without the file, libpq's PGPASSWORD is honoured ...
+    stream = postgres.inspect(redacted, env=pg_env)["streams"][0]
+    assert stream["options"] == {"password": f"secret://{postgres.secret_name(pg_db)}"}
+    assert postgres.extract(stream, tmp_path / "a", part_bytes=1 << 20, env=pg_env) == PG_ROWS
+    # libpq's own sources are never used: PGPASSWORD is ignored ...
     monkeypatch.setenv("PGPASSWORD", pg_db.password)
-    assert postgres.extract(stream, tmp_path / "b", part_bytes=1 << 20, passfile=tmp_path / "none") == PG_ROWS
-    # ... and with neither, the error says where the password should be.
-    monkeypatch.delenv("PGPASSWORD")
-    with pytest.raises(SourceError, match="no password supplied.*PGPASSWORD"):
-        postgres.extract(stream, tmp_path / "c", part_bytes=1 << 20, passfile=tmp_path / "none")
+    bare = {k: v for k, v in stream.items() if k != "options"}
+    with pytest.raises(SourceError, match="no password supplied.*never used"):
+        postgres.extract(bare, tmp_path / "b", part_bytes=1 << 20)
+    # ... and a bare module call (no tenant, no store) keeps nothing.
+    catalogue = module_for("postgres").inspect(full_dsn(pg_db, table="sales.items"))
+    assert "options" not in catalogue["streams"][0]
 
 
-def test_pg_default_passfile_is_under_udb_home(pg_db, passfile, tmp_path, monkeypatch):
-    monkeypatch.setenv("UDB_HOME", str(tmp_path / "home"))
-    assert postgres.passfile_path() == tmp_path / "home" / "secrets" / "pgpass"
-    stream = module_for("postgres").inspect(full_dsn(pg_db, table="sales.items"))["streams"][0]
-    assert postgres.passfile_path().is_file()
-    assert module_for("postgres").extract(stream, tmp_path / "out", part_bytes=1 << 20) == 300
-
-
-def test_pg_wrong_password_is_a_clear_source_error(pg_db, passfile):
+def test_pg_wrong_password_is_a_clear_source_error(pg_db, pg_env):
     hint = full_dsn(postgres.Dsn(pg_db.host, pg_db.port, pg_db.dbname, pg_db.user, "Wr0ng-s3cret"))
     started = time.monotonic()
     with pytest.raises(SourceError) as info:
-        postgres.inspect(hint, passfile=passfile)
+        postgres.inspect(hint, env=pg_env)
     assert time.monotonic() - started < 10
     message = str(info.value)
     assert message == (f'postgres {pg_db.user}@{pg_db.host}:{pg_db.port}/{pg_db.dbname}: '
                        f'password authentication failed for user "{pg_db.user}"')
     assert "Wr0ng-s3cret" not in message and "\n" not in message
-    assert not passfile.exists()  # a failed login records nothing
+    assert pg_env.secrets.names(TENANT) == []  # a failed login records nothing
 
 
-def test_pg_unreachable_port_is_a_fast_source_error(pg_db, passfile):
+def test_pg_unreachable_port_is_a_fast_source_error(pg_db, pg_env):
     port = free_port()
     started = time.monotonic()
     with pytest.raises(SourceError, match=f"127.0.0.1:{port}/.*Connection refused"):
-        postgres.inspect(f"postgresql://u:secret@127.0.0.1:{port}/db", passfile=passfile)
+        postgres.inspect(f"postgresql://u:secret@127.0.0.1:{port}/db", env=pg_env)
     assert time.monotonic() - started < 5
 
 
-def test_pg_silent_server_times_out_within_connect_timeout(passfile):
+def test_pg_silent_server_times_out_within_connect_timeout(pg_env):
     # A real TCP listener that accepts and never speaks: libpq waits for the server's answer,
     # and connect_timeout=5 ends the wait.
     listener = socket.socket()
@@ -621,7 +621,7 @@ def test_pg_silent_server_times_out_within_connect_timeout(passfile):
     started = time.monotonic()
     try:
         with pytest.raises(SourceError, match="timeout"):
-            postgres.inspect(f"postgresql://u:secret@127.0.0.1:{port}/db", passfile=passfile)
+            postgres.inspect(f"postgresql://u:secret@127.0.0.1:{port}/db", env=pg_env)
         elapsed = time.monotonic() - started
     finally:
         stop.set()
@@ -632,36 +632,35 @@ def test_pg_silent_server_times_out_within_connect_timeout(passfile):
     assert 4 <= elapsed < 12
 
 
-def test_pg_missing_database_and_bad_dsns(pg_db, passfile):
+def test_pg_missing_database_and_bad_dsns(pg_db, pg_env):
     with pytest.raises(SourceError, match='database "udb_no_such_db" does not exist'):
         postgres.inspect(full_dsn(postgres.Dsn(pg_db.host, pg_db.port, "udb_no_such_db", pg_db.user,
-                                               pg_db.password)), passfile=passfile)
+                                               pg_db.password)), env=pg_env)
     with pytest.raises(SourceError, match="port is not a number"):
-        postgres.inspect("postgresql://u:p@127.0.0.1:notaport/db", passfile=passfile)
+        postgres.inspect("postgresql://u:p@127.0.0.1:notaport/db", env=pg_env)
     with pytest.raises(SourceError, match="unsupported parameter 'passfile'") as info:
-        postgres.inspect("postgresql://u:topsecret@127.0.0.1:5432/db?passfile=/etc/shadow", passfile=passfile)
+        postgres.inspect("postgresql://u:topsecret@127.0.0.1:5432/db?passfile=/etc/shadow", env=pg_env)
     assert "topsecret" not in str(info.value)
 
 
-def test_pg_table_dropped_after_discovery(pg_db, passfile, tmp_path):
+def test_pg_table_dropped_after_discovery(pg_db, pg_env, tmp_path):
     with psycopg.connect(pg_db.uri(password=pg_db.password), autocommit=True) as con:
         con.execute("CREATE TABLE short_lived AS SELECT 1 AS x")
-    stream = postgres.inspect(full_dsn(pg_db, table="short_lived"), passfile=passfile)["streams"][0]
+    stream = postgres.inspect(full_dsn(pg_db, table="short_lived"), env=pg_env)["streams"][0]
     with psycopg.connect(pg_db.uri(password=pg_db.password), autocommit=True) as con:
         con.execute("DROP TABLE short_lived")
     with pytest.raises(SourceError, match="table public.short_lived disappeared since discovery"):
-        postgres.extract(stream, tmp_path / "out", part_bytes=1 << 20, passfile=passfile)
+        postgres.extract(stream, tmp_path / "out", part_bytes=1 << 20, env=pg_env)
 
 
-def test_pg_extract_when_the_server_is_gone_is_transient(pg_db, passfile, tmp_path):
-    stream = postgres.inspect(full_dsn(pg_db, table="orders"), passfile=passfile)["streams"][0]
+def test_pg_extract_when_the_server_is_gone_is_transient(pg_db, pg_env, tmp_path):
+    stream = postgres.inspect(full_dsn(pg_db, table="orders"), env=pg_env)["streams"][0]
     moved = dict(stream, location=stream["location"].replace(f":{pg_db.port}/", f":{free_port()}/"))
     with pytest.raises(TransientError, match="Connection refused"):
-        postgres.extract(moved, tmp_path / "out", part_bytes=1 << 20, passfile=passfile)
+        postgres.extract(moved, tmp_path / "out", part_bytes=1 << 20, env=pg_env)
 
 
 def test_pg_discover_and_sync_through_the_handlers(pg_db, tmp_path, monkeypatch, ctx_for, settings):
-    monkeypatch.setenv("UDB_HOME", str(settings.home))  # the provider's passfile: same home as the context
     monkeypatch.delenv("PGPASSWORD", raising=False)
     hint = full_dsn(pg_db)
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant=TENANT,

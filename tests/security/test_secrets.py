@@ -209,7 +209,7 @@ def _run_logging_everything(settings, request: dict):
 
 def test_a_source_password_reaches_no_event_log_document_or_artifact(settings, monkeypatch, pg_source, capfd):
     dsn, password, table = pg_source
-    monkeypatch.setenv("UDB_HOME", str(settings.home))  # where postgres keeps its pgpass
+    monkeypatch.setenv("UDB_HOME", str(settings.home))
     seen, stream, ctx, doc = _run_logging_everything(settings, {"hint": dsn})
     assert doc["state"] == "completed", doc["error"]
     assert list(doc["tables"].values()) == [{"rows": 40}]
@@ -233,10 +233,12 @@ def test_a_source_password_reaches_no_event_log_document_or_artifact(settings, m
     assert job_events and secret not in job_events
     assert secret not in metrics.exposition()
     assert doc["hint"] == dsn.replace(password, "***")
-    # Where the password does live: libpq's password file, 0600, outside the object store.
-    passfile = Path(settings.home) / "secrets" / "pgpass"
-    assert secret in passfile.read_bytes() and oct(passfile.stat().st_mode & 0o777) == "0o600"
-    assert not any(str(passfile) in o.key for o in objects)
+    # Where the password does live: tenant acme's secret store (encrypted, 0600), outside the
+    # object store; no password file anywhere.
+    stored = Path(settings.home) / "secrets" / "acme.enc"
+    assert secret not in stored.read_bytes() and oct(stored.stat().st_mode & 0o777) == "0o600"
+    assert password in {ctx.secrets.get("acme", name) for name in ctx.secrets.names("acme")}
+    assert not (Path(settings.home) / "secrets" / "pgpass").exists()
     os.environ.pop("PGPASSWORD", None)
 
 
