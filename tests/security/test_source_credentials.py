@@ -274,3 +274,79 @@ def test_an_s3_source_with_keys_signs_with_the_tenants_keys_only(tenant_s3, tmp_
     assert all(a and a.startswith(f"AWS4-HMAC-SHA256 Credential={TENANT_KEY}/") for a in headers), headers
     assert not any(HOST_ENV_KEY in a or HOST_FILE_KEY in a for a in headers)
     assert _RecordingS3.credential_asks == []
+
+
+# ---------------------------------------------------------------- WebDAV (a hostile server)
+
+_LAUGHS = ('<!DOCTYPE lolz [<!ENTITY lol "lol">'
+           + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
+           + "]>")
+_LISTING = ('<D:multistatus xmlns:D="DAV:"><D:response><D:href>/dav/</D:href><D:propstat><D:prop>'
+            '<D:resourcetype><D:collection/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status>'
+            '</D:propstat></D:response><D:response><D:href>/dav/{name}.csv</D:href><D:propstat><D:prop>'
+            '<D:resourcetype/><D:getcontentlength>{size}</D:getcontentlength></D:prop>'
+            '<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>')
+HOSTILE = {
+    # Nine levels of ten: 10^9 "lol"s, 3 GB if expanded.
+    "billion-laughs": ('<?xml version="1.0"?>' + _LAUGHS + _LISTING.replace("{name}", "&lol9;")).encode(),
+    # The same in UTF-16, where a byte search for "<!ENTITY" finds nothing.
+    "billion-laughs-utf16": ('<?xml version="1.0" encoding="UTF-16"?>' + _LAUGHS.replace("lol9", "lol2")
+                             + _LISTING.replace("{name}", "&lol2;")).encode("utf-16"),
+    # An external entity naming a local file.
+    "external-entity": ('<?xml version="1.0"?><!DOCTYPE m [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+                        + _LISTING.replace("{name}", "&xxe;")).encode(),
+    # An external DTD, declared after 4 KB of comment.
+    "late-external-dtd": ('<?xml version="1.0"?><!--' + "x" * 4096 + '--><!DOCTYPE m SYSTEM "http://127.0.0.2/x.dtd">'
+                          + _LISTING.replace("{name}", "sales")).encode(),
+}
+
+
+class _HostileDav(http.server.BaseHTTPRequestHandler):
+    """A test peer speaking WebDAV: PROPFIND on /<case>/dav/ answers 207 with that case's body
+    (`benign`: a plain listing of sales.csv); GET serves the CSV."""
+
+    def do_PROPFIND(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        case = self.path.strip("/").split("/")[0]
+        body = HOSTILE.get(case) or _LISTING.replace("{name}", "sales").replace("{size}", str(len(CSV))).encode()
+        body = body.replace(b"/dav/", f"/{case}/dav/".encode()) if case != "billion-laughs-utf16" else \
+            body.decode("utf-16").replace("/dav/", f"/{case}/dav/").encode("utf-16")
+        self.send_response(207)
+        self.send_header("Content-Type", "application/xml; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/csv")
+        self.send_header("Content-Length", str(len(CSV)))
+        self.end_headers()
+        self.wfile.write(CSV)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_propfind_answer_with_entities_or_a_dtd_is_refused(tmp_path):
+    from shared.errors import SourceError
+    from shared.sources import SourceEnv, webdav
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileDav)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"webdav://127.0.0.1:{server.server_address[1]}"
+    try:
+        streams = webdav.inspect(f"{base}/benign/dav/", env=SourceEnv())["streams"]
+        assert [(s["name"], [c["name"] for c in s["columns"]]) for s in streams] == [("sales", ["id", "amount"])]
+        outcomes, expected = {}, {}
+        for case in HOSTILE:
+            url = f"http://127.0.0.1:{server.server_address[1]}/{case}/dav/"
+            expected[case] = f"{url}: refusing a WebDAV listing with a DTD or entity declarations (DTDForbidden)"
+            try:
+                found = webdav.inspect(f"{base}/{case}/dav/", env=SourceEnv())
+                outcomes[case] = f"accepted: {[s['name'][:40] for s in found['streams']]}"
+            except SourceError as exc:
+                outcomes[case] = str(exc)
+        assert outcomes == expected
+    finally:
+        server.shutdown()
+        server.server_close()
