@@ -34,6 +34,9 @@ def connect(path: str | Path = ":memory:", *, read_only: bool = False, memory_li
         # Nothing may download at run time: no extension repository, ever.
         "autoinstall_known_extensions": False,
         "allow_unsigned_extensions": False,
+        # No secrets from ~/.duckdb/stored_secrets: a persistent S3 or PostgreSQL secret of the
+        # host would be an ambient credential for a tenant's source (issue 16).
+        "allow_persistent_secrets": False,
         "memory_limit": memory_limit,
         "threads": threads,
     }

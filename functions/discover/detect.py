@@ -358,6 +358,16 @@ def _probe_s3(hint: str, scores: _Scores) -> None:
         pass  # unreachable: the catalogue step says why
 
 
+def probe_postgres(dsn, *, connect_timeout: int = 2) -> dict:
+    """Connect once with psycopg at the checked address: {"version", "parameters"}, where
+    `parameters` are the connection parameters libpq used (psycopg never returns the password)."""
+    import psycopg
+
+    conninfo = postgres.pinned_conninfo(dsn, dsn.password)
+    with psycopg.connect(conninfo + f" connect_timeout={int(connect_timeout)}", autocommit=True) as con:
+        return {"version": con.info.server_version, "parameters": con.info.get_parameters()}
+
+
 def _probe_postgres(hint: str, scores: _Scores) -> None:
     """Connect once with the hint's own password (never a stored one: the probe runs before
     the tenant's catalogue step), at the address the SSRF guard checked (`hostaddr`)."""
@@ -369,7 +379,7 @@ def _probe_postgres(hint: str, scores: _Scores) -> None:
 
     started = time.monotonic()
     try:
-        answer = postgres.probe(dsn)
+        answer = probe_postgres(dsn)
         where = answer["parameters"].get("hostaddr") or dsn.host or "localhost"
         scores.note("postgres", f"connected to {where} (PostgreSQL {answer['version'] // 10000}) "
                                 f"in {1000 * (time.monotonic() - started):.0f} ms")

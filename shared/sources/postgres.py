@@ -318,16 +318,6 @@ def connect(dsn: Dsn, *, password: str | None = None, memory_limit: str = "1GB",
     return con
 
 
-def probe(dsn: Dsn, *, connect_timeout: int = 2) -> dict:
-    """Discover's quick look (psycopg, the hint's own password only): {"version", "parameters"}
-    where `parameters` are the connection parameters libpq used (never the password)."""
-    import psycopg
-
-    conninfo = pinned_conninfo(dsn, dsn.password)
-    with psycopg.connect(conninfo + f" connect_timeout={int(connect_timeout)}", autocommit=True) as con:
-        return {"version": con.info.server_version, "parameters": con.info.get_parameters()}
-
-
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 

@@ -9,10 +9,19 @@ Whose S3. A hint alone reads with UDB's own object-store endpoint and keys (the 
 any bucket but UDB's own (`UDB_BUCKET` holds every tenant's warehouse, staging and artifacts:
 a tenant must never read it through a source), and only from `UDB_S3_SOURCE_BUCKETS` when that
 is set. Options name another S3 — `{"endpoint": "https://...", "region": "...",
-"access_key_id": "...", "secret_access_key": "..."}` (each optional; no keys: anonymous) — whose
+"access_key_id": "...", "secret_access_key": "..."}` (each optional) — whose
 endpoint passes the SSRF guard (shared/netguard.py) like every other source host. An inline
 secret key is moved into the tenant's secret store at discovery and only its `secret://`
 reference is kept in the catalogue, events and documents.
+
+Whose keys. A source signs with the keys the tenant gave (or, for a hint alone, UDB's own keys
+from the settings) and with nothing else: without keys its requests go unsigned (botocore's
+UNSIGNED; for DuckDB an explicit empty key in its per-connection secret). boto3's default
+credential chain and DuckDB's copy of the host's AWS_* variables are never used for a source,
+so the host's identity (environment, shared credentials file, container credentials, the
+metadata service) is never sent to an endpoint a tenant chose. UDB's own bucket is recognised
+by bucket name and by the endpoint's resolved address and port (`same_endpoint`), not by how
+the endpoint is spelled.
 A missing bucket or key, an unreadable object or denied access is a SourceError (the job fails);
 an unreachable endpoint is a TransientError (the broker retries).
 """

@@ -51,6 +51,20 @@ def test_the_coverage_map_gives_every_point_tests_that_exist_and_are_marked():
             assert "mark.security" in source, f"{path} is not selected by -m security"
 
 
+def test_the_probe_table_names_tests_that_exist_and_are_marked():
+    """Issue 16's probe table: every attempt names the test that repeats it."""
+    rows = _rows("PROBE")
+    assert rows and all(len(row) == 4 for row in rows)
+    for finding, attempt, outcome, tests in rows:
+        names = re.findall(r"`([^`]+::[^`]+)`", tests)
+        assert names, f"{finding}: {attempt[:40]}... names no test"
+        for name in names:
+            path, test = name.split("::")
+            source = (REPO / path).read_text()
+            assert re.search(rf"^(async )?def {re.escape(test)}\(", source, re.M), f"{name} does not exist"
+            assert "mark.security" in source, f"{path} is not selected by -m security"
+
+
 def test_every_security_module_carries_the_marker():
     for path in sorted((REPO / "tests" / "security").glob("test_*.py")):
         assert re.search(r"^pytestmark = .*pytest\.mark\.security", path.read_text(), re.M), path.name

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from devstack import services
-from functions.discover.detect import detect
+from functions.discover.detect import detect, probe_postgres
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
 from shared import events
@@ -130,7 +130,7 @@ def test_the_postgres_probe_connects_to_the_address_the_guard_checked(alice, mon
     # the checked address as hostaddr, so it never resolves the name again.
     dsn = postgres.parse(with_password.replace("127.0.0.1", "localhost"))
     assert dsn.host == "localhost"
-    answer = postgres.probe(dsn)
+    answer = probe_postgres(dsn)
     assert answer["parameters"]["host"] == "localhost"
     assert answer["parameters"]["hostaddr"] == "127.0.0.1"
     assert answer["parameters"]["passfile"].endswith("/no-pgpass")  # never ~/.pgpass
@@ -140,7 +140,7 @@ def test_the_postgres_probe_connects_to_the_address_the_guard_checked(alice, mon
     # A name whose check is refused is not probed at all: ::1 is outside this allowlist.
     monkeypatch.setenv("UDB_NET_ALLOWLIST", "127.0.0.1")
     with pytest.raises(postgres.netguard.BlockedAddress, match=r"localhost \(::1\)"):
-        postgres.probe(dsn)
+        probe_postgres(dsn)
     reasons = [r for c in detect(dsn.uri(password=dsn.password))["candidates"] for r in c["reasons"]]
     assert not any("connected" in r or "answered" in r for r in reasons), reasons
 
@@ -350,3 +350,60 @@ def test_a_propfind_answer_with_entities_or_a_dtd_is_refused(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- UDB's own MinIO (real)
+
+@pytest.fixture(scope="module")
+def minio():
+    """The devstack MinIO (started here when down, stopped again after): (endpoint, user, password)."""
+    before = services.status(["minio"])["minio"]["state"]
+    services.up(["minio"])
+    user, password = services.minio_credentials()
+    yield services.endpoints()["s3"], user, password
+    if before != "up":
+        services.down(["minio"])
+
+
+@pytest.mark.integration
+def test_udbs_own_minio_is_refused_however_its_endpoint_is_spelled(minio, settings, tmp_path):
+    import uuid
+
+    from shared.errors import SourceError
+    from shared.secrets import LocalSecretStore
+    from shared.sources import SourceEnv, s3
+    endpoint, user, password = minio
+    port = endpoint.rsplit(":", 1)[1]
+    raw = s3.S3Config(endpoint, user, password).client()
+    own, other = f"udb-own-{uuid.uuid4().hex[:8]}", f"udb-src-{uuid.uuid4().hex[:8]}"
+    for bucket in (own, other):
+        raw.create_bucket(Bucket=bucket)
+        raw.put_object(Bucket=bucket, Key="tenants/other/staging/part.csv", Body=CSV)
+    # This MinIO is UDB's own store, `own` its bucket (every tenant's data). A tenant names the
+    # same endpoint in its options, spelled otherwise, with the store's keys (the worst case).
+    udb = replace(settings, s3_endpoint=endpoint, s3_access_key=user, s3_secret_key=password, bucket=own,
+                  net_allowlist="127.0.0.0/8,::1")
+    store = LocalSecretStore(tmp_path / "secrets")
+
+    def inspect(bucket: str, spelling: str) -> str:
+        options = {"endpoint": spelling, "access_key_id": user, "secret_access_key": password}
+        env = SourceEnv(tenant="acme", secrets=store, settings=udb, options=options)
+        try:
+            return ", ".join(s["name"] for s in s3.inspect(f"s3://{bucket}/tenants/other/staging/", env=env)["streams"])
+        except SourceError as exc:
+            return str(exc)
+
+    try:
+        spellings = [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/", f"http://127.1:{port}",
+                     f"http://localhost:{port}", f"http://LOCALHOST.:{port}", f"http://[::ffff:127.0.0.1]:{port}",
+                     f"http://2130706433:{port}", f"http://0x7f.0.0.1:{port}", f"http://0177.0.0.1:{port}"]
+        refused = (f"s3://{own}/ is UDB's own bucket (every tenant's data): not a source; "
+                   f"upload the file (POST /uploads) or read it from another bucket")
+        assert {s: inspect(own, s) for s in spellings} == {s: refused for s in spellings}
+        # Another bucket of the same server, under a disguised spelling, reads: the refusal is
+        # about UDB's bucket, and the disguise does reach this server.
+        assert inspect(other, f"http://127.1:{port}") == "part"
+    finally:
+        for bucket in (own, other):
+            raw.delete_object(Bucket=bucket, Key="tenants/other/staging/part.csv")
+            raw.delete_bucket(Bucket=bucket)
