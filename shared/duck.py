@@ -28,6 +28,17 @@ def extension_path(name: str) -> Path:
     return path
 
 
+_EMPTY: list[Path] = []
+
+
+def _no_stored_secrets() -> Path:
+    """A private (0700), empty directory for DuckDB's persistent secrets, made once per process."""
+    if not _EMPTY:
+        import tempfile
+        _EMPTY.append(Path(tempfile.mkdtemp(prefix="udb-duckdb-secrets-")))
+    return _EMPTY[0]
+
+
 def connect(path: str | Path = ":memory:", *, read_only: bool = False, memory_limit: str = "1GB",
             threads: int = 2, extensions: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
     config = {
@@ -35,8 +46,9 @@ def connect(path: str | Path = ":memory:", *, read_only: bool = False, memory_li
         "autoinstall_known_extensions": False,
         "allow_unsigned_extensions": False,
         # No secrets from ~/.duckdb/stored_secrets: a persistent S3 or PostgreSQL secret of the
-        # host would be an ambient credential for a tenant's source (issue 16).
-        "allow_persistent_secrets": False,
+        # host would be an ambient credential for a tenant's source (issue 16). (Turning
+        # persistent secrets off instead breaks the postgres scanner's ATTACH.)
+        "secret_directory": str(_no_stored_secrets()),
         "memory_limit": memory_limit,
         "threads": threads,
     }

@@ -35,7 +35,6 @@ is a TransientError (it answered at discovery: retry later).
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -56,7 +55,6 @@ DEFAULT_PORT = 5432
 ALLOWED_PARAMS = {"sslmode", "application_name", "target_session_attrs", "connect_timeout"}
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

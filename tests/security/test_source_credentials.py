@@ -148,6 +148,7 @@ def test_the_postgres_probe_connects_to_the_address_the_guard_checked(alice, mon
 # ---------------------------------------------------------------- S3 (a tenant-chosen endpoint)
 
 HOST_ENV_KEY, HOST_FILE_KEY, TENANT_KEY = "AKIAHOSTENVIRONMENT1", "AKIAHOSTSHAREDFILE01", "AKIATENANTGAVETHIS01"
+HOST_DUCKDB_KEY = "AKIAHOSTDUCKDBSECRET"
 CSV = b"id,amount\n1,2.5\n2,5.0\n3,7.5\n"
 
 
@@ -226,6 +227,18 @@ def tenant_s3(settings, tmp_path, monkeypatch):
     # Were the chain walked past the environment, its metadata and container steps land here.
     monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", url + "/")
     monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", url + "/creds")
+    # And a persistent DuckDB secret of the host's, scoped to the very bucket (it would outrank
+    # an unscoped per-connection secret).
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    import duckdb
+
+    from shared import duck
+    host = duckdb.connect()
+    duck.load(host, "httpfs")
+    host.execute(f"CREATE PERSISTENT SECRET host_key (TYPE s3, KEY_ID '{HOST_DUCKDB_KEY}', SECRET 'x', "
+                 f"SCOPE 's3://data')")
+    host.close()
+    assert (tmp_path / "home" / ".duckdb" / "stored_secrets" / "host_key.duckdb_secret").is_file()
 
     from shared.secrets import LocalSecretStore
     from shared.sources import SourceEnv
@@ -272,7 +285,7 @@ def test_an_s3_source_with_keys_signs_with_the_tenants_keys_only(tenant_s3, tmp_
     headers = [a for _, _, a in _RecordingS3.requests]
     assert len(headers) >= 4
     assert all(a and a.startswith(f"AWS4-HMAC-SHA256 Credential={TENANT_KEY}/") for a in headers), headers
-    assert not any(HOST_ENV_KEY in a or HOST_FILE_KEY in a for a in headers)
+    assert not any(key in a for a in headers for key in (HOST_ENV_KEY, HOST_FILE_KEY, HOST_DUCKDB_KEY))
     assert _RecordingS3.credential_asks == []
 
 
