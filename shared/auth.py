@@ -78,6 +78,8 @@ ROUTE_ROLES: tuple[tuple[str, str, str], ...] = (
     ("DELETE", "/admin/", "admin"),
 )
 DEFAULT_ROLE = "admin"  # a route nobody listed: fail closed
+# Kubelet's probes: never rate-limited per address (a probe refused by a limiter restarts the pod).
+PROBE_PATHS = ("/healthz", "/readyz", "/startupz")
 # System actions across every tenant: the broker token (UDB itself, e.g. a scheduler) may call
 # them too, with no tenant. Nothing else accepts that token but the CloudEvent entry.
 SYSTEM_ROUTES = {("POST", "/admin/prune")}
@@ -504,12 +506,42 @@ class Gatekeeper:
         that serves tenants through the ingress) sets UDB_TRUST_NETWORK=0 and never does."""
         return not self.settings.broker_token and self.settings.trust_network
 
-    def _check_body(self, request, path: str) -> None:
+    def body_limit(self, path: str) -> tuple[int, str]:
+        """(the byte cap of a request body to `path`, the setting that sets it); 0: no cap."""
         upload = path == "/uploads" or path.startswith("/uploads/")
         limit = self.limits.max_upload_bytes if upload else self.limits.max_body_bytes
         if upload and limit > 0:
             limit += MULTIPART_OVERHEAD  # the file may be the whole limit; its envelope comes on top
-        setting = "UDB_MAX_UPLOAD_BYTES" if upload else "UDB_MAX_BODY_BYTES"
+        return limit, "UDB_MAX_UPLOAD_BYTES" if upload else "UDB_MAX_BODY_BYTES"
+
+    def pre_admit(self, environ, has_body: bool) -> Principal | None:
+        """What can be decided from the headers, before any body byte is read (shared/bodyguard.py):
+        the principal of the credentials (Unauthorized for bad ones), or None for a caller
+        without any. Such a caller spends a token of its address's bucket (`anon:<address>`;
+        the probes are exempt) and, when it sends a body to a route that needs credentials, is
+        refused here, so the body is never read. `admit` still decides everything afterwards."""
+        if not self.enabled:
+            return Principal(None, "admin", "auth-off")
+        from werkzeug.datastructures import EnvironHeaders
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO") or "/"
+        client = environ.get("REMOTE_ADDR") or "?"
+        need = required_role(method, path)
+        principal = self._authenticate(EnvironHeaders(environ), client)
+        if principal is not None:
+            return principal
+        if (need == BROKER or (method, path.rstrip("/")) in SYSTEM_ROUTES) and self._network_is_the_credential():
+            return Principal(None, BROKER, "network")
+        if not (method in ("GET", "HEAD") and path in PROBE_PATHS):
+            self.limiter.take(f"anon:{client}", "requests without credentials")
+        if has_body and need == BROKER:
+            raise Unauthorized("the CloudEvent entry needs the broker token or a tenant credential")
+        if has_body and need not in (PUBLIC, OAUTH_STATE):
+            raise Unauthorized(f"{method} {path} needs credentials (Authorization: Bearer <API key or JWT>)")
+        return None
+
+    def _check_body(self, request, path: str) -> None:
+        limit, setting = self.body_limit(path)
+        upload = setting == "UDB_MAX_UPLOAD_BYTES"
         limits.check_body_size(request.content_length, limit, setting)
         if limit > 0:
             # Bounds a chunked body of unknown length too, whoever reads it later (413).

@@ -52,6 +52,17 @@ class FunctionApp:
         self._ctx = None
         self._lock = threading.Lock()
         _json_framework_errors()
+        self._guard_bodies()
+
+    def _guard_bodies(self) -> None:
+        """Put shared/bodyguard.py ahead of functions-framework's Flask app (main.py is imported
+        inside its app context), so size, credentials and pace are checked before any body is read."""
+        import flask
+        from shared.bodyguard import BodyGuard
+
+        if flask.has_app_context() and not isinstance(flask.current_app.wsgi_app, BodyGuard):
+            flask.current_app.wsgi_app = BodyGuard(flask.current_app.wsgi_app,
+                                                   lambda: auth.Gatekeeper.for_context(self.ctx))
 
     @property
     def ctx(self) -> runtime.Context:
