@@ -16,7 +16,7 @@ from typing import Callable
 from cloudevents.http import from_http, to_binary
 
 from shared import auth, duck, metrics, openapi, runtime
-from shared.errors import InputError, NotFound, TransientError, ValidationError
+from shared.errors import InputError, JobNotAccepted, NotFound, TransientError, ValidationError
 
 Route = Callable[["object", runtime.Context], "tuple"]
 
@@ -25,6 +25,8 @@ def json_response(body, status: int = 200, headers: dict | None = None):
     return (json.dumps(body, indent=2, default=str), status,
             {"Content-Type": "application/json", **(headers or {})})
 
+
+JOB_RETRY_AFTER = 5  # seconds a client waits before starting again a job the broker did not take
 
 BUILTIN_PATHS = ("/healthz", "/readyz", "/startupz", "/metrics", *openapi.PATHS)  # GET only
 
@@ -175,8 +177,14 @@ class FunctionApp:
             return json_response({"error": str(exc)}, 404)
         except InputError as exc:
             return json_response({"error": str(exc)}, 400)
+        except JobNotAccepted as exc:
+            return json_response({"jobId": exc.job_id, "state": "failed", "error": str(exc)}, 503,
+                                 {"Retry-After": str(JOB_RETRY_AFTER)})
         except TransientError as exc:
-            return json_response({"error": f"dependency unavailable: {exc}"}, 503, {"Retry-After": "1"})
+            # The detail (an internal endpoint, a bucket) goes to the log, never to the caller.
+            self.ctx.log.warning("dependency unavailable: %s", exc)
+            return json_response({"error": "a dependency of UDB is unavailable; retry later"}, 503,
+                                 {"Retry-After": "1"})
         except Exception as exc:
             self.ctx.log.exception("unhandled error")
             return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
