@@ -33,7 +33,8 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
     limits.check_local_hint(hint, ctx.settings)  # no server-side paths from a tenant in stack/cluster
     jobs = ctx.jobs(tenant)
     shown = redact(hint)
-    # A job started at the HTTP door is `accepted: false` until the broker takes its event.
+    # A job started at the HTTP door, whose event goes to the broker, is `accepted: false` until
+    # the broker takes it (without a broker the job waits for the client's next request, and counts).
     jobs.ensure(job_id, hint=shown, traceparent=traceparent, **({"accepted": False} if door else {}))
     jobs.move(job_id, "discovering")
     with telemetry.stage("probe") as span:
@@ -109,7 +110,8 @@ def _discover_connect(request, ctx: Context, tenant: str, job_id: str):
                                       job_id=job_id, function=FUNCTION)
     try:
         source, found = discover(ctx, tenant, job_id, body["hint"].strip(), request_event["traceparent"],
-                                 body.get("options"), autosync=autosync, autoanalyze=autoanalyze, door=True)
+                                 body.get("options"), autosync=autosync, autoanalyze=autoanalyze,
+                                 door=bool(ctx.settings.broker_url))
     except oauth.AuthorizationNeeded as waiting:
         wait = waiting.wait
         answer = {"jobId": job_id, "state": "waiting", "reason": wait["reason"], "provider": wait["provider"],
