@@ -131,8 +131,9 @@ class FunctionApp:
             ok = all(v == "up" for v in report.values())
             return path[1:], json_response({"function": self.function, "ready": ok, "dependencies": report},
                                            200 if ok else 503)
-        if path == "/metrics":
-            return "metrics", (metrics.exposition(), 200, {"Content-Type": "text/plain; version=0.0.4"})
+        if path == "/metrics":  # its labels name every tenant: the metrics or broker token (auth.METRICS)
+            return "metrics", self._guard(lambda: self._admit(request, lambda: (
+                metrics.exposition(), 200, {"Content-Type": "text/plain; version=0.0.4"})))
         if path in openapi.PATHS and request.method == "GET":
             return "openapi", self._guard(lambda: openapi.response(self.function, path))
         for method, prefix, fn in self.routes:
