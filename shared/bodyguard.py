@@ -9,7 +9,9 @@ client sending slowly kept a gunicorn thread for as long as it liked. This layer
 2. checks the credentials (`Gatekeeper.pre_admit`): a bad one is 401, a caller without any is
    rate-limited per client address (429) and, on a route that needs credentials, refused (401)
    — both without reading a byte of the body;
-3. lets one address without credentials send at most UDB_ANON_BODY_READERS bodies at once (429);
+3. lets one address without credentials send at most UDB_ANON_BODY_READERS bodies at once, and
+   all such addresses together UDB_ANON_BODY_READERS_TOTAL (429), so however slow they are,
+   the rest of gunicorn's THREADS serve probes and callers with credentials;
 4. reads the body into a spooled buffer under a deadline of UDB_BODY_TIMEOUT_SECONDS plus its
    size at UDB_BODY_MIN_RATE: a sender slower than that gets 408.
 
@@ -76,18 +78,22 @@ class BodyGuard:
         address = environ.get("REMOTE_ADDR") or "?"
         anonymous = principal is None
         if anonymous:
-            self._enter(address, gate.settings.anon_body_readers)
+            self._enter(address, gate.settings.anon_body_readers, gate.settings.anon_body_readers_total)
         try:
             return self._read(environ, gate, length, limit, setting)
         finally:
             if anonymous:
                 self._leave(address)
 
-    def _enter(self, address: str, cap: int) -> None:
+    def _enter(self, address: str, cap: int, total: int) -> None:
         with self._lock:
             if cap > 0 and self._readers[address] >= cap:
                 raise _Refused(429, f"{address} is already sending {cap} request bodies without credentials "
                                     f"(UDB_ANON_BODY_READERS); retry when one has arrived", {"Retry-After": "1"})
+            if total > 0 and sum(self._readers.values()) >= total:
+                # Many addresses at once: the threads left stay for probes and callers with credentials.
+                raise _Refused(429, f"{total} request bodies without credentials are arriving already "
+                                    f"(UDB_ANON_BODY_READERS_TOTAL); retry shortly", {"Retry-After": "1"})
             self._readers[address] += 1
 
     def _leave(self, address: str) -> None:

@@ -75,6 +75,8 @@ class Settings:
                                   "request body is given time for")
     anon_body_readers: int = _setting("UDB_ANON_BODY_READERS", 2, "request bodies one address without "
                                       "credentials may be sending at once (more get 429 before being read)")
+    anon_body_readers_total: int = _setting("UDB_ANON_BODY_READERS_TOTAL", 4, "request bodies all callers "
+                                            "without credentials may be sending at once; keep it below THREADS")
     jwt_max_seconds: int = _setting("UDB_JWT_MAX_SECONDS", 24 * 3600, "longest lifetime (exp - iat) a JWT may "
                                     "have; longer tokens are refused")
     metrics_token: str = _setting("UDB_METRICS_TOKEN", "", "bearer token Prometheus sends to GET /metrics "

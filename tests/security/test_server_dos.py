@@ -15,8 +15,8 @@ from tests.function_server import serve
 pytestmark = pytest.mark.security
 
 
-def _open(server, request_head: str, body: bytes = b"") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+def _open(server, request_head: str, body: bytes = b"", source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=(source, 0))
     sock.sendall(request_head.encode() + body)
     return sock
 
@@ -67,6 +67,24 @@ def test_slow_bodies_never_starve_healthz_and_are_cut_off(tmp_path):
             assert max(latencies) < 1.0, latencies
         finally:
             for sock in slow + public:
+                sock.close()
+
+
+def test_slow_bodies_from_many_addresses_leave_threads_for_healthz(tmp_path):
+    with serve("discover", tmp_path / "home", UDB_BODY_TIMEOUT_SECONDS=3) as server:
+        # Twelve slow senders from six loopback addresses (two each, within the per-address cap).
+        slow = [_open(server, "GET /openapi.json HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"abc",
+                      source=f"127.0.0.{2 + i // 2}") for i in range(12)]
+        try:
+            time.sleep(0.5)
+            latencies = [_timed_healthz(server) for _ in range(5)]
+            early = [_status(s, 0.5) for s in slow]
+            # Four are being read (UDB_ANON_BODY_READERS_TOTAL), eight refused at once.
+            assert (early.count(None), early.count(429)) == (4, 8), early
+            assert max(latencies) < 1.0, latencies
+            assert [_status(s, 5) for s, status in zip(slow, early) if status is None] == [408] * 4
+        finally:
+            for sock in slow:
                 sock.close()
 
 
