@@ -29,7 +29,7 @@ import time
 from collections import Counter
 
 from shared import auth
-from shared.errors import InputError
+from shared.errors import TransientError
 
 SPOOL_BYTES = 1024 * 1024  # bodies above this are buffered in a temporary file
 CHUNK = 64 * 1024
@@ -73,6 +73,8 @@ class BodyGuard:
         except auth.HTTP_ERRORS as exc:
             body, status, headers = auth.http_error(exc)
             raise _Refused(status, body["error"], headers) from None
+        except TransientError:  # the key store is down: no credential can be checked now
+            raise _Refused(503, "a dependency of UDB is unavailable; retry later", {"Retry-After": "1"}) from None
         if not has_body:
             return None
         address = environ.get("REMOTE_ADDR") or "?"
@@ -111,7 +113,8 @@ class BodyGuard:
         sock = environ.get("gunicorn.socket")
         # At the deadline the read side is shut: a blocked recv() returns at once, whatever
         # pace the sender keeps (a per-recv timeout would restart with every byte it drips).
-        timer = threading.Timer(allowed, _shut_reading, (sock,)) if sock is not None else None
+        timed = sock is not None and settings.body_timeout_seconds > 0  # 0 turns the deadline off
+        timer = threading.Timer(allowed, _shut_reading, (sock,)) if timed else None
         if timer is not None:
             timer.daemon = True
             timer.start()
@@ -123,7 +126,7 @@ class BodyGuard:
                 want = CHUNK if length is None else min(CHUNK, length - received)
                 try:
                     block = stream.read(want)
-                except (OSError, ValueError, InputError) as exc:  # a reset, a bad chunk
+                except Exception as exc:  # a reset, a malformed chunk (gunicorn's parse errors)
                     if time.monotonic() >= deadline:
                         block = b""
                     else:
@@ -142,7 +145,7 @@ class BodyGuard:
                 timer.cancel()
         if length is not None and received < length:
             buffer.close()
-            if time.monotonic() >= deadline - 0.05:
+            if timer is not None and time.monotonic() >= deadline - 0.05:
                 raise _Refused(408, f"request body too slow: {received:,} of {length:,} bytes in {allowed:.0f} s "
                                     f"(UDB_BODY_TIMEOUT_SECONDS, UDB_BODY_MIN_RATE)")
             raise _Refused(400, f"request body ended after {received:,} of {length:,} bytes")

@@ -145,3 +145,23 @@ def test_anonymous_floods_are_limited_per_address(tmp_path):
         assert retry_after == {b"60"}  # one token a minute
         # The probes are never limited; a caller with credentials has its tenant's bucket.
         assert [server.get("/healthz")[0] for _ in range(10)] == [200] * 10
+
+
+def test_callers_with_credentials_get_the_same_deadline_and_caps(tmp_path):
+    from shared import auth
+    from tests.function_server import JWT_SECRET
+    token = auth.mint_jwt(JWT_SECRET, "acme", "analyst")
+    with serve("discover", tmp_path / "home", UDB_BODY_TIMEOUT_SECONDS=2, UDB_MAX_BODY_BYTES=100_000) as server:
+        head = (f"POST /sources/discover_connect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\n")
+        slow = _open(server, head + "Content-Length: 1000\r\n\r\n", b'{"h')
+        chunk = b"x" * 50_000
+        chunked = _open(server, head + "Transfer-Encoding: chunked\r\n\r\n",
+                        (f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n") * 3 + b"0\r\n\r\n")
+        try:
+            assert _status(chunked, 5) == 413  # 150,000 bytes of chunks, above the 100,000 cap
+            assert _status(slow, 1) is None    # still being read...
+            assert _status(slow, 5) == 408     # ...until its 2 s are up
+        finally:
+            slow.close()
+            chunked.close()
