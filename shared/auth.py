@@ -10,15 +10,17 @@ Credentials (sent as `Authorization: Bearer <credential>`, or an API key as `X-A
   scrypt: the secret is 256 random bits, so there is nothing to brute-force, and a slow hash
   would hand every unauthenticated request a CPU cost. Verified records are cached for
   `UDB_AUTH_CACHE_SECONDS` (a revocation takes effect within that time).
-- **JWTs** signed HS256 with `UDB_JWT_SECRET`: claims `tenant`, `role`, `exp` (required),
-  `nbf`, `iat`, `sub` (optional). Any other `alg` (`none` included) is refused.
+- **JWTs** signed HS256 with `UDB_JWT_SECRET`, checked by PyJWT: claims `tenant`, `role`, `exp`
+  (required), `nbf`, `iat`, `sub` (optional). Any other `alg` (`none` included) is refused, and so
+  is a lifetime (exp - iat) above `UDB_JWT_MAX_SECONDS` (24 h by default).
 - **the broker token** (`UDB_BROKER_TOKEN`): what the broker presents to the functions' CloudEvent
   entry (`POST /`) and internal senders present to the broker; it carries no tenant and opens
   nothing else. With no token set (Knative's broker and sources cannot send one), a call without
   credentials to `POST /` or a system route is taken as UDB's own while `UDB_TRUST_NETWORK` is on:
   true of the cluster-local function Services, never of the public doors (*-api), which turn it off.
 - **OAuth state**: the OAuth callback is reached by a browser redirect that cannot carry a key,
-  so its `state` parameter is itself the credential (HMAC-signed tenant, job and expiry).
+  so its `state` parameter is itself the credential (tenant, job and expiry, signed with
+  itsdangerous).
 
 Roles: viewer < analyst < admin. `ROUTE_ROLES` is the one table of action -> role that
 `FunctionApp` applies to every route (docs/security.md shows it); a route missing from it
@@ -30,7 +32,6 @@ tenant is the authenticated principal's, and an `X-UDB-Tenant` header must be ab
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -41,6 +42,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import jwt
+from itsdangerous import BadSignature, Signer
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared import limits, ratelimit
@@ -48,18 +51,18 @@ from shared.errors import InputError, NotFound, PreconditionFailed, UDBError
 from shared.tenancy import TENANT_RE, validate_job_id, validate_tenant
 
 ROLES = ("viewer", "analyst", "admin")
-PUBLIC, BROKER, OAUTH_STATE = "public", "broker", "oauth-state"
+PUBLIC, BROKER, OAUTH_STATE, METRICS = "public", "broker", "oauth-state", "metrics"
 TENANT_HEADER = "X-UDB-Tenant"
 PRINCIPAL_KEY = "udb.principal"  # where admit() leaves the principal in the WSGI environ
 
 # The action -> role table: (method, path prefix, who may call). The longest matching prefix
-# wins; "/" matches only itself (the CloudEvent entry). Health, readiness and metrics are
-# public so probes and Prometheus work; they are kept off the public ingress by the network.
+# wins; "/" matches only itself (the CloudEvent entry). Health and readiness are public so
+# probes work; metrics label every tenant, so they need the metrics (or broker) token.
 ROUTE_ROLES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/healthz", PUBLIC),
     ("GET", "/readyz", PUBLIC),
     ("GET", "/startupz", PUBLIC),
-    ("GET", "/metrics", PUBLIC),
+    ("GET", "/metrics", METRICS),                      # Prometheus: UDB_METRICS_TOKEN
     ("GET", "/openapi.json", PUBLIC),
     ("GET", "/openapi.yaml", PUBLIC),
     ("POST", "/", BROKER),                            # CloudEvents from the broker
@@ -78,6 +81,8 @@ ROUTE_ROLES: tuple[tuple[str, str, str], ...] = (
     ("DELETE", "/admin/", "admin"),
 )
 DEFAULT_ROLE = "admin"  # a route nobody listed: fail closed
+# Kubelet's probes: never rate-limited per address (a probe refused by a limiter restarts the pod).
+PROBE_PATHS = ("/healthz", "/readyz", "/startupz")
 # System actions across every tenant: the broker token (UDB itself, e.g. a scheduler) may call
 # them too, with no tenant. Nothing else accepts that token but the CloudEvent entry.
 SYSTEM_ROUTES = {("POST", "/admin/prune")}
@@ -176,16 +181,6 @@ def enabled(settings) -> bool:
 
 # ---------------------------------------------------------------- API keys
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _b64url_decode(text: str) -> bytes:
-    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _hash(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
 
@@ -259,54 +254,59 @@ class KeyStore:
         return sorted(records, key=lambda r: (r.get("tenant", ""), r.get("created", "")))
 
 
-# ---------------------------------------------------------------- JWT (HS256)
+# ---------------------------------------------------------------- JWT (HS256, PyJWT)
+
+JWT_MAX_SECONDS = 24 * 3600  # UDB_JWT_MAX_SECONDS' default
+
 
 def mint_jwt(secret: str, tenant: str, role: str, ttl_seconds: int = 3600, subject: str = "",
-             now: float | None = None) -> str:
-    """A signed token for `tenant` with `role`, valid for `ttl_seconds`."""
+             now: float | None = None, max_seconds: int | None = None) -> str:
+    """A signed token for `tenant` with `role`, valid for `ttl_seconds` (at most `max_seconds`)."""
     validate_tenant(tenant)
     if role not in ROLES:
         raise InputError(f"invalid role {role!r}; expected one of {', '.join(ROLES)}")
     if len(secret or "") < 32:
         raise InputError("UDB_JWT_SECRET must be set (at least 32 characters) to sign tokens")
+    if max_seconds and ttl_seconds > max_seconds:
+        raise InputError(f"a token may live at most {max_seconds} s (UDB_JWT_MAX_SECONDS); asked for {ttl_seconds}")
     now = int(time.time() if now is None else now)
     claims = {"tenant": tenant, "role": role, "iat": now, "exp": now + int(ttl_seconds)}
     if subject:
         claims["sub"] = subject
-    head = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    body = _b64url(json.dumps(claims, separators=(",", ":")).encode())
-    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-    return f"{head}.{body}.{_b64url(sig)}"
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def verify_jwt(token: str, secret: str, now: float | None = None) -> Principal:
-    """The principal of a valid HS256 token; Unauthorized naming the first problem otherwise."""
+def verify_jwt(token: str, secret: str, max_seconds: int = JWT_MAX_SECONDS) -> Principal:
+    """The principal of a valid HS256 token (PyJWT: the algorithm pinned, `exp` required, `nbf`
+    and `iat` checked, JWT_LEEWAY of clock skew); a lifetime (exp - iat, or exp - now without
+    iat) above `max_seconds` is refused too. Unauthorized naming the problem otherwise."""
     if not secret:
         raise Unauthorized("JWTs are not accepted here (no UDB_JWT_SECRET)")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise Unauthorized("malformed JWT")
     try:
-        header = json.loads(_b64url_decode(parts[0]))
-        claims = json.loads(_b64url_decode(parts[1]))
-        signature = _b64url_decode(parts[2])
-    except (ValueError, UnicodeDecodeError):
+        claims = jwt.decode(token, secret, algorithms=["HS256"], leeway=JWT_LEEWAY,
+                            options={"require": ["exp"]})
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("JWT expired") from None
+    except jwt.ImmatureSignatureError:
+        raise Unauthorized("JWT not valid yet") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise Unauthorized(f"JWT without a numeric {exc.claim} claim") from None
+    except jwt.InvalidAlgorithmError:
+        raise Unauthorized("JWT algorithm must be HS256") from None
+    except jwt.InvalidSignatureError:
+        raise Unauthorized("JWT signature does not verify") from None
+    except jwt.DecodeError:
         raise Unauthorized("malformed JWT") from None
-    if not isinstance(header, dict) or header.get("alg") != "HS256":
-        raise Unauthorized("JWT algorithm must be HS256")
-    expected = hmac.new(secret.encode(), f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, signature):
-        raise Unauthorized("JWT signature does not verify")
-    if not isinstance(claims, dict):
-        raise Unauthorized("JWT claims must be an object")
-    now = time.time() if now is None else now
-    exp, nbf = claims.get("exp"), claims.get("nbf")
+    except jwt.InvalidTokenError as exc:  # a claim of the wrong type (exp, iat, nbf not numbers)
+        raise Unauthorized(f"JWT refused: {exc}") from None
+    exp = claims["exp"]
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         raise Unauthorized("JWT without a numeric exp claim")
-    if now > exp + JWT_LEEWAY:
-        raise Unauthorized("JWT expired")
-    if nbf is not None and (isinstance(nbf, bool) or not isinstance(nbf, (int, float)) or now < nbf - JWT_LEEWAY):
-        raise Unauthorized("JWT not valid yet")
+    issued = claims.get("iat")
+    start = issued if isinstance(issued, (int, float)) and not isinstance(issued, bool) else time.time()
+    if max_seconds and exp - start > max_seconds + JWT_LEEWAY:
+        raise Unauthorized(f"JWT lifetime of {int(exp - start)} s is above the maximum of {max_seconds} s "
+                           f"(UDB_JWT_MAX_SECONDS)")
     tenant, role = claims.get("tenant"), claims.get("role")
     if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
         raise Unauthorized("JWT tenant claim is not a valid tenant id")
@@ -316,35 +316,31 @@ def verify_jwt(token: str, secret: str, now: float | None = None) -> Principal:
     return Principal(tenant, role, "jwt", subject)
 
 
-# ---------------------------------------------------------------- OAuth state
+# ---------------------------------------------------------------- OAuth state (itsdangerous)
 
-def _state_key(secret: str) -> bytes:
-    return hmac.new(secret.encode(), b"udb-oauth-state", hashlib.sha256).digest()
+def _state_signer(secret: str) -> Signer:
+    # A salt of its own: a state can never pass for any other signed value of the same key.
+    return Signer(secret, salt="udb-oauth-state", sep=".", key_derivation="hmac", digest_method=hashlib.sha256)
 
 
 def sign_state(secret: str, tenant: str, job_id: str, ttl_seconds: int = 900, now: float | None = None) -> str:
-    """The `state` of an OAuth authorization URL: tenant, job and expiry, HMAC-signed."""
+    """The `state` of an OAuth authorization URL: `<tenant>.<job>.<expiry>.<signature>`, signed
+    by itsdangerous (HMAC-SHA256). Tenant and job stay readable: the callback needs the tenant
+    to find the key in embedded mode, and a user can tell which job a link is for."""
     if len(secret or "") < 32:
         raise InputError("OAuth needs UDB_JWT_SECRET (at least 32 characters) to sign its state")
     exp = int((time.time() if now is None else now) + ttl_seconds)
-    body = f"{validate_tenant(tenant)}.{validate_job_id(job_id)}.{exp}"
-    sig = hmac.new(_state_key(secret), body.encode(), hashlib.sha256).digest()
-    return f"{body}.{_b64url(sig)}"
+    return _state_signer(secret).sign(f"{validate_tenant(tenant)}.{validate_job_id(job_id)}.{exp}").decode()
 
 
 def verify_state(state: str, secret: str, now: float | None = None) -> Principal:
-    parts = (state or "").split(".")
-    if len(parts) != 4 or not secret:
+    if not state or state.count(".") != 3 or not secret:
         raise Unauthorized("missing or malformed OAuth state")
-    body = ".".join(parts[:3])
     try:
-        signature = _b64url_decode(parts[3])
-    except ValueError:
-        raise Unauthorized("malformed OAuth state") from None
-    expected = hmac.new(_state_key(secret), body.encode(), hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, signature):
-        raise Unauthorized("OAuth state does not verify")
-    tenant, job_id, exp = parts[:3]
+        body = _state_signer(secret).unsign(state).decode()
+    except BadSignature:
+        raise Unauthorized("OAuth state does not verify") from None
+    tenant, job_id, exp = body.split(".")
     if not exp.isdigit() or (time.time() if now is None else now) > int(exp):
         raise Unauthorized("OAuth state expired")
     return Principal(tenant, "analyst", "oauth-state", job_id)
@@ -431,13 +427,15 @@ class Gatekeeper:
         return record
 
     def credential(self, token: str) -> Principal:
-        """The principal of an API key, a JWT or the broker token."""
+        """The principal of an API key, a JWT, the broker token or the metrics token."""
         if self.settings.broker_token and hmac.compare_digest(token.encode(), self.settings.broker_token.encode()):
             return Principal(None, BROKER, "broker")
+        if self.settings.metrics_token and hmac.compare_digest(token.encode(), self.settings.metrics_token.encode()):
+            return Principal(None, METRICS, "metrics-token")
         if token.startswith("udb_"):
             return self._api_key(token)
         if token.count(".") == 2:
-            return verify_jwt(token, self.settings.jwt_secret)
+            return verify_jwt(token, self.settings.jwt_secret, self.settings.jwt_max_seconds)
         raise Unauthorized("invalid credentials")
 
     def _authenticate(self, headers, client: str) -> Principal | None:
@@ -479,6 +477,10 @@ class Gatekeeper:
         if need == OAUTH_STATE:
             return verify_state(request.args.get("state", ""), self.settings.jwt_secret)
         principal = self._authenticate(request.headers, client)
+        if need == METRICS:
+            return self._metrics_reader(principal)
+        if principal is not None and principal.role == METRICS:
+            raise Forbidden("the metrics token opens only GET /metrics")
         system = need == BROKER or (method, path.rstrip("/")) in SYSTEM_ROUTES
         if principal is None and system and self._network_is_the_credential():
             # No token to check: a cluster-local Service, which only the eventing data plane (the
@@ -498,18 +500,60 @@ class Gatekeeper:
             raise Forbidden(f"role {principal.role} may not {method} {path} (needs {need})")
         return principal
 
+    def _metrics_reader(self, principal: Principal | None) -> Principal:
+        """GET /metrics: its labels name every tenant of the process, so no tenant's credential
+        opens it; the metrics token (UDB_METRICS_TOKEN) or the broker token does, and with
+        neither set, the network does where it is the credential (a cluster-local Service)."""
+        if principal is None:
+            if not self.settings.metrics_token and self._network_is_the_credential():
+                return Principal(None, METRICS, "network")
+            raise Unauthorized("GET /metrics needs the metrics token (UDB_METRICS_TOKEN) or the broker token")
+        if principal.role in (METRICS, BROKER):
+            return principal
+        raise Forbidden("GET /metrics names every tenant: it opens only to the metrics token or the broker token")
+
     def _network_is_the_credential(self) -> bool:
         """UDB_TRUST_NETWORK with no broker token: Knative's broker and sources send no header,
         so a cluster-local Service admits them by where they come from. A public Service (one
         that serves tenants through the ingress) sets UDB_TRUST_NETWORK=0 and never does."""
         return not self.settings.broker_token and self.settings.trust_network
 
-    def _check_body(self, request, path: str) -> None:
+    def body_limit(self, path: str) -> tuple[int, str]:
+        """(the byte cap of a request body to `path`, the setting that sets it); 0: no cap."""
         upload = path == "/uploads" or path.startswith("/uploads/")
         limit = self.limits.max_upload_bytes if upload else self.limits.max_body_bytes
         if upload and limit > 0:
             limit += MULTIPART_OVERHEAD  # the file may be the whole limit; its envelope comes on top
-        setting = "UDB_MAX_UPLOAD_BYTES" if upload else "UDB_MAX_BODY_BYTES"
+        return limit, "UDB_MAX_UPLOAD_BYTES" if upload else "UDB_MAX_BODY_BYTES"
+
+    def pre_admit(self, environ, has_body: bool) -> Principal | None:
+        """What can be decided from the headers, before any body byte is read (shared/bodyguard.py):
+        the principal of the credentials (Unauthorized for bad ones), or None for a caller
+        without any. Such a caller spends a token of its address's bucket (`anon:<address>`;
+        the probes are exempt) and, when it sends a body to a route that needs credentials, is
+        refused here, so the body is never read. `admit` still decides everything afterwards."""
+        if not self.enabled:
+            return Principal(None, "admin", "auth-off")
+        from werkzeug.datastructures import EnvironHeaders
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO") or "/"
+        client = environ.get("REMOTE_ADDR") or "?"
+        need = required_role(method, path)
+        principal = self._authenticate(EnvironHeaders(environ), client)
+        if principal is not None:
+            return principal
+        if (need == BROKER or (method, path.rstrip("/")) in SYSTEM_ROUTES) and self._network_is_the_credential():
+            return Principal(None, BROKER, "network")
+        if not (method in ("GET", "HEAD") and path in PROBE_PATHS):
+            self.limiter.take(f"anon:{client}", "requests without credentials")
+        if has_body and need == BROKER:
+            raise Unauthorized("the CloudEvent entry needs the broker token or a tenant credential")
+        if has_body and need not in (PUBLIC, OAUTH_STATE):
+            raise Unauthorized(f"{method} {path} needs credentials (Authorization: Bearer <API key or JWT>)")
+        return None
+
+    def _check_body(self, request, path: str) -> None:
+        limit, setting = self.body_limit(path)
+        upload = setting == "UDB_MAX_UPLOAD_BYTES"
         limits.check_body_size(request.content_length, limit, setting)
         if limit > 0:
             # Bounds a chunked body of unknown length too, whoever reads it later (413).
@@ -593,7 +637,7 @@ def add_cli(sub) -> None:
 
 def run_cli(args, settings) -> int:
     if args.command == "token":
-        print(mint_jwt(settings.jwt_secret, args.tenant, args.role, args.ttl))
+        print(mint_jwt(settings.jwt_secret, args.tenant, args.role, args.ttl, max_seconds=settings.jwt_max_seconds))
         return 0
     from shared.store import open_store
     keys = KeyStore(open_store(settings))

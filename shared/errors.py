@@ -45,3 +45,12 @@ class PreconditionFailed(UDBError):
 
 class TransientError(UDBError):
     """A dependency is unavailable; the same request may succeed later."""
+
+
+class JobNotAccepted(TransientError):
+    """The broker did not take a job's first event: the job was failed at once (it never existed
+    for the pipeline) and the client may start it again after Retry-After."""
+
+    def __init__(self, message: str, job_id: str):
+        super().__init__(message)
+        self.job_id = job_id

@@ -16,7 +16,7 @@ from typing import Callable
 from cloudevents.http import from_http, to_binary
 
 from shared import auth, duck, metrics, openapi, runtime
-from shared.errors import InputError, NotFound, TransientError, ValidationError
+from shared.errors import InputError, JobNotAccepted, NotFound, TransientError, ValidationError
 
 Route = Callable[["object", runtime.Context], "tuple"]
 
@@ -25,6 +25,8 @@ def json_response(body, status: int = 200, headers: dict | None = None):
     return (json.dumps(body, indent=2, default=str), status,
             {"Content-Type": "application/json", **(headers or {})})
 
+
+JOB_RETRY_AFTER = 5  # seconds a client waits before starting again a job the broker did not take
 
 BUILTIN_PATHS = ("/healthz", "/readyz", "/startupz", "/metrics", *openapi.PATHS)  # GET only
 
@@ -52,6 +54,17 @@ class FunctionApp:
         self._ctx = None
         self._lock = threading.Lock()
         _json_framework_errors()
+        self._guard_bodies()
+
+    def _guard_bodies(self) -> None:
+        """Put shared/bodyguard.py ahead of functions-framework's Flask app (main.py is imported
+        inside its app context), so size, credentials and pace are checked before any body is read."""
+        import flask
+        from shared.bodyguard import BodyGuard
+
+        if flask.has_app_context() and not isinstance(flask.current_app.wsgi_app, BodyGuard):
+            flask.current_app.wsgi_app = BodyGuard(flask.current_app.wsgi_app,
+                                                   lambda: auth.Gatekeeper.for_context(self.ctx))
 
     @property
     def ctx(self) -> runtime.Context:
@@ -118,8 +131,9 @@ class FunctionApp:
             ok = all(v == "up" for v in report.values())
             return path[1:], json_response({"function": self.function, "ready": ok, "dependencies": report},
                                            200 if ok else 503)
-        if path == "/metrics":
-            return "metrics", (metrics.exposition(), 200, {"Content-Type": "text/plain; version=0.0.4"})
+        if path == "/metrics":  # its labels name every tenant: the metrics or broker token (auth.METRICS)
+            return "metrics", self._guard(lambda: self._admit(request, lambda: (
+                metrics.exposition(), 200, {"Content-Type": "text/plain; version=0.0.4"})))
         if path in openapi.PATHS and request.method == "GET":
             return "openapi", self._guard(lambda: openapi.response(self.function, path))
         for method, prefix, fn in self.routes:
@@ -164,8 +178,14 @@ class FunctionApp:
             return json_response({"error": str(exc)}, 404)
         except InputError as exc:
             return json_response({"error": str(exc)}, 400)
+        except JobNotAccepted as exc:
+            return json_response({"jobId": exc.job_id, "state": "failed", "error": str(exc)}, 503,
+                                 {"Retry-After": str(JOB_RETRY_AFTER)})
         except TransientError as exc:
-            return json_response({"error": f"dependency unavailable: {exc}"}, 503, {"Retry-After": "1"})
+            # The detail (an internal endpoint, a bucket) goes to the log, never to the caller.
+            self.ctx.log.warning("dependency unavailable: %s", exc)
+            return json_response({"error": "a dependency of UDB is unavailable; retry later"}, 503,
+                                 {"Retry-After": "1"})
         except Exception as exc:
             self.ctx.log.exception("unhandled error")
             return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)

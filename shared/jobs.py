@@ -35,12 +35,20 @@ def can_move(current: str, new: str) -> bool:
     return STATES.index(new) > STATES.index(current)
 
 
-def new_job(job_id: str, tenant: str, *, hint: str | None = None, traceparent: str | None = None) -> dict:
+def new_job(job_id: str, tenant: str, *, hint: str | None = None, traceparent: str | None = None,
+            **fields) -> dict:
     at = now_iso()
     return {"job_id": job_id, "tenant": tenant, "state": "requested", "hint": hint or "",
             "created_at": at, "updated_at": at, "history": [{"state": "requested", "at": at}],
             "stage_seconds": {}, "error": None, "source_id": None, "tables": {},
-            "artifacts_index": None, "traceparent": traceparent, "version": 1}
+            "artifacts_index": None, "traceparent": traceparent, "version": 1, **fields}
+
+
+def held_by_broker(doc: dict) -> bool:
+    """False for a job a client door started (`accepted: false` until the broker takes its
+    event) that got past discovery without the broker taking it: the send failed, or the
+    process died before it. Such a job never reached the pipeline and counts against no cap."""
+    return doc.get("accepted") is not False or doc.get("state") in ("requested", "discovering")
 
 
 def apply_state(doc: dict, state: str, *, error: dict | None = None, **fields) -> dict:
@@ -91,8 +99,8 @@ class Jobs:
         except NotFound:
             raise NotFound(f"no job {job_id} for tenant {self.store.tenant}") from None
 
-    def create(self, job_id: str, *, hint: str | None = None, traceparent: str | None = None) -> dict:
-        doc = new_job(job_id, self.store.tenant, hint=hint, traceparent=traceparent)
+    def create(self, job_id: str, *, hint: str | None = None, traceparent: str | None = None, **fields) -> dict:
+        doc = new_job(job_id, self.store.tenant, hint=hint, traceparent=traceparent, **fields)
         try:
             self.store.put(self._key(job_id), _dump(doc), if_none_match=True, content_type="application/json")
         except PreconditionFailed:
@@ -121,6 +129,22 @@ class Jobs:
             except PreconditionFailed:
                 continue  # someone else moved it: read again and retry
             self.on_change(doc)
+            return doc
+        raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
+
+    def annotate(self, job_id: str, **fields) -> dict:
+        """Set fields of the document whatever its state (no state change)."""
+        for _ in range(20):
+            blob = self.store.get(self._key(job_id))
+            doc = json.loads(blob.data)
+            if all(doc.get(k) == v for k, v in fields.items()):
+                return doc
+            doc.update(fields)
+            doc["version"] += 1
+            try:
+                self.store.put(self._key(job_id), _dump(doc), if_match=blob.etag, content_type="application/json")
+            except PreconditionFailed:
+                continue
             return doc
         raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
 

@@ -688,7 +688,7 @@ def resume_job(ctx, tenant: str, job_id: str) -> dict:
     broker (K_SINK) when there is one, else through the embedded dispatcher in this process.
     Returns {resumed, via, state[, error]}. A stack or cluster function without K_SINK does not
     resume (the tokens are kept; discovering the link again goes straight through)."""
-    from shared import bindings, events
+    from shared import events
 
     record = _get_json(ctx.secrets, tenant, job_name(job_id))
     jobs = ctx.jobs(tenant)
@@ -712,7 +712,9 @@ def resume_job(ctx, tenant: str, job_id: str) -> dict:
     event = events.make_event(events.DISCOVER_REQUESTED, data, tenant=tenant, job_id=job_id,
                               function=getattr(ctx, "function", "artifacts"), traceparent=doc.get("traceparent"))
     if ctx.settings.broker_url:
-        bindings.send_to_broker(ctx.settings, event)
+        # The broker not taking it fails the job at once (JobNotAccepted: 503 + Retry-After); the
+        # tokens are kept, so discovering the link again goes straight through.
+        ctx.send_job(tenant, job_id, event, "discover")
         return {"resumed": True, "via": "broker", "state": "discovering"}
     dispatcher = ctx.extras.get("dispatcher")
     if dispatcher is None:

@@ -6,7 +6,8 @@
   the limit protects a process (and its store) from one tenant, it is not a billing quota.
 - `check_concurrent_jobs`: refuses a new job while the tenant already has
   `UDB_MAX_CONCURRENT_JOBS` live ones (any state but completed/failed, updated within
-  `UDB_LIVE_JOB_SECONDS`, so a job orphaned by a crash stops counting). Counting reads the
+  `UDB_LIVE_JOB_SECONDS`, so a job orphaned by a crash stops counting, and held by the broker:
+  a job whose first event the broker never took is no job, `jobs.held_by_broker`). Counting reads the
   tenant's job documents; two discoveries at the same instant can both pass (a soft cap).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from datetime import datetime, timezone
 
 from shared.errors import InputError, NotFound, UDBError
-from shared.jobs import TERMINAL
+from shared.jobs import TERMINAL, held_by_broker
 
 
 class RateLimited(UDBError):
@@ -84,7 +85,7 @@ def live_jobs(store, *, stale_after: float, exclude: str | None = None, now: flo
             doc = json.loads(store.get(info.key).data)
         except (NotFound, ValueError):
             continue  # deleted or being replaced meanwhile
-        if doc.get("state") in TERMINAL:
+        if doc.get("state") in TERMINAL or not held_by_broker(doc):
             continue
         try:
             updated = datetime.fromisoformat(doc["updated_at"]).astimezone(timezone.utc).timestamp()

@@ -95,6 +95,22 @@ class Context:
             event = incoming_event.get()
             self.lineage.job_changed(doc, analysed=events.flag(event, "autoanalyze") if event is not None else True)
 
+    def send_job(self, tenant: str, job_id: str, event: CloudEvent, stage: str) -> None:
+        """Send a job's event from a client door to the broker (K_SINK) and note on the job's
+        document that the broker holds it. When the broker does not take it the job fails at
+        once with the reason (a job never accepted must not stay live and count against
+        UDB_MAX_CONCURRENT_JOBS) and JobNotAccepted goes up: 503 with Retry-After."""
+        from shared import bindings
+        from shared.errors import JobNotAccepted
+        try:
+            bindings.send_to_broker(self.settings, event)
+        except TransientError as exc:
+            self.log.warning("job %s not started: %s", job_id, exc)
+            reason = "the broker did not take the job, so nothing was started: start it again"
+            self.jobs(tenant).fail(job_id, stage=stage, function=self.function, reason=reason)
+            raise JobNotAccepted(reason, job_id) from None
+        self.jobs(tenant).annotate(job_id, accepted=True)
+
     def emit(self, event_type: str, data: dict, incoming: CloudEvent, **flags) -> CloudEvent:
         """The reply to `incoming`: same tenant and job, a child of its trace."""
         attrs = incoming.get_attributes()

@@ -68,6 +68,19 @@ class Settings:
     live_job_seconds: int = _setting("UDB_LIVE_JOB_SECONDS", 3600, "a live job not updated for this long "
                                      "no longer counts against UDB_MAX_CONCURRENT_JOBS")
     max_body_bytes: int = _setting("UDB_MAX_BODY_BYTES", 4 * 1024 ** 2, "largest HTTP request body but uploads")
+    # Before a body is read (shared/bodyguard.py, issue 16): slow senders, anonymous callers, JWT lifetime.
+    body_timeout_seconds: int = _setting("UDB_BODY_TIMEOUT_SECONDS", 10, "time a request body may take beyond "
+                                         "what its size needs at UDB_BODY_MIN_RATE; slower bodies get 408")
+    body_min_rate: int = _setting("UDB_BODY_MIN_RATE", 1024 ** 2, "slowest sending rate (bytes a second) a "
+                                  "request body is given time for")
+    anon_body_readers: int = _setting("UDB_ANON_BODY_READERS", 2, "request bodies one address without "
+                                      "credentials may be sending at once (more get 429 before being read)")
+    anon_body_readers_total: int = _setting("UDB_ANON_BODY_READERS_TOTAL", 4, "request bodies all callers "
+                                            "without credentials may be sending at once; keep it below THREADS")
+    jwt_max_seconds: int = _setting("UDB_JWT_MAX_SECONDS", 24 * 3600, "longest lifetime (exp - iat) a JWT may "
+                                    "have; longer tokens are refused")
+    metrics_token: str = _setting("UDB_METRICS_TOKEN", "", "bearer token Prometheus sends to GET /metrics "
+                                  "(the broker token opens it too); empty: only the broker token")
     max_uncompressed_bytes: int = _setting("UDB_MAX_UNCOMPRESSED_BYTES", 4 * 1024 ** 3,
                                            "largest inflated size of a zip (.xlsx) or gzip source")
     max_compression_ratio: int = _setting("UDB_MAX_COMPRESSION_RATIO", 200,

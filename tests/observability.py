@@ -46,7 +46,8 @@ def ensure_traced_functions() -> list[str]:
 
 def scrape(function: str) -> dict:
     """The function's /metrics as {family name: Metric} (prometheus_client's parser)."""
-    response = httpx.get(stack.function_url(function) + "/metrics", timeout=30)
+    response = httpx.get(stack.function_url(function) + "/metrics", timeout=30,
+                         headers={"Authorization": f"Bearer {stack.broker_token()}"})  # metrics need a token
     assert response.status_code == 200, response.text
     return {family.name: family for family in text_string_to_metric_families(response.text)}
 

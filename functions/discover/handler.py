@@ -12,8 +12,8 @@ import json
 from cloudevents.http import CloudEvent
 
 from functions.discover.detect import detect
-from shared import auth, bindings, events, limits, logs, oauth, ratelimit, telemetry
-from shared.errors import InputError, SourceError
+from shared import auth, events, limits, logs, oauth, ratelimit, telemetry
+from shared.errors import InputError, NotFound, SourceError, TransientError
 from shared.httpfn import json_response
 from shared.runtime import Context
 from shared.sources import OAUTH_PROVIDERS, SourceEnv, inspect_source, redact
@@ -24,7 +24,8 @@ TENANT_HEADER = "X-UDB-Tenant"
 
 
 def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str | None = None,
-             options: dict | None = None, *, autosync: bool = True, autoanalyze: bool = True) -> tuple[dict, dict]:
+             options: dict | None = None, *, autosync: bool = True, autoanalyze: bool = True,
+             door: bool = False) -> tuple[dict, dict]:
     """Detect, catalogue and record the source; returns (source, detection). A share link of a
     tenant without a token raises oauth.AuthorizationNeeded: the job waits (its document says
     why, with the oauthUrl), and the OAuth callback re-emits this request once authorized."""
@@ -32,7 +33,9 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
     limits.check_local_hint(hint, ctx.settings)  # no server-side paths from a tenant in stack/cluster
     jobs = ctx.jobs(tenant)
     shown = redact(hint)
-    jobs.ensure(job_id, hint=shown, traceparent=traceparent)
+    # A job started at the HTTP door, whose event goes to the broker, is `accepted: false` until
+    # the broker takes it (without a broker the job waits for the client's next request, and counts).
+    jobs.ensure(job_id, hint=shown, traceparent=traceparent, **({"accepted": False} if door else {}))
     jobs.move(job_id, "discovering")
     with telemetry.stage("probe") as span:
         found = detect(hint, options)
@@ -107,7 +110,8 @@ def _discover_connect(request, ctx: Context, tenant: str, job_id: str):
                                       job_id=job_id, function=FUNCTION)
     try:
         source, found = discover(ctx, tenant, job_id, body["hint"].strip(), request_event["traceparent"],
-                                 body.get("options"), autosync=autosync, autoanalyze=autoanalyze)
+                                 body.get("options"), autosync=autosync, autoanalyze=autoanalyze,
+                                 door=bool(ctx.settings.broker_url))
     except oauth.AuthorizationNeeded as waiting:
         wait = waiting.wait
         answer = {"jobId": job_id, "state": "waiting", "reason": wait["reason"], "provider": wait["provider"],
@@ -118,17 +122,41 @@ def _discover_connect(request, ctx: Context, tenant: str, job_id: str):
         ctx.jobs(tenant).fail(job_id, stage="discover", function=FUNCTION, reason=str(exc))
         telemetry.mark_failed(str(exc))
         return json_response({"jobId": job_id, "state": "failed", "error": str(exc)}, 422)
+    except ratelimit.TooManyJobs:
+        raise  # refused before its document was written: 429
+    except Exception as exc:
+        # Anything else answers 400, 500 or 503: the job must not stay live behind the answer.
+        _fail_started(ctx, tenant, job_id, exc)
+        raise
     reply = ctx.emit(events.SOURCE_DISCOVERED,
                      {"source": source, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
                       "autosync": autosync, "autoanalyze": autoanalyze},
                      request_event, autosync=autosync, autoanalyze=autoanalyze)
     sent = False
     if ctx.settings.broker_url:
-        bindings.send_to_broker(ctx.settings, reply)
+        ctx.send_job(tenant, job_id, reply, "discover")  # JobNotAccepted: failed, 503 + Retry-After
         sent = True
     result = {"jobId": job_id, "candidates": found["candidates"], "ambiguous": found["ambiguous"],
               "source": source, "sent": sent}
     return json_response(result, 202 if sent else 200)
+
+
+def _fail_started(ctx: Context, tenant: str, job_id: str, exc: Exception) -> None:
+    """Fail a job whose discovery at the door ended in an error answer, if its document exists;
+    the reason is what the client is told (no internal detail for an outage or a bug)."""
+    if isinstance(exc, InputError):
+        reason = str(exc)
+    elif isinstance(exc, TransientError):
+        reason = "a dependency of UDB was unavailable: start the job again"
+    else:
+        reason = f"internal error: {type(exc).__name__}"
+    try:
+        if ctx.jobs(tenant).get(job_id)["state"] not in ("completed", "failed"):
+            ctx.jobs(tenant).fail(job_id, stage="discover", function=FUNCTION, reason=reason)
+    except NotFound:
+        pass  # refused before its document was written
+    except Exception:  # the store itself is down: the job cannot be recorded either way
+        ctx.log.warning("job %s could not be marked failed", job_id, exc_info=True)
 
 
 ROUTES = [("POST", "/sources/discover_connect", discover_connect)]

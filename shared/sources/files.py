@@ -145,17 +145,30 @@ def _ragged_or(path: Path, delim: str, fallback: str, max_lines: int = 100_000) 
     DuckDB's sniffer looks at), or fall back to the sniffer's own complaint."""
     with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
         expected = None
-        for lineno, row in enumerate(csv.reader(fh, delimiter=delim), start=1):
-            if lineno > max_lines:
-                break
-            if not row:
-                continue
-            if expected is None:
-                expected = len(row)
-            elif len(row) != expected:
-                return SourceError(f"{path.name}: ragged rows: line {lineno} has {len(row)} fields, "
-                                   f"expected {expected}")
+        reader = csv.reader(fh, delimiter=delim)
+        try:
+            for lineno, row in enumerate(reader, start=1):
+                if lineno > max_lines:
+                    break
+                if not row:
+                    continue
+                if expected is None:
+                    expected = len(row)
+                elif len(row) != expected:
+                    return SourceError(f"{path.name}: ragged rows: line {lineno} has {len(row)} fields, "
+                                       f"expected {expected}")
+        except csv.Error as exc:
+            return csv_error(path.name, reader, exc)
     return SourceError(fallback)
+
+
+def csv_error(name: str, reader, exc: csv.Error) -> SourceError:
+    """A line Python's csv reader refuses, named (a field above its limit is almost always a
+    quote that never closes, which swallows the rest of the file into one field)."""
+    if "field larger than field limit" in str(exc):
+        return SourceError(f"{name}: line {reader.line_num} has a field longer than {csv.field_size_limit():,} "
+                           f"characters, the CSV reader's limit (a quote that is never closed?)")
+    return SourceError(f"{name}: line {reader.line_num} cannot be read as CSV: {exc}")
 
 
 def _first_line(exc: Exception) -> str:

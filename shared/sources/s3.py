@@ -308,13 +308,17 @@ def _ragged_in(head: bytes, name: str, delim: str) -> SourceError | None:
     if len(head) >= SNIFF_BYTES:
         text = text[:text.rfind("\n") + 1]  # the last line may be cut
     expected = None
-    for lineno, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delim), start=1):
-        if not row:
-            continue
-        if expected is None:
-            expected = len(row)
-        elif len(row) != expected:
-            return SourceError(f"{name}: ragged rows: line {lineno} has {len(row)} fields, expected {expected}")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    try:
+        for lineno, row in enumerate(reader, start=1):
+            if not row:
+                continue
+            if expected is None:
+                expected = len(row)
+            elif len(row) != expected:
+                return SourceError(f"{name}: ragged rows: line {lineno} has {len(row)} fields, expected {expected}")
+    except csv.Error as exc:
+        return files.csv_error(name, reader, exc)
     return None
 
 

@@ -22,7 +22,8 @@ def test_startupz_reports_every_dependency_and_the_gauge(running_stack):
         assert report.status_code == 200, report.text
         assert report.json() == {"function": name, "ready": True, "dependencies": {
             "object_store": "up", "kafka": "up", "duckdb_extensions": "up"}}
-        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        metrics = httpx.get(f"{url}/metrics", timeout=5,
+                            headers={"Authorization": f"Bearer {stack.broker_token()}"}).text
         for component in ("object_store", "kafka", "duckdb_extensions"):
             assert f'udb_dependency_up{{component="{component}"}} 1.0' in metrics
 

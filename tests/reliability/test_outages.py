@@ -23,7 +23,7 @@ def post(event) -> None:
 
 
 def count_503(function: str) -> float:
-    text = httpx.get(stack.function_url(function) + "/metrics", timeout=5).text
+    text = httpx.get(stack.function_url(function) + "/metrics", timeout=5, headers=broker_auth()).text
     return sum(float(v) for v in re.findall(
         rf'udb_http_requests_total{{function="{function}",route="event",status="503"}} ([0-9.e+]+)', text))
 
