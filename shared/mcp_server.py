@@ -220,7 +220,9 @@ class Warehouse:
             try:
                 result = kpis.run_kpi(kpi_con, {"name": "run_kpi", "sql": checked.sql},
                                       timeout_ms=self.settings.kpi_timeout_ms,
-                                      max_rows=min(max_rows, self.settings.kpi_max_rows))
+                                      max_rows=min(max_rows, self.settings.kpi_max_rows),
+                                      max_bytes=self.settings.kpi_max_bytes,
+                                      max_cell_chars=self.settings.kpi_max_cell_chars)
             finally:
                 kpi_con.close()
         return {"sql": checked.sql, "tables": checked.tables, "columns": result["columns"], "rows": result["rows"],

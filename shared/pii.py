@@ -455,10 +455,12 @@ def mask_frame(df: "pd.DataFrame") -> "pd.DataFrame":
     return out
 
 
-def mask_rows(columns: list[str], rows: list[list]) -> tuple[list[list], bool]:
+def mask_rows(columns: list[str], rows: list[list], personal: Iterable[str] = ()) -> tuple[list[list], bool]:
     """Mask a query result (a KPI's): personal-data columns (by name, or by content: mostly
-    card numbers, IBANs, ... of their values) wholly, the same text rules inside every other
+    card numbers, IBANs, ... of their values, or named in `personal`: computed from a
+    personal-data column, shared.pii_lineage) wholly, the same text rules inside every other
     string. Returns (rows, whether anything changed)."""
+    personal = set(personal)
     kinds = [pii_kind_of_name(c) for c in columns]
     for index, kind in enumerate(kinds):
         if kind is None and rows:
@@ -466,6 +468,8 @@ def mask_rows(columns: list[str], rows: list[list]) -> tuple[list[list], bool]:
             result = classify_values(sample) if _content_candidate(sample) else None
             if result:
                 kinds[index] = result[0]
+        if kinds[index] is None and columns[index] in personal:
+            kinds[index] = "derived"  # reshaped personal data: wholly, "<first character>***"
     changed = False
     out = []
     for row in rows:
