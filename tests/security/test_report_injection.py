@@ -11,6 +11,7 @@ sub-resource alike (Network.setExtraHTTPHeaders)."""
 from __future__ import annotations
 
 import csv
+import html
 import html.parser
 import itertools
 import json
@@ -81,7 +82,11 @@ def hostile_csv(path: Path, port: int) -> dict[str, str]:
     payloads = {
         "script_name": "<script>document.title='pwned'</script>",
         "img_name": f"<img src=x onerror=\"fetch('{home}/hit-name')\">",
-        "close_script": f"</script><script>fetch('{home}/hit-close');document.title='pwned'</script>",
+        # Categories stay short (mean under 40 characters): the column is then categorical and
+        # its values become KPI groups, chart labels and summary sentences.
+        "close_script": f"</script><script>fetch('//127.0.0.1:{port}/c')</script>",
+        "img_title": "<img src=x onerror=document.title=1>",
+        "italic": "<i>x</i>",
         "img_onerror": f"<img src=x onerror=\"fetch('{home}/hit-img');document.title='pwned'\">",
         "svg_onload": f"\"><svg onload=\"fetch('{home}/hit-svg')\">",
         "plain_img": f"<img src=\"{home}/hit-plain\">",
@@ -90,11 +95,11 @@ def hostile_csv(path: Path, port: int) -> dict[str, str]:
     with path.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["id", payloads["script_name"], payloads["img_name"], "note", "amount", "day"])
-        categories = [payloads["close_script"], payloads["img_onerror"], payloads["svg_onload"]]
+        categories = [payloads["close_script"], payloads["img_title"], payloads["italic"]]
         notes = [payloads["plain_img"], payloads["close_script"], payloads["img_onerror"], "an ordinary note"]
         for i in range(60):
             out.writerow([i, categories[i % 3], f"{payloads['svg_onload']} {i % 4}", notes[i % 4],
-                          (i % 7) * 2.5, f"2024-01-{1 + i % 28:02d}"])
+                          (i % 7) * 2.5 + i % 3, f"2024-01-{1 + i % 28:02d}"])
     return payloads
 
 
@@ -293,7 +298,7 @@ def test_no_injected_script_runs_in_any_report_opened_in_chromium(hostile_job, a
                                                                      else SANDBOX_CSP), name
                 dom = browser.open(url, headers)
                 assert listener.hits == [], f"{name}: an injected payload called home: {listener.hits}"
-                assert title_of(dom) == title_of(served.text) and "pwned" not in title_of(dom), name
+                assert title_of(dom) == title_of(served.text) and title_of(dom) not in ("pwned", "1"), name
                 assert expected_text(name, job_id) in dom, f"{name} did not render: {dom[:400]}"
         finally:
             browser.close()
@@ -301,3 +306,22 @@ def test_no_injected_script_runs_in_any_report_opened_in_chromium(hostile_job, a
     summary = httpx.get(f"{artifacts_server}/artifact/{job_id}/summary.md", headers=headers, timeout=30)
     assert summary.headers["X-Content-Type-Options"] == "nosniff"
     assert summary.headers["Content-Security-Policy"] == SANDBOX_CSP
+
+
+def test_summary_markdown_shows_payloads_as_text_in_a_markdown_renderer(hostile_job):
+    """summary.md rendered by a CommonMark renderer that passes raw HTML through (markdown-it's
+    default "commonmark" preset has html on): the payloads come out as text, never as tags."""
+    from markdown_it import MarkdownIt
+
+    from shared.store import TenantStore, open_store
+
+    settings, job_id, payloads, _ = hostile_job
+    store = TenantStore(open_store(settings), TENANT)
+    text = store.get(store.artifact_key(job_id, "summary.md")).data.decode()
+    rendered = MarkdownIt("commonmark").render(text)
+    tags = set(re.findall(r"<([a-zA-Z][a-zA-Z0-9]*)", rendered))
+    assert tags <= {"h1", "h2", "ul", "li", "code", "p"}, tags
+    # ... and the hostile names and values are there, as the text a reader sees.
+    shown = html.unescape(re.sub(r"<[^>]+>", "", rendered))
+    for payload in ("script_name", "italic"):  # the grouping column, and the top group
+        assert payloads[payload] in shown, payload
