@@ -15,12 +15,9 @@ import html
 import html.parser
 import itertools
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,16 +33,11 @@ from shared.embedded import Dispatcher
 from shared.settings import Settings
 from shared.tenancy import new_job_id
 from tests.conftest import REPO
+from tests.security.artifacts_process import artifacts_process
 
 pytestmark = pytest.mark.security
 TENANT = "acme"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Listener:
@@ -242,34 +234,8 @@ def hostile_job(tmp_path_factory):
 @pytest.fixture(scope="module")
 def artifacts_server(hostile_job, tmp_path_factory):
     """The artifacts function as deployed: functions-framework in its own process."""
-    settings = hostile_job[0]
-    port = free_port()
-    env = {**os.environ, "UDB_HOME": str(settings.home), "UDB_MODE": "embedded", "UDB_AUTH": "off",
-           "UDB_LOG_LEVEL": "WARNING", "UDB_EVENTING_DIR": str(REPO / "eventing"), "PYTHONPATH": str(REPO)}
-    log = tmp_path_factory.mktemp("ff") / "artifacts.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "functions-framework"), "--source",
-                                 str(REPO / "functions" / "artifacts" / "main.py"), "--target", "http",
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
+    with artifacts_process(hostile_job[0].home, tmp_path_factory.mktemp("ff") / "artifacts.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (scripts/ensure-chromium.sh installs Debian's)")
