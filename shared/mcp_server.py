@@ -310,7 +310,8 @@ class Embedded:
         from functions.analyze.kpi_defs import KpiDefinitions, warehouse_tables
         from shared.store import TenantStore
         store = TenantStore(self.store, caller.tenant)
-        return KpiDefinitions(store).put(name, definition, warehouse_tables(store))[0]
+        definitions = KpiDefinitions(store, max_definitions=self.ctx.settings.kpi_max_definitions)
+        return definitions.put(name, definition, warehouse_tables(store))[0]
 
 
 class Stack:
