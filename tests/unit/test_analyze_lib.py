@@ -222,9 +222,11 @@ def test_summarize_facts(con):
     assert facts["kpi:sales:row_count"]["value"] == 10000
     assert facts["drift:dataset"]["value"] == 0.2
     assert facts["drift:columns"]["value"] == ["amount"]
+    from functions.analyze.summary import markdown_text
+
     for fact in data["facts"]:
         assert set(fact) >= {"id", "text", "value", "source"}
-        assert f"- {fact['text']}" in markdown
+        assert f"- {markdown_text(fact['text'])}" in markdown
     json.dumps(data, allow_nan=False)
 
 
