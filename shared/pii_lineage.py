@@ -117,12 +117,13 @@ def _cautious(tree: exp.Expression, personal: Mapping[str, set[str]]) -> bool:
     return False
 
 
-def tables_read(sql: str) -> list[str]:
-    """The names (lower case) of the tables a query names, CTEs left out; [] when it does not parse."""
+def tables_read(sql: str) -> list[str] | None:
+    """The names (lower case) of the tables a query names, CTEs left out; None when it does not
+    parse (then any table may be read)."""
     try:
         tree = parse_one(sql, dialect=DIALECT)
     except SqlglotError:
-        return []
+        return None
     ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
     return sorted({t.name.lower() for t in tree.find_all(exp.Table) if t.name and t.name.lower() not in ctes})
 

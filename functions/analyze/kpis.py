@@ -450,7 +450,10 @@ class PersonalColumns:
 
         schema = self.schema()
         by_lower = {t.lower(): t for t in schema}
-        read = [by_lower[t] for t in tables_read(sql) if t in by_lower]
+        named = tables_read(sql)
+        # SQL sqlglot cannot parse (the guard would have refused it; UDB's own SQL parses) may
+        # read any table: all of them count.
+        read = list(schema) if named is None else [by_lower[t] for t in named if t in by_lower]
         personal = {t: self.of(t) for t in read}
         if not any(personal.values()):
             return set()
