@@ -220,7 +220,9 @@ class Warehouse:
             try:
                 result = kpis.run_kpi(kpi_con, {"name": "run_kpi", "sql": checked.sql},
                                       timeout_ms=self.settings.kpi_timeout_ms,
-                                      max_rows=min(max_rows, self.settings.kpi_max_rows))
+                                      max_rows=min(max_rows, self.settings.kpi_max_rows),
+                                      max_bytes=self.settings.kpi_max_bytes,
+                                      max_cell_chars=self.settings.kpi_max_cell_chars)
             finally:
                 kpi_con.close()
         return {"sql": checked.sql, "tables": checked.tables, "columns": result["columns"], "rows": result["rows"],
@@ -308,7 +310,8 @@ class Embedded:
         from functions.analyze.kpi_defs import KpiDefinitions, warehouse_tables
         from shared.store import TenantStore
         store = TenantStore(self.store, caller.tenant)
-        return KpiDefinitions(store).put(name, definition, warehouse_tables(store))[0]
+        definitions = KpiDefinitions(store, max_definitions=self.ctx.settings.kpi_max_definitions)
+        return definitions.put(name, definition, warehouse_tables(store))[0]
 
 
 class Stack:

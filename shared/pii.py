@@ -10,7 +10,9 @@ compares masked reference data with masked current data):
   in the printed groups 4-4-4-4(-3), 4-6-5, 4-6-4, separated by spaces or dashes, with a valid
   Luhn check digit), a national id (a configurable list of named patterns,
   `UDB_PII_NATIONAL_IDS`; defaults in DEFAULT_NATIONAL_IDS) and a phone number each become
-  "***". Numbers that fail the checksum (a 16-digit order number whose last digit is not its
+  "***"; phone numbers written in international form ("+44 7700 900123", "+33 6 12 34 56 78",
+  "+49 30 1234567": any grouping libphonenumber accepts as a possible number of the country
+  code) are found by the `phonenumbers` library. Numbers that fail the checksum (a 16-digit order number whose last digit is not its
   Luhn digit, a reference shaped like an IBAN with wrong check digits) are kept;
 - a column whose *name* says it holds personal data (a person's name, an address, a national
   id, a card number, a date of birth, ...) or whose *content* is mostly personal data (most
@@ -249,6 +251,28 @@ def _phone_ok(text: str) -> bool:
     return True
 
 
+# International numbers ("+" and a country code, any national grouping): libphonenumber's
+# matcher at POSSIBLE leniency (the length fits the country's plan). VALID would also check
+# the number ranges in force and miss reserved ones such as the UK's 07700 900xxx, which are
+# still somebody's number in a test data set; a false "***" costs less than a leaked number.
+def _intl_phone_spans(value: str) -> list[tuple[int, int]]:
+    import phonenumbers
+
+    return [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(
+        value, None, leniency=phonenumbers.Leniency.POSSIBLE)]
+
+
+def _mask_intl_phones(value: str) -> str:
+    for start, end in reversed(_intl_phone_spans(value)):
+        value = value[:start] + MASK + value[end:]
+    return value
+
+
+def is_intl_phone(text: str) -> bool:
+    """True when the whole of `text` is one phone number in international form ("+33 6 12 34 56 78")."""
+    return text.startswith("+") and _intl_phone_spans(text) == [(0, len(text))]
+
+
 def _mask_phone(match: re.Match) -> str:
     return MASK if _phone_ok(match.group(0)) else match.group(0)
 
@@ -285,6 +309,8 @@ def mask_text(value: str) -> str:
         for _, pattern in national_id_patterns():
             value = pattern.sub(MASK, value)
     if digits >= 7:
+        if "+" in value:
+            value = _mask_intl_phones(value)
         value = PHONE_RE.sub(_mask_phone, value)
     return value
 
@@ -314,7 +340,7 @@ def value_kind(value) -> str | None:
     for _, pattern in national_id_patterns():
         if pattern.fullmatch(text):
             return "national_id"
-    if PHONE_RE.fullmatch(text) and _phone_ok(text):
+    if PHONE_RE.fullmatch(text) and _phone_ok(text) or is_intl_phone(text):
         return "phone"
     return None
 
@@ -429,10 +455,12 @@ def mask_frame(df: "pd.DataFrame") -> "pd.DataFrame":
     return out
 
 
-def mask_rows(columns: list[str], rows: list[list]) -> tuple[list[list], bool]:
+def mask_rows(columns: list[str], rows: list[list], personal: Iterable[str] = ()) -> tuple[list[list], bool]:
     """Mask a query result (a KPI's): personal-data columns (by name, or by content: mostly
-    card numbers, IBANs, ... of their values) wholly, the same text rules inside every other
+    card numbers, IBANs, ... of their values, or named in `personal`: computed from a
+    personal-data column, shared.pii_lineage) wholly, the same text rules inside every other
     string. Returns (rows, whether anything changed)."""
+    personal = set(personal)
     kinds = [pii_kind_of_name(c) for c in columns]
     for index, kind in enumerate(kinds):
         if kind is None and rows:
@@ -440,6 +468,8 @@ def mask_rows(columns: list[str], rows: list[list]) -> tuple[list[list], bool]:
             result = classify_values(sample) if _content_candidate(sample) else None
             if result:
                 kinds[index] = result[0]
+        if kinds[index] is None and columns[index] in personal:
+            kinds[index] = "derived"  # reshaped personal data: wholly, "<first character>***"
     changed = False
     out = []
     for row in rows:

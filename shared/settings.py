@@ -38,6 +38,11 @@ class Settings:
                                         "row threshold above which ydata-profiling and Evidently see a sample")
     kpi_timeout_ms: int = _setting("UDB_KPI_TIMEOUT_MS", 10_000, "time limit of one KPI query (milliseconds)")
     kpi_max_rows: int = _setting("UDB_KPI_MAX_ROWS", 10_000, "row cap of one KPI result; more rows are cut and flagged")
+    kpi_max_bytes: int = _setting("UDB_KPI_MAX_BYTES", 1024 * 1024, "byte cap of one KPI result (its rows as compact "
+                                  "JSON); rows past it are cut and flagged")
+    kpi_max_cell_chars: int = _setting("UDB_KPI_MAX_CELL_CHARS", 10_000, "longest text cell of a KPI result; "
+                                       "longer ones are cut and counted")
+    kpi_max_definitions: int = _setting("UDB_KPI_MAX_DEFINITIONS", 200, "KPI definitions one tenant may store")
     chart_png: bool = _setting("UDB_CHART_PNG", True, "render every KPI chart to PNG too (headless Chromium via kaleido)")
     chromium_path: str = _setting("UDB_CHROMIUM_PATH", "",
                                   "Chromium for PNG charts; empty: BROWSER_PATH, then chromium on PATH")
@@ -217,6 +222,10 @@ class Settings:
                 parse_national_ids(self.pii_national_ids)
             except ValueError as exc:
                 problems["UDB_PII_NATIONAL_IDS"] = str(exc)
+        for env, cap in (("UDB_KPI_MAX_BYTES", self.kpi_max_bytes), ("UDB_KPI_MAX_CELL_CHARS", self.kpi_max_cell_chars),
+                         ("UDB_KPI_MAX_DEFINITIONS", self.kpi_max_definitions)):
+            if cap < 1:
+                problems[env] = f"expected a positive number, found {cap}"
         for env, days in (("UDB_STAGING_RETENTION_DAYS", self.staging_retention_days),
                           ("UDB_ARTIFACT_RETENTION_DAYS", self.artifact_retention_days)):
             if days < 0:

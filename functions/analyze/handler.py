@@ -108,7 +108,11 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
 
     settings = ctx.settings
     kpi_con = kpi_con if kpi_con is not None else con
-    limits = {"timeout_ms": settings.kpi_timeout_ms, "max_rows": settings.kpi_max_rows}
+    # One catalogue of personal-data columns for every KPI of the job (column lineage masks
+    # what is computed from them); it learns each table's verdicts from its profile below.
+    limits = {"timeout_ms": settings.kpi_timeout_ms, "max_rows": settings.kpi_max_rows,
+              "max_bytes": settings.kpi_max_bytes, "max_cell_chars": settings.kpi_max_cell_chars,
+              "personal": kpis.PersonalColumns(kpi_con)}
     profiles, kpi_results, drift_all, text_all, notes = [], [], {}, [], []
     charts: list[dict] = []  # {base, kpi, result, table}
     kpis_by_table: dict[str, list[dict]] = {}
@@ -119,6 +123,7 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
             metrics.profile_seconds.observe(time.perf_counter() - started)
         metrics.profile_coverage.labels("duckdb").observe(1.0)  # the DuckDB profile reads every row
         profiles.append(prof)
+        limits["personal"].learn(prof)
         out.put_json(f"profile-{table}.json", prof, f"Full-table profile of {table} (DuckDB, every row)", table)
         out.put(f"profile-{table}.html", profile.render_profile_html(prof), "text/html",
                 f"Full-table profile of {table}, as a page", table)
@@ -201,6 +206,12 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
             notes.append({"kind": "kpi_failed", "message": f"{len(failed)} tenant KPI(s) did not run: "
                                                            + ", ".join(failed) + " (reasons in kpis-custom.json)"})
 
+    capped = [item["name"] for item in kpi_results + custom
+              if (item.get("result") or {}).get("capped_by") == "bytes" or (item.get("result") or {}).get("cells_cut")]
+    if capped:
+        notes.append({"kind": "kpi_capped", "message": (
+            f"{len(capped)} KPI result(s) cut to the byte cap ({settings.kpi_max_bytes:,} bytes per result, "
+            f"{settings.kpi_max_cell_chars:,} characters per cell): " + ", ".join(capped))})
     markdown, facts = summary.summarize(profiles, kpi_results, drift_all or None, custom_kpis=custom,
                                         text_stats=text_all)
     out.put("summary.md", markdown, "text/markdown", "Written summary, every sentence from a number in summary.json")

@@ -117,11 +117,22 @@ def check_result_columns(definition: dict, columns: list[str]) -> str | None:
     return None
 
 
-class KpiDefinitions:
-    """The KPI definitions of one tenant, in its store."""
+class TooManyKpis(InputError):
+    """A new definition past the tenant's cap (UDB_KPI_MAX_DEFINITIONS); the API answers 409."""
 
-    def __init__(self, store: TenantStore):
+    def __init__(self, tenant: str, count: int, limit: int):
+        super().__init__(f"tenant {tenant} already has {count} KPI definitions, the most allowed "
+                         f"(UDB_KPI_MAX_DEFINITIONS={limit}): delete one before adding another")
+        self.count, self.limit = count, limit
+
+
+class KpiDefinitions:
+    """The KPI definitions of one tenant, in its store; at most `max_definitions` of them
+    (replacing one is always allowed)."""
+
+    def __init__(self, store: TenantStore, max_definitions: int | None = None):
         self.store = store
+        self.max_definitions = max_definitions
 
     def _key(self, name: str) -> str:
         return f"{PREFIX}{validate_name(name)}.json"
@@ -131,6 +142,12 @@ class KpiDefinitions:
         definition = validate_definition(name, body, tables)
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         previous = self._get_or_none(name)
+        if previous is None and self.max_definitions is not None:
+            # Counted before the write: two racing PUTs may each see room for one more, so the
+            # cap can be passed by the number of concurrent writers, never more.
+            count = len(self.names())
+            if count >= self.max_definitions:
+                raise TooManyKpis(self.store.tenant, count, self.max_definitions)
         definition["created_at"] = previous["created_at"] if previous else now
         definition["updated_at"] = now
         self.store.put(self._key(name), json.dumps(definition, indent=2).encode(), content_type="application/json")
@@ -147,6 +164,11 @@ class KpiDefinitions:
         if definition is None:
             raise NotFound(f"no KPI named {name!r}")
         return definition
+
+    def names(self) -> list[str]:
+        """The names of the stored definitions, from the listing alone."""
+        return sorted(info.key[len(PREFIX):-len(".json")] for info in self.store.list(PREFIX)
+                      if info.key.endswith(".json") and "/" not in info.key[len(PREFIX):])
 
     def list(self) -> list[dict]:
         """Every stored definition, by name."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -238,11 +239,15 @@ def open_kpi_connection(warehouse: str | Path, *, memory_limit: str = "1GB", thr
 
 
 def run_query(con: duckdb.DuckDBPyConnection, sql: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
-              max_rows: int = DEFAULT_MAX_ROWS) -> tuple[list[str], list[tuple], bool, float]:
+              max_rows: int = DEFAULT_MAX_ROWS, max_cell_chars: int | None = None,
+              stats: dict | None = None) -> tuple[list[str], list[tuple], bool, float]:
     """Run one query under a time limit and a row cap: (columns, rows, truncated, elapsed ms).
 
     A timer thread interrupts the connection when the limit passes (KpiError). At most
     max_rows rows are kept; `truncated` says more were there (one extra row is fetched to know).
+    With `max_cell_chars`, rows are fetched one at a time and a longer text or binary cell is cut
+    at once (cut_cell), so a query returning a few huge cells never holds more than one row of
+    them; `stats["cells_cut"]` counts the cells cut.
     """
     state = {"running": True, "fired": False}
     lock = threading.Lock()
@@ -257,35 +262,117 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str, *, timeout_ms: int = DEF
     timer.daemon = True
     started = time.perf_counter()
     timer.start()
+    cut = 0
     try:
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []
-        rows = cursor.fetchmany(max_rows + 1)
+        if max_cell_chars is None:
+            rows = cursor.fetchmany(max_rows + 1)
+        else:
+            rows = []
+            while len(rows) <= max_rows:
+                row = cursor.fetchone()
+                if row is None:
+                    break
+                cells = []
+                for value in row:
+                    kept = cut_cell(value, max_cell_chars)
+                    cut += kept is not value
+                    cells.append(kept)
+                rows.append(tuple(cells))
     except duckdb.Error as exc:
         if state["fired"] or isinstance(exc, duckdb.InterruptException):
             raise KpiError(f"the query ran past its time limit of {timeout_ms / 1000:g} s and was stopped") from None
-        raise KpiError(f"the query failed in DuckDB: {str(exc).splitlines()[0]}") from None
+        raise KpiError(f"the query failed in DuckDB: {_redact(str(exc).splitlines()[0])}") from None
     finally:
         with lock:
             state["running"] = False
         timer.cancel()
     elapsed_ms = (time.perf_counter() - started) * 1000
     truncated = len(rows) > max_rows
+    if stats is not None:
+        stats["cells_cut"] = cut
     return columns, rows[:max_rows], truncated, elapsed_ms
 
 
-def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
-            max_rows: int = DEFAULT_MAX_ROWS) -> dict:
-    """Run a KPI's SQL under a time limit and row cap; return {name, title, table, chart,
-    columns, rows, row_count, truncated, pii_masked, max_rows, elapsed_ms} (JSON-safe).
+def _redact(message: str) -> str:
+    """A DuckDB error without the values it quotes ("Could not convert string 'Ada Lovelace'
+    to INT32"): the message goes into kpis-*.json and the summary, where a value would leave
+    the warehouse unmasked."""
+    return re.sub(r"'(?:[^']|'')*'", "'***'", message)
 
-    `rows` is a list of lists in `columns` order, PII-masked (shared.pii.mask_rows;
-    `pii_masked` says whether anything was); `table` and `chart` are copied from the KPI.
-    Raises KpiError when the query fails or runs past `timeout_ms`.
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_MAX_CELL_CHARS = 10_000
+CUT_MARK = "\u2026[cut]"
+
+
+def cut_cell(value, max_chars: int):
+    """A text cell longer than max_chars cut to its first max_chars characters plus CUT_MARK;
+    bytes longer than max_chars bytes likewise (as hex, the way results show bytes). Lists and
+    structs are left to the byte cap. Anything shorter is returned as it is (the same object)."""
+    if isinstance(value, str) and len(value) > max_chars:
+        return value[:max_chars] + CUT_MARK
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) > max_chars:
+        return bytes(value[:max_chars]).hex() + CUT_MARK
+    return value
+
+
+def _json_bytes(value) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def cap_bytes(rows: list[list], max_bytes: int, max_cell_chars: int) -> tuple[list[list], bool, int]:
+    """Keep whole rows while the compact JSON of the kept rows stays within max_bytes.
+
+    A list or struct cell whose JSON is longer than max_cell_chars is replaced by that JSON cut
+    like a text cell. Returns (rows kept, whether rows were dropped, cells cut here)."""
+    kept, total, cut = [], 2, 0  # "[" and "]"
+    for row in rows:
+        cells = []
+        for value in row:
+            if isinstance(value, (list, dict)):
+                text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+                if len(text) > max_cell_chars:
+                    value, cut = cut_cell(text, max_cell_chars), cut + 1
+            cells.append(value)
+        size = _json_bytes(cells) + (1 if kept else 0)  # the comma between rows
+        if total + size > max_bytes:
+            return kept, True, cut
+        kept.append(cells)
+        total += size
+    return kept, False, cut
+
+
+def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+            max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES,
+            max_cell_chars: int = DEFAULT_MAX_CELL_CHARS, personal: "PersonalColumns | None" = None) -> dict:
+    """Run a KPI's SQL under a time limit, a row cap and a byte cap; return {name, title,
+    table, chart, columns, rows, row_count, truncated, capped_by, cells_cut, pii_masked,
+    pii_columns, max_rows, max_bytes, elapsed_ms} (JSON-safe).
+
+    `rows` is a list of lists in `columns` order, PII-masked: by column name and content
+    (shared.pii.mask_rows), and wholly in every column computed from a personal-data column of
+    a table, whatever the SQL did to it (column lineage, shared.pii_lineage; `pii_columns`
+    names them). `personal` knows the personal-data columns (the analysis passes the profiles'
+    verdicts); without it they are worked out from this connection. Text cells longer than
+    max_cell_chars are cut (`cells_cut`), and rows are kept while their JSON stays within
+    max_bytes: `truncated` says rows were left out, `capped_by` by which cap ("rows" or
+    "bytes"). `table` and `chart` are copied from the KPI. Raises KpiError when the query fails
+    or runs past `timeout_ms`.
     """
-    columns, rows, truncated, elapsed_ms = run_query(con, kpi["sql"], timeout_ms=timeout_ms, max_rows=max_rows)
+    stats: dict = {}
+    columns, rows, truncated, elapsed_ms = run_query(con, kpi["sql"], timeout_ms=timeout_ms, max_rows=max_rows,
+                                                     max_cell_chars=max_cell_chars, stats=stats)
+    capped_by = "rows" if truncated else None
+    if personal is None:
+        personal = PersonalColumns(con)
+    derived = personal.outputs(kpi["sql"], columns)
     # Results leave the warehouse (JSON, charts, the summary): PII masked as everywhere else.
-    rows, masked = mask_rows(columns, json_safe([list(r) for r in rows]))
+    rows, masked = mask_rows(columns, json_safe([list(r) for r in rows]), personal=derived)
+    rows, dropped, cut = cap_bytes(rows, max_bytes, max_cell_chars)
+    if dropped:
+        truncated, capped_by = True, "bytes"
     return {
         "name": kpi["name"],
         "title": kpi.get("title") or kpi["name"],
@@ -295,10 +382,83 @@ def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict, *, timeout_ms: int = DEFA
         "rows": rows,
         "row_count": len(rows),
         "truncated": truncated,
+        "capped_by": capped_by,
+        "cells_cut": stats.get("cells_cut", 0) + cut,
         "pii_masked": masked,
+        "pii_columns": [c for c in columns if c in derived],
         "max_rows": max_rows,
+        "max_bytes": max_bytes,
         "elapsed_ms": round(elapsed_ms, 2),
     }
+
+
+USER_COLUMNS_SQL = ("SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+                    "AND database_name = current_database() ORDER BY table_name, column_index")
+
+
+class PersonalColumns:
+    """The personal-data columns of a tenant's tables, for KPI column lineage.
+
+    `known` gives them for the tables profiled in this job ({table: columns whose profile says
+    `pii`}: the same verdict the profile shows). Any other table a query reads is classified
+    here, once, the way the profile does it: by name, then by content over a reproducible
+    sample of shared.pii.CONTENT_SAMPLE rows.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, known: dict[str, Any] | None = None):
+        self.con = con
+        self._known = {t.lower(): set(cols) for t, cols in (known or {}).items()}
+        self._schema: dict[str, list[str]] | None = None
+
+    def learn(self, profile: dict) -> None:
+        """Take a profile_table() result's PII verdicts for its table."""
+        self._known[str(profile["table"]).lower()] = {
+            c["name"] for c in profile.get("column_profiles", []) if c.get("pii")}
+
+    def schema(self) -> dict[str, list[str]]:
+        if self._schema is None:
+            schema: dict[str, list[str]] = {}
+            for table, column in self.con.execute(USER_COLUMNS_SQL).fetchall():
+                schema.setdefault(table, []).append(column)
+            self._schema = schema
+        return self._schema
+
+    def of(self, table: str) -> set[str]:
+        key = table.lower()
+        if key not in self._known:
+            self._known[key] = self._classify(table)
+        return self._known[key]
+
+    def _classify(self, table: str) -> set[str]:
+        from shared.pii import CONTENT_SAMPLE, content_kinds, pii_columns
+
+        names = next((cols for t, cols in self.schema().items() if t.lower() == table.lower()), [])
+        found = set(pii_columns(names))
+        rest = [c for c in names if c not in found]
+        if rest:
+            select = ", ".join(quote_ident(c) for c in rest)
+            sample = self.con.execute(
+                f"SELECT {select} FROM main.{quote_ident(table)} "
+                f"USING SAMPLE reservoir({CONTENT_SAMPLE} ROWS) REPEATABLE (42)").fetchall()
+            values = {c: [row[i] for row in sample if row[i] is not None] for i, c in enumerate(rest)}
+            found |= set(content_kinds(values))
+        return found
+
+    def outputs(self, sql: str, columns: list[str]) -> set[str]:
+        """The result columns of `sql` computed from a personal-data column (shared.pii_lineage)."""
+        from shared.pii_lineage import personal_outputs, tables_read
+
+        schema = self.schema()
+        by_lower = {t.lower(): t for t in schema}
+        named = tables_read(sql)
+        # SQL sqlglot cannot parse (the guard would have refused it; UDB's own SQL parses) may
+        # read any table: all of them count.
+        read = list(schema) if named is None else [by_lower[t] for t in named if t in by_lower]
+        personal = {t: self.of(t) for t in read}
+        if not any(personal.values()):
+            return set()
+        return personal_outputs(sql, columns, {t: dict.fromkeys(cols, "VARCHAR") for t, cols in schema.items()},
+                                personal)
 
 
 PLOTLY_JS = "plotly.min.js"
@@ -364,7 +524,8 @@ def chart_figure(kpi: dict, result: dict):
     elif kind == "pie":
         fig.update_layout(title=title)
     if result.get("truncated"):
-        fig.add_annotation(text=f"first {result.get('row_count'):,} rows only (row cap)", showarrow=False,
+        cap = "byte cap" if result.get("capped_by") == "bytes" else "row cap"
+        fig.add_annotation(text=f"first {result.get('row_count'):,} rows only ({cap})", showarrow=False,
                            xref="paper", yref="paper", x=1, y=1.08, xanchor="right", font={"size": 11})
     fig.update_layout(template="plotly_white", margin={"l": 60, "r": 30, "t": 70, "b": 60})
     return fig

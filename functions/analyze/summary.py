@@ -8,6 +8,7 @@ number came from (a profile field, a KPI, a drift verdict, the text statistics).
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Any
 
@@ -54,13 +55,32 @@ def _signed_pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1%}"
 
 
+def _code(value) -> str:
+    # A backtick inside a name would end the code span early and let the rest be read as
+    # Markdown (or HTML): it is shown as the look-alike U+02CB instead.
+    return "`" + str(value).replace("`", "\u02cb") + "`"
+
+
+# Outside code spans, characters Markdown (and the HTML it may carry) would act on are
+# backslash-escaped in summary.md (CommonMark: any ASCII punctuation may be escaped), so a
+# column name or cell value such as "<img onerror=...>" or "[x](javascript:...)" is shown, never
+# rendered. Code spans need nothing: their content is literal.
+_MD_SPECIAL = re.compile(r"([\\<>&\[\]*_])")
+
+
+def markdown_text(text: str) -> str:
+    """A fact's text as a line of Markdown: code spans kept, everything else escaped."""
+    parts = text.split("`")
+    return "`".join(part if i % 2 else _MD_SPECIAL.sub(r"\\\1", part) for i, part in enumerate(parts))
+
+
 FORMATS = {
     "num": _fmt,
     "pct": _pct,
     "spct": _signed_pct,
     "size": _size,
-    "code": lambda v: f"`{v}`",
-    "codes": lambda vs: ", ".join(f"`{v}`" for v in vs),
+    "code": lambda v: _code(v),
+    "codes": lambda vs: ", ".join(_code(v) for v in vs),
     "plural": lambda n: "" if n == 1 else "s",
     "": lambda v: _fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v),
 }
@@ -330,7 +350,7 @@ def summarize(profiles: list[dict], kpi_results: list[dict], drift: dict | None,
         if not items:
             continue
         lines += [f"## {title}", ""]
-        lines += [f"- {f['text']}" for f in items]
+        lines += [f"- {markdown_text(f['text'])}" for f in items]
         lines.append("")
     if len(lines) == 2:
         lines += ["No tables were analysed.", ""]

@@ -31,6 +31,31 @@ def status(request, ctx: Context):
     return json_response(ctx.jobs(_tenant(request)).get(job_id))
 
 
+# Every artifact response carries a Content-Security-Policy (and nosniff, so a browser never
+# reads JSON or Markdown as HTML). HTML artifacts hold tenant data — column names and cells —
+# laid out by engines UDB does not control (ydata-profiling, Evidently), so each is a sandbox:
+# an opaque origin (no cookies, storage or same-origin reads of the API), no scripts, no forms,
+# no plugins, and nothing fetched from anywhere but this server (images) or the page itself.
+# ydata's report keeps its content without scripts; Evidently's needs them and shows only its
+# shell when served here — its figures are in quality-*.json / drift-*.json.
+# UDB's own pages (index.html, profile-*.html, text-stats-*.html) escape every value and use no
+# scripts: the same sandbox costs them nothing. The one exception is UDB's chart pages
+# (chart-*.html, written by functions/analyze/handler.py through Plotly's to_html, which embeds
+# the data as JSON with <, > and / escaped): they need plotly.js, so their sandbox allows
+# scripts from this server and the page's own inline figure, still in an opaque origin, with
+# no connections (connect-src 'none') and images only from here.
+SANDBOX_CSP = ("sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; font-src data:; "
+               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CHART_CSP = ("sandbox allow-scripts; default-src 'none'; script-src 'self' 'unsafe-inline'; "
+             "style-src 'unsafe-inline'; img-src 'self' data: blob:; font-src data:; connect-src 'none'; "
+             "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def artifact_csp(name: str) -> str:
+    """The Content-Security-Policy an artifact is served with (see above)."""
+    return CHART_CSP if name.startswith("chart-") and name.endswith(".html") else SANDBOX_CSP
+
+
 def artifact(request, ctx: Context):
     """GET /artifact/{jobId}/ (the index) and GET /artifact/{jobId}/{name}"""
     parts = request.path.strip("/").split("/")
@@ -53,7 +78,7 @@ def artifact(request, ctx: Context):
     if media_type.startswith("text/"):
         media_type += "; charset=utf-8"
     return blob.data, 200, {"Content-Type": media_type, "ETag": f'"{blob.etag}"',
-                            "X-Content-Type-Options": "nosniff"}
+                            "X-Content-Type-Options": "nosniff", "Content-Security-Policy": artifact_csp(name)}
 
 
 ROUTES = [("GET", "/status/", status), ("GET", "/artifact/", artifact)]

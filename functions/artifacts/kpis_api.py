@@ -7,12 +7,13 @@
 
 The tenant comes from the `X-UDB-Tenant` header, as for the artifact routes. A PUT runs the
 SQL guard against the tenant's warehouse tables and answers 400 with every problem found
-(the guard's reasons under `problems.sql`); the analysis checks each definition again
+(the guard's reasons under `problems.sql`), and 409 to a new definition past the tenant's cap
+(UDB_KPI_MAX_DEFINITIONS); the analysis checks each definition again
 before it runs it.
 """
 from __future__ import annotations
 
-from functions.analyze.kpi_defs import KpiDefinitions, validate_name, warehouse_tables
+from functions.analyze.kpi_defs import KpiDefinitions, TooManyKpis, validate_name, warehouse_tables
 from functions.artifacts.handler import _tenant
 from shared.errors import InputError, NotFound
 from shared.httpfn import json_response
@@ -32,7 +33,8 @@ def _name(request) -> str | None:
 
 
 def put_kpi(request, ctx: Context):
-    """PUT /kpis/{name}: 201 when created, 200 when replaced; 400 naming every problem."""
+    """PUT /kpis/{name}: 201 when created, 200 when replaced; 400 naming every problem; 409 when
+    the tenant already has UDB_KPI_MAX_DEFINITIONS definitions and this one is new."""
     name = _name(request)
     if name is None:
         raise InputError("PUT needs a KPI name: PUT /kpis/{name}")
@@ -40,7 +42,11 @@ def put_kpi(request, ctx: Context):
     body = request.get_json(silent=True)
     if body is None:
         raise InputError("expected a JSON body {sql, chart: {type, x, y}, title?, description?}")
-    definition, created = KpiDefinitions(store).put(name, body, warehouse_tables(store))
+    definitions = KpiDefinitions(store, max_definitions=ctx.settings.kpi_max_definitions)
+    try:
+        definition, created = definitions.put(name, body, warehouse_tables(store))
+    except TooManyKpis as exc:
+        return json_response({"error": str(exc), "count": exc.count, "limit": exc.limit}, 409)
     return json_response(definition, 201 if created else 200)
 
 

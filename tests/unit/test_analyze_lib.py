@@ -222,9 +222,11 @@ def test_summarize_facts(con):
     assert facts["kpi:sales:row_count"]["value"] == 10000
     assert facts["drift:dataset"]["value"] == 0.2
     assert facts["drift:columns"]["value"] == ["amount"]
+    from functions.analyze.summary import markdown_text
+
     for fact in data["facts"]:
         assert set(fact) >= {"id", "text", "value", "source"}
-        assert f"- {fact['text']}" in markdown
+        assert f"- {markdown_text(fact['text'])}" in markdown
     json.dumps(data, allow_nan=False)
 
 
@@ -433,7 +435,7 @@ def test_summary_every_sentence_is_traceable(con):
     and templates hold no digits: every number shown is a value in summary.json."""
     import re
 
-    from functions.analyze.summary import render
+    from functions.analyze.summary import markdown_text, render
 
     p = profile_table(con, "sales")
     results = [run_kpi(con, k) for k in default_kpis(con, "sales", p)]
@@ -448,7 +450,7 @@ def test_summary_every_sentence_is_traceable(con):
     markdown, data = summarize([p], results, {"sales": drift}, custom_kpis=custom)
     bullets = [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
     texts = [f["text"] for f in data["facts"]]
-    assert bullets == texts
+    assert bullets == [markdown_text(t) for t in texts]
     for fact in data["facts"]:
         assert not re.search(r"\d", fact["template"]), fact["template"]
         assert render(fact["template"], fact["data"]) == fact["text"]
