@@ -15,7 +15,7 @@ from typing import Callable
 
 from cloudevents.http import from_http, to_binary
 
-from shared import auth, duck, metrics, openapi, runtime
+from shared import auth, duck, metrics, openapi, orphans, runtime
 from shared.errors import InputError, NotFound, TransientError, ValidationError
 
 Route = Callable[["object", runtime.Context], "tuple"]
@@ -52,6 +52,7 @@ class FunctionApp:
         self._ctx = None
         self._lock = threading.Lock()
         _json_framework_errors()
+        orphans.die_with_parent()  # a killed server master takes its worker along
 
     @property
     def ctx(self) -> runtime.Context:
