@@ -44,7 +44,8 @@ class Settings:
     drift_cache: bool = _setting("UDB_DRIFT_CACHE", True,
                                  "cache each drift reference (sampled, PII-masked) under tenants/<t>/cache/")
     staging_part_bytes: int = _setting("UDB_STAGING_PART_BYTES", 64 * 1024 * 1024, "target size of one staged Parquet part")
-    lease_seconds: int = _setting("UDB_LEASE_SECONDS", 120, "writer lease duration")
+    lease_seconds: int = _setting("UDB_LEASE_SECONDS", 10, "writer lease duration; renewed every third of it "
+                                  "while a load runs, so a crashed writer's lease is free within it")
     lease_wait_seconds: int = _setting("UDB_LEASE_WAIT_SECONDS", 60, "how long the writer waits for a held lease")
     duckdb_memory_limit: str = _setting("UDB_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit per connection")
     duckdb_threads: int = _setting("UDB_DUCKDB_THREADS", 2, "DuckDB threads per connection")
