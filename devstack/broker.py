@@ -11,6 +11,8 @@
   404, 408, 409, 429 and connection errors are retried, other 4xx are not; exhausted
   deliveries go to the dead-letter KafkaSink's topic with `knativeerrordest`,
   `knativeerrorcode` and `knativeerrordata`.
+- PingSources: each posts its data to its Service (+ `uri`) on its cron schedule, as a
+  `dev.knative.sources.ping` CloudEvent in binary mode (the redrive sweep, the daily prune).
 - Order: Triggers annotated `kafka.eventing.knative.dev/delivery.order: ordered` deliver one
   record at a time per partition; unordered ones deliver a partition's batch concurrently.
 
@@ -63,6 +65,7 @@ class Broker:
         self.producer: AIOKafkaProducer | None = None
         self.consumers: list[AIOKafkaConsumer] = []
         self.tasks: list[asyncio.Task] = []
+        self.pings: list[asyncio.Task] = []
         self.http: httpx.AsyncClient | None = None
         self.stats = defaultdict(int)
 
@@ -127,11 +130,13 @@ class Broker:
             await consumer.start()
             self.consumers.append(consumer)
             self.tasks.append(asyncio.create_task(self._dispatch(trigger, consumer), name=trigger.name))
+        self.pings = [asyncio.create_task(self._ping(source), name=source.name) for source in self.routes.pings
+                      if source.subscriber in self.subscribers]
 
     async def stop(self) -> None:
-        for task in self.tasks:
+        for task in self.tasks + self.pings:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.pings, return_exceptions=True)
         for consumer in self.consumers:
             await consumer.stop()
         if self.producer:
@@ -207,6 +212,26 @@ class Broker:
             return await _reply(send, 503, {"error": f"kafka unavailable: {exc}"})
         await send({"type": "http.response.start", "status": 202, "headers": []})
         await send({"type": "http.response.body", "body": b""})
+
+    # PingSources ---------------------------------------------------------------------------
+    async def _ping(self, source) -> None:
+        """Post the source's data on its schedule (Knative's PingSource; at most once a tick:
+        a failed post is logged, the next tick tries again)."""
+        url = self.subscribers[source.subscriber].rstrip("/") + source.uri
+        while True:
+            await asyncio.sleep(max(0.0, source.next_fire(time.time()) - time.time()))
+            event = CloudEvent({"type": "dev.knative.sources.ping", "datacontenttype": source.content_type,
+                                "source": f"/apis/v1/namespaces/{self.routes.namespace}/pingsources/{source.name}"},
+                               source.data.encode())
+            headers, body = bindings.to_http(event)
+            if self.gate is not None:
+                headers.update(auth.broker_headers(self.gate.settings))
+            try:
+                response = await self.http.post(url, headers=headers, content=body, timeout=60)
+                self.stats[f"ping:{source.name}:{response.status_code}"] += 1
+            except httpx.HTTPError as exc:
+                self.stats[f"ping:{source.name}:error"] += 1
+                log.warning("ping %s to %s failed: %s", source.name, url, exc)
 
     # dispatch ------------------------------------------------------------------------------
     async def _dispatch(self, trigger, consumer: AIOKafkaConsumer) -> None:

@@ -124,6 +124,24 @@ class Jobs:
             return doc
         raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
 
+    def note(self, job_id: str, **fields) -> dict:
+        """Set fields of a live job without moving it (e.g. `redrive`: waiting for a function to
+        come back); a finished job is left as it is."""
+        for _ in range(20):
+            blob = self.store.get(self._key(job_id))
+            doc = json.loads(blob.data)
+            if doc["state"] in TERMINAL:
+                return doc
+            doc.update(fields)
+            doc["updated_at"] = now_iso()
+            doc["version"] += 1
+            try:
+                self.store.put(self._key(job_id), _dump(doc), if_match=blob.etag, content_type="application/json")
+            except PreconditionFailed:
+                continue
+            return doc
+        raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
+
     def fail(self, job_id: str, *, stage: str, function: str, reason: str) -> dict:
         self.ensure(job_id)
         return self.move(job_id, "failed", error={"stage": stage, "function": function, "reason": reason})
