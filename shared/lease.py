@@ -8,11 +8,18 @@ The lease is short (UDB_LEASE_SECONDS, 10 s) and a `Heartbeat` thread renews it 
 that while a load runs, so a crashed writer's lease is free again within one lease period
 instead of blocking every load behind it for minutes (issue 23, point 4). A load whose renewal
 fails stops before it uploads: the warehouse is never written without the lease.
+
+The lease also names its holder's process (`holder`: boot id, pid namespace, pid and start
+time). A writer that can see that process is gone — same machine and pid namespace, and no
+such process, or a different one under the recycled pid — takes the lease over at once instead
+of waiting out the period: a restarted stack writer, or a container restarted in its pod.
+Anywhere else (another pod, another host) nothing can be proven and the expiry decides.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -39,13 +46,63 @@ def lease_key(tenant: str) -> str:
     return f"locks/{validate_tenant(tenant)}/warehouse.lease"
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks after boot, /proc/<pid>/stat field 22); None when
+    there is no such process or it is a zombie (dead, not yet reaped)."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def holder_identity() -> dict | None:
+    """This process, as the lease records it (None where /proc is not there to prove anything)."""
+    boot, pidns = _read("/proc/sys/kernel/random/boot_id"), _pid_namespace()
+    start = _start_time(os.getpid())
+    if not (boot and pidns and start):
+        return None
+    return {"boot": boot.strip(), "pidns": pidns, "pid": os.getpid(), "start": start}
+
+
+def holder_dead(holder) -> bool:
+    """True only when the holder provably no longer runs: it was on this boot of this machine,
+    in this pid namespace, and its pid is gone or now belongs to a later process."""
+    mine = holder_identity()
+    if not isinstance(holder, dict) or mine is None:
+        return False
+    if holder.get("boot") != mine["boot"] or holder.get("pidns") != mine["pidns"]:
+        return False
+    try:
+        pid = int(holder["pid"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return _start_time(pid) != holder.get("start")
+
+
 def acquire(store: ObjectStore, tenant: str, *, seconds: float, wait: float, owner: str | None = None,
             poll: float = 0.1) -> Lease:
     key, owner = lease_key(tenant), owner or uuid.uuid4().hex
     deadline = time.monotonic() + wait
+    holder = holder_identity()
     while True:
         expires = time.time() + seconds
-        body = json.dumps({"owner": owner, "expires": expires}).encode()
+        body = json.dumps({"owner": owner, "expires": expires, "holder": holder}).encode()
         try:
             return Lease(key, owner, store.put(key, body, if_none_match=True), expires)
         except PreconditionFailed:
@@ -53,8 +110,12 @@ def acquire(store: ObjectStore, tenant: str, *, seconds: float, wait: float, own
         try:
             held = store.get(key)
             current = json.loads(held.data)
-            if current.get("expires", 0) < time.time():
-                # Expired: take it over, but only if nobody renewed or took it meanwhile.
+            if current.get("expires", 0) < time.time() or holder_dead(current.get("holder")):
+                # Expired, or its holder is provably dead: take it over, but only if nobody
+                # renewed or took it meanwhile.
+                if current.get("expires", 0) >= time.time():
+                    logging.getLogger("udb.lease").warning("lease of %s taken over from a dead holder (pid %s)",
+                                                           tenant, current["holder"].get("pid"))
                 return Lease(key, owner, store.put(key, body, if_match=held.etag), expires)
         except (NotFound, PreconditionFailed, ValueError):
             pass  # released, renewed or taken between our reads: try again
@@ -65,7 +126,7 @@ def acquire(store: ObjectStore, tenant: str, *, seconds: float, wait: float, own
 
 def renew(store: ObjectStore, lease: Lease, *, seconds: float) -> Lease:
     expires = time.time() + seconds
-    body = json.dumps({"owner": lease.owner, "expires": expires}).encode()
+    body = json.dumps({"owner": lease.owner, "expires": expires, "holder": holder_identity()}).encode()
     try:
         etag = store.put(lease.key, body, if_match=lease.etag)
     except PreconditionFailed:

@@ -61,3 +61,53 @@ def test_an_expired_lease_is_lost_even_when_the_heartbeat_could_not_run(store):
     time.sleep(0.3)
     with pytest.raises(TransientError, match="expired before it was renewed"):
         keeper.check()
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from shared import lease
+from shared.store import LocalStore
+lease.acquire(LocalStore(Path(sys.argv[1])), "acme", seconds=60, wait=0)
+print("held", flush=True)
+if sys.argv[2] == "stay":
+    time.sleep(60)
+"""
+
+
+def holder(store, mode: str):
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(store.root), mode], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_the_lease_of_a_dead_holder_process_is_taken_over_at_once(store):
+    proc = holder(store, "exit")  # takes a 60 s lease and dies without releasing it
+    proc.wait(timeout=30)
+    dead = json.loads(store.get(lease.lease_key("acme")).data)
+    assert dead["expires"] > time.time() + 30 and dead["holder"]["pid"] == proc.pid
+    started = time.monotonic()
+    taken = lease.acquire(store, "acme", seconds=10, wait=5)
+    assert time.monotonic() - started < 0.5
+    assert json.loads(store.get(lease.lease_key("acme")).data)["owner"] == taken.owner
+
+
+def test_the_lease_of_a_live_holder_process_is_not_taken(store):
+    proc = holder(store, "stay")
+    try:
+        with pytest.raises(TransientError, match="held by another writer"):
+            lease.acquire(store, "acme", seconds=10, wait=0.5)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_holder_elsewhere_cannot_be_proven_dead():
+    me = lease.holder_identity()
+    assert me is not None and lease.holder_dead(me) is False  # this process runs
+    assert lease.holder_dead({**me, "pid": 2 ** 22 + 7}) is True  # no such pid here
+    assert lease.holder_dead({**me, "start": "1"}) is True  # the pid is a later process now
+    for other in ({**me, "pid": 2 ** 22 + 7, "pidns": "pid:[1]"}, {**me, "pid": 2 ** 22 + 7, "boot": "x"}, None, {}):
+        assert lease.holder_dead(other) is False  # another container or machine: wait for the expiry
