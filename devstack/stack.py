@@ -83,6 +83,7 @@ def function_env(name: str) -> dict[str, str]:
         "UDB_LINEAGE_FILE": str(CACHE / "lineage" / f"{name}.jsonl"),
     }
     for key in ("UDB_STRICT_STARTUP", "UDB_REPORT_SAMPLE_ROWS", "UDB_LEASE_SECONDS", "UDB_AUTH", "UDB_JWT_SECRET",
+                "UDB_REDRIVE_MAX", "UDB_REDRIVE_MAX_AGE_SECONDS",
                 "UDB_RATE_LIMIT", "UDB_RATE_BURST", "UDB_MAX_CONCURRENT_JOBS",
                 "UDB_OTEL_ENDPOINT", "UDB_LINEAGE_URL"):
         if key in os.environ:
