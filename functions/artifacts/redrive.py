@@ -6,7 +6,8 @@ job is not failed: the dead letter is *parked* under
 
     tenants/<t>/deadletters/<job>/<event-key>.json
 
-and the job document gets `redrive: {state: waiting, function, reason, since, redrives}`.
+with an empty marker `redrive/<t>/<job>/<event-key>` beside `locks/` (the sweep lists that small
+prefix, not every tenant's objects, once a minute), and the job document gets `redrive: {state: waiting, function, reason, since, redrives}`.
 `POST /admin/redrive` (the `udb-redrive` PingSource, every minute; the stack's local broker
 runs the same PingSource) sweeps the parked letters: once the function that failed answers its
 `/readyz` with 200, the letter is claimed (deleted with If-Match, so two sweeps never both send
@@ -42,7 +43,7 @@ from shared.httpfn import json_response
 from shared.jobs import TERMINAL, Jobs, now_iso
 from shared.runtime import Context
 from shared.store import TenantStore
-from shared.tenancy import JOB_RE, TENANT_RE, tenant_prefix
+from shared.tenancy import JOB_RE, TENANT_RE
 
 # What an outage looks like to the broker: no answer (code 0), a gateway or the function saying
 # "not now". A 500 is the handler failing on this input: retrying later changes nothing.
@@ -51,7 +52,8 @@ REDRIVES = "udbredrives"      # extension: how many times this event was resumed
 WAITING_SINCE = "udbwaitsince"  # extension: when its job first started waiting (epoch seconds)
 ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
 PROBE_TIMEOUT = 2.0
-_KEY_RE = re.compile(r"^tenants/(?P<tenant>[^/]+)/deadletters/(?P<job>[^/]+)/[0-9a-f]{32}\.json$")
+MARKERS = "redrive/"
+_MARKER_RE = re.compile(r"^redrive/(?P<tenant>[^/]+)/(?P<job>[^/]+)/(?P<key>[0-9a-f]{32})$")
 
 
 def outage(code: str | None) -> bool:
@@ -88,8 +90,17 @@ def ready(url: str) -> bool:
         return False
 
 
-def _letter_key(job_id: str, event_id: str) -> str:
-    return f"deadletters/{job_id}/{hashlib.sha256(event_id.encode()).hexdigest()[:32]}.json"
+def _event_key(event_id: str) -> str:
+    return hashlib.sha256(event_id.encode()).hexdigest()[:32]
+
+
+def _letter_key(job_id: str, event_key: str) -> str:
+    """The parked letter, relative to the tenant's prefix."""
+    return f"deadletters/{job_id}/{event_key}.json"
+
+
+def _marker_key(tenant: str, job_id: str, event_key: str) -> str:
+    return f"{MARKERS}{tenant}/{job_id}/{event_key}"
 
 
 def _iso(epoch: float) -> str:
@@ -125,8 +136,10 @@ def park(ctx: Context, event: CloudEvent, *, function: str, reason: str) -> str 
     kept[WAITING_SINCE] = str(int(since))
     letter = {"attributes": kept, "data": _data(event), "function": function, "reason": reason,
               "probe": probe, "redrives": redrives, "parked_at": now_iso()}
-    ctx.tenant_store(tenant).put(_letter_key(job_id, attrs["id"]), json.dumps(letter).encode(),
+    event_key = _event_key(attrs["id"])
+    ctx.tenant_store(tenant).put(_letter_key(job_id, event_key), json.dumps(letter).encode(),
                                  content_type="application/json")
+    ctx.store.put(_marker_key(tenant, job_id, event_key), b"")  # after the letter: a marker always has one
     jobs.note(job_id, redrive={"state": "waiting", "function": function, "reason": reason,
                                "since": _iso(since), "at": now_iso(), "redrives": redrives})
     ctx.log.warning("job waits for %s to come back (dead letter parked): %s", function, reason)
@@ -149,25 +162,28 @@ def sweep(ctx: Context, *, tenant: str | None = None, probe=ready) -> dict:
     """Send every parked letter whose function is ready back to the broker; the counts."""
     counts = {"parked": 0, "redriven": 0, "waiting": 0, "finished": 0}
     health: dict[str, bool] = {}
-    for info in list(ctx.store.list(tenant_prefix(tenant) if tenant else "tenants/")):
-        match = _KEY_RE.match(info.key)
+    for info in list(ctx.store.list(f"{MARKERS}{tenant}/" if tenant else MARKERS)):
+        match = _MARKER_RE.match(info.key)
         if not (match and TENANT_RE.fullmatch(match["tenant"]) and JOB_RE.fullmatch(match["job"])):
             continue
         counts["parked"] += 1
         store = TenantStore(ctx.store, match["tenant"])
-        key = info.key.removeprefix(tenant_prefix(match["tenant"]))
+        key = _letter_key(match["job"], match["key"])
         try:
             blob = store.get(key)
             letter = json.loads(blob.data)
-        except NotFound:
-            continue  # claimed by a concurrent sweep
+        except NotFound:  # claimed by a concurrent sweep (or a crash between its two deletes)
+            _drop_marker(ctx, info.key)
+            counts["parked"] -= 1
+            continue
         jobs = ctx.jobs(match["tenant"])
         try:
             finished = jobs.get(match["job"])["state"] in TERMINAL
         except NotFound:
             finished = False
         if finished:
-            _claim(store, key, blob.etag)
+            if _claim(store, key, blob.etag):
+                _drop_marker(ctx, info.key)
             counts["finished"] += 1
             continue
         url = letter["probe"]
@@ -178,11 +194,13 @@ def sweep(ctx: Context, *, tenant: str | None = None, probe=ready) -> dict:
             continue
         if not _claim(store, key, blob.etag):
             continue
+        _drop_marker(ctx, info.key)
         attrs = {**letter["attributes"], REDRIVES: str(letter["redrives"] + 1)}
         try:
             bindings.send_to_broker(ctx.settings, CloudEvent(attrs, letter["data"]))
         except TransientError as exc:
             store.put(key, blob.data, content_type="application/json")  # back for the next sweep
+            ctx.store.put(info.key, b"")
             ctx.log.warning("redrive of job %s postponed: %s", match["job"], exc)
             counts["waiting"] += 1
             continue
@@ -193,6 +211,13 @@ def sweep(ctx: Context, *, tenant: str | None = None, probe=ready) -> dict:
                      letter["redrives"] + 1)
         counts["redriven"] += 1
     return counts
+
+
+def _drop_marker(ctx: Context, key: str) -> None:
+    try:
+        ctx.store.delete(key)
+    except NotFound:
+        pass
 
 
 def _claim(store: TenantStore, key: str, etag: str) -> bool:

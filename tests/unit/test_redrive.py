@@ -71,7 +71,11 @@ def dead_letter(dest: str, code: str, *, detail: bytes = b"", **extra) -> CloudE
 
 
 def letters(ctx) -> list[str]:
-    return [info.key for info in ctx.store.list(f"tenants/{TENANT}/deadletters/")]
+    """The parked letters; each has its marker in the sweep's index, and no marker is left over."""
+    found = [info.key for info in ctx.store.list(f"tenants/{TENANT}/deadletters/")]
+    markers = [info.key for info in ctx.store.list("redrive/")]
+    assert [k.rsplit("/", 1)[1].removesuffix(".json") for k in found] == [m.rsplit("/", 1)[1] for m in markers]
+    return found
 
 
 def test_an_outage_parks_the_job_and_the_sweep_resumes_it_once_ready(ctx, peer):
