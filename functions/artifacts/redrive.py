@@ -10,10 +10,11 @@ with an empty marker `redrive/<t>/<job>/<event-key>` beside `locks/` (the sweep 
 prefix, not every tenant's objects, once a minute), and the job document gets `redrive: {state: waiting, function, reason, since, redrives}`.
 `POST /admin/redrive` (the `udb-redrive` PingSource, every minute; the stack's local broker
 runs the same PingSource) sweeps the parked letters: once the function that failed answers its
-`/readyz` with 200, the letter is claimed (deleted with If-Match, so two sweeps never both send
-it) and its event goes back to the broker, which delivers it with the Trigger's full retry
-budget again. Nothing is duplicated: each function ignores an event of a finished job, and the
-writer's batch catalogue skips a batch already applied.
+`/readyz` with 200, its event goes back to the broker, which delivers it with the Trigger's full
+retry budget again, and the letter is removed (delete-if-match). Sent before removed, so a crash
+between the two sends it once more rather than never; nothing is duplicated by that: each
+function ignores an event of a finished job, and the writer's batch catalogue skips a batch
+already applied.
 
 A deterministic failure (any other 4xx, or 500: a bug, the same on every attempt) fails the
 job at once, as before. A job resumed `UDB_REDRIVE_MAX` times, or waiting longer than
@@ -192,18 +193,17 @@ def sweep(ctx: Context, *, tenant: str | None = None, probe=ready) -> dict:
         if not health[url]:
             counts["waiting"] += 1
             continue
-        if not _claim(store, key, blob.etag):
-            continue
-        _drop_marker(ctx, info.key)
         attrs = {**letter["attributes"], REDRIVES: str(letter["redrives"] + 1)}
         try:
             bindings.send_to_broker(ctx.settings, CloudEvent(attrs, letter["data"]))
         except TransientError as exc:
-            store.put(key, blob.data, content_type="application/json")  # back for the next sweep
-            ctx.store.put(info.key, b"")
             ctx.log.warning("redrive of job %s postponed: %s", match["job"], exc)
             counts["waiting"] += 1
             continue
+        # Sent, then removed: a crash in between sends it once more next minute (harmless: every
+        # function ignores what it already did), never zero times.
+        _claim(store, key, blob.etag)
+        _drop_marker(ctx, info.key)
         jobs.note(match["job"], redrive={"state": "redriven", "function": letter["function"],
                                          "reason": letter["reason"], "since": _iso(float(attrs[WAITING_SINCE])),
                                          "at": now_iso(), "redrives": letter["redrives"] + 1})
