@@ -185,3 +185,15 @@ def test_ping_schedules(schedule, now, expected):
     at = datetime.fromisoformat(now).replace(tzinfo=timezone.utc).timestamp()
     fired = PingSource("p", schedule, "udb-artifacts").next_fire(at)
     assert datetime.fromtimestamp(fired, timezone.utc).isoformat() == expected + "+00:00"
+
+
+def test_a_tenant_admin_sweeps_only_its_own_tenant(ctx, peer):
+    from shared import auth
+
+    assert auth.required_role("POST", "/admin/redrive") == "admin"
+    assert ("POST", "/admin/redrive") in auth.SYSTEM_ROUTES  # the PingSource (broker token) sweeps all
+    deadletters.handle(dead_letter(f"{peer}/", "0"), ctx)
+    Peer.ready = 200
+    assert redrive.sweep(ctx, tenant="beta") == {"parked": 0, "redriven": 0, "waiting": 0, "finished": 0}
+    assert Peer.received == [] and len(letters(ctx)) == 1
+    assert redrive.sweep(ctx, tenant=TENANT)["redriven"] == 1 and len(Peer.received) == 1
