@@ -18,10 +18,13 @@ from cloudevents.http import to_binary
 from devstack import services, stack
 from shared import events
 from shared.tenancy import new_job_id
-from tests.stack_fixtures import broker_auth, sales_in_minio, wait_for_job
+from tests.stack_fixtures import auth_headers, broker_auth, sales_in_minio, wait_for_job
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 INGRESS_BOUND_S = 5.0
+# Static membership: the restarted consumers rejoin at once. With dynamic membership the first
+# delivery waited out the killed member's 30 s session (29.5-30.6 s measured, docs/reliability.md).
+DELIVERY_BOUND_S = 10.0
 
 
 def jobs_started(function: str, tenant: str) -> float:
@@ -61,10 +64,18 @@ def test_broker_killed_while_idle_answers_within_5s_and_delivers_once(running_st
             assert time.monotonic() - restarted < 30, "the ingress never answered"
             time.sleep(0.05)
     ingress_s = time.monotonic() - restarted
+    with httpx.Client(timeout=5) as client:  # the first delivery: discover made the job document
+        while client.get(f"{stack.function_url('artifacts')}/status/{job}",
+                         headers=auth_headers(tenant)).status_code != 200:
+            assert time.monotonic() - restarted < 60, "nothing was delivered after the restart"
+            time.sleep(0.05)
+    first_delivery_s = time.monotonic() - restarted
     done = wait_for_job(stack.function_url("artifacts"), tenant, job, timeout=90, states=("loaded", "failed"))
     delivered_s = time.monotonic() - restarted
-    print(f"\nbroker restart -> ingress {ingress_s:.2f} s, -> job loaded {delivered_s:.2f} s")
+    print(f"\nbroker restart -> ingress {ingress_s:.2f} s, -> first delivery {first_delivery_s:.2f} s, "
+          f"-> job loaded {delivered_s:.2f} s")
     assert ingress_s <= INGRESS_BOUND_S
+    assert first_delivery_s <= DELIVERY_BOUND_S
     assert done["state"] == "loaded", done.get("error")
     assert list(done["tables"].values()) == [{"rows": 700}]
     # Exactly once: each function started this tenant's job once (no redelivery, no double post).
