@@ -11,6 +11,8 @@
   404, 408, 409, 429 and connection errors are retried, other 4xx are not; exhausted
   deliveries go to the dead-letter KafkaSink's topic with `knativeerrordest`,
   `knativeerrorcode` and `knativeerrordata`.
+- PingSources: each posts its data to its Service (+ `uri`) on its cron schedule, as a
+  `dev.knative.sources.ping` CloudEvent in binary mode (the redrive sweep, the daily prune).
 - Order: Triggers annotated `kafka.eventing.knative.dev/delivery.order: ordered` deliver one
   record at a time per partition; unordered ones deliver a partition's batch concurrently.
 
@@ -48,8 +50,13 @@ def retryable(status: int | None) -> bool:
 
 class Broker:
     def __init__(self, routes: Routes, kafka: str, subscribers: dict[str, str], *,
-                 delivery_timeout: float = 620.0, on_delivery=None, gate: auth.Gatekeeper | None = None):
+                 delivery_timeout: float = 620.0, on_delivery=None, gate: auth.Gatekeeper | None = None,
+                 instance: str | None = None):
         self.routes = routes
+        # Static group membership (KIP-345): each consumer joins as `<instance>`, so a restarted
+        # broker takes its partitions back at once instead of waiting out the dead member's
+        # session. None (the in-process test brokers): dynamic membership.
+        self.instance = instance
         self.gate = gate  # authentication of the ingress and the token on deliveries; None: none
         self.kafka = kafka
         self.subscribers = subscribers
@@ -58,6 +65,7 @@ class Broker:
         self.producer: AIOKafkaProducer | None = None
         self.consumers: list[AIOKafkaConsumer] = []
         self.tasks: list[asyncio.Task] = []
+        self.pings: list[asyncio.Task] = []
         self.http: httpx.AsyncClient | None = None
         self.stats = defaultdict(int)
 
@@ -91,11 +99,21 @@ class Broker:
             await admin.close()
 
     async def start(self) -> None:
+        await self.start_ingress()
+        await self.start_dispatch()
+
+    async def start_ingress(self) -> None:
+        """What the ingress needs: the topics and the producer (no consumer group)."""
         await self.ensure_topics()
         self.producer = AIOKafkaProducer(bootstrap_servers=self.kafka, acks="all", enable_idempotence=True,
                                          linger_ms=0, request_timeout_ms=10_000)
         await self.producer.start()
         self.http = httpx.AsyncClient(timeout=self.delivery_timeout)
+
+    async def start_dispatch(self) -> None:
+        """One consumer per Trigger and KafkaSource. Joining a group can take a while (with
+        dynamic membership, a killed predecessor's session must expire first), so `serve`
+        opens the ingress before this runs: events posted meanwhile wait in the topic."""
         subscriptions = [(t, (self.topic,), f"knative-trigger-{self.routes.namespace}-{t.name}")
                          for t in self.routes.triggers]
         # KafkaSources (e.g. dead letters -> job failure) run here too, with their own groups.
@@ -105,18 +123,20 @@ class Broker:
                 raise ValueError(f"{trigger.name}: no URL for subscriber {trigger.subscriber!r}")
             consumer = AIOKafkaConsumer(
                 *topics, bootstrap_servers=self.kafka,
-                group_id=group,
+                group_id=group, group_instance_id=self.instance,
                 enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=5_000,
                 # A long delivery (analyze) must not get the member kicked out of its group.
                 max_poll_interval_ms=900_000, session_timeout_ms=30_000, heartbeat_interval_ms=3_000)
             await consumer.start()
             self.consumers.append(consumer)
             self.tasks.append(asyncio.create_task(self._dispatch(trigger, consumer), name=trigger.name))
+        self.pings = [asyncio.create_task(self._ping(source), name=source.name) for source in self.routes.pings
+                      if source.subscriber in self.subscribers]
 
     async def stop(self) -> None:
-        for task in self.tasks:
+        for task in self.tasks + self.pings:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.pings, return_exceptions=True)
         for consumer in self.consumers:
             await consumer.stop()
         if self.producer:
@@ -166,6 +186,10 @@ class Broker:
         expected = f"/{self.routes.namespace}/{self.routes.broker}"
         if path == "/healthz":
             return await _reply(send, 200, {"ok": True})
+        if path == "/readyz":  # the ingress and every Trigger's consumer running
+            ready = self.producer is not None and len(self.tasks) == len(self.routes.triggers) + len(self.routes.sources)
+            return await _reply(send, 200 if ready else 503, {"ingress": self.producer is not None,
+                                                              "consumers": len(self.tasks)})
         if path == "/stats":
             return await _reply(send, 200, dict(self.stats))
         if method != "POST" or path.rstrip("/") != expected:
@@ -188,6 +212,26 @@ class Broker:
             return await _reply(send, 503, {"error": f"kafka unavailable: {exc}"})
         await send({"type": "http.response.start", "status": 202, "headers": []})
         await send({"type": "http.response.body", "body": b""})
+
+    # PingSources ---------------------------------------------------------------------------
+    async def _ping(self, source) -> None:
+        """Post the source's data on its schedule (Knative's PingSource; at most once a tick:
+        a failed post is logged, the next tick tries again)."""
+        url = self.subscribers[source.subscriber].rstrip("/") + source.uri
+        while True:
+            await asyncio.sleep(max(0.0, source.next_fire(time.time()) - time.time()))
+            event = CloudEvent({"type": "dev.knative.sources.ping", "datacontenttype": source.content_type,
+                                "source": f"/apis/v1/namespaces/{self.routes.namespace}/pingsources/{source.name}"},
+                               source.data.encode())
+            headers, body = bindings.to_http(event)
+            if self.gate is not None:
+                headers.update(auth.broker_headers(self.gate.settings))
+            try:
+                response = await self.http.post(url, headers=headers, content=body, timeout=60)
+                self.stats[f"ping:{source.name}:{response.status_code}"] += 1
+            except httpx.HTTPError as exc:
+                self.stats[f"ping:{source.name}:error"] += 1
+                log.warning("ping %s to %s failed: %s", source.name, url, exc)
 
     # dispatch ------------------------------------------------------------------------------
     async def _dispatch(self, trigger, consumer: AIOKafkaConsumer) -> None:
@@ -284,20 +328,32 @@ async def _reply(send, status: int, body: dict, headers: dict | None = None) -> 
     await send({"type": "http.response.body", "body": data})
 
 
-async def serve(routes: Routes, kafka: str, subscribers: dict[str, str], port: int) -> None:
+async def serve(routes: Routes, kafka: str, subscribers: dict[str, str], port: int,
+                instance: str | None = None) -> None:
     import uvicorn
 
-    broker = Broker(routes, kafka, subscribers, gate=auth.Gatekeeper.from_env())
-    await broker.start()
+    broker = Broker(routes, kafka, subscribers, gate=auth.Gatekeeper.from_env(), instance=instance)
+    # The ingress listens as soon as the producer is up; the consumers join their groups behind
+    # it (docs/reliability.md: a restart used to keep the ingress shut ~28 s while every group
+    # waited out the killed member's 30 s session).
+    await broker.start_ingress()
     config = uvicorn.Config(broker.asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
                             interface="asgi3")
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    serving = asyncio.create_task(server.serve())
     try:
-        await server.serve()
+        while not server.started:
+            if serving.done():
+                return await serving  # could not bind: raise what uvicorn raised
+            await asyncio.sleep(0.02)
+        await broker.start_dispatch()
+        await serving
     finally:
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
         await broker.stop()
 
 
@@ -308,10 +364,13 @@ def main(argv=None) -> None:
     parser.add_argument("--eventing", default=str(Path(__file__).resolve().parent.parent / "eventing"))
     parser.add_argument("--broker", default="udb")
     parser.add_argument("--subscriber", action="append", default=[], help="SERVICE=URL")
+    parser.add_argument("--instance", default=None,
+                        help="static consumer-group membership id (one per broker process); none: dynamic")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}')
     subscribers = dict(item.split("=", 1) for item in args.subscriber)
-    asyncio.run(serve(load_routes(Path(args.eventing), args.broker), args.kafka, subscribers, args.port))
+    asyncio.run(serve(load_routes(Path(args.eventing), args.broker), args.kafka, subscribers, args.port,
+                      instance=args.instance))
 
 
 if __name__ == "__main__":

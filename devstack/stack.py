@@ -9,8 +9,12 @@ import argparse
 import contextlib
 import os
 import secrets
+import signal
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 from devstack import services
 from devstack.services import CACHE, HOST, ROOT, ServiceError
@@ -79,6 +83,7 @@ def function_env(name: str) -> dict[str, str]:
         "UDB_LINEAGE_FILE": str(CACHE / "lineage" / f"{name}.jsonl"),
     }
     for key in ("UDB_STRICT_STARTUP", "UDB_REPORT_SAMPLE_ROWS", "UDB_LEASE_SECONDS", "UDB_AUTH", "UDB_JWT_SECRET",
+                "UDB_REDRIVE_MAX", "UDB_REDRIVE_MAX_AGE_SECONDS",
                 "UDB_RATE_LIMIT", "UDB_RATE_BURST", "UDB_MAX_CONCURRENT_JOBS",
                 "UDB_OTEL_ENDPOINT", "UDB_LINEAGE_URL"):
         if key in os.environ:
@@ -91,18 +96,86 @@ def _marker(name: str) -> str:
 
 
 def _running(name: str) -> int | None:
+    """The live master (the process recorded at spawn: functions-framework's gunicorn master,
+    or the broker) of `name`."""
     return services._running_pid(f"fn-{name}", _marker(name))
+
+
+def _recorded(name: str) -> int | None:
+    try:
+        return int(services._pid_file(f"fn-{name}").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _ours(pid: int, name: str) -> bool:
+    """A process of this checkout's `name`: same user, and its command line names this
+    checkout's function (or broker) — not a stack another checkout left running."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.uids().real != os.getuid():
+            return False
+        cmdline = " ".join(proc.cmdline())
+        cwd = proc.cwd()
+    except (psutil.Error, OSError):
+        return False
+    if name == "broker":
+        return _marker(name) in cmdline and (str(ROOT / "eventing") in cmdline or cwd == str(ROOT))
+    return str(ROOT / "functions" / name / "main.py") in cmdline
+
+
+def group(name: str) -> list[int]:
+    """Every live process of `name`'s process group: the master and its workers. Each start
+    is its own session (services._spawn), so the group id is the recorded master pid, and the
+    workers stay in it when the master dies: that is how an orphan is found."""
+    pgid = _recorded(name)
+    if pgid is None:
+        return []
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and services._alive(proc.pid) and _marker(name) in _cmdline(proc.pid):
+                found.append(proc.pid)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return sorted(found)
+
+
+def listeners(port: int) -> list[int]:
+    """Pids listening on HOST:port (what a "port in use" error is about)."""
+    pids = set()
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            pids.add(conn.pid)
+    return sorted(pids)
+
+
+def _cmdline(pid: int) -> str:
+    return services._cmdline(pid)
+
+
+def _port(name: str) -> int:
+    return BROKER_PORT if name == "broker" else FUNCTION_PORTS[name]
 
 
 def _healthy(url: str) -> bool:
     return services._http_status(url) == 200
 
 
+def _clear_leftovers(name: str) -> None:
+    """Before a start: whatever is left of an earlier run of `name` whose master is gone (an
+    orphaned worker still holding the port) is stopped, so `up` works after any single kill."""
+    if _running(name) is None and (group(name) or services._port_busy(_port(name))):
+        stop(name)
+    if services._port_busy(_port(name)):
+        raise ServiceError(f"{name}: port {_port(name)} is in use by a process not started here "
+                           f"(pids {listeners(_port(name)) or '?'})")
+
+
 def start_function(name: str, timeout: float = 60, extra_env: dict | None = None) -> None:
     pid = _running(name)
     if pid is None:
-        if services._port_busy(FUNCTION_PORTS[name]):
-            raise ServiceError(f"{name}: port {FUNCTION_PORTS[name]} is in use by a process not started here")
+        _clear_leftovers(name)
         argv = [str(VENV_BIN / "functions-framework"), "--source", str(ROOT / "functions" / name / "main.py"),
                 "--target", "http", "--host", HOST, "--port", str(FUNCTION_PORTS[name])]
         pid = services._spawn(f"fn-{name}", argv, env={**function_env(name), **(extra_env or {})}, cwd=ROOT)
@@ -112,10 +185,12 @@ def start_function(name: str, timeout: float = 60, extra_env: dict | None = None
 def start_broker(timeout: float = 60) -> None:
     pid = _running("broker")
     if pid is None:
-        if services._port_busy(BROKER_PORT):
-            raise ServiceError(f"broker: port {BROKER_PORT} is in use by a process not started here")
+        _clear_leftovers("broker")
+        # --instance: static group membership, so a restarted broker rejoins its consumer
+        # groups at once (docs/reliability.md).
         argv = [sys.executable, "-m", "devstack.broker", "--port", str(BROKER_PORT),
-                "--kafka", services.endpoints()["kafka"], "--eventing", str(ROOT / "eventing")]
+                "--kafka", services.endpoints()["kafka"], "--eventing", str(ROOT / "eventing"),
+                "--instance", "udb-devstack-broker"]
         for name in FUNCTION_PORTS:
             argv += ["--subscriber", f"udb-{name}={function_url(name)}/"]
         # The broker checks ingress credentials (API keys live in the store) and sends the token.
@@ -128,8 +203,28 @@ def _wait(name: str, pid: int, check, timeout: float) -> None:
 
 
 def stop(name: str) -> None:
-    # SIGTERM, then SIGKILL to whatever is left of its session (gunicorn workers).
+    """Stop `name` whatever state a kill left it in: the master (SIGTERM, then SIGKILL to the
+    whole process group), then any of its group still alive without a master (orphaned
+    workers), then, as a last resort, a listener on its port that is this checkout's."""
     services._stop(f"fn-{name}", timeout=15, marker=_marker(name))
+    pgid = _recorded(name)
+    leftovers = group(name) if pgid is not None else []
+    if leftovers:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        _wait_gone(leftovers)
+    services._pid_file(f"fn-{name}").unlink(missing_ok=True)
+    strays = [pid for pid in listeners(_port(name)) if _ours(pid, name)]
+    for pid in strays:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(strays)
+
+
+def _wait_gone(pids: list[int], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while any(services._alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def up(with_services: bool = True) -> dict[str, str]:
@@ -149,16 +244,23 @@ def down(with_services: bool = True) -> None:
         services.down(STACK_SERVICES)
 
 
+def _state(name: str, pid: int | None, members: list[int], probe: str) -> str:
+    if pid is None:
+        # Master gone: an orphaned worker may still answer on the port; `down` or `up` clear it.
+        return "orphaned" if members else "down"
+    return "up" if _healthy(probe) else "unhealthy"
+
+
 def status() -> dict[str, dict]:
+    """Each function and the broker: its state, the master's pid (the recorded process, the
+    group id) and every live process of its group (master and workers)."""
     report = services.status()
-    for name in FUNCTION_PORTS:
-        pid = _running(name)
-        state = "down" if pid is None else ("up" if _healthy(function_url(name) + "/readyz") else "unhealthy")
-        report[name] = {"state": state, "endpoint": function_url(name), "pid": pid}
-    pid = _running("broker")
-    report["broker"] = {"state": "down" if pid is None else
-                        ("up" if _healthy(f"http://{HOST}:{BROKER_PORT}/healthz") else "unhealthy"),
-                        "endpoint": broker_url(), "pid": pid}
+    for name in [*FUNCTION_PORTS, "broker"]:
+        pid, members = _running(name), group(name)
+        probe = function_url(name) + "/readyz" if name != "broker" else f"http://{HOST}:{BROKER_PORT}/healthz"
+        report[name] = {"state": _state(name, pid, members, probe),
+                        "endpoint": function_url(name) if name != "broker" else broker_url(),
+                        "pid": pid, "pgid": _recorded(name) if members else None, "group": members}
     return report
 
 
@@ -177,6 +279,8 @@ def main(argv=None) -> int:
         return 1
     for name, info in report.items():
         pid = f"pid {info['pid']}" if info["pid"] else ""
+        if info.get("group") and info["group"] != [info["pid"]]:  # master and workers, or orphans
+            pid = f"{pid} group {info['pgid']}: {' '.join(map(str, info['group']))}".lstrip()
         print(f"{name:<10} {info['state']:<9} {info['endpoint']:<50} {pid}".rstrip())
     return 0
 

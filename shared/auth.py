@@ -76,6 +76,7 @@ ROUTE_ROLES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/oauth/callback", OAUTH_STATE),           # a provider's redirect back to UDB
     ("POST", "/oauth/device", "analyst"),              # start or poll a device-code authorization
     ("POST", "/admin/prune", "admin"),                # retention: a tenant admin prunes its tenant
+    ("POST", "/admin/redrive", "admin"),              # resume jobs an outage dead-lettered
     ("GET", "/admin/", "admin"),
     ("POST", "/admin/", "admin"),
     ("DELETE", "/admin/", "admin"),
@@ -85,7 +86,7 @@ DEFAULT_ROLE = "admin"  # a route nobody listed: fail closed
 PROBE_PATHS = ("/healthz", "/readyz", "/startupz")
 # System actions across every tenant: the broker token (UDB itself, e.g. a scheduler) may call
 # them too, with no tenant. Nothing else accepts that token but the CloudEvent entry.
-SYSTEM_ROUTES = {("POST", "/admin/prune")}
+SYSTEM_ROUTES = {("POST", "/admin/prune"), ("POST", "/admin/redrive")}
 
 # CloudEvents a tenant may send itself (to the broker ingress or a function's `POST /`), and the
 # role each needs; every other type comes from UDB's own functions, with the broker token.

@@ -15,7 +15,7 @@ from typing import Callable
 
 from cloudevents.http import from_http, to_binary
 
-from shared import auth, duck, metrics, openapi, runtime
+from shared import auth, duck, metrics, openapi, orphans, runtime
 from shared.errors import InputError, JobNotAccepted, NotFound, TransientError, ValidationError
 
 Route = Callable[["object", runtime.Context], "tuple"]
@@ -55,6 +55,7 @@ class FunctionApp:
         self._lock = threading.Lock()
         _json_framework_errors()
         self._guard_bodies()
+        orphans.die_with_parent()  # a killed server master takes its worker along
 
     def _guard_bodies(self) -> None:
         """Put shared/bodyguard.py ahead of functions-framework's Flask app (main.py is imported

@@ -132,14 +132,16 @@ class Jobs:
             return doc
         raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
 
-    def annotate(self, job_id: str, **fields) -> dict:
-        """Set fields of the document whatever its state (no state change)."""
+    def annotate(self, job_id: str, *, live_only: bool = False, **fields) -> dict:
+        """Set fields of the document without moving its state. `live_only` leaves a finished job
+        as it is (e.g. `redrive`: waiting for a function to come back)."""
         for _ in range(20):
             blob = self.store.get(self._key(job_id))
             doc = json.loads(blob.data)
-            if all(doc.get(k) == v for k, v in fields.items()):
+            if (live_only and doc["state"] in TERMINAL) or all(doc.get(k) == v for k, v in fields.items()):
                 return doc
             doc.update(fields)
+            doc["updated_at"] = now_iso()
             doc["version"] += 1
             try:
                 self.store.put(self._key(job_id), _dump(doc), if_match=blob.etag, content_type="application/json")

@@ -69,6 +69,44 @@ class KafkaSource:
         return True
 
 
+@dataclass(frozen=True)
+class PingSource:
+    """A PingSource: `data` posted to a Service (+ `uri`) on a cron `schedule` (UTC)."""
+    name: str
+    schedule: str
+    subscriber: str
+    uri: str = ""
+    data: str = ""
+    content_type: str = "application/json"
+
+    def next_fire(self, after: float) -> float:
+        """The first whole minute strictly after `after` (epoch seconds) the schedule names."""
+        import datetime as dt
+
+        fields = self.schedule.split()
+        if len(fields) != 5:
+            raise ValidationError("invalid PingSource", {"schedule": f"expected 5 cron fields, found {self.schedule!r}"})
+        allowed = [_cron_field(f, lo, hi) for f, (lo, hi) in
+                   zip(fields, ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6)))]
+        t = dt.datetime.fromtimestamp(after, dt.timezone.utc).replace(second=0, microsecond=0)
+        for _ in range(366 * 24 * 60):
+            t += dt.timedelta(minutes=1)
+            if (t.minute in allowed[0] and t.hour in allowed[1] and t.day in allowed[2]
+                    and t.month in allowed[3] and (t.isoweekday() % 7) in allowed[4]):
+                return t.timestamp()
+        raise ValidationError("invalid PingSource", {"schedule": f"{self.schedule!r} never fires"})
+
+
+def _cron_field(text: str, lo: int, hi: int) -> set:
+    """One cron field: `*`, `*/n`, `a`, `a-b`, `a-b/n`, and lists of those."""
+    values = set()
+    for part in text.split(","):
+        body, _, step = part.partition("/")
+        first, last = (lo, hi) if body == "*" else (int(body.split("-")[0]), int(body.split("-")[-1]))
+        values.update(range(first, last + 1, int(step) if step else 1))
+    return values
+
+
 def _eval(expr: dict, attrs: dict) -> bool:
     if len(expr) != 1:
         raise ValidationError("invalid filter", {"filters": f"expected one dialect per entry, found {sorted(expr)}"})
@@ -118,6 +156,7 @@ class Routes:
     delivery: Delivery
     sinks: dict = field(default_factory=dict)  # KafkaSink name -> topic
     sources: list = field(default_factory=list)  # KafkaSources: (Trigger-like delivery, topics, group)
+    pings: list = field(default_factory=list)  # PingSources (schedules posting to a Service)
 
     def match(self, attrs: dict) -> list[Trigger]:
         return [t for t in self.triggers if t.matches(attrs)]
@@ -162,5 +201,9 @@ def load_routes(eventing_dir: Path, broker: str = "udb") -> Routes:
         sources.append(KafkaSource(name=doc["metadata"]["name"], topics=tuple(spec["topics"]),
                                    group=spec.get("consumerGroup") or f"knative-source-{doc['metadata']['name']}",
                                    subscriber=spec["sink"]["ref"]["name"], delivery=delivery))
+    pings = [PingSource(name=d["metadata"]["name"], schedule=d["spec"]["schedule"],
+                        subscriber=d["spec"]["sink"]["ref"]["name"], uri=d["spec"]["sink"].get("uri", ""),
+                        data=d["spec"].get("data", ""), content_type=d["spec"].get("contentType", "application/json"))
+             for d in docs if d.get("kind") == "PingSource"]
     return Routes(broker=broker, namespace=broker_doc["metadata"].get("namespace", "default"),
-                  triggers=triggers, delivery=default, sinks=sinks, sources=sources)
+                  triggers=triggers, delivery=default, sinks=sinks, sources=sources, pings=pings)

@@ -49,8 +49,13 @@ class Settings:
     drift_cache: bool = _setting("UDB_DRIFT_CACHE", True,
                                  "cache each drift reference (sampled, PII-masked) under tenants/<t>/cache/")
     staging_part_bytes: int = _setting("UDB_STAGING_PART_BYTES", 64 * 1024 * 1024, "target size of one staged Parquet part")
-    lease_seconds: int = _setting("UDB_LEASE_SECONDS", 120, "writer lease duration")
+    lease_seconds: int = _setting("UDB_LEASE_SECONDS", 10, "writer lease duration; renewed every third of it "
+                                  "while a load runs, so a crashed writer's lease is free within it")
     lease_wait_seconds: int = _setting("UDB_LEASE_WAIT_SECONDS", 60, "how long the writer waits for a held lease")
+    redrive_max: int = _setting("UDB_REDRIVE_MAX", 5, "how many times a job dead-lettered by an outage (no answer, "
+                                "502/503/504, 408, 429) is resumed once its function is ready again; 0: never")
+    redrive_max_age_seconds: int = _setting("UDB_REDRIVE_MAX_AGE_SECONDS", 3600,
+                                            "how long such a job waits for its function before it fails")
     duckdb_memory_limit: str = _setting("UDB_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit per connection")
     duckdb_threads: int = _setting("UDB_DUCKDB_THREADS", 2, "DuckDB threads per connection")
     secrets_backend: str = _setting("UDB_SECRETS", "local", "secret store: local (encrypted file under UDB_HOME) | kubernetes")

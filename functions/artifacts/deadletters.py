@@ -1,4 +1,6 @@
-"""Dead letters: an event whose delivery failed past its retry budget fails its job, with the reason.
+"""Dead letters: an event whose delivery failed past its retry budget fails its job, with the
+reason — unless the failure was an outage: then the job waits for its function to come back and
+is resumed (functions/artifacts/redrive.py).
 
 The Broker's dead-letter sink is the KafkaSink `udb-dead-letters`; a KafkaSource delivers that
 topic here (eventing/deadletters.yaml). The events carry Knative's `knativeerrordest`,
@@ -11,6 +13,7 @@ import binascii
 
 from cloudevents.http import CloudEvent
 
+from functions.artifacts import redrive
 from shared import events
 from shared.routing import load_routes
 from shared.runtime import Context
@@ -38,6 +41,9 @@ def handle(event: CloudEvent, ctx: Context) -> None:
     routes = load_routes(ctx.settings.eventing_dir, ctx.settings.broker_name)
     subscribers = [t.subscriber for t in routes.match(attrs)]
     function = subscribers[0].removeprefix("udb-") if len(subscribers) == 1 else "broker"
-    ctx.jobs(attrs["tenant"]).fail(attrs["jobid"], stage=stage, function=function, reason=reason_of(event))
-    ctx.log.warning("job failed by dead letter: %s", reason_of(event))
+    reason = redrive.park(ctx, event, function=function, reason=reason_of(event))
+    if reason is None:
+        return None  # parked: the redrive sweep resumes the job once its function is ready
+    ctx.jobs(attrs["tenant"]).fail(attrs["jobid"], stage=stage, function=function, reason=reason)
+    ctx.log.warning("job failed by dead letter: %s", reason)
     return None

@@ -46,17 +46,20 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     started = time.perf_counter()
     loading = metrics.writer_queue_depth.labels("loading")
     loading.inc()
+    # The lease is short (UDB_LEASE_SECONDS): renewed from a thread while the load runs, so
+    # a crashed writer frees it within one period; a lost lease stops the load before upload.
+    keeper = lease.Heartbeat(ctx.store, held, seconds=ctx.settings.lease_seconds, log=ctx.log)
     try:
-        with tempfile.TemporaryDirectory(prefix="udb-writer-") as tmp:
+        with keeper, tempfile.TemporaryDirectory(prefix="udb-writer-") as tmp:
             local = Path(tmp) / WAREHOUSE
             try:
                 base_etag = store.get_to_file(WAREHOUSE, local)
             except NotFound:
                 base_etag = None
             with telemetry.stage("load", tables=len(data["tables"])):
-                results = _load(local, data["tables"], store, Path(tmp), ctx)
+                results = _load(local, data["tables"], store, Path(tmp), ctx, keeper.check)
             if any(r["applied"] for r in results):
-                held = lease.renew(ctx.store, held, seconds=ctx.settings.lease_seconds)
+                keeper.renew()  # a full period for the upload, or TransientError: no lease, no upload
                 ctx.fault("before_upload")
                 with telemetry.stage("upload", bytes=local.stat().st_size):
                     try:
@@ -71,7 +74,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
                 new_etag = base_etag
     finally:
         loading.dec()
-        lease.release(ctx.store, held)
+        lease.release(ctx.store, keeper.lease)
     metrics.duckdb_write_seconds.labels(tenant).observe(time.perf_counter() - started)
     jobs.move(job_id, "loaded", tables={r["table"]: {"rows": r["rows"]} for r in results})
     autoanalyze = data.get("autoanalyze", True)
@@ -81,7 +84,9 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     return ctx.emit(events.WAREHOUSE_LOADED, reply, event, autoanalyze=autoanalyze)
 
 
-def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context) -> list[dict]:
+def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context, holding=lambda: None) -> list[dict]:
+    """Apply each staged batch not yet in the catalogue; `holding()` raises once the lease is
+    lost, checked before each table (a lost lease never reaches the upload either way)."""
     # One thread, whatever UDB_DUCKDB_THREADS says: a load keeps the staged row order, and with
     # more threads DuckDB writes each thread's batches apart, then merges and rewrites them at
     # commit and checkpoint. On 1M rows x 10 columns two threads took 2.4x the CPU and the wall
@@ -91,6 +96,7 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context) -> lis
     try:
         con.execute(CATALOGUE_DDL)
         for batch in tables:
+            holding()
             table = batch["table"]
             q = duck.quote(table)
             if con.execute("SELECT 1 FROM udb_meta.batches WHERE batch_id = ?", [batch["batch_id"]]).fetchone():

@@ -430,6 +430,11 @@ def test_network_policies_deny_by_default_and_allow_what_is_needed(rendered):
     assert policies["udb-egress-broker"]["egress"][0]["to"][0]["podSelector"] == {
         "matchLabels": {"app": "kafka-broker-receiver"}}
     assert sources == ["discover", "sync"]
+    # The redrive sweep probes /readyz of other functions through Knative's gateway: artifacts only.
+    readiness = policies["udb-egress-readiness"]
+    assert readiness["podSelector"]["matchExpressions"][0]["values"] == ["artifacts"]
+    assert {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for rule in readiness["egress"] for p in rule["to"]} == {"kourier-system", "knative-serving"}
     # Only discover and sync reach arbitrary addresses.
     for name, spec in policies.items():
         for rule in spec.get("egress", []):
@@ -451,6 +456,16 @@ def test_prune_schedule_reaches_the_prune_endpoint(rendered):
     assert "UDB_TRUST_NETWORK" not in {e["name"] for e in _container(internal)["env"]}
     assert ("POST", "/admin/prune") in {(m, p) for m, p, _ in ROUTES}
     assert json.loads(ping["spec"]["data"]) == {"dry_run": False}
+
+
+def test_redrive_schedule_reaches_the_redrive_endpoint(rendered):
+    from functions.artifacts.routes import ROUTES
+    from shared.auth import SYSTEM_ROUTES
+
+    ping = _doc(rendered["base"], "PingSource", "udb-redrive")
+    assert ping["spec"]["schedule"] == "* * * * *"  # every minute: a job waits at most ~1 min once its function is back
+    assert ping["spec"]["sink"]["ref"]["name"] == "udb-artifacts" and ping["spec"]["sink"]["uri"] == "/admin/redrive"
+    assert ("POST", "/admin/redrive") in {(m, p) for m, p, _ in ROUTES} and ("POST", "/admin/redrive") in SYSTEM_ROUTES
 
 
 # --- consistency: the routing table, the code and the settings ---------------------------------

@@ -34,7 +34,7 @@ def test_defaults_from_an_empty_env():
     assert s.eventing_dir == Path(__file__).resolve().parents[2] / "eventing"
     assert s.profile_sample_rows == 50_000
     assert s.staging_part_bytes == 64 * 1024 * 1024
-    assert (s.lease_seconds, s.lease_wait_seconds) == (120, 60)
+    assert (s.lease_seconds, s.lease_wait_seconds) == (10, 60)
     assert (s.duckdb_memory_limit, s.duckdb_threads) == ("1GB", 2)
     assert s.strict_startup is False
     assert s.log_level == "INFO"

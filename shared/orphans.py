@@ -1,0 +1,44 @@
+"""No orphan serves: a forked server worker dies with the process that forked it.
+
+functions-framework runs gunicorn: a master that binds the port and forks a worker, which
+inherits the listening socket. When the master is killed outright (SIGKILL, the OOM killer)
+the worker used to keep answering on the port with nobody managing it, and the next start
+failed on "port in use" (issue 23, point 7). Linux's PR_SET_PDEATHSIG makes the kernel send
+the child a signal when its parent goes; set in every forked child (gunicorn forks from its
+main thread, the one the signal is tied to). Elsewhere (not Linux) this is a no-op and the
+stack's process-group handling (devstack/stack.py) still cleans up.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+_installed = False
+
+
+def _set_parent_death_signal() -> None:
+    # Only a server's worker: other forks of a process that made a FunctionApp (a test's
+    # multiprocessing pool, say) keep their usual lifetime.
+    if "gunicorn.arbiter" not in sys.modules:
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if parent == 1 or os.getppid() != parent:  # the parent died before the flag was set
+        os._exit(1)
+
+
+def die_with_parent() -> None:
+    """Install, once per process, the hook that makes every forked child die with us."""
+    global _installed
+    if _installed or not sys.platform.startswith("linux"):
+        return
+    os.register_at_fork(after_in_child=_set_parent_death_signal)
+    _installed = True
