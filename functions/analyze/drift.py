@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import time
 
+from shared import telemetry
 from shared.duck import quote
 
 from .profile import table_ref
@@ -65,7 +66,8 @@ def snapshot_drift(con, table: str) -> dict | None:
                         "AND table_name = ?", [table]).fetchone()[0]
     if not found:
         return None
-    result = table_drift(con, f"main.{quote(table)}", f"udb_snapshots.{quote(table)}")
+    with telemetry.stage("drift", table=table):
+        result = table_drift(con, f"main.{quote(table)}", f"udb_snapshots.{quote(table)}")
     result["reference"] = {"snapshot": f"udb_snapshots.{table}", "rows": result["rows"]["reference"]}
     return result
 

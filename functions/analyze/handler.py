@@ -144,8 +144,7 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
 
         # Drift against the previous snapshot: the verdict from DuckDB over every row (drift.py);
         # Evidently's page on samples stays beside it as the visual report.
-        with telemetry.stage("drift", table=table):
-            verdict = drift.snapshot_drift(con, table)
+        verdict = drift.snapshot_drift(con, table)  # None on a first load: nothing to compare with
         if verdict is not None:
             drift_all[table] = verdict
             reference, ref_info = reports.reference_frame(
