@@ -9,7 +9,9 @@ tenant, after expiry, when tampered with, and after the tenant's key is revoked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import io
 import os
 import socket
 import subprocess
@@ -55,12 +57,15 @@ def served(tmp_path_factory):
     for name in ("UDB_HOME", "UDB_JWT_SECRET", "UDB_CHART_PNG", "UDB_REPORT_SAMPLE_ROWS", "UDB_ARTIFACTS_URL"):
         mp.setenv(name, env[name])
     mp.setenv("UDB_AUTH", "off")  # the embedded run itself (no HTTP door)
-    jobs = []
+    jobs, printed = [], []
     for tenant in ("acme", "acme", "other"):
         # capsys is function-scoped: read the job id from the store instead of stdout.
         before = set((home / "udb" / "store" / "udb" / "tenants" / tenant / "jobs").glob("*.json")) \
             if (home / "udb" / "store" / "udb" / "tenants" / tenant / "jobs").exists() else set()
-        assert cli.main(["run", str(csv), "--tenant", tenant]) == 0
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli.main(["run", str(csv), "--tenant", tenant]) == 0
+        printed.append(out.getvalue())
         after = set((home / "udb" / "store" / "udb" / "tenants" / tenant / "jobs").glob("*.json"))
         jobs.append((tenant, (after - before).pop().stem))
     mp.undo()
@@ -85,7 +90,7 @@ def served(tmp_path_factory):
         assert time.monotonic() < deadline, "the artifacts function did not listen within 60 s"
         time.sleep(0.2)
     yield {"base": base, "ctx": ctx, "acme_job": jobs[0][1], "acme_job2": jobs[1][1], "other_job": jobs[2][1],
-           "acme_key": acme_key, "other_key": other_key}
+           "acme_key": acme_key, "other_key": other_key, "printed": printed, "env": env}
     process.terminate()
     process.wait(timeout=20)
 
@@ -130,6 +135,24 @@ def test_status_gives_a_signed_link_that_opens_the_report_page_in_chromium_witho
     profile = next(t for t in targets if "/profile-" in t and t.endswith(".html"))
     opened = asyncio.run(open_pages(chromium, [profile], screenshot))[profile]
     assert _real(opened["problems"]) == [] and opened["text"] > 0
+
+
+def test_udb_run_and_the_mcp_status_tool_give_links_that_open(served):
+    line = next(x for x in served["printed"][0].splitlines() if x.startswith("report "))
+    url = line.split()[1]
+    assert url.startswith(f"{served['base']}/s/") and url.endswith(f"/artifact/{served['acme_job']}/index.html")
+    assert "signed link, opens in a browser until" in line
+    page = _get(url)
+    assert page.status_code == 200 and f"UDB analysis {served['acme_job']}" in page.text
+
+    from shared import mcp_server
+
+    settings = Settings.from_env(env={k: v for k, v in served["env"].items() if k.startswith("UDB_")})
+    udb = mcp_server.UDB(settings)  # the embedded backend, on the same store
+    caller = mcp_server.Caller(auth.Principal("acme", "viewer", "api-key"), None)
+    link = udb.status(caller, served["acme_job"])["report_link"]
+    assert _get(link["url"]).status_code == 200
+    assert _get(link["url"].replace(served["acme_job"], served["acme_job2"])).status_code == 403
 
 
 def test_a_link_is_refused_for_another_job_and_another_tenant(served):
