@@ -57,6 +57,7 @@ _FLOATS = ("FLOAT", "DOUBLE", "REAL")
 _INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
              "UBIGINT", "UHUGEINT")
 _TEMPORAL = ("DATE", "TIME", "TIMESTAMP", "INTERVAL")
+_NUMERIC = {"float", "decimal", "integer"}  # compared as DOUBLE whichever of these each side is
 
 
 def snapshot_drift(con, table: str) -> dict | None:
@@ -98,7 +99,7 @@ def table_drift(con, current, reference) -> dict:
                                                                      "on datetime columns"})
         elif family is None:
             skipped.append({"column": name, "type": dtype, "reason": f"type {dtype} is not compared"})
-        elif _family(ref_types[name]) != family and not {family, _family(ref_types[name])} <= {"float", "integer"}:
+        elif _family(ref_types[name]) != family and not {family, _family(ref_types[name])} <= _NUMERIC:
             skipped.append({"column": name, "type": dtype,
                             "reason": f"type changed from {ref_types[name]} to {dtype}"})
         else:
@@ -177,7 +178,7 @@ def _column_sql(cur_sql: str, ref_sql: str, name: str, family: str) -> str:
     exactly, whose area times the gap to the next value is the Wasserstein-1 distance and
     whose largest absolute value is the KS statistic, and the reference's population std."""
     value, keep = _value(name, family)
-    numeric = family in ("float", "decimal", "integer")
+    numeric = family in _NUMERIC
     ecdf = f""",
         e AS (SELECT sum(cr * t.nc - cc * t.nr) OVER w AS d, lead(x) OVER w - x AS dx
               FROM j, t WINDOW w AS (ORDER BY x ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)),

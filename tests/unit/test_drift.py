@@ -116,14 +116,25 @@ def test_kinds_and_skips_follow_evidentlys_inference():
             i::DOUBLE AS v
             FROM range(2000) t(i)""")
     con.execute("ALTER TABLE cur ADD COLUMN extra INT")
+    con.execute("ALTER TABLE ref ADD COLUMN price DECIMAL(10, 2)")  # DECIMAL then, DOUBLE now: still numbers
+    con.execute("UPDATE ref SET price = v")
+    con.execute("ALTER TABLE cur ADD COLUMN price DOUBLE")
+    con.execute("UPDATE cur SET price = v")
+    con.execute("ALTER TABLE ref ADD COLUMN code VARCHAR")  # text then, numbers now: not comparable
+    con.execute("UPDATE ref SET code = 'c' || (v % 3)")
+    con.execute("ALTER TABLE cur ADD COLUMN code DOUBLE")
+    con.execute("UPDATE cur SET code = v % 3")
     result = drift.table_drift(con, "cur", "ref")
     assert [(c["column"], c["kind"], c["method"]) for c in result["columns"]] == [
-        ("level", "categorical", "jensenshannon"), ("v", "numerical", "wasserstein")]
+        ("level", "categorical", "jensenshannon"), ("v", "numerical", "wasserstein"),
+        ("price", "numerical", "wasserstein")]
+    assert _by_column(result)["price"]["score"] == 0.0
     reasons = {s["column"]: s["reason"] for s in result["skipped"]}
     assert reasons["note"].startswith("free text (more than half of its 2,000 values distinct)")
     assert reasons["day"].startswith("date/time column")
     assert reasons["empty"] == "no values in the current table"
     assert reasons["extra"] == "not in the reference"
+    assert reasons["code"] == "type changed from VARCHAR to DOUBLE"
 
 
 def test_nulls_nan_and_infinities_are_dropped_as_evidently_drops_them():
