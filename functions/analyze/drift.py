@@ -168,32 +168,40 @@ def _value(name: str, family: str) -> str:
     return q, f"{q} IS NOT NULL"
 
 
-def _column_sql(cur_sql: str, ref_sql: str, name: str, family: str) -> str:
-    """One column's counts per distinct value of either side (cr in the reference, cc in the
-    current table), and from them: the sizes, the current distinct count (which decides an
-    integer's or a string's kind), the Jensen-Shannon distance (natural log, as
-    scipy.spatial.distance.jensenshannon with base=None) and Pearson's chi-square of the current
-    counts against the reference's scaled to the current size; for numbers also the two
-    ECDFs in integers, d = cum_ref * n_cur - cum_cur * n_ref = (F_ref - F_cur) * n_ref * n_cur
-    exactly, whose area times the gap to the next value is the Wasserstein-1 distance and
-    whose largest absolute value is the KS statistic, and the reference's population std."""
-    value, keep = _value(name, family)
-    numeric = family in _NUMERIC
-    ecdf = f""",
-        e AS (SELECT sum(cr * t.nc - cc * t.nr) OVER w AS d, lead(x) OVER w - x AS dx
-              FROM j, t WINDOW w AS (ORDER BY x ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)),
-        m AS (SELECT sum(cr * x) / t.nr AS mean FROM j, t GROUP BY t.nr),
-        n AS (SELECT sum(abs(d)::DOUBLE * coalesce(dx, 0)) AS area, max(abs(d)) AS gap FROM e),
-        s AS (SELECT sqrt(sum(cr * (x - m.mean) ** 2) / t.nr) AS std FROM j, t, m GROUP BY t.nr)""" if numeric else ""
-    numbers = ("n.area / (t.nr * t.nc), n.gap::DOUBLE / (t.nr * t.nc), s.std" if numeric
-               else "NULL, NULL, NULL")
-    joins = " LEFT JOIN n ON true LEFT JOIN s ON true" if numeric else ""
+def _counts_sql(cur_sql: str, ref_sql: str, value: str, keep: str) -> str:
+    """A column's counts per distinct value of either side (cr in the reference, cc in the
+    current table), and their totals: sizes, distinct values, distinct current values."""
     return f"""
-        WITH u AS (SELECT {value} AS x, 1 AS r FROM {ref_sql} WHERE {keep}
-                   UNION ALL SELECT {value}, 0 FROM {cur_sql} WHERE {keep}),
+        u AS (SELECT {value} AS x, 1 AS r FROM {ref_sql} WHERE {keep}
+              UNION ALL SELECT {value}, 0 FROM {cur_sql} WHERE {keep}),
         j AS MATERIALIZED (SELECT x, sum(r)::BIGINT AS cr, (count(*) - sum(r))::BIGINT AS cc FROM u GROUP BY x),
         t AS (SELECT coalesce(sum(cr), 0)::BIGINT AS nr, coalesce(sum(cc), 0)::BIGINT AS nc,
-                     count(*) AS values, count(*) FILTER (WHERE cc > 0) AS distinct_current FROM j),
+                     count(*) AS values, count(*) FILTER (WHERE cc > 0) AS distinct_current FROM j)"""
+
+
+def _numbers_sql(cur_sql: str, ref_sql: str, name: str, family: str) -> str:
+    """The two ECDFs at every distinct value of either side, in integers: d = cum_ref * n_cur -
+    cum_cur * n_ref = (F_ref - F_cur) * n_ref * n_cur exactly. The Wasserstein-1 distance is the
+    area between the ECDFs (|d| times the gap to the next value), the KS statistic their largest
+    gap; plus the reference's population std, Evidently's norm."""
+    value, keep = _value(name, family)
+    return f"""
+        WITH {_counts_sql(cur_sql, ref_sql, value, keep)},
+        e AS (SELECT sum(cr * t.nc - cc * t.nr) OVER w AS d, lead(x) OVER w - x AS dx
+              FROM j, t WINDOW w AS (ORDER BY x ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)),
+        n AS (SELECT sum(abs(d)::DOUBLE * coalesce(dx, 0)) AS area, max(abs(d)) AS gap FROM e)
+        SELECT t.nr, t.nc, t.values, t.distinct_current, n.area / (t.nr * t.nc), n.gap::DOUBLE / (t.nr * t.nc),
+               (SELECT stddev_pop({value}) FROM {ref_sql} WHERE {keep})
+        FROM t, n"""
+
+
+def _categories_sql(cur_sql: str, ref_sql: str, name: str, family: str) -> str:
+    """The Jensen-Shannon distance of the two value distributions (natural log, as
+    scipy.spatial.distance.jensenshannon with base=None) and Pearson's chi-square of the current
+    counts against the reference's scaled to the current size (inf when a value is new)."""
+    value, keep = _value(name, family)
+    return f"""
+        WITH {_counts_sql(cur_sql, ref_sql, value, keep)},
         c AS (SELECT
                sqrt(greatest(0, (sum(CASE WHEN cr > 0 THEN cr / t.nr * ln((cr / t.nr) / ((cr / t.nr + cc / t.nc) / 2))
                                           ELSE 0 END)
@@ -201,15 +209,22 @@ def _column_sql(cur_sql: str, ref_sql: str, name: str, family: str) -> str:
                                           ELSE 0 END)) / 2)) AS js,
                sum(CASE WHEN cr > 0 THEN (cc - cr * (t.nc::DOUBLE / t.nr)) ** 2 / (cr * (t.nc::DOUBLE / t.nr)) END) AS chi,
                count(*) FILTER (WHERE cr = 0 AND cc > 0) AS unseen
-              FROM j, t WHERE t.nr > 0 AND t.nc > 0 GROUP BY t.nr, t.nc){ecdf}
-        SELECT t.nr, t.nc, t.values, t.distinct_current, c.js, c.chi, c.unseen, {numbers}
-        FROM t LEFT JOIN c ON true{joins}"""
+              FROM j, t WHERE t.nr > 0 AND t.nc > 0 GROUP BY t.nr, t.nc)
+        SELECT t.nr, t.nc, t.values, t.distinct_current, c.js, c.chi, c.unseen FROM t LEFT JOIN c ON true"""
 
 
 def _column(con, cur_sql: str, ref_sql: str, name: str, dtype: str, family: str) -> dict:
-    """One column's verdict, or {column, type, reason} when it is not compared."""
-    row = con.execute(_column_sql(cur_sql, ref_sql, name, family)).fetchone()
-    n_ref, n_cur, values, distinct_cur, js, chi, unseen, wasserstein, ks, std_ref = row
+    """One column's verdict, or {column, type, reason} when it is not compared. Numbers get the
+    ECDF query first, and the categories query only when Evidently would test them as
+    categories (an integer of <= 10 values, or <= 5 values in all): it costs a second pass,
+    but a column of a million distinct numbers skips its Jensen-Shannon terms."""
+    wasserstein = ks = std_ref = js = chi = unseen = None
+    if family in _NUMERIC:
+        n_ref, n_cur, values, distinct_cur, wasserstein, ks, std_ref = con.execute(
+            _numbers_sql(cur_sql, ref_sql, name, family)).fetchone()
+    else:
+        n_ref, n_cur, values, distinct_cur, js, chi, unseen = con.execute(
+            _categories_sql(cur_sql, ref_sql, name, family)).fetchone()
     if family in ("float", "decimal"):
         kind = "numerical"
     elif family == "integer":
@@ -225,15 +240,18 @@ def _column(con, cur_sql: str, ref_sql: str, name: str, dtype: str, family: str)
     if n_cur == 0 or n_ref == 0:
         return {"column": name, "type": dtype,
                 "reason": f"no values in the {'current' if n_cur == 0 else 'reference'} table"}
+    # Evidently tests a numerical column with <= 5 distinct values (both sides) as categories.
+    tested = "numerical" if kind == "numerical" and values > FEW_VALUES else "categorical"
+    if tested == "categorical" and js is None:
+        _, _, _, _, js, chi, unseen = con.execute(_categories_sql(cur_sql, ref_sql, name, family)).fetchone()
 
     stats: dict[str, float | int | None] = {}
     if kind == "numerical":
         norm = max(float(std_ref or 0.0), 0.001)  # Evidently: max(np.std(reference), 0.001)
         stats.update({"wasserstein": float(wasserstein), "reference_std": float(std_ref or 0.0),
                       "wasserstein_norm": float(wasserstein) / norm, "ks_statistic": float(ks)})
-    stats.update({"jensenshannon": float(js), "chisquare": math.inf if unseen else float(chi or 0.0)})
-    # Evidently tests a numerical column with <= 5 distinct values (both sides) as categories.
-    tested = "numerical" if kind == "numerical" and values > FEW_VALUES else "categorical"
+    if js is not None:
+        stats.update({"jensenshannon": float(js), "chisquare": math.inf if unseen else float(chi or 0.0)})
 
     small = n_ref <= SMALL_REFERENCE_ROWS
     if tested == "numerical":
