@@ -140,8 +140,9 @@ class Links:
         return {"url": self.settings.artifacts_url.rstrip("/") + path, "path": path,
                 "expires": expires.isoformat(timespec="seconds")}
 
-    def verify(self, token: str, job_id: str) -> str:
-        """The tenant a link's token opens `job_id` for; LinkRefused otherwise."""
+    def verify(self, token: str, job_id: str | None) -> str:
+        """The tenant a link's token opens `job_id` for; LinkRefused otherwise (a token that
+        verifies but names another job, or a path without a job, is 403)."""
         if not enabled(self.settings):
             raise LinkRefused(401, "signed links are off here (no UDB_JWT_SECRET, or UDB_LINK_TTL_SECONDS=0)")
         if not _TOKEN_RE.fullmatch(token or ""):
@@ -155,10 +156,10 @@ class Links:
         if not isinstance(claims, dict) or not isinstance(claims.get("t"), str) \
                 or not TENANT_RE.fullmatch(claims["t"]) or not isinstance(claims.get("j"), str):
             raise LinkRefused(401, "link does not verify")
-        if claims["j"] != job_id:
-            raise LinkRefused(403, "this link opens another job's artifacts")
         if claims.get("g") != self._generation(claims["t"]):
             raise LinkRefused(401, "link revoked: the tenant's API keys were revoked since it was made")
+        if claims["j"] != job_id:
+            raise LinkRefused(403, "this link opens another job's artifacts")
         return claims["t"]
 
 

@@ -23,17 +23,21 @@ LINK_HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "private, no-
 
 def open_link(request, ctx: Context):
     parts = request.path.split("/")  # "", "s", token, "artifact", job, [name]
-    if len(parts) not in (5, 6) or parts[3] != "artifact":
-        raise NotFound(f"no route {links.redact_path(request.path)}")
-    job_id = validate_job_id(parts[4])
-    name = parts[5] if len(parts) == 6 and parts[5] else "index.json"
+    # The credential is checked before the rest of the path: a caller without a good link
+    # learns nothing about routes or jobs (401), as at every other door.
+    token = parts[2] if len(parts) > 2 else ""
+    shaped = len(parts) in (5, 6) and parts[3] == "artifact"
     gate = auth.Gatekeeper.for_context(ctx)
     try:
-        tenant = links.Links.for_context(ctx).verify(parts[2], job_id)
+        tenant = links.Links.for_context(ctx).verify(token, parts[4] if shaped else None)
     except links.LinkRefused as exc:
         gate.limiter.take(f"ip:{request.remote_addr or '?'}", "failed authentications")
+        if exc.status == 403 and not shaped:
+            raise NotFound(f"no route {links.redact_path(request.path)}") from None
         raise (auth.Forbidden if exc.status == 403 else auth.Unauthorized)(str(exc)) from None
     gate.limiter.take(tenant)
+    job_id = validate_job_id(parts[4])
+    name = parts[5] if len(parts) == 6 and parts[5] else "index.json"
     body, status, headers = serve_artifact(ctx, tenant, job_id, name)
     return body, status, {**headers, **LINK_HEADERS}
 
