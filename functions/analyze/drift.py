@@ -292,6 +292,7 @@ def ks_p_value(d: float, n1: int, n2: int) -> float:
 
     if max(n1, n2) <= KS_EXACT_MAX_N:
         # The exact path of ks_2samp, which takes the data; we have the statistic already.
+        # A private helper of the pinned scipy: tests/unit/test_drift.py checks it against ks_2samp.
         from scipy.stats._stats_py import _attempt_exact_2kssamp
 
         success, _, prob = _attempt_exact_2kssamp(n1, n2, math.gcd(n1, n2), d, "two-sided")
@@ -312,6 +313,8 @@ def _chi2_sf(statistic: float, dof: int) -> float:
 def _z_p_value(con, cur_sql, ref_sql, name, family, n_ref, n_cur, values) -> float:
     """evidently's _z_stat_test: the share of values other than the smallest, compared between
     the two sides with a pooled two-proportion Z-test (p = 1 when both hold the same one value)."""
+    if values == 1:
+        return 1.0
     from scipy.stats import norm
 
     value, keep = _value(name, family)
@@ -321,8 +324,6 @@ def _z_p_value(con, cur_sql, ref_sql, name, family, n_ref, n_cur, values) -> flo
                             [first]).fetchone()[0]
     other_cur = con.execute(f"SELECT count(*) FILTER (WHERE {value} <> ?) FROM {cur_sql} WHERE {keep}",
                             [first]).fetchone()[0]
-    if values == 1:
-        return 1.0
     p1, p2 = other_ref / n_ref, other_cur / n_cur
     pooled = (p1 * n_ref + p2 * n_cur) / (n_ref + n_cur)
     z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1.0 / n_ref + 1.0 / n_cur))
