@@ -8,6 +8,7 @@ Cases (one module each, bench/case_<name>.py):
   rest       REST API over 2,000 pages from a local server -> warehouse: UDB vs dlt rest_api
   profile    profile of a 10-column table: UDB vs ydata-profiling minimal and full
   quality    quality and drift, table vs shifted table: UDB vs Evidently DataSummaryPreset + DataDriftPreset
+  drift      drift over every row, table vs its previous snapshot: UDB (DuckDB) vs Evidently DataDriftPreset
   discover   discover -> analysis.completed for a CSV: UDB embedded and through the running stack
 
 Each case runs its tools alternately (the order rotates every round), RUNS times each (default
@@ -37,7 +38,7 @@ if str(REPO) not in sys.path:
 
 from bench import common  # noqa: E402
 
-CASES = ["csv", "postgres", "rest", "profile", "quality", "discover"]
+CASES = ["csv", "postgres", "rest", "profile", "quality", "drift", "discover"]
 RESULTS = REPO / "bench" / "results"
 WORK = REPO / ".udb" / "bench"
 
@@ -120,7 +121,9 @@ def run_case(name: str, *, quick: bool, runs: int, timeout: float, data: Path) -
     rows = [common.summarise(module.CASE, tool, measured[tool]) for tool in tools]
     rows += [{"case": module.CASE, "tool": tool, "seconds": None, "peak_rss_mb": None, "rows": None, "runs": 0,
               "skipped": reason} for tool, reason in skipped.items()]
-    return rows, check_rows(module, params, measured)
+    failures = check_rows(module, params, measured)
+    check = getattr(module, "check", None)  # a case's own agreement check (drift: the same columns)
+    return rows, failures + (check(measured) if check is not None else [])
 
 
 def check_rows(module, params: dict, measured: dict[str, list[dict]]) -> list[str]:
@@ -165,6 +168,12 @@ def goals(results: list[dict], quick: bool) -> list[dict]:
     r = ratio("quality", "evidently")
     out.append({"case": "quality", "goal": "quality + drift: at least 2× faster than Evidently", "ratio": r,
                 "measured": "—" if r is None else f"{r:.1f}×", "met": None if r is None else r >= 2})
+    drift = by.get(("drift", "udb"))
+    s = drift["seconds"] if drift else None
+    out.append({"case": "drift", "goal": "drift of 1M vs 1M rows over every row within 2 s, the same drifted "
+                                         "columns as Evidently" + (" (quick size)" if quick else ""),
+                "ratio": None, "measured": "—" if s is None else f"{s:.2f} s",
+                "met": None if s is None else s <= 2 and not drift.get("errors")})
     embedded = by.get(("discover", "udb-embedded"))
     s = embedded["seconds"] if embedded else None
     out.append({"case": "discover", "goal": "discover → analysis.completed, embedded, under 20 s" + (" (quick size)" if quick else ""),

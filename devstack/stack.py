@@ -50,6 +50,21 @@ def broker_token() -> str:
     return path.read_text().strip()
 
 
+def jwt_secret() -> str:
+    """The stack's UDB_JWT_SECRET (signs JWTs and report links): made once, kept 0600 under .cache/."""
+    path = CACHE / "stack-home" / "jwt.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".jwt.secret.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+    return path.read_text().strip()
+
+
 def function_env(name: str) -> dict[str, str]:
     """The settings a function process gets: what a ConfigMap gives it on Knative."""
     user, password = services.minio_credentials()
@@ -73,6 +88,8 @@ def function_env(name: str) -> dict[str, str]:
         # renders HTML charts only unless asked. PNGs are tested in embedded mode.
         "UDB_CHART_PNG": os.environ.get("UDB_CHART_PNG", "0"),
         "UDB_BROKER_TOKEN": broker_token(),
+        # GET /status/{jobId} gives a signed report link only with a signing secret (shared/links.py).
+        "UDB_JWT_SECRET": jwt_secret(),
         # One JSON-lines span file per function process (docs/observability.md); UDB_OTEL_EXPORTER=otlp
         # with UDB_OTEL_ENDPOINT in the caller's environment sends them to a collector instead.
         "UDB_OTEL_EXPORTER": os.environ.get("UDB_OTEL_EXPORTER", "file"),

@@ -52,6 +52,7 @@ from shared.tenancy import TENANT_RE, validate_job_id, validate_tenant
 
 ROLES = ("viewer", "analyst", "admin")
 PUBLIC, BROKER, OAUTH_STATE, METRICS = "public", "broker", "oauth-state", "metrics"
+SIGNED_LINK = "signed-link"  # the token in the path is the credential (shared/links.py checks it)
 TENANT_HEADER = "X-UDB-Tenant"
 PRINCIPAL_KEY = "udb.principal"  # where admit() leaves the principal in the WSGI environ
 
@@ -68,6 +69,7 @@ ROUTE_ROLES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/", BROKER),                            # CloudEvents from the broker
     ("GET", "/status/", "viewer"),                    # a job's status document
     ("GET", "/artifact/", "viewer"),                  # a job's artifact index and files
+    ("GET", "/s/", SIGNED_LINK),                      # one job's artifacts by signed link (a browser)
     ("GET", "/kpis", "viewer"),                       # the tenant's KPI definitions
     ("PUT", "/kpis", "analyst"),                      # store a KPI definition (its SQL is guarded)
     ("DELETE", "/kpis", "analyst"),                   # remove a KPI definition
@@ -240,6 +242,9 @@ class KeyStore:
                                content_type="application/json")
             except PreconditionFailed:
                 continue
+            # Whoever held the key may have made report links: end every link of the tenant.
+            from shared import links
+            links.rotate(self.store, record["tenant"])
             return record
         raise UDBError(f"could not revoke {key_id}: too many concurrent changes")
 
@@ -470,8 +475,8 @@ class Gatekeeper:
         return principal
 
     def _principal(self, request, need: str, method: str, path: str) -> Principal | None:
-        if need == PUBLIC:
-            return None
+        if need in (PUBLIC, SIGNED_LINK):
+            return None  # a signed link is verified by its route, which learns the tenant from it
         if not self.enabled:
             return Principal(None, "admin", "auth-off")
         client = request.remote_addr or "?"

@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from shared import auth, events
+from shared import auth, events, links
 from shared.errors import UDBError
 from shared.jobs import TERMINAL
 from shared.settings import Settings
@@ -101,6 +101,9 @@ def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True
         print(f"table {table}: {info['rows']:,} rows")
     if doc.get("artifacts_index"):
         _print_artifacts(settings, ctx, tenant, job_id)
+        link = links.report_link(ctx, tenant, job_id)  # None unless UDB_JWT_SECRET is set
+        if link:
+            print(f"report {link['url']} (signed link, opens in a browser until {link['expires']})")
     print(f"{doc['state']} in {time.perf_counter() - started:.1f}s")
     return 0
 

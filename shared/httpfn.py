@@ -15,7 +15,7 @@ from typing import Callable
 
 from cloudevents.http import from_http, to_binary
 
-from shared import auth, duck, metrics, openapi, orphans, runtime
+from shared import auth, duck, links, metrics, openapi, orphans, runtime
 from shared.errors import InputError, JobNotAccepted, NotFound, TransientError, ValidationError
 
 Route = Callable[["object", runtime.Context], "tuple"]
@@ -116,7 +116,7 @@ class FunctionApp:
         started = time.perf_counter()
         route, (body, status, headers) = self._dispatch(request)
         metrics.http_requests.labels(self.function, route, str(status)).inc()
-        self.ctx.log.debug("http %s %s -> %s in %.1f ms", request.method, request.path, status,
+        self.ctx.log.debug("http %s %s -> %s in %.1f ms", request.method, links.redact_path(request.path), status,
                            (time.perf_counter() - started) * 1000)
         return body, status, headers
 

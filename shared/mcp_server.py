@@ -38,7 +38,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 
-from shared import auth, bindings, events, ratelimit
+from shared import auth, bindings, events, links, ratelimit
 from shared.errors import InputError, NotFound, TransientError, UDBError, ValidationError
 from shared.jobs import TERMINAL
 from shared.settings import Settings
@@ -291,7 +291,13 @@ class Embedded:
         return self.status(caller, job_id)
 
     def status(self, caller: Caller, job_id: str) -> dict:
-        return self.ctx.jobs(caller.tenant).get(validate_job_id(job_id))
+        doc = self.ctx.jobs(caller.tenant).get(validate_job_id(job_id))
+        if doc.get("artifacts_index"):
+            # As GET /status/{jobId} gives it (the stack backend gets it from there).
+            link = links.report_link(self.ctx, caller.tenant, doc["job_id"])
+            if link:
+                doc["report_link"] = link
+        return doc
 
     def artifact(self, caller: Caller, job_id: str, name: str) -> tuple[bytes, str]:
         from shared.store import TenantStore

@@ -72,6 +72,8 @@ class Settings:
                                    "Service); public Services set 0")
     auth_cache_seconds: int = _setting("UDB_AUTH_CACHE_SECONDS", 30, "how long a verified API key is cached "
                                        "(a revoked key stops working within this time)")
+    link_ttl_seconds: int = _setting("UDB_LINK_TTL_SECONDS", 3600, "how long a signed report link "
+                                     "(/s/<token>/artifact/<job>/...) opens after it is made; 0 turns links off")
     rate_limit: int = _setting("UDB_RATE_LIMIT", 1200, "HTTP requests per minute per tenant and process")
     rate_burst: int = _setting("UDB_RATE_BURST", 100, "requests a tenant may send at once above the rate")
     max_concurrent_jobs: int = _setting("UDB_MAX_CONCURRENT_JOBS", 16, "live (not completed/failed) jobs per tenant")
@@ -162,7 +164,8 @@ class Settings:
     discover_url: str = _setting("UDB_DISCOVER_URL", "http://127.0.0.1:18081",
                                  "discover's HTTP API, for `udb mcp --stack` (POST /sources/discover_connect)")
     artifacts_url: str = _setting("UDB_ARTIFACTS_URL", "http://127.0.0.1:18085",
-                                  "the artifacts function's HTTP API, for `udb mcp --stack` (status, artifacts, KPIs)")
+                                  "the artifacts function's HTTP API as users reach it: `udb mcp --stack` calls it "
+                                  "(status, artifacts, KPIs) and signed report links point at it")
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
@@ -231,6 +234,8 @@ class Settings:
                          ("UDB_KPI_MAX_DEFINITIONS", self.kpi_max_definitions)):
             if cap < 1:
                 problems[env] = f"expected a positive number, found {cap}"
+        if self.link_ttl_seconds < 0:
+            problems["UDB_LINK_TTL_SECONDS"] = f"expected 0 (no links) or more seconds, found {self.link_ttl_seconds}"
         for env, days in (("UDB_STAGING_RETENTION_DAYS", self.staging_retention_days),
                           ("UDB_ARTIFACT_RETENTION_DAYS", self.artifact_retention_days)):
             if days < 0:

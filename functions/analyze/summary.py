@@ -280,7 +280,8 @@ def _one_drift(facts: _Facts, table: str | None, drift: dict) -> dict:
         for c in scored[:MAX_DRIFT_SCORES]:
             facts.add("drift", f"{prefix}:score:{c['column']}",
                       "Column {column:code} drift score {score:num} by {method} (threshold {threshold:num}).",
-                      {"column": c["column"], "score": c["score"], "method": c.get("method") or "its test",
+                      {"column": c["column"], "score": c["score"],
+                       "method": c.get("test") or c.get("method") or "its test",  # drift.py: test is the name
                        "threshold": c.get("threshold")},
                       c["score"], f"{source}.columns")
     out = {"dataset_drift": bool(drift.get("dataset_drift")), "drifted_columns": drifted,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from shared import auth
+from shared import auth, links
 from shared.errors import NotFound
 from shared.httpfn import json_response
 from shared.runtime import Context
@@ -23,12 +23,20 @@ def _tenant(request) -> str:
 
 
 def status(request, ctx: Context):
-    """GET /status/{jobId}"""
+    """GET /status/{jobId}: the job document; once the job has artifacts, with `report_link`, a
+    signed, expiring link to its report page that a browser opens without a header
+    (shared/links.py; absent where links are off)."""
     parts = request.path.strip("/").split("/")
     if len(parts) != 2:
         raise NotFound(f"no route {request.path}")
     job_id = validate_job_id(parts[1])
-    return json_response(ctx.jobs(_tenant(request)).get(job_id))
+    tenant = _tenant(request)
+    doc = ctx.jobs(tenant).get(job_id)
+    if doc.get("artifacts_index"):
+        link = links.report_link(ctx, tenant, job_id)
+        if link:
+            doc["report_link"] = link
+    return json_response(doc)
 
 
 # Every artifact response carries a Content-Security-Policy (and nosniff, so a browser never
@@ -61,9 +69,12 @@ def artifact(request, ctx: Context):
     parts = request.path.strip("/").split("/")
     if len(parts) not in (2, 3):
         raise NotFound(f"no route {request.path}")
-    tenant = _tenant(request)
-    job_id = validate_job_id(parts[1])
     name = parts[2] if len(parts) == 3 and parts[2] else "index.json"
+    return serve_artifact(ctx, _tenant(request), validate_job_id(parts[1]), name)
+
+
+def serve_artifact(ctx: Context, tenant: str, job_id: str, name: str):
+    """(body, status, headers) of artifact `name` of a job of `tenant`; NotFound if absent."""
     store = ctx.tenant_store(tenant)
     key = store.artifact_key(job_id, validate_artifact_name(name))
     try:

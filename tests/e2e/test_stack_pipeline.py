@@ -79,6 +79,9 @@ def test_csv_in_minio_matches_the_embedded_run(running_stack, s3_client, tenant,
     assert fetch(tenant, job_id, f"profile-{table}.html").headers["content-type"] == "text/html; charset=utf-8"
     for entry in index["artifacts"]:
         assert len(fetch(tenant, job_id, entry["name"]).content) == entry["bytes"]
+    # The status document's signed link opens the report page with no header (a browser's request).
+    page = httpx.get(doc["report_link"]["url"], timeout=30)
+    assert page.status_code == 200 and f"UDB analysis {job_id}" in page.text
 
     assert comparable(profile) == comparable(embedded_profile(tmp_path, monkeypatch, capsys, str(path)))
     # The warehouse is in MinIO, where the writer put it.

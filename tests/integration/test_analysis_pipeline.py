@@ -175,10 +175,10 @@ def test_drift_reference_is_cached_and_png_skip_is_reported(home, tmp_path, monk
         charted = [k for k in kpis if "chart_html" in k]
         assert charted and all(k["chart_png"] is None and "no Chromium" in k["png_skipped"] for k in charted)
     assert not (first / "drift-shop__sales.json").exists()
-    miss = json.loads((second / "drift-shop__sales.json").read_text())["verdict"]
-    hit = json.loads((third / "drift-shop__sales.json").read_text())["verdict"]
-    assert (miss["reference"]["cache"], hit["reference"]["cache"]) == ("miss", "hit")
-    assert miss["reference"]["cache_key"] == hit["reference"]["cache_key"]
+    miss = json.loads((second / "drift-shop__sales.json").read_text())
+    hit = json.loads((third / "drift-shop__sales.json").read_text())
+    assert (miss["evidently_reference"]["cache"], hit["evidently_reference"]["cache"]) == ("miss", "hit")
+    assert miss["evidently_reference"]["cache_key"] == hit["evidently_reference"]["cache_key"]
     assert "amount" in miss["drifted_columns"] and "region" not in miss["drifted_columns"]
     assert "discount" not in miss["drifted_columns"]
     assert hit["drifted_columns"] == miss["drifted_columns"] and hit["share"] == miss["share"]

@@ -127,6 +127,8 @@ RAW_STORE_ACCESS = {
     "shared/embedded.py": "shares the store between the embedded contexts",
     "shared/httpfn.py": "/readyz pings the store",
     "shared/auth.py": "API key records at auth/keys/<key_id>.json: looked up before the tenant is known",
+    "shared/links.py": "the link generation at auth/links/<tenant>.json (tenant validated): checked beside "
+                       "the key records, outside tenants/ so no tenant write can change it",
     "functions/writer/handler.py": "the writer lease at locks/<t>/warehouse.lease (lease_key validates t)",
     "functions/artifacts/admin.py": "retention prune over tenants/*/{staging,artifacts}/ (or one tenant's)",
     "shared/mcp_server.py": "the MCP server (`udb mcp`): verifies the caller's credential against auth/keys/, "
