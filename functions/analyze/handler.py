@@ -67,8 +67,9 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
                 store.get_to_file("warehouse.duckdb", local)
         except NotFound:
             raise SourceError(f"tenant {tenant} has no warehouse yet: sync a source first") from None
-        con = bound.watch(duck.connect(local, read_only=True, memory_limit=duck_memory,
-                                       threads=settings.duckdb_threads))
+        with bound.step("open warehouse"):
+            con = bound.watch(duck.connect(local, read_only=True, memory_limit=duck_memory,
+                                           threads=settings.duckdb_threads))
         kpi_con = None
         try:
             available = [r[0] for r in con.execute(USER_TABLES_SQL).fetchall()]
