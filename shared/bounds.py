@@ -79,6 +79,11 @@ def bounded_duckdb_memory(configured: str, bound_mb: int, share: float) -> str:
     return f"{cap}MB"
 
 
+def _is_duckdb_out_of_memory(exc: BaseException) -> bool:
+    kind = type(exc)
+    return kind.__module__.split(".")[0] in ("duckdb", "_duckdb") and kind.__name__ == "OutOfMemoryException"
+
+
 class Bound:
     """`with Bound(...) as bound:` runs its block under a memory bound and a deadline.
 
@@ -98,6 +103,8 @@ class Bound:
         self.started = 0.0
         self._ended = 0.0
         self._connections: list = []
+        self._stack: list[str] = []
+        self.duckdb_memory: str | None = None
         self._lock = threading.Lock()
         self._armed = False
         self._thread_id: int | None = None
@@ -112,7 +119,7 @@ class Bound:
         self._thread_id = threading.get_ident()
         self._armed = True
         self._stop.clear()
-        self._sample()
+        self._sample_peak()  # a breach is found by the first step's check, and named after it
         if self.memory_mb > 0 or self.deadline_s > 0:
             self._watchdog = threading.Thread(target=self._watch, name=f"bound-{self.what}", daemon=True)
             self._watchdog.start()
@@ -140,31 +147,52 @@ class Bound:
         self._connections.clear()
 
     # -- what the work calls ----------------------------------------------------------------
-    def watch(self, con):
-        """Register a DuckDB connection: it is interrupted when the bound breaks."""
+    def watch(self, con, memory_limit: str | None = None):
+        """Register a DuckDB connection: it is interrupted when the bound breaks, and its
+        `memory_limit` (what it was opened with) is named when DuckDB runs out of it."""
         self._connections.append(con)
+        if memory_limit:
+            self.duckdb_memory = memory_limit
         return con
 
     @contextlib.contextmanager
     def step(self, name: str, detail: str = "") -> Iterator[None]:
         """One named step: checked before it starts, and any failure inside it that the bound
         caused becomes the bound's reason naming this step."""
-        previous = self.current
-        self.current = f"{name} {detail}".strip()
-        self.check()
+        label = f"{name} {detail}".strip()
+        self._stack.append(label)
+        self.current = label
+        try:
+            self.check()
+        except BaseException:
+            self._leave(label)
+            raise
         try:
             yield
         except BoundExceeded as exc:
+            self._leave(label)
             if exc.args:
                 raise
             raise self.error() from None
         except Exception as exc:
+            self._leave(label)
             if self.breach:
                 raise self.error() from exc
-            telemetry.mark_step(exc, self.current)
+            if _is_duckdb_out_of_memory(exc):
+                # DuckDB kept to its share of the bound: the same failure, said as the bound.
+                raise BoundExceeded(
+                    f"{self.what} exceeded DuckDB's memory_limit of {self.duckdb_memory or '?'} (its share of "
+                    f"{self.memory_mb} MB) at step {label} ({self.memory_setting})") from exc
+            telemetry.mark_step(exc, label)
             raise
-        self.current = previous if previous != "start" else self.current
+        self._leave(label)
         self.check()
+
+    def _leave(self, label: str) -> None:
+        """Back in the enclosing step; between top-level steps a breach is named "after <last>"."""
+        if self._stack and self._stack[-1] == label:
+            self._stack.pop()
+        self.current = self._stack[-1] if self._stack else f"after {label}"
 
     def check(self) -> None:
         """Raise BoundExceeded when the bound is broken (between steps, and in loops)."""

@@ -69,7 +69,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
             raise SourceError(f"tenant {tenant} has no warehouse yet: sync a source first") from None
         with bound.step("open warehouse"):
             con = bound.watch(duck.connect(local, read_only=True, memory_limit=duck_memory,
-                                           threads=settings.duckdb_threads))
+                                           threads=settings.duckdb_threads), duck_memory)
         kpi_con = None
         try:
             available = [r[0] for r in con.execute(USER_TABLES_SQL).fetchall()]
@@ -83,7 +83,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
             artifacts = Artifacts(store, job_id)
             # KPI SQL runs on its own locked-down connection (external access off, config locked).
             kpi_con = bound.watch(kpis.open_kpi_connection(local, memory_limit=duck_memory,
-                                                           threads=settings.duckdb_threads))
+                                                           threads=settings.duckdb_threads), duck_memory)
             notes, facts = analyse(con, wanted, artifacts, ctx, kpi_con=kpi_con, all_tables=available,
                                    bound=bound)
         finally:
@@ -142,16 +142,18 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
             started = time.perf_counter()
             # Column batches keep DuckDB's memory flat on wide tables; the bound checks itself
             # between batches and names the batch it stopped in.
-            prof = profile.profile_table(con, table, step=lambda first, end, total: bound.step(
-                "profile", f"{table} columns {first + 1}-{end} of {total:,}"))
+            prof = profile.profile_table(con, table, batch_columns=profile.batch_columns_for(bound.duckdb_memory),
+                                         step=lambda first, end, total: bound.step(
+                                             "profile", f"{table} columns {first + 1}-{end} of {total:,}"))
             metrics.profile_seconds.observe(time.perf_counter() - started)
         if prof["correlations"].get("note"):
             notes.append({"kind": "correlations_capped", "message": f"{table}: {prof['correlations']['note']}"})
         metrics.profile_coverage.labels("duckdb").observe(1.0)  # the DuckDB profile reads every row
         profiles.append(prof)
-        out.put_json(f"profile-{table}.json", prof, f"Full-table profile of {table} (DuckDB, every row)", table)
-        out.put(f"profile-{table}.html", profile.render_profile_html(prof), "text/html",
-                f"Full-table profile of {table}, as a page", table)
+        with bound.step("write profile", table):
+            out.put_json(f"profile-{table}.json", prof, f"Full-table profile of {table} (DuckDB, every row)", table)
+            out.put(f"profile-{table}.html", profile.render_profile_html(prof), "text/html",
+                    f"Full-table profile of {table}, as a page", table)
         if textstats.is_document_table(prof["column_profiles"]):
             with bound.step("text statistics", table):
                 stats = textstats.text_stats(con, table)

@@ -44,6 +44,18 @@ MAX_CORRELATION_COLUMNS = 20
 # columns over 1 GB; each count(DISTINCT) holds about 2 MB), so a 4,000-column table in one
 # SELECT grew to 22.9 GB (issue 23). In batches memory stays flat and time linear.
 BATCH_COLUMNS = 64
+# DuckDB memory one column of a batch may take (its count(DISTINCT) alone holds about 2 MB):
+# a smaller memory_limit gets smaller batches, not an out-of-memory error.
+BATCH_COLUMN_MB = 4
+
+
+def batch_columns_for(memory_limit: str | None) -> int:
+    """Columns per batch that a DuckDB memory_limit ("716MB", "1GB") affords, at most BATCH_COLUMNS."""
+    from shared.bounds import parse_size_mb
+    mb = parse_size_mb(memory_limit) if memory_limit else None
+    if mb is None:
+        return BATCH_COLUMNS
+    return max(4, min(BATCH_COLUMNS, mb // BATCH_COLUMN_MB))
 QUANTILES = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
 
 NULL_ALERT_SHARE = 0.2
