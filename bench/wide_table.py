@@ -116,11 +116,11 @@ def main(argv=None) -> int:
             if outcome == "failed":
                 outcome += f": {doc['error']['reason']}"
             rows.append((f"{columns:,} x {args.rows}", f"{csv.stat().st_size / 1024:,.0f} KB", outcome,
-                         result["wall_s"], doc.get("stage_seconds", {}).get("analyze"),
+                         result["wall_s"], result["cpu_s"], doc.get("stage_seconds", {}).get("analyze"),
                          result["peak_rss_mb"], result["maxrss_mb"], bounds.get("peak_rss_mb")))
-    print("| table | CSV | outcome | wall s (whole `udb run`) | analyze s | peak RSS MB (tree) "
+    print("| table | CSV | outcome | wall s (whole `udb run`) | CPU s | analyze s (wall) | peak RSS MB (tree) "
           "| ru_maxrss MB | analysis peak MB (index) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join("–" if v is None else str(v) for v in row) + " |")
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

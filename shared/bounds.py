@@ -79,6 +79,16 @@ def bounded_duckdb_memory(configured: str, bound_mb: int, share: float) -> str:
     return f"{cap}MB"
 
 
+def _release_free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the kernel (glibc's malloc_trim), so
+    the resident size a bound starts from is what is in use, not what earlier work (in one
+    embedded process: sync and load) freed but the allocator kept."""
+    import gc
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _is_duckdb_out_of_memory(exc: BaseException) -> bool:
     kind = type(exc)
     return kind.__module__.split(".")[0] in ("duckdb", "_duckdb") and kind.__name__ == "OutOfMemoryException"
@@ -99,6 +109,7 @@ class Bound:
         self.interval, self.log = interval, log
         self.current = "start"
         self.breach: str | None = None  # the reason, once broken
+        self.breach_step: str | None = None
         self.peak_rss = 0
         self.started = 0.0
         self._ended = 0.0
@@ -119,6 +130,7 @@ class Bound:
         self._thread_id = threading.get_ident()
         self._armed = True
         self._stop.clear()
+        _release_free_memory()  # what earlier work freed should not count against this bound
         self._sample_peak()  # a breach is found by the first step's check, and named after it
         if self.memory_mb > 0 or self.deadline_s > 0:
             self._watchdog = threading.Thread(target=self._watch, name=f"bound-{self.what}", daemon=True)
@@ -180,9 +192,11 @@ class Bound:
                 raise self.error() from exc
             if _is_duckdb_out_of_memory(exc):
                 # DuckDB kept to its share of the bound: the same failure, said as the bound.
-                raise BoundExceeded(
+                error = BoundExceeded(
                     f"{self.what} exceeded DuckDB's memory_limit of {self.duckdb_memory or '?'} (its share of "
-                    f"{self.memory_mb} MB) at step {label} ({self.memory_setting})") from exc
+                    f"{self.memory_mb} MB) at step {label} ({self.memory_setting})")
+                error.udb_step = label
+                raise error from exc
             telemetry.mark_step(exc, label)
             raise
         self._leave(label)
@@ -208,7 +222,9 @@ class Bound:
         return self.deadline_s - (time.monotonic() - self.started)
 
     def error(self) -> BoundExceeded:
-        return BoundExceeded(self.breach or f"{self.what} was stopped at step {self.current}")
+        exc = BoundExceeded(self.breach or f"{self.what} was stopped at step {self.current}")
+        exc.udb_step = self.breach_step or self.current  # the job document names the step
+        return exc
 
     @property
     def elapsed(self) -> float:
@@ -232,12 +248,15 @@ class Bound:
         rss = self._sample_peak()
         if self.breach is not None:
             return
+        step = self.current
         if self.memory_mb > 0 and rss > self.memory_mb * 2 ** 20:
-            self.breach = (f"{self.what} exceeded {self.memory_mb} MB at step {self.current} "
+            self.breach = (f"{self.what} exceeded {self.memory_mb} MB at step {step} "
                            f"({rss // 2 ** 20:,} MB resident; {self.memory_setting})")
         elif self.deadline_s > 0 and time.monotonic() - self.started > self.deadline_s:
-            self.breach = (f"{self.what} deadline of {self.deadline_s:g} s exceeded at step {self.current} "
+            self.breach = (f"{self.what} deadline of {self.deadline_s:g} s exceeded at step {step} "
                            f"({self.deadline_setting})")
+        if self.breach is not None:
+            self.breach_step = step
 
     def _watch(self) -> None:
         last_strike = 0.0

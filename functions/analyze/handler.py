@@ -82,8 +82,9 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
                 raise SourceError(f"no such tables in the warehouse: {missing}; it has {available}")
             artifacts = Artifacts(store, job_id)
             # KPI SQL runs on its own locked-down connection (external access off, config locked).
-            kpi_con = bound.watch(kpis.open_kpi_connection(local, memory_limit=duck_memory,
-                                                           threads=settings.duckdb_threads), duck_memory)
+            with bound.step("open warehouse", "for KPIs"):
+                kpi_con = bound.watch(kpis.open_kpi_connection(local, memory_limit=duck_memory,
+                                                               threads=settings.duckdb_threads), duck_memory)
             notes, facts = analyse(con, wanted, artifacts, ctx, kpi_con=kpi_con, all_tables=available,
                                    bound=bound)
         finally:
@@ -127,11 +128,12 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
     renders), and the summary. Returns (notes for the index, the summary's facts).
 
     Each step runs in `bound` (a breach fails it with the step's name); without one, unbounded."""
-    from functions.analyze import kpi_defs, profile, reports, summary, textstats
-    from shared import sqlguard
+    bound = bound if bound is not None else Bound(memory_mb=0, deadline_s=0)
+    with bound.step("import", "analysis libraries"):  # pandas and co. take seconds on a cold start
+        from functions.analyze import kpi_defs, profile, reports, summary, textstats
+        from shared import sqlguard
 
     settings = ctx.settings
-    bound = bound if bound is not None else Bound(memory_mb=0, deadline_s=0)
     kpi_con = kpi_con if kpi_con is not None else con
     limits = {"timeout_ms": settings.kpi_timeout_ms, "max_rows": settings.kpi_max_rows}
     profiles, kpi_results, drift_all, text_all, notes = [], [], {}, [], []
