@@ -125,12 +125,12 @@ class Bound:
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "Bound":
+        _release_free_memory()  # what earlier work freed should not count against this bound
         self.started = time.monotonic()
         self._ended = 0.0
         self._thread_id = threading.get_ident()
         self._armed = True
         self._stop.clear()
-        _release_free_memory()  # what earlier work freed should not count against this bound
         self._sample_peak()  # a breach is found by the first step's check, and named after it
         if self.memory_mb > 0 or self.deadline_s > 0:
             self._watchdog = threading.Thread(target=self._watch, name=f"bound-{self.what}", daemon=True)

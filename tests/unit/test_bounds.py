@@ -81,11 +81,11 @@ def test_deadline_stops_a_pure_python_loop_and_a_broad_except_cannot_keep_it_goi
 
 
 def test_a_bound_left_in_time_raises_nothing_later():
-    with Bound(memory_mb=0, deadline_s=1) as bound:
+    with Bound(memory_mb=0, deadline_s=3) as bound:
         with bound.step("quick"):
             pass
-    time.sleep(1.5)  # past the deadline: the watchdog is gone, nothing is raised here
-    assert bound.breach is None and bound.elapsed < 1
+    time.sleep(3.5)  # past the deadline: the watchdog is gone, nothing is raised here
+    assert bound.breach is None and bound.elapsed < 3
 
 
 def test_failure_inside_a_step_is_marked_with_the_step():
