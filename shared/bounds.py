@@ -98,7 +98,9 @@ class Bound:
     """`with Bound(...) as bound:` runs its block under a memory bound and a deadline.
 
     memory_mb / deadline_s of 0 turn that bound off. `what` names the work in reasons
-    ("analysis"); `settings` names the settings a reason points at.
+    ("analysis"); memory_setting / deadline_setting name the settings a reason points at.
+    A caller that must never see the bare asynchronous exception (it can fire while the
+    bound is being left) wraps the block with `reasoned()`.
     """
 
     def __init__(self, *, memory_mb: int, deadline_s: float, what: str = "analysis",
@@ -157,6 +159,17 @@ class Bound:
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join(timeout=2)
         self._connections.clear()
+
+    @contextlib.contextmanager
+    def reasoned(self) -> Iterator[None]:
+        """Around `with bound:` — a BoundExceeded without its reason (the asynchronous one,
+        raised while the bound was being left) gets it."""
+        try:
+            yield
+        except BoundExceeded as exc:
+            if exc.args:
+                raise
+            raise self.error() from None
 
     # -- what the work calls ----------------------------------------------------------------
     def watch(self, con, memory_limit: str | None = None):

@@ -60,7 +60,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
                   what="analysis", log=ctx.log)
     # Two DuckDB instances (the reader, the locked-down KPI one) and Python share the bound.
     duck_memory = bounded_duckdb_memory(settings.duckdb_memory_limit, settings.analyze_memory_mb, 0.35)
-    with tempfile.TemporaryDirectory(prefix="udb-analyze-") as tmp, bound:
+    with bound.reasoned(), tempfile.TemporaryDirectory(prefix="udb-analyze-") as tmp, bound:
         local = Path(tmp) / "warehouse.duckdb"
         try:
             with bound.step("download", "warehouse.duckdb"):

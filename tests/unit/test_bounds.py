@@ -232,3 +232,12 @@ def test_an_unwrapped_connection_error_stays_transient(tmp_path):
         runtime.invoke(_unreachable, event, ctx)
     with pytest.raises(Exception):  # no job document was failed: the retry may still succeed
         ctx.jobs("acme").get("job-00000000000000d7")
+
+
+def test_the_bare_asynchronous_exception_gets_its_reason():
+    bound = Bound(memory_mb=0, deadline_s=1)
+    with pytest.raises(BoundExceeded) as caught:
+        with bound.reasoned():
+            bound.breach = "analysis deadline of 1 s exceeded at step charts (UDB_ANALYZE_DEADLINE_S)"
+            raise BoundExceeded  # as PyThreadState_SetAsyncExc raises it: the class, no message
+    assert str(caught.value) == "analysis deadline of 1 s exceeded at step charts (UDB_ANALYZE_DEADLINE_S)"
