@@ -10,8 +10,11 @@ reason instead of growing:
   moment the bound breaks it is interrupted (`connection.interrupt()`), so a long query ends
   at once with an InterruptException, which `step` turns into the bound's reason.
 - Python-side work is watched by a thread that samples the resident memory (RSS) of this
-  process and its children (Chromium rendering PNG charts) every `interval` seconds and the
-  clock. On a breach it interrupts DuckDB and raises `BoundExceeded` in the bounded thread
+  process and the children the work starts (Chromium rendering PNG charts) every `interval`
+  seconds, and the clock. The bound is on what the work *adds* to the resident size it began
+  with (after handing freed memory back): the process may host other things — an embedded run
+  inside a test runner, an MCP server or a notebook — and a dedicated worker starts small
+  (about 0.1–0.3 GB), so its peak stays near the bound. On a breach it interrupts DuckDB and raises `BoundExceeded` in the bounded thread
   (CPython's PyThreadState_SetAsyncExc: it fires at that thread's next bytecode, so a
   pure-Python loop or a pandas call returning to Python stops there), again every second
   until the work has left the bound, so a broad `except Exception` in a library cannot keep
@@ -23,7 +26,7 @@ reason instead of growing:
 
 The step names what was running (`step("profile", "ra__wide columns 1-64 of 4,000")`) and
 ends up in the reason, e.g. "analysis exceeded 2048 MB at step profile ra__wide columns
-65-128 of 4,000 (2,101 MB resident; UDB_ANALYZE_MEMORY_MB)".
+65-128 of 4,000 (2,101 MB over the 240 MB resident at its start; UDB_ANALYZE_MEMORY_MB)".
 """
 from __future__ import annotations
 
@@ -44,10 +47,13 @@ class BoundExceeded(InputError):
     break it again, so the job fails with this reason and delivery is not retried."""
 
 
-def process_tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of `process` and all its children (a child may exit while we look)."""
+def process_tree_rss(process: psutil.Process, exclude: frozenset = frozenset()) -> int:
+    """Resident bytes of `process` and its children, but those in `exclude` (a child may exit
+    while we look)."""
     total = process.memory_info().rss
     for child in process.children(recursive=True):
+        if child.pid in exclude:
+            continue
         with contextlib.suppress(psutil.Error):
             total += child.memory_info().rss
     return total
@@ -112,7 +118,9 @@ class Bound:
         self.current = "start"
         self.breach: str | None = None  # the reason, once broken
         self.breach_step: str | None = None
-        self.peak_rss = 0
+        self.peak_rss = 0  # the largest resident size of the process and the children the work started
+        self.start_rss = 0  # ... when the bound was entered
+        self._preexisting: frozenset = frozenset()
         self.started = 0.0
         self._ended = 0.0
         self._connections: list = []
@@ -133,6 +141,13 @@ class Bound:
         self._thread_id = threading.get_ident()
         self._armed = True
         self._stop.clear()
+        # What the bound counts is what the work adds: the process may host other things (an
+        # embedded run inside a test runner or an MCP server; the stack's services as children).
+        try:
+            self._preexisting = frozenset(c.pid for c in self._process.children(recursive=True))
+            self.start_rss = process_tree_rss(self._process, self._preexisting)
+        except psutil.Error:
+            self._preexisting, self.start_rss = frozenset(), 0
         self._sample_peak()  # a breach is found by the first step's check, and named after it
         if self.memory_mb > 0 or self.deadline_s > 0:
             self._watchdog = threading.Thread(target=self._watch, name=f"bound-{self.what}", daemon=True)
@@ -246,25 +261,32 @@ class Bound:
 
     @property
     def peak_mb(self) -> int:
+        """Peak resident MB of the process and the children the work started."""
         return self.peak_rss // 2 ** 20
+
+    @property
+    def start_mb(self) -> int:
+        return self.start_rss // 2 ** 20
 
     # -- the watchdog -----------------------------------------------------------------------
     def _sample_peak(self) -> int:
+        """Sample; returns the bytes the work has added since the bound was entered."""
         try:
-            rss = process_tree_rss(self._process)
+            rss = process_tree_rss(self._process, self._preexisting)
         except psutil.Error:
             rss = 0
         self.peak_rss = max(self.peak_rss, rss)
-        return rss
+        return max(0, rss - self.start_rss)
 
     def _sample(self) -> None:
-        rss = self._sample_peak()
+        added = self._sample_peak()
         if self.breach is not None:
             return
         step = self.current
-        if self.memory_mb > 0 and rss > self.memory_mb * 2 ** 20:
+        if self.memory_mb > 0 and added > self.memory_mb * 2 ** 20:
             self.breach = (f"{self.what} exceeded {self.memory_mb} MB at step {step} "
-                           f"({rss // 2 ** 20:,} MB resident; {self.memory_setting})")
+                           f"({added // 2 ** 20:,} MB over the {self.start_rss // 2 ** 20:,} MB resident at its "
+                           f"start; {self.memory_setting})")
         elif self.deadline_s > 0 and time.monotonic() - self.started > self.deadline_s:
             self.breach = (f"{self.what} deadline of {self.deadline_s:g} s exceeded at step {step} "
                            f"({self.deadline_setting})")

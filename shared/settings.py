@@ -50,8 +50,9 @@ class Settings:
     duckdb_threads: int = _setting("UDB_DUCKDB_THREADS", 2, "DuckDB threads per connection")
     # Bounds of one analysis (issue 23; docs/reliability.md "Bounded analysis"); 0 turns one off.
     analyze_memory_mb: int = _setting("UDB_ANALYZE_MEMORY_MB", 2048,
-                                      "memory bound of one analysis: resident MB of the process and its children; "
-                                      "DuckDB's memory_limit is kept inside it; a breach fails the job at that step")
+                                      "memory bound of one analysis: resident MB it adds to the process (and the "
+                                      "children it starts); DuckDB's memory_limit is kept inside it; a breach "
+                                      "fails the job at that step")
     analyze_deadline_s: int = _setting("UDB_ANALYZE_DEADLINE_S", 540,
                                        "deadline of one analysis in seconds, inside the analyze Triggers' delivery "
                                        "timeout (PT10M) so no analysis is redelivered while it still runs; "

@@ -96,9 +96,10 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
         {"name": INDEX_HTML, "media_type": "text/html", "bytes": None, "description": ""}], notes, facts),
         "text/html", "This report page: every artifact of the job with a line on what it is")
     index_key = store.artifact_key(job_id, "index.json")
-    # What the analysis was allowed and what it took (peak: this process and its children).
+    # What the analysis was allowed and what it took (resident MB of this process and the
+    # children it started, at its start and at its peak; the bound is on the difference).
     bounds = {"memory_mb": settings.analyze_memory_mb, "deadline_s": settings.analyze_deadline_s,
-              "peak_rss_mb": bound.peak_mb, "seconds": round(bound.elapsed, 3)}
+              "start_rss_mb": bound.start_mb, "peak_rss_mb": bound.peak_mb, "seconds": round(bound.elapsed, 3)}
     index = {"job_id": job_id, "tenant": tenant, "tables": wanted, "artifacts": artifacts.entries, "notes": notes,
              "bounds": bounds}
     body = json.dumps(index, indent=2).encode()
