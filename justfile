@@ -44,7 +44,7 @@ services CMD="status" *NAMES: install
     {{bin}}/python -m devstack.services {{CMD}} {{NAMES}}
 
 # Benchmarks against dlt, ydata-profiling and Evidently (docs/benchmarks.md), e.g. `just bench --quick`,
-# `just bench --cases csv,rest`. The others run alone: .venv/bin/python bench/<analysis|broker_hop|cold_start|discover_latency>.py
+# `just bench --cases csv,rest`. The others run alone: .venv/bin/python bench/<analysis|broker_hop|cold_start|discover_latency|wide_table>.py
 bench *ARGS: install
     #!/usr/bin/env bash
     set -euo pipefail

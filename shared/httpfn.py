@@ -3,7 +3,8 @@
 Not `@cloud_event`: that decorator always answers `200 OK` with a non-event body, which a
 Knative Kafka Broker counts as a failed delivery. Here a reply event goes back in binary mode
 with 200, no reply is 202 with an empty body, bad input is 400 with a JSON body naming every
-problem, and a dependency outage is 503 so the broker retries.
+problem, a dependency outage is 503 so the broker retries, and a deterministic failure (its
+job already failed with the cause) is 422, which the broker does not retry.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Callable
 from cloudevents.http import from_http, to_binary
 
 from shared import auth, duck, links, metrics, openapi, orphans, runtime
-from shared.errors import InputError, JobNotAccepted, NotFound, TransientError, ValidationError
+from shared.errors import InputError, JobFailed, JobNotAccepted, NotFound, TransientError, ValidationError
 
 Route = Callable[["object", runtime.Context], "tuple"]
 
@@ -187,6 +188,9 @@ class FunctionApp:
             self.ctx.log.warning("dependency unavailable: %s", exc)
             return json_response({"error": "a dependency of UDB is unavailable; retry later"}, 503,
                                  {"Retry-After": "1"})
+        except JobFailed as exc:
+            # Deterministic: the job is already failed with its cause; 422 is not retried.
+            return json_response({"error": exc.reason, **exc.cause}, 422)
         except Exception as exc:
             self.ctx.log.exception("unhandled error")
             return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)

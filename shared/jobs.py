@@ -150,9 +150,12 @@ class Jobs:
             return doc
         raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
 
-    def fail(self, job_id: str, *, stage: str, function: str, reason: str) -> dict:
+    def fail(self, job_id: str, *, stage: str, function: str, reason: str, **cause) -> dict:
+        """Fail the job; `cause` (error_type, step, raised_at) is kept beside the reason."""
         self.ensure(job_id)
-        return self.move(job_id, "failed", error={"stage": stage, "function": function, "reason": reason})
+        error = {"stage": stage, "function": function, "reason": reason,
+                 **{k: v for k, v in cause.items() if v is not None}}
+        return self.move(job_id, "failed", error=error)
 
 
 def _dump(doc: dict) -> bytes:

@@ -19,7 +19,7 @@ from typing import Callable
 from cloudevents.http import CloudEvent
 
 from shared import events, logs, metrics, telemetry
-from shared.errors import InputError, TransientError, ValidationError
+from shared.errors import InputError, JobFailed, TransientError, ValidationError, is_transient
 from shared.jobs import Jobs
 from shared.settings import Settings
 from shared.store import ObjectStore, TenantStore, open_store
@@ -139,7 +139,10 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
 
     Raises ValidationError for an event that cannot be trusted (answer 400) and
     TransientError for a dependency outage (answer 5xx, the broker retries). A bad source
-    fails the job and returns its `dev.udb.job.failed` event instead of raising.
+    fails the job and returns its `dev.udb.job.failed` event instead of raising. Any other
+    error is deterministic (retrying gives the same answer): the job fails at once with the
+    full cause (type, message, step); embedded mode returns the `dev.udb.job.failed` event,
+    the stack and the cluster raise JobFailed, which the HTTP door answers 422 (not retried).
     """
     events.check_event(event)
     attrs = event.get_attributes()
@@ -159,13 +162,18 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
             raise
         except InputError as exc:
             ctx.log.warning("job failed: %s", exc)
-            return _fail(ctx, event, str(exc))
+            return _fail(ctx, event, str(exc), cause=cause_of(exc))
         except Exception as exc:  # a bug must not leave the job hanging in a live state
-            ctx.log.error("handler crashed: %s", exc, extra={"fields": {"traceback": traceback.format_exc()}})
-            if ctx.settings.mode != "embedded":
+            if is_transient(exc):  # a dependency outage nobody wrapped: 503, retried
                 metrics.jobs_total.labels(ctx.function, tenant, "error").inc()
-                raise  # 500: retried, then dead-lettered; the broker fails the job past the budget
-            return _fail(ctx, event, f"internal error in {ctx.function}: {type(exc).__name__}: {exc}")
+                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            ctx.log.error("handler crashed: %s", exc, extra={"fields": {"traceback": traceback.format_exc()}})
+            reason = f"internal error in {ctx.function}: {type(exc).__name__}: {exc}"
+            cause = cause_of(exc)
+            reply = _fail(ctx, event, reason, cause=cause)
+            if ctx.settings.mode != "embedded":
+                raise JobFailed(_clip(reason), {"job": job_id, "state": "failed", **cause}) from exc
+            return reply
         finally:
             metrics.stage_seconds.labels(ctx.function, "handler").observe(time.perf_counter() - started)
         outcome = "failed" if reply is not None and reply["type"] == events.JOB_FAILED else "ok"
@@ -193,10 +201,30 @@ def _finished(ctx: Context, tenant: str, job_id: str) -> bool:
         return False
 
 
-def _fail(ctx: Context, event: CloudEvent, reason: str) -> CloudEvent:
+MAX_REASON_CHARS = 2000  # a cause is for people; an exception message may carry a whole input
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 1] + "…"
+
+
+def cause_of(exc: BaseException) -> dict:
+    """What the job document keeps of an exception beside the reason: its type, the step it
+    escaped from (telemetry.stage / Bound.step), and where it was raised."""
+    cause = {"error_type": type(exc).__name__, "step": telemetry.step_of(exc)}
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        cause["raised_at"] = f"{Path(last.filename).name}:{last.lineno} in {last.name}"
+    return cause
+
+
+def _fail(ctx: Context, event: CloudEvent, reason: str, *, cause: dict | None = None) -> CloudEvent:
     attrs = event.get_attributes()
     stage = events.STAGE_OF.get(attrs["type"], ctx.function)
+    reason = _clip(reason)
     metrics.jobs_total.labels(ctx.function, attrs["tenant"], "failed").inc()
     telemetry.mark_failed(reason)
-    ctx.jobs(attrs["tenant"]).fail(attrs["jobid"], stage=stage, function=ctx.function, reason=reason)
+    ctx.jobs(attrs["tenant"]).fail(attrs["jobid"], stage=stage, function=ctx.function, reason=reason,
+                                   **(cause or {}))
     return ctx.emit(events.JOB_FAILED, {"stage": stage, "function": ctx.function, "reason": reason}, event)

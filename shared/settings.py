@@ -58,6 +58,15 @@ class Settings:
                                             "how long such a job waits for its function before it fails")
     duckdb_memory_limit: str = _setting("UDB_DUCKDB_MEMORY_LIMIT", "1GB", "DuckDB memory_limit per connection")
     duckdb_threads: int = _setting("UDB_DUCKDB_THREADS", 2, "DuckDB threads per connection")
+    # Bounds of one analysis (issue 23; docs/reliability.md "Bounded analysis"); 0 turns one off.
+    analyze_memory_mb: int = _setting("UDB_ANALYZE_MEMORY_MB", 2048,
+                                      "memory bound of one analysis: resident MB it adds to the process (and the "
+                                      "children it starts); DuckDB's memory_limit is kept inside it; a breach "
+                                      "fails the job at that step")
+    analyze_deadline_s: int = _setting("UDB_ANALYZE_DEADLINE_S", 540,
+                                       "deadline of one analysis in seconds, inside the analyze Triggers' delivery "
+                                       "timeout (PT10M) so no analysis is redelivered while it still runs; "
+                                       "a breach fails the job at that step")
     secrets_backend: str = _setting("UDB_SECRETS", "local", "secret store: local (encrypted file under UDB_HOME) | kubernetes")
     secret_key: str = _setting("UDB_SECRET_KEY", "", "Fernet key of the local secret store; empty: a key file under UDB_HOME")
     # Security (issue 8; docs/security.md). Limits: 0 turns one off.
@@ -236,6 +245,10 @@ class Settings:
                 problems[env] = f"expected a positive number, found {cap}"
         if self.link_ttl_seconds < 0:
             problems["UDB_LINK_TTL_SECONDS"] = f"expected 0 (no links) or more seconds, found {self.link_ttl_seconds}"
+        for env, value in (("UDB_ANALYZE_MEMORY_MB", self.analyze_memory_mb),
+                           ("UDB_ANALYZE_DEADLINE_S", self.analyze_deadline_s)):
+            if value < 0:
+                problems[env] = f"expected 0 (off) or more, found {value}"
         for env, days in (("UDB_STAGING_RETENTION_DAYS", self.staging_retention_days),
                           ("UDB_ARTIFACT_RETENTION_DAYS", self.artifact_retention_days)):
             if days < 0:

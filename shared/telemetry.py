@@ -147,8 +147,25 @@ def stage(name: str, **attributes):
     try:
         with tracer().start_as_current_span(name, attributes=attrs) as span:
             yield span
+    except BaseException as exc:
+        mark_step(exc, " ".join([name, *(f"{k}={v}" for k, v in attributes.items() if v is not None)]))
+        raise
     finally:
         metrics.stage_seconds.labels(function, name).observe(time.perf_counter() - started)
+
+
+def mark_step(exc: BaseException, step: str) -> None:
+    """Remember on `exc` the innermost stage it escaped from (the job document names it)."""
+    if getattr(exc, "udb_step", None) is None:
+        try:
+            exc.udb_step = step
+        except (AttributeError, TypeError):  # an exception type without a __dict__
+            pass
+
+
+def step_of(exc: BaseException) -> str | None:
+    """The stage an exception escaped from, if it passed through `stage`."""
+    return getattr(exc, "udb_step", None)
 
 
 def staged(name: str, describe=None):

@@ -23,6 +23,8 @@ from .profile import FLOAT_TYPES, INTEGER_TYPES, json_safe, quote_ident, sql_lit
 
 MAX_CATEGORIES = 50
 TOP_CATEGORIES = 10
+# The null_rate KPI charts at most this many columns (those with the most nulls).
+NULL_RATE_MAX_COLUMNS = 50
 MAX_MEASURES = 2
 
 # Column names that are identifiers or codes, not quantities to add up.
@@ -152,10 +154,16 @@ def default_kpis(con: duckdb.DuckDBPyConnection, table, profile: dict) -> list[d
 
     with_nulls = [c for c in columns if c.get("nulls")]
     if with_nulls:
+        title = f"Share of nulls per column in {label}"
+        if len(with_nulls) > NULL_RATE_MAX_COLUMNS:
+            # One aggregate per column in one SELECT: DuckDB's cost grows faster than the count
+            # (profile.BATCH_COLUMNS), and a chart of thousands of bars says nothing.
+            title += f" (the {NULL_RATE_MAX_COLUMNS} columns with most nulls of {len(with_nulls):,})"
+            with_nulls = sorted(with_nulls, key=lambda c: (-c["nulls"], c["name"]))[:NULL_RATE_MAX_COLUMNS]
         rates = ", ".join(f"avg(({quote_ident(c['name'])} IS NULL)::DOUBLE) AS {quote_ident(c['name'])}" for c in with_nulls)
         kpis.append({
             "name": "null_rate",
-            "title": f"Share of nulls per column in {label}",
+            "title": title,
             "table": label,
             "sql": (
                 f"SELECT * FROM (UNPIVOT (SELECT {rates} FROM {source}) ON COLUMNS(*) "

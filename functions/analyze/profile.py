@@ -9,6 +9,7 @@ for duplicate rows.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import html
@@ -16,7 +17,7 @@ import math
 import re
 import time
 import uuid
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 import duckdb
 
@@ -38,6 +39,23 @@ TOPK_MAP_MAX_DISTINCT = 1000
 # A VARCHAR column whose mean length is above this is free text, not a category.
 TEXT_MEAN_LENGTH = 40
 MAX_CORRELATION_COLUMNS = 20
+# Columns profiled per pair of scans. DuckDB's cost of one SELECT grows faster than its number
+# of aggregates (measured on 1.5.5, 20 rows: 200 columns' first pass 2.9 s and 650 MB, 400
+# columns over 1 GB; each count(DISTINCT) holds about 2 MB), so a 4,000-column table in one
+# SELECT grew to 22.9 GB (issue 23). In batches memory stays flat and time linear.
+BATCH_COLUMNS = 64
+# DuckDB memory one column of a batch may take (its count(DISTINCT) alone holds about 2 MB):
+# a smaller memory_limit gets smaller batches, not an out-of-memory error.
+BATCH_COLUMN_MB = 4
+
+
+def batch_columns_for(memory_limit: str | None) -> int:
+    """Columns per batch that a DuckDB memory_limit ("716MB", "1GB") affords, at most BATCH_COLUMNS."""
+    from shared.bounds import parse_size_mb
+    mb = parse_size_mb(memory_limit) if memory_limit else None
+    if mb is None:
+        return BATCH_COLUMNS
+    return max(4, min(BATCH_COLUMNS, mb // BATCH_COLUMN_MB))
 QUANTILES = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
 
 NULL_ALERT_SHARE = 0.2
@@ -265,6 +283,8 @@ def profile_table(
     bins: int = 20,
     exact_max_rows: int = EXACT_MAX_ROWS,
     mask_values: bool = True,
+    batch_columns: int = BATCH_COLUMNS,
+    step: Callable[[int, int, int], ContextManager] | None = None,
 ) -> dict:
     """Profile a whole DuckDB table (or view) in SQL and return a JSON-safe dict.
 
@@ -282,6 +302,11 @@ def profile_table(
     values_masked, methods, column_profiles: [...], alerts: [{column, kind, message,
     value}], correlations: {method, columns, matrix, pairs}, elapsed_ms}. Alert kinds:
     many_nulls, constant, unique, high_cardinality, skewed, many_zeros, pii.
+
+    Columns are profiled `batch_columns` at a time (two scans per batch); `step(first, end,
+    total)`, when given, is a context manager entered around each batch (the analysis bound
+    checks itself there and names the batch in a breach). Correlations are computed once over
+    the first MAX_CORRELATION_COLUMNS eligible columns of the table.
     """
     started = time.perf_counter()
     source = table_ref(table)
@@ -302,15 +327,10 @@ def profile_table(
             "string_expr": string_expr, "is_varchar": is_varchar,
         })
 
-    first = _select(con, source, _first_pass_aggregates(cols, exact))
-    _recheck_unique(con, source, cols, first, exact)
-    _classify_pii(con, source, cols, first, rows)
-    second_aggs, corr_indexes = _second_pass_aggregates(cols, first, rows, bins)
-    second = _select(con, source, second_aggs)
-
-    column_profiles = []
-    for col in cols:
-        column_profiles.append(_column_profile(con, source, col, first, second, rows, exact, top_k))
+    with _single_thread_if_small(con, rows):
+        column_profiles, first_all, corr_values, corr_cols, eligible = _profile_columns(
+            con, source, cols, rows, exact, top_k, bins, batch_columns, step)
+        duplicate_rows = _duplicate_rows(con, source, rows, [c["name"] for c in cols])
 
     for col, profiled in zip(cols, column_profiles):
         if col.get("pii"):
@@ -319,7 +339,6 @@ def profile_table(
         for col in column_profiles:
             _mask_shown_values(col)
             _withhold_pii_statistics(col)
-    duplicate_rows = _duplicate_rows(con, source, rows)
     profile = {
         "table": table_label(table),
         "rows": rows,
@@ -337,10 +356,51 @@ def profile_table(
         },
         "column_profiles": column_profiles,
         "alerts": _alerts(column_profiles, rows),
-        "correlations": _correlations(cols, second, corr_indexes),
+        "correlations": _correlations(cols, corr_values, [c["i"] for c in corr_cols], eligible),
     }
     profile["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return json_safe(profile)
+
+
+# DuckDB parallelises a scan by row group (122,880 rows); below that a second thread only adds
+# its own aggregate states to build and combine: one thread profiles a wide short table about
+# a third faster (measured on 1.5.5, 512 columns x 20 rows).
+ROW_GROUP_ROWS = 122_880
+
+
+@contextlib.contextmanager
+def _single_thread_if_small(con, rows: int):
+    if rows > ROW_GROUP_ROWS:
+        yield
+        return
+    try:
+        previous = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        con.execute("SET threads = 1")
+    except duckdb.Error:  # a connection whose configuration is locked: keep its threads
+        yield
+        return
+    try:
+        yield
+    finally:
+        con.execute(f"SET threads = {int(previous)}")
+
+
+def _profile_columns(con, source, cols, rows, exact, top_k, bins, batch_columns, step):
+    column_profiles, first_all = [], {}
+    step = step or (lambda first, end, total: contextlib.nullcontext())
+    for begin in range(0, len(cols), max(1, batch_columns)):
+        batch = cols[begin:begin + max(1, batch_columns)]
+        with step(begin, begin + len(batch), len(cols)):
+            first = _select(con, source, _first_pass_aggregates(batch, exact))
+            _recheck_unique(con, source, batch, first, exact)
+            _classify_pii(con, source, batch, first, rows)
+            second = _select(con, source, _second_pass_aggregates(batch, first, rows, bins))
+            for col in batch:
+                column_profiles.append(_column_profile(con, source, col, first, second, rows, exact, top_k))
+        first_all.update(first)
+    corr_cols, eligible = _correlation_columns(cols, first_all, rows)
+    corr_values = _select(con, source, _correlation_aggregates(corr_cols))
+    return column_profiles, first_all, corr_values, corr_cols, eligible
 
 
 def _first_pass_aggregates(cols: list[dict], exact: bool) -> list[tuple[str, str]]:
@@ -365,7 +425,8 @@ def _first_pass_aggregates(cols: list[dict], exact: bool) -> list[tuple[str, str
                 (key + "mean", f"avg({num}){finite}"),
                 (key + "std", f"stddev_samp({num}){finite}"),
                 (key + "skew", f"skewness({num}){finite}"),
-                (key + "zeros", f"count(*) FILTER (WHERE {q} = 0)"),
+                # count_if, not count(*) FILTER: the same count, a third cheaper per column.
+                (key + "zeros", f"count_if({q} = 0)"),
                 (key + "quantiles", f"{quantile_fn}({num}, {points}){finite}"),
             ]
             if finite:
@@ -426,12 +487,11 @@ def _numeric_bins(col: dict, lo, hi, bins: int) -> tuple[float, float, int] | No
     return lo, (hi - lo) / bins, bins
 
 
-def _second_pass_aggregates(cols: list[dict], first: dict, rows: int, bins: int) -> tuple[list[tuple[str, str]], list[int]]:
-    """Histogram, top-value map and correlation aggregates; also the correlated column indexes."""
+def _second_pass_aggregates(cols: list[dict], first: dict, rows: int, bins: int) -> list[tuple[str, str]]:
+    """Histogram and top-value map aggregates of one batch of columns."""
     aggs: list[tuple[str, str]] = []
-    numeric_for_corr: list[dict] = []
     if not rows:
-        return aggs, []
+        return aggs
     for col in cols:
         i, q, kind = col["i"], col["ident"], col["kind"]
         key = f"c{i}_"
@@ -443,12 +503,10 @@ def _second_pass_aggregates(cols: list[dict], first: dict, rows: int, bins: int)
             if spec:
                 start, width, n = spec
                 bucket = f"least(floor(({q}::DOUBLE - {start!r}) / {width!r}), {n - 1})::INTEGER"
-                cond = f"isfinite({q}::DOUBLE)"
-                aggs.append((key + "hist", f"histogram({bucket}) FILTER (WHERE {cond})"))
-            std = first.get(key + "std")
-            # A personal-data column takes no part in correlations (see PII_WITHHELD).
-            if std and std > 0 and not col.get("pii") and len(numeric_for_corr) < MAX_CORRELATION_COLUMNS:
-                numeric_for_corr.append(col)
+                # Only floats can be inf/NaN; the FILTER doubles the cost of each histogram, so
+                # integers and decimals go without (histogram() skips NULLs either way).
+                finite = f" FILTER (WHERE isfinite({q}::DOUBLE))" if _is_float_type(col["type"]) else ""
+                aggs.append((key + "hist", f"histogram({bucket}){finite}"))
         elif kind == "temporal":
             unit = _time_unit(first.get(key + "min"), first.get(key + "max"))
             if unit and col["type"].upper() == "DATE" and unit == "hour":
@@ -468,6 +526,22 @@ def _second_pass_aggregates(cols: list[dict], first: dict, rows: int, bins: int)
                 col["topk_from_map"] = True
                 finite = f" FILTER (WHERE isfinite({q}))" if _is_float_type(col["type"]) else ""
                 aggs.append((key + "values", f"histogram({q}){finite}"))
+    return aggs
+
+
+def _correlation_columns(cols: list[dict], first: dict, rows: int) -> tuple[list[dict], int]:
+    """The columns correlated (the first MAX_CORRELATION_COLUMNS numeric columns with a non-zero
+    standard deviation, personal-data columns left out) and how many were eligible."""
+    if not rows:
+        return [], 0
+    # A personal-data column takes no part in correlations (see PII_WITHHELD).
+    eligible = [col for col in cols if col["kind"] == "numeric" and (first.get(f"c{col['i']}_std") or 0) > 0
+                and not col.get("pii")]
+    return eligible[:MAX_CORRELATION_COLUMNS], len(eligible)
+
+
+def _correlation_aggregates(numeric_for_corr: list[dict]) -> list[tuple[str, str]]:
+    aggs = []
     for a_index, a in enumerate(numeric_for_corr):
         for b in numeric_for_corr[a_index + 1:]:
             expr = f"corr({a['ident']}::DOUBLE, {b['ident']}::DOUBLE)"
@@ -475,7 +549,7 @@ def _second_pass_aggregates(cols: list[dict], first: dict, rows: int, bins: int)
             if floats:
                 expr += " FILTER (WHERE " + " AND ".join(f"isfinite({f})" for f in floats) + ")"
             aggs.append((f"corr_{a['i']}_{b['i']}", expr))
-    return aggs, [c["i"] for c in numeric_for_corr]
+    return aggs
 
 
 def _top_values(con, source: str, col: dict, second: dict, top_k: int) -> list[dict]:
@@ -639,13 +713,25 @@ def _numeric_histogram(col: dict, counts: dict | None) -> list[dict]:
     ]
 
 
-def _duplicate_rows(con, source: str, rows: int) -> int | None:
-    """Rows that repeat an earlier row exactly (rows minus distinct rows)."""
-    try:
-        distinct_rows = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT * FROM {source})").fetchone()[0]
-    except duckdb.Error:
-        return None  # a column type that cannot be compared (rare)
-    return rows - distinct_rows
+ROW_ALIAS = "udb_whole_row"
+
+
+def _duplicate_rows(con, source: str, rows: int, names: Sequence[str] = ()) -> int | None:
+    """Rows that repeat an earlier row exactly (rows minus distinct rows).
+
+    Counted as distinct whole rows (the table alias is the row as one STRUCT): the same count
+    as SELECT DISTINCT *, nine times faster on 4,000 columns (0.5 s against 4.3 s, 20 rows)."""
+    queries = [f"SELECT count(*) FROM (SELECT DISTINCT * FROM {source})"]
+    if ROW_ALIAS not in names:  # a column of that name would shadow the row
+        queries.insert(0, f"SELECT count(DISTINCT {ROW_ALIAS}) FROM {source} AS {ROW_ALIAS}")
+    for sql in queries:
+        try:
+            return rows - con.execute(sql).fetchone()[0]
+        except duckdb.InterruptException:
+            raise
+        except duckdb.Error:
+            continue
+    return None  # a column type that cannot be compared (rare)
 
 
 def _size_estimate(column_profiles: list[dict], rows: int) -> int:
@@ -713,7 +799,7 @@ PII_CONTENT_LABELS = {"card_number": "payment card numbers (Luhn)", "iban": "IBA
                       "national_id": "national ids", "email": "email addresses", "phone": "phone numbers"}
 
 
-def _correlations(cols: list[dict], second: dict, indexes: list[int]) -> dict:
+def _correlations(cols: list[dict], second: dict, indexes: list[int], eligible: int) -> dict:
     names = [cols[i]["name"] for i in indexes]
     matrix = [[1.0 if a == b else None for b in indexes] for a in indexes]
     pairs = []
@@ -726,7 +812,12 @@ def _correlations(cols: list[dict], second: dict, indexes: list[int]) -> dict:
             if r is not None:
                 pairs.append({"a": cols[a]["name"], "b": cols[b]["name"], "r": r})
     pairs.sort(key=lambda p: -abs(p["r"]))
-    return {"method": "pearson", "columns": names, "matrix": matrix, "pairs": pairs}
+    out = {"method": "pearson", "columns": names, "matrix": matrix, "pairs": pairs}
+    if eligible > len(indexes):
+        # Pairwise work grows with the square of the columns: say what was left out.
+        out["note"] = (f"the first {len(indexes)} of {eligible:,} eligible numeric columns are correlated "
+                       f"({len(indexes) * (len(indexes) - 1) // 2:,} pairs)")
+    return out
 
 
 # ---------------------------------------------------------------- HTML

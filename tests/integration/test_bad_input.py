@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -100,7 +101,11 @@ def test_bad_input_fails_clearly_and_loses_nothing(case, home, tmp_path, capsys)
     code, out, _ = run(capsys, "status", job_id)
     doc = json.loads(out)
     assert code == 1 and doc["state"] == "failed"
-    assert doc["error"] == {"stage": stage, "function": stage if stage != "load" else "writer", "reason": reason}
+    error = dict(doc["error"])
+    cause = {key: error.pop(key, None) for key in ("error_type", "step", "raised_at")}
+    assert error == {"stage": stage, "function": stage if stage != "load" else "writer", "reason": reason}
+    # The cause beside the reason (issue 23): an input error, and where it was raised.
+    assert cause["error_type"].endswith("Error") and re.fullmatch(r"\w+\.py:\d+ in \w+", cause["raised_at"])
     assert warehouse.read_bytes() == before  # the earlier load is untouched
 
 
