@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 VALIDATOR_SRC = REPO / "tests" / "knative-validator"
 CACHE = REPO / ".cache" / "knative-validator"
 KNATIVE, EVENTING = REPO / "knative", REPO / "eventing"
+# Created out of band, never by `kubectl apply -k` (docs/deploy.md "Secrets"): validated as files.
+OUT_OF_BAND = sorted((REPO / "knative" / "secrets").glob("*.yaml"))
 KUSTOMIZATIONS = [KNATIVE / "base", KNATIVE / "overlays" / "dev", KNATIVE / "overlays" / "prod"]
 FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts")
 # The public doors tenants use (udb-<f>-api); the function Services themselves are cluster-local.
@@ -97,7 +99,7 @@ def render(binary: Path, directory: Path) -> list[dict]:
 
 def raw_manifests() -> list[Path]:
     """Every manifest file that is a complete object (overlay patches are checked rendered)."""
-    return sorted(p for p in [*(KNATIVE / "base").glob("*.yaml"), *EVENTING.glob("*.yaml")]
+    return sorted(p for p in [*(KNATIVE / "base").glob("*.yaml"), *EVENTING.glob("*.yaml"), *OUT_OF_BAND]
                   if p.name != "kustomization.yaml")
 
 
@@ -340,6 +342,9 @@ def test_services_scale_probe_and_limits(rendered, overlay):
         assert container["envFrom"] == [{"configMapRef": {"name": "udb-config"}},
                                         {"secretRef": {"name": "udb-object-store"}}]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # /startupz checks afresh until the pod starts (up to 2 min); /readyz is served cached.
+        assert container["startupProbe"] == {"httpGet": {"path": "/startupz"}, "periodSeconds": 2,
+                                             "timeoutSeconds": 5, "failureThreshold": 60}
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert set(container["resources"]["requests"]) == {"cpu", "memory"}
         assert set(container["resources"]["limits"]) == {"cpu", "memory"}
@@ -402,10 +407,20 @@ def test_writer_trigger_is_ordered_and_secrets_are_reachable(rendered):
     assert broker["spec"]["delivery"]["deadLetterSink"]["ref"]["name"] == "udb-dead-letters"
     assert _doc(docs, "KafkaSink", "udb-job-events")["spec"]["topic"] == Settings().job_events_topic
     # The kubernetes secret store: get/create/patch on Secrets, for the functions that use secrets.
+    # Granted only in the namespace that holds nothing but tenant Secrets (RBAC cannot filter by
+    # label nor name Secrets created later), never in `udb`.
     role = _doc(docs, "Role", "udb-tenant-secrets")
+    assert role["metadata"]["namespace"] == "udb-tenant-secrets"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]}]
     binding = _doc(docs, "RoleBinding", "udb-functions-tenant-secrets")
+    assert binding["metadata"]["namespace"] == "udb-tenant-secrets"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "udb-functions", "namespace": "udb"}]
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"} == {"udb", "udb-tenant-secrets"}
+    assert [d for d in docs if d["kind"] in ("Role", "RoleBinding") and d["metadata"]["namespace"] == "udb"] == []
+    assert _doc(docs, "ConfigMap", "udb-config")["data"]["UDB_SECRETS_NAMESPACE"] == "udb-tenant-secrets"
+    # No Secret is applied: `kubectl apply -k` must never reset the keys a cluster holds.
+    for overlay in KUSTOMIZATIONS:
+        assert [d["metadata"]["name"] for d in rendered[overlay.name] if d["kind"] == "Secret"] == []
     accounts = {f: s["spec"]["template"]["spec"]["serviceAccountName"] for f, s in services_of(docs).items()}
     assert accounts == {"discover": "udb-functions", "sync": "udb-functions", "artifacts": "udb-functions",
                         "writer": "udb-no-api", "analyze": "udb-no-api",
@@ -420,8 +435,18 @@ def test_network_policies_deny_by_default_and_allow_what_is_needed(rendered):
     assert deny == {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "udb"}},
                     "policyTypes": ["Ingress", "Egress"]}
     ingress_from = [peer for rule in policies["udb-ingress-from-knative"]["ingress"] for peer in rule["from"]]
-    namespaces = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in ingress_from}
-    assert namespaces == {"knative-serving", "kourier-system", "knative-eventing"}
+    # Each peer is named pods of a namespace, never a whole namespace.
+    admitted = {}
+    for peer in ingress_from:
+        namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        selector = peer["podSelector"]
+        apps = selector["matchExpressions"][0]["values"] if "matchExpressions" in selector else [
+            selector["matchLabels"]["app"]]
+        admitted[namespace] = sorted(apps)
+    assert admitted == {"knative-serving": ["activator", "autoscaler"],
+                        "kourier-system": ["3scale-kourier-gateway"],
+                        "knative-eventing": ["kafka-broker-dispatcher", "kafka-source-dispatcher",
+                                             "pingsource-mt-adapter"]}
     data_ports = sorted(r["ports"][0]["port"] for r in policies["udb-egress-data"]["egress"])
     assert data_ports == [5432, 9000, 9092]  # PostgreSQL, MinIO, Kafka
     sources = policies["udb-egress-sources"]["podSelector"]["matchExpressions"][0]["values"]
@@ -556,7 +581,7 @@ def _selects(selector: dict, labels: dict) -> bool:
 def configured_settings() -> set[str]:
     """Every variable the base manifests set: ConfigMap, Secret template, container env."""
     names = set(INJECTED)
-    for path in (KNATIVE / "base").glob("*.yaml"):
+    for path in [*(KNATIVE / "base").glob("*.yaml"), *OUT_OF_BAND]:
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc:
                 continue
