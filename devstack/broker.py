@@ -17,6 +17,8 @@
   Triggers and KafkaSources). The groups' offsets are created at the end when the ingress
   starts, before it accepts anything, so an event accepted before the consumers joined waits
   for them instead of being skipped.
+- Serving: each delivery passes its Service's queue (ServiceQueue: containerConcurrency slots,
+  timeoutSeconds counted from arrival, 504 past it), read from knative/base/services.yaml.
 - PingSources: each posts its data to its Service (+ `uri`) on its cron schedule, as a
   `dev.knative.sources.ping` CloudEvent in binary mode (the redrive sweep, the daily prune).
 - Order: Triggers annotated `kafka.eventing.knative.dev/delivery.order: ordered` deliver one
@@ -56,11 +58,58 @@ def retryable(status: int | None) -> bool:
     return status is None or status >= 500 or status in RETRYABLE
 
 
+class ServiceQueue:
+    """Knative Serving in front of one revision, as the broker's deliveries meet it: the
+    activator / queue-proxy admits at most `containerConcurrency` requests at a time (0: no
+    limit) and queues the rest, and the revision's `timeoutSeconds` runs from when a request
+    arrives, so the time spent queued counts toward it. A request over it is answered 504 by
+    Knative. Read from knative/base/services.yaml, so the stack has the cluster's backlog."""
+
+    def __init__(self, name: str, concurrency: int, timeout: float):
+        self.name, self.concurrency, self.timeout = name, concurrency, timeout
+        self._slots = asyncio.Semaphore(concurrency) if concurrency > 0 else None
+        self.queued = self.max_queued = 0
+
+    async def acquire(self, budget: float) -> float | None:
+        """Wait for a slot up to `budget` seconds; the seconds waited, or None when none came."""
+        if self._slots is None:
+            return 0.0
+        started = time.monotonic()
+        self.queued += 1
+        self.max_queued = max(self.max_queued, self.queued)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), budget)
+            return time.monotonic() - started
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self.queued -= 1
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+
+def service_queues(services_yaml: Path) -> dict[str, ServiceQueue]:
+    """One ServiceQueue per Knative Service of `services_yaml` (containerConcurrency, timeoutSeconds)."""
+    import yaml
+
+    queues = {}
+    for doc in yaml.safe_load_all(Path(services_yaml).read_text()):
+        if doc and doc.get("kind") == "Service" and doc.get("apiVersion", "").startswith("serving.knative.dev/"):
+            spec = doc["spec"]["template"]["spec"]
+            name = doc["metadata"]["name"]
+            queues[name] = ServiceQueue(name, int(spec.get("containerConcurrency", 0)),
+                                        float(spec.get("timeoutSeconds", 300)))
+    return queues
+
+
 class Broker:
     def __init__(self, routes: Routes, kafka: str, subscribers: dict[str, str], *,
                  delivery_timeout: float = 620.0, on_delivery=None, gate: auth.Gatekeeper | None = None,
-                 instance: str | None = None):
+                 instance: str | None = None, queues: dict[str, ServiceQueue] | None = None):
         self.routes = routes
+        self.queues = queues or {}  # subscriber Service -> its ServiceQueue; none: no limit
         # Static group membership (KIP-345): each consumer joins as `<instance>`, so a restarted
         # broker takes its partitions back at once instead of waiting out the dead member's
         # session. None (the in-process test brokers): dynamic membership.
@@ -358,7 +407,7 @@ class Broker:
         status, text = None, b""
         for attempt in range(1, attempts + 1):
             try:
-                response = await self.http.post(url, headers=headers, content=body, timeout=timeout)
+                response = await self._post(trigger.subscriber, url, headers, body, timeout)
                 status, text = response.status_code, response.content
                 if 200 <= status < 300:
                     return status, text, self._reply_of(trigger, response)
@@ -368,6 +417,30 @@ class Broker:
                 break
             await asyncio.sleep(trigger.delivery.delay(attempt))
         return status, text, None
+
+    async def _post(self, service: str, url: str, headers: dict, body: bytes, timeout: float) -> httpx.Response:
+        """One attempt through the Service's queue (ServiceQueue): the dispatcher waits `timeout`
+        (delivery.timeout) in all; Knative answers 504 once the revision's timeoutSeconds, counted
+        from arrival (queue wait included), is spent first."""
+        queue = self.queues.get(service)
+        if queue is None:
+            return await self.http.post(url, headers=headers, content=body, timeout=timeout)
+        budget = min(timeout, queue.timeout)
+        waited = await queue.acquire(budget)
+        if waited is None:
+            if queue.timeout <= timeout:
+                return httpx.Response(504, content=b"activator request timeout (queued past timeoutSeconds)")
+            raise httpx.ReadTimeout("delivery timeout while queued")
+        try:
+            left = budget - waited
+            try:
+                return await self.http.post(url, headers=headers, content=body, timeout=left)
+            except httpx.TimeoutException:
+                if queue.timeout <= timeout:
+                    return httpx.Response(504, content=b"revision timeout (timeoutSeconds)")
+                raise
+        finally:
+            queue.release()
 
     @staticmethod
     def _reply_of(trigger, response: httpx.Response):
@@ -411,10 +484,10 @@ async def _reply(send, status: int, body: dict, headers: dict | None = None) -> 
 
 
 async def serve(routes: Routes, kafka: str, subscribers: dict[str, str], port: int,
-                instance: str | None = None) -> None:
+                instance: str | None = None, queues: dict[str, ServiceQueue] | None = None) -> None:
     import uvicorn
 
-    broker = Broker(routes, kafka, subscribers, gate=auth.Gatekeeper.from_env(), instance=instance)
+    broker = Broker(routes, kafka, subscribers, gate=auth.Gatekeeper.from_env(), instance=instance, queues=queues)
     # The ingress listens as soon as the producer is up; the consumers join their groups behind
     # it (docs/reliability.md: a restart used to keep the ingress shut ~28 s while every group
     # waited out the killed member's 30 s session).
@@ -446,13 +519,15 @@ def main(argv=None) -> None:
     parser.add_argument("--eventing", default=str(Path(__file__).resolve().parent.parent / "eventing"))
     parser.add_argument("--broker", default="udb")
     parser.add_argument("--subscriber", action="append", default=[], help="SERVICE=URL")
+    parser.add_argument("--services", default=str(Path(__file__).resolve().parent.parent / "knative" / "base" / "services.yaml"),
+                        help="Knative Services whose containerConcurrency and timeoutSeconds queue deliveries")
     parser.add_argument("--instance", default=None,
                         help="static consumer-group membership id (one per broker process); none: dynamic")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}')
     subscribers = dict(item.split("=", 1) for item in args.subscriber)
     asyncio.run(serve(load_routes(Path(args.eventing), args.broker), args.kafka, subscribers, args.port,
-                      instance=args.instance))
+                      instance=args.instance, queues=service_queues(Path(args.services))))
 
 
 if __name__ == "__main__":
