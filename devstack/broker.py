@@ -7,14 +7,23 @@
 - Dispatch: one consumer group per Trigger (`knative-trigger-<namespace>-<trigger>`); each
   record is filtered with `shared.routing` (the code embedded mode uses), delivered over HTTP
   in binary mode, and a reply CloudEvent goes back into the broker topic.
-- Delivery: `retry`, `backoffPolicy`, `backoffDelay` from the Trigger (or the Broker); 5xx,
-  404, 408, 409, 429 and connection errors are retried, other 4xx are not; exhausted
-  deliveries go to the dead-letter KafkaSink's topic with `knativeerrordest`,
-  `knativeerrorcode` and `knativeerrordata`.
+- Delivery: the Trigger's `delivery` whole, or else the Broker's (never merged: Knative's
+  broker spec); `retry`, `backoffPolicy`, `backoffDelay` and `timeout` per attempt; 5xx,
+  404, 408, 409, 429 and connection errors are retried, other 4xx are not; a 2xx whose body is
+  neither empty nor a CloudEvent is a failure (not retried); exhausted deliveries go to the
+  dead-letter KafkaSink's topic with `knativeerrordest`, and `knativeerrorcode` and
+  `knativeerrordata` only when the subscriber answered (eventing-kafka-broker's rule).
+- Offsets: a new consumer group starts at the topic's end (`latest`, Knative's default for
+  Triggers and KafkaSources). The groups' offsets are created at the end when the ingress
+  starts, before it accepts anything, so an event accepted before the consumers joined waits
+  for them instead of being skipped.
+- Serving: each delivery passes its Service's queue (ServiceQueue: containerConcurrency slots,
+  timeoutSeconds counted from arrival, 504 past it), read from knative/base/services.yaml.
 - PingSources: each posts its data to its Service (+ `uri`) on its cron schedule, as a
   `dev.knative.sources.ping` CloudEvent in binary mode (the redrive sweep, the daily prune).
 - Order: Triggers annotated `kafka.eventing.knative.dev/delivery.order: ordered` deliver one
   record at a time per partition; unordered ones deliver a partition's batch concurrently.
+  Partitions are dispatched independently: a slow delivery holds back only its own partition.
 
 Usage: python -m devstack.broker --port 18090 --kafka 127.0.0.1:19092 \
            --subscriber udb-discover=http://127.0.0.1:18081 ...
@@ -32,7 +41,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from cloudevents.http import CloudEvent, from_http
 
@@ -42,17 +51,65 @@ from shared.routing import Routes, Trigger, load_routes
 log = logging.getLogger("udb.broker")
 RETRYABLE = {404, 408, 409, 429}
 MAX_ERROR_DATA = 1024
+INVALID_REPLY = "invalid-reply"  # a 2xx whose body is neither empty nor a CloudEvent
 
 
 def retryable(status: int | None) -> bool:
     return status is None or status >= 500 or status in RETRYABLE
 
 
+class ServiceQueue:
+    """Knative Serving in front of one revision, as the broker's deliveries meet it: the
+    activator / queue-proxy admits at most `containerConcurrency` requests at a time (0: no
+    limit) and queues the rest, and the revision's `timeoutSeconds` runs from when a request
+    arrives, so the time spent queued counts toward it. A request over it is answered 504 by
+    Knative. Read from knative/base/services.yaml, so the stack has the cluster's backlog."""
+
+    def __init__(self, name: str, concurrency: int, timeout: float):
+        self.name, self.concurrency, self.timeout = name, concurrency, timeout
+        self._slots = asyncio.Semaphore(concurrency) if concurrency > 0 else None
+        self.queued = self.max_queued = 0
+
+    async def acquire(self, budget: float) -> float | None:
+        """Wait for a slot up to `budget` seconds; the seconds waited, or None when none came."""
+        if self._slots is None:
+            return 0.0
+        started = time.monotonic()
+        self.queued += 1
+        self.max_queued = max(self.max_queued, self.queued)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), budget)
+            return time.monotonic() - started
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self.queued -= 1
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+
+def service_queues(services_yaml: Path) -> dict[str, ServiceQueue]:
+    """One ServiceQueue per Knative Service of `services_yaml` (containerConcurrency, timeoutSeconds)."""
+    import yaml
+
+    queues = {}
+    for doc in yaml.safe_load_all(Path(services_yaml).read_text()):
+        if doc and doc.get("kind") == "Service" and doc.get("apiVersion", "").startswith("serving.knative.dev/"):
+            spec = doc["spec"]["template"]["spec"]
+            name = doc["metadata"]["name"]
+            queues[name] = ServiceQueue(name, int(spec.get("containerConcurrency", 0)),
+                                        float(spec.get("timeoutSeconds", 300)))
+    return queues
+
+
 class Broker:
     def __init__(self, routes: Routes, kafka: str, subscribers: dict[str, str], *,
                  delivery_timeout: float = 620.0, on_delivery=None, gate: auth.Gatekeeper | None = None,
-                 instance: str | None = None):
+                 instance: str | None = None, queues: dict[str, ServiceQueue] | None = None):
         self.routes = routes
+        self.queues = queues or {}  # subscriber Service -> its ServiceQueue; none: no limit
         # Static group membership (KIP-345): each consumer joins as `<instance>`, so a restarted
         # broker takes its partitions back at once instead of waiting out the dead member's
         # session. None (the in-process test brokers): dynamic membership.
@@ -102,9 +159,48 @@ class Broker:
         await self.start_ingress()
         await self.start_dispatch()
 
+    def subscriptions(self) -> list:
+        """(Trigger or KafkaSource, its topics, its consumer group), in dispatch order."""
+        subscriptions = [(t, (self.topic,), f"knative-trigger-{self.routes.namespace}-{t.name}")
+                         for t in self.routes.triggers]
+        # KafkaSources (e.g. dead letters -> job failure) run here too, with their own groups.
+        return subscriptions + [(s, s.topics, s.group) for s in self.routes.sources]
+
+    async def ensure_group_offsets(self) -> None:
+        """Create each new consumer group's offsets at the end of its topics.
+
+        A new group starts at `latest` (eventing-kafka-broker's consumers; a KafkaSource's
+        `initialOffset` defaults to latest): records published before a Trigger exists are not
+        delivered to it. Committing the end offsets here, before the ingress accepts anything,
+        pins where "latest" is, so records accepted while the consumers are still joining (the
+        ingress opens first, `serve`) are delivered, not skipped. A group that has offsets keeps
+        them."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.structs import OffsetAndMetadata
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            for _, topics, group in self.subscriptions():
+                if await admin.list_consumer_group_offsets(group):
+                    continue
+                consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka, group_id=group, enable_auto_commit=False)
+                await consumer.start()
+                try:
+                    partitions = [TopicPartition(topic, p) for topic in topics
+                                  for p in sorted(await consumer._client._wait_on_metadata(topic) or ())]
+                    consumer.assign(partitions)
+                    ends = await consumer.end_offsets(partitions)
+                    await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
+                finally:
+                    await consumer.stop()
+        finally:
+            await admin.close()
+
     async def start_ingress(self) -> None:
-        """What the ingress needs: the topics and the producer (no consumer group)."""
+        """What the ingress needs: the topics, the groups' start offsets and the producer."""
         await self.ensure_topics()
+        await self.ensure_group_offsets()
         self.producer = AIOKafkaProducer(bootstrap_servers=self.kafka, acks="all", enable_idempotence=True,
                                          linger_ms=0, request_timeout_ms=10_000)
         await self.producer.start()
@@ -114,17 +210,13 @@ class Broker:
         """One consumer per Trigger and KafkaSource. Joining a group can take a while (with
         dynamic membership, a killed predecessor's session must expire first), so `serve`
         opens the ingress before this runs: events posted meanwhile wait in the topic."""
-        subscriptions = [(t, (self.topic,), f"knative-trigger-{self.routes.namespace}-{t.name}")
-                         for t in self.routes.triggers]
-        # KafkaSources (e.g. dead letters -> job failure) run here too, with their own groups.
-        subscriptions += [(s, s.topics, s.group) for s in self.routes.sources]
-        for trigger, topics, group in subscriptions:
+        for trigger, topics, group in self.subscriptions():
             if trigger.subscriber not in self.subscribers:
                 raise ValueError(f"{trigger.name}: no URL for subscriber {trigger.subscriber!r}")
             consumer = AIOKafkaConsumer(
                 *topics, bootstrap_servers=self.kafka,
                 group_id=group, group_instance_id=self.instance,
-                enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=5_000,
+                enable_auto_commit=False, auto_offset_reset="latest", metadata_max_age_ms=5_000,
                 # A long delivery (analyze) must not get the member kicked out of its group.
                 max_poll_interval_ms=900_000, session_timeout_ms=30_000, heartbeat_interval_ms=3_000)
             await consumer.start()
@@ -235,31 +327,53 @@ class Broker:
 
     # dispatch ------------------------------------------------------------------------------
     async def _dispatch(self, trigger, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                await self._dispatch_batch(trigger, consumer)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Kafka away (restart, network): keep the loop, retry soon
-                log.warning("%s: dispatch paused: %s", trigger.name, exc)
-                self.stats["dispatch-errors"] += 1
-                await asyncio.sleep(1)
+        """Poll, and hand each partition's records to a task of its own (eventing-kafka-broker
+        dispatches partitions independently): the partition is paused while its task runs, its
+        offset committed when the task ends (at-least-once), then resumed. A slow or retried
+        delivery holds back its own partition only."""
+        running: dict[TopicPartition, tuple[asyncio.Task, int]] = {}
+        try:
+            while True:
+                try:
+                    for tp, (task, first) in list(running.items()):
+                        if not task.done():
+                            continue
+                        del running[tp]
+                        assigned = tp in consumer.assignment()
+                        if task.exception() is not None:  # Kafka away mid-batch: deliver again
+                            log.warning("%s: partition %s paused: %s", trigger.name, tp.partition, task.exception())
+                            self.stats["dispatch-errors"] += 1
+                            if assigned:
+                                consumer.seek(tp, first)
+                        elif assigned:
+                            await consumer.commit({tp: task.result() + 1})
+                        if assigned:
+                            consumer.resume(tp)
+                    batches = await consumer.getmany(timeout_ms=50 if running else 500, max_records=50)
+                    for tp, records in batches.items():
+                        if not records:
+                            continue
+                        consumer.pause(tp)
+                        running[tp] = (asyncio.create_task(self._partition(trigger, records)), records[0].offset)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Kafka away (restart, network): keep the loop, retry soon
+                    log.warning("%s: dispatch paused: %s", trigger.name, exc)
+                    self.stats["dispatch-errors"] += 1
+                    await asyncio.sleep(1)
+        finally:
+            for task, _ in running.values():
+                task.cancel()
+            await asyncio.gather(*(task for task, _ in running.values()), return_exceptions=True)
 
-    async def _dispatch_batch(self, trigger, consumer: AIOKafkaConsumer) -> None:
-        batches = await consumer.getmany(timeout_ms=500, max_records=50)
-        if batches:
-
-            async def partition(records):
-                if trigger.ordered:
-                    for record in records:
-                        await self._handle(trigger, record)
-                else:
-                    await asyncio.gather(*(self._handle(trigger, r) for r in records))
-
-            await asyncio.gather(*(partition(records) for records in batches.values()))
-            # At-least-once: offsets move only after every record of the batch was delivered
-            # or dead-lettered (a failed commit means redelivery, never loss).
-            await consumer.commit()
+    async def _partition(self, trigger, records) -> int:
+        """Deliver one partition's records (in order if the Trigger is ordered); the last offset."""
+        if trigger.ordered:
+            for record in records:
+                await self._handle(trigger, record)
+        else:
+            await asyncio.gather(*(self._handle(trigger, r) for r in records))
+        return records[-1].offset
 
     async def _handle(self, trigger, record) -> None:
         try:
@@ -273,7 +387,9 @@ class Broker:
         status, body, reply = await self._deliver(trigger, url, event)
         self.on_delivery({"trigger": trigger.name, "type": event["type"], "status": status,
                           "at": time.time(), "jobid": event.get_attributes().get("jobid")})
-        if status is not None and 200 <= status < 300:
+        if reply is INVALID_REPLY:
+            self.stats[f"invalid-reply:{trigger.name}"] += 1
+        elif status is not None and 200 <= status < 300:
             self.stats[f"delivered:{trigger.name}"] += 1
             if reply is not None:
                 await self._publish_until_accepted(reply)
@@ -286,24 +402,59 @@ class Broker:
         if self.gate is not None:
             headers.update(auth.broker_headers(self.gate.settings))
         attempts = 1 + trigger.delivery.retry
+        # delivery.timeout per attempt (the Trigger's own); none set: the data plane's default.
+        timeout = trigger.delivery.timeout or self.delivery_timeout
         status, text = None, b""
         for attempt in range(1, attempts + 1):
             try:
-                response = await self.http.post(url, headers=headers, content=body)
+                response = await self._post(trigger.subscriber, url, headers, body, timeout)
                 status, text = response.status_code, response.content
                 if 200 <= status < 300:
-                    reply = None
-                    if response.content and ("ce-type" in response.headers or
-                                             response.headers.get("content-type", "").startswith(
-                                                 "application/cloudevents")):
-                        reply = from_http(dict(response.headers), response.content)
-                    return status, text, reply
+                    return status, text, self._reply_of(trigger, response)
             except httpx.HTTPError as exc:
                 status, text = None, str(exc).encode()
             if not retryable(status) or attempt == attempts:
                 break
             await asyncio.sleep(trigger.delivery.delay(attempt))
         return status, text, None
+
+    async def _post(self, service: str, url: str, headers: dict, body: bytes, timeout: float) -> httpx.Response:
+        """One attempt through the Service's queue (ServiceQueue): the dispatcher waits `timeout`
+        (delivery.timeout) in all; Knative answers 504 once the revision's timeoutSeconds, counted
+        from arrival (queue wait included), is spent first."""
+        queue = self.queues.get(service)
+        if queue is None:
+            return await self.http.post(url, headers=headers, content=body, timeout=timeout)
+        budget = min(timeout, queue.timeout)
+        waited = await queue.acquire(budget)
+        if waited is None:
+            if queue.timeout <= timeout:
+                return httpx.Response(504, content=b"activator request timeout (queued past timeoutSeconds)")
+            raise httpx.ReadTimeout("delivery timeout while queued")
+        try:
+            left = budget - waited
+            try:
+                return await self.http.post(url, headers=headers, content=body, timeout=left)
+            except httpx.TimeoutException:
+                if queue.timeout <= timeout:
+                    return httpx.Response(504, content=b"revision timeout (timeoutSeconds)")
+                raise
+        finally:
+            queue.release()
+
+    @staticmethod
+    def _reply_of(trigger, response: httpx.Response):
+        """The reply CloudEvent of a 2xx, None for an empty body, or INVALID_REPLY.
+
+        eventing-kafka-broker treats a response whose body is not empty and cannot be read as a
+        CloudEvent as a failed delivery and dead-letters the event (it is not retried: the
+        subscriber did answer). A KafkaSource has no reply: its sink's body is discarded."""
+        if not response.content or not isinstance(trigger, Trigger):
+            return None
+        try:
+            return from_http(dict(response.headers), response.content)
+        except Exception:  # the SDK raises several types for a body that is not a CloudEvent
+            return INVALID_REPLY
 
     async def _dead_letter(self, trigger: Trigger, url: str, event: CloudEvent, status, body: bytes) -> None:
         topic = self.dead_letter_topic(trigger)
@@ -313,8 +464,12 @@ class Broker:
             return
         attrs = dict(event.get_attributes())
         attrs["knativeerrordest"] = url
-        attrs["knativeerrorcode"] = str(status if status is not None else 0)
-        attrs["knativeerrordata"] = base64.b64encode(body[:MAX_ERROR_DATA]).decode()
+        # eventing-kafka-broker sets the code and the data only from a response: with no answer
+        # (connection refused, timeout) the dead letter carries knativeerrordest alone.
+        if status is not None:
+            attrs["knativeerrorcode"] = str(status)
+            if body:
+                attrs["knativeerrordata"] = base64.b64encode(body[:MAX_ERROR_DATA]).decode()
         dead = CloudEvent(attrs, event.get_data())
         key, value, headers = bindings.to_kafka(dead)
         await self.producer.send_and_wait(topic, value=value, key=key, headers=headers)
@@ -329,10 +484,10 @@ async def _reply(send, status: int, body: dict, headers: dict | None = None) -> 
 
 
 async def serve(routes: Routes, kafka: str, subscribers: dict[str, str], port: int,
-                instance: str | None = None) -> None:
+                instance: str | None = None, queues: dict[str, ServiceQueue] | None = None) -> None:
     import uvicorn
 
-    broker = Broker(routes, kafka, subscribers, gate=auth.Gatekeeper.from_env(), instance=instance)
+    broker = Broker(routes, kafka, subscribers, gate=auth.Gatekeeper.from_env(), instance=instance, queues=queues)
     # The ingress listens as soon as the producer is up; the consumers join their groups behind
     # it (docs/reliability.md: a restart used to keep the ingress shut ~28 s while every group
     # waited out the killed member's 30 s session).
@@ -364,13 +519,15 @@ def main(argv=None) -> None:
     parser.add_argument("--eventing", default=str(Path(__file__).resolve().parent.parent / "eventing"))
     parser.add_argument("--broker", default="udb")
     parser.add_argument("--subscriber", action="append", default=[], help="SERVICE=URL")
+    parser.add_argument("--services", default=str(Path(__file__).resolve().parent.parent / "knative" / "base" / "services.yaml"),
+                        help="Knative Services whose containerConcurrency and timeoutSeconds queue deliveries")
     parser.add_argument("--instance", default=None,
                         help="static consumer-group membership id (one per broker process); none: dynamic")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}')
     subscribers = dict(item.split("=", 1) for item in args.subscriber)
     asyncio.run(serve(load_routes(Path(args.eventing), args.broker), args.kafka, subscribers, args.port,
-                      instance=args.instance))
+                      instance=args.instance, queues=service_queues(Path(args.services))))
 
 
 if __name__ == "__main__":

@@ -322,6 +322,20 @@ def verify_jwt(token: str, secret: str, max_seconds: int = JWT_MAX_SECONDS) -> P
     return Principal(tenant, role, "jwt", subject)
 
 
+def eventing_oidc_token(token: str) -> bool:
+    """Whether `token` looks like a Kubernetes service-account (OIDC) token, as Knative's dispatcher
+    sends with OIDC on: a JWT signed asymmetrically (RS256/ES256), with an `iss` and an `aud`. UDB's
+    own JWTs are HS256 without `iss`, so one is never taken for the other. Only the shape is read
+    (no signature check): the caller decides what such a token may do (nothing more than no token)."""
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return False
+    return (header.get("alg") in ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
+            and isinstance(claims.get("iss"), str) and "aud" in claims)
+
+
 # ---------------------------------------------------------------- OAuth state (itsdangerous)
 
 def _state_signer(secret: str) -> Signer:
@@ -444,9 +458,15 @@ class Gatekeeper:
             return verify_jwt(token, self.settings.jwt_secret, self.settings.jwt_max_seconds)
         raise Unauthorized("invalid credentials")
 
-    def _authenticate(self, headers, client: str) -> Principal | None:
+    def _authenticate(self, headers, client: str, system: bool = False) -> Principal | None:
         token = _bearer(headers)
         if token is None:
+            return None
+        if system and self._network_is_the_credential() and eventing_oidc_token(token):
+            # Knative Eventing with OIDC on (authentication-oidc) sends the dispatcher's service-
+            # account token. It is no UDB credential and is not verified here: on a cluster-local
+            # Service the network is the credential (docs/deploy.md "OIDC"), and a caller without
+            # any token is admitted the same way, so ignoring it grants nothing more.
             return None
         try:
             return self.credential(token)
@@ -482,12 +502,12 @@ class Gatekeeper:
         client = request.remote_addr or "?"
         if need == OAUTH_STATE:
             return verify_state(request.args.get("state", ""), self.settings.jwt_secret)
-        principal = self._authenticate(request.headers, client)
+        system = need == BROKER or (method, path.rstrip("/")) in SYSTEM_ROUTES
+        principal = self._authenticate(request.headers, client, system)
         if need == METRICS:
             return self._metrics_reader(principal)
         if principal is not None and principal.role == METRICS:
             raise Forbidden("the metrics token opens only GET /metrics")
-        system = need == BROKER or (method, path.rstrip("/")) in SYSTEM_ROUTES
         if principal is None and system and self._network_is_the_credential():
             # No token to check: a cluster-local Service, which only the eventing data plane (the
             # broker's dispatcher, the dead-letter KafkaSource, the prune PingSource) can reach.
@@ -544,7 +564,8 @@ class Gatekeeper:
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO") or "/"
         client = environ.get("REMOTE_ADDR") or "?"
         need = required_role(method, path)
-        principal = self._authenticate(EnvironHeaders(environ), client)
+        system = need == BROKER or (method, path.rstrip("/")) in SYSTEM_ROUTES
+        principal = self._authenticate(EnvironHeaders(environ), client, system)
         if principal is not None:
             return principal
         if (need == BROKER or (method, path.rstrip("/")) in SYSTEM_ROUTES) and self._network_is_the_credential():

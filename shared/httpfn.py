@@ -54,6 +54,12 @@ class FunctionApp:
         self.checks = checks or {}
         self._ctx = None
         self._lock = threading.Lock()
+        # /readyz answers from the last dependency report (Knative's queue-proxy probes every
+        # 50 ms with a 100 ms timeout: no store HEAD or Kafka metadata call per probe); a stale
+        # report is refreshed by one background thread while probes keep the last answer.
+        self._ready_report: dict | None = None
+        self._ready_at = 0.0
+        self._ready_refreshing = threading.Lock()
         _json_framework_errors()
         self._guard_bodies()
         orphans.die_with_parent()  # a killed server master takes its worker along
@@ -91,10 +97,28 @@ class FunctionApp:
         if self._ctx is not None and self._ctx.job_events is not None:
             self._ctx.job_events.close()
         self._ctx = None  # the serving process builds its own context after the fork
+        self._ready_report = None
         if down:
             for name, reason in down.items():
                 print(f"udb-{self.function}: required dependency {name} is {reason}", file=sys.stderr)
             raise SystemExit(1)
+
+    def cached_report(self) -> dict:
+        """The dependency report for /readyz: at most UDB_READY_CACHE_SECONDS old when fresh;
+        when stale, the last one while a single background thread refreshes it (the first probe,
+        with no report yet, waits for one)."""
+        if self._ready_report is None:
+            self.dependency_report()
+            return self._ready_report
+        max_age = self.ctx.settings.ready_cache_seconds
+        if time.monotonic() - self._ready_at > max_age and self._ready_refreshing.acquire(blocking=False):
+            def refresh():
+                try:
+                    self.dependency_report()
+                finally:
+                    self._ready_refreshing.release()
+            threading.Thread(target=refresh, name="udb-readyz-refresh", daemon=True).start()
+        return self._ready_report
 
     def dependency_report(self) -> dict:
         ctx = self.ctx
@@ -111,6 +135,7 @@ class FunctionApp:
             except Exception as exc:  # any failure means "down", with the reason
                 report[name] = f"down: {exc}"
                 metrics.dependency_up.labels(name).set(0)
+        self._ready_report, self._ready_at = report, time.monotonic()
         return report
 
     def __call__(self, request):
@@ -129,7 +154,8 @@ class FunctionApp:
         if path == "/healthz":
             return "healthz", ("ok", 200, {"Content-Type": "text/plain"})
         if path in ("/readyz", "/startupz"):
-            report = self.dependency_report()
+            # /startupz (the startupProbe, a few calls per pod) checks afresh; /readyz is cached.
+            report = self.dependency_report() if path == "/startupz" else self.cached_report()
             ok = all(v == "up" for v in report.values())
             return path[1:], json_response({"function": self.function, "ready": ok, "dependencies": report},
                                            200 if ok else 503)

@@ -26,6 +26,7 @@ class Delivery:
     backoff_policy: str = "exponential"
     backoff_delay: float = 0.2
     dead_letter_sink: str | None = None
+    timeout: float | None = None  # delivery.timeout (seconds per attempt); None: the data plane's default
 
     def delay(self, attempt: int) -> float:
         """Seconds before retry number `attempt` (1-based), Knative's formula."""
@@ -136,15 +137,22 @@ def parse_duration(text: str) -> float:
 
 
 def _delivery(spec: dict | None, default: Delivery) -> Delivery:
+    """The effective delivery: `spec` when set, whole, else `default` (the Broker's).
+
+    Knative's broker spec: a Trigger's `delivery` *replaces* the Broker's; it is not merged field
+    by field (the merge proposal, knative/eventing#6277, was closed). A Trigger whose delivery
+    sets only `timeout` has no retries and no dead-letter sink. Unset fields take the data
+    plane's defaults (no retry, exponential policy), never the Broker's values."""
     if not spec:
         return default
     sink = spec.get("deadLetterSink") or {}
-    sink_name = (sink.get("ref") or {}).get("name") or sink.get("uri") or default.dead_letter_sink
+    base = Delivery()
     return Delivery(
-        retry=int(spec.get("retry", default.retry)),
-        backoff_policy=spec.get("backoffPolicy", default.backoff_policy),
-        backoff_delay=parse_duration(spec["backoffDelay"]) if "backoffDelay" in spec else default.backoff_delay,
-        dead_letter_sink=sink_name,
+        retry=int(spec.get("retry", 0)),
+        backoff_policy=spec.get("backoffPolicy", base.backoff_policy),
+        backoff_delay=parse_duration(spec["backoffDelay"]) if "backoffDelay" in spec else base.backoff_delay,
+        dead_letter_sink=(sink.get("ref") or {}).get("name") or sink.get("uri"),
+        timeout=parse_duration(spec["timeout"]) if "timeout" in spec else None,
     )
 
 

@@ -202,5 +202,6 @@ class KubernetesSecretStore:
 
 def open_secrets(settings) -> SecretStore:
     if settings.secrets_backend == "kubernetes":
-        return KubernetesSecretStore(settings.namespace)
+        # A namespace that holds only tenant Secrets lets the Role cover exactly those.
+        return KubernetesSecretStore(settings.secrets_namespace or settings.namespace)
     return LocalSecretStore(Path(settings.home) / "secrets", settings.secret_key)

@@ -68,6 +68,8 @@ class Settings:
                                        "timeout (PT10M) so no analysis is redelivered while it still runs; "
                                        "a breach fails the job at that step")
     secrets_backend: str = _setting("UDB_SECRETS", "local", "secret store: local (encrypted file under UDB_HOME) | kubernetes")
+    secrets_namespace: str = _setting("UDB_SECRETS_NAMESPACE", "", "namespace of the tenant Secrets (kubernetes store); "
+                                      "empty: UDB_NAMESPACE")
     secret_key: str = _setting("UDB_SECRET_KEY", "", "Fernet key of the local secret store; empty: a key file under UDB_HOME")
     # Security (issue 8; docs/security.md). Limits: 0 turns one off.
     auth: str = _setting("UDB_AUTH", "auto", "authentication on HTTP entry points: on | off | auto "
@@ -119,6 +121,8 @@ class Settings:
                                "empty: any path in embedded mode, none in stack and cluster")
     faults: str = _setting("UDB_FAULTS", "", "test only: comma-separated crash points, e.g. writer.after_lease")
     strict_startup: bool = _setting("UDB_STRICT_STARTUP", False, "exit at start when a required dependency is down")
+    ready_cache_seconds: float = _setting("UDB_READY_CACHE_SECONDS", 5.0,
+                                          "how old /readyz's dependency report may be (refreshed in the background)")
     log_level: str = _setting("UDB_LOG_LEVEL", "INFO", "log level")
     function: str = _setting("UDB_FUNCTION", "", "which function this process serves (stack/cluster)")
     # Retention (POST /admin/prune on the artifacts function, daily from eventing/prune.yaml); 0 keeps forever.

@@ -30,6 +30,8 @@ def reason_of(event: CloudEvent) -> str:
     except (binascii.Error, ValueError):
         detail = ""
     status = "no answer" if code in ("0", "?") else f"HTTP {code}"
+    if code.startswith("2"):  # the subscriber answered, with a body that is not a CloudEvent
+        status += ", a reply that is not a CloudEvent"
     text = f"delivery of {attrs['type']} to {dest} failed after all retries ({status})"
     return f"{text}: {detail}"[:MAX_REASON] if detail else text
 

@@ -300,3 +300,157 @@ def test_ordered_trigger_delivers_one_partition_in_order(kafka, tmp_path):
     assert [e.get_data()["n"] for _, e in ordered.received] == list(range(40))
     assert ordered.max_in_flight == 1
     assert sorted(e.get_data()["n"] for _, e in unordered.received) == list(range(40))
+
+
+# --- the real data plane's rules (issue 19: eventing-kafka-broker v0.43, Knative's broker spec) ---
+
+def _dead_letters(records) -> list[CloudEvent]:
+    return [bindings.from_kafka(r.key, r.value, r.headers) for r in records]
+
+
+def test_a_trigger_delivery_replaces_the_brokers_it_is_not_merged(kafka, tmp_path):
+    """Knative broker spec: a Trigger's `delivery` overrides the Broker's (no field-by-field merge,
+    knative/eventing#6277 closed). Here the Trigger sets only a timeout: no retries and no
+    dead-letter sink, although the Broker has both."""
+    name = "b" + uuid.uuid4().hex[:8]
+    broken = Subscriber(lambda ev: (500, {}, b"broke"))
+    routes = load(tmp_path, routes_yaml(name, trigger("t", name, "svc", "filter: {attributes: {type: test.x}}")
+                                        + "  delivery: {timeout: PT5S}\n"), name)
+    assert routes.triggers[0].delivery.retry == 0 and routes.triggers[0].delivery.dead_letter_sink is None
+
+    async def scenario():
+        broker, ingress, close = await running(routes, kafka, {"svc": broken.url})
+        try:
+            await post(ingress, event("test.x"))
+            await until(lambda: broker.stats.get("dead-lettered:t-" + name) == 1)
+            await asyncio.sleep(1.0)  # the Broker's 2 retries would have come by now (0.2 s, 0.4 s)
+            return await read_topic(kafka, f"dls-{name}", expect=1, timeout=2)
+        finally:
+            await close()
+
+    assert asyncio.run(scenario()) == []  # no dead-letter sink: dropped (and logged)
+    assert len(broken.received) == 1
+
+
+def test_a_new_consumer_group_starts_at_latest_but_keeps_what_the_ingress_accepted(kafka, tmp_path):
+    """eventing-kafka-broker's consumers start a new group at `latest`: an event published before
+    a Trigger exists never reaches it. Events accepted while the consumers are still joining are
+    delivered (the groups' offsets are created at the end before the ingress opens)."""
+    name = "b" + uuid.uuid4().hex[:8]
+    old, new = Subscriber(), Subscriber()
+    first = load(tmp_path, routes_yaml(name, trigger("old", name, "svc-old", "filter: {attributes: {type: test.x}}")), name)
+    both = load(tmp_path, routes_yaml(name, trigger("old", name, "svc-old", "filter: {attributes: {type: test.x}}")
+                                      + trigger("new", name, "svc-new", "filter: {attributes: {type: test.x}}")), name)
+
+    async def scenario():
+        broker, ingress, close = await running(first, kafka, {"svc-old": old.url})
+        try:
+            await post(ingress, event("test.x", n=1))
+            await until(lambda: len(old.received) == 1)
+        finally:
+            await close()
+        # The second broker: its ingress accepts n=2 before any consumer has joined.
+        broker = Broker(both, kafka, {"svc-old": old.url, "svc-new": new.url})
+        await broker.start_ingress()
+        try:
+            await broker.publish(event("test.x", n=2))
+            await broker.start_dispatch()
+            await until(lambda: len(old.received) == 2 and len(new.received) == 1)
+            await asyncio.sleep(0.5)
+        finally:
+            await broker.stop()
+
+    asyncio.run(scenario())
+    assert [e.get_data()["n"] for _, e in old.received] == [1, 2]
+    assert [e.get_data()["n"] for _, e in new.received] == [2]  # n=1 was before the group existed
+
+
+def test_each_trigger_has_its_own_timeout_and_no_answer_sets_no_error_code(kafka, tmp_path):
+    """`delivery.timeout` is per Trigger (per attempt). eventing-kafka-broker adds
+    knativeerrorcode/knativeerrordata only when there was a response; a timeout has none."""
+    name = "b" + uuid.uuid4().hex[:8]
+    slow = Subscriber(lambda ev: (time.sleep(1.5), (202, {}, b""))[1])
+    routes = load(tmp_path, routes_yaml(name, trigger("t", name, "svc", "filter: {attributes: {type: test.x}}")
+                                        + f"""  delivery:
+    timeout: PT0.3S
+    deadLetterSink: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: dls-{name}}}}}
+"""), name)
+
+    async def scenario():
+        broker, ingress, close = await running(routes, kafka, {"svc": slow.url})
+        try:
+            await post(ingress, event("test.x"))
+            await until(lambda: len(slow.received) == 1)
+            started = time.monotonic()
+            records = await read_topic(kafka, f"dls-{name}", expect=1)
+            return records, time.monotonic() - started
+        finally:
+            await close()
+
+    records, waited = asyncio.run(scenario())
+    (dead,) = _dead_letters(records)
+    assert waited < 1.2  # dead-lettered after the 0.3 s timeout, not after the 1.5 s answer
+    attrs = dead.get_attributes()
+    assert attrs["knativeerrordest"] == slow.url
+    assert "knativeerrorcode" not in attrs and "knativeerrordata" not in attrs
+    assert len(slow.received) == 1  # no retry set on the Trigger
+
+
+def test_a_2xx_whose_body_is_not_a_cloudevent_is_dead_lettered(kafka, tmp_path):
+    """eventing-kafka-broker: a response body that is not empty and not a CloudEvent fails the
+    delivery (dead-lettered with the answer's code and body; not retried). An empty 2xx is a
+    success."""
+    name = "b" + uuid.uuid4().hex[:8]
+    chatty = Subscriber(lambda ev: (200, {"Content-Type": "application/json"}, b'{"ok": true}')
+                        if ev["type"] == "test.json" else (200, {}, b""))
+    routes = load(tmp_path, routes_yaml(name, trigger("t", name, "svc", "filters: [{prefix: {type: test.}}]")), name)
+
+    async def scenario():
+        broker, ingress, close = await running(routes, kafka, {"svc": chatty.url})
+        try:
+            await post(ingress, event("test.json"))
+            await post(ingress, event("test.empty"))
+            records = await read_topic(kafka, f"dls-{name}", expect=1)
+            await until(lambda: len(chatty.received) == 2)
+            await asyncio.sleep(0.5)
+            return records, dict(broker.stats)
+        finally:
+            await close()
+
+    records, stats = asyncio.run(scenario())
+    (dead,) = _dead_letters(records)
+    assert dead["type"] == "test.json" and dead["knativeerrorcode"] == "200"
+    assert base64.b64decode(dead["knativeerrordata"]) == b'{"ok": true}'
+    assert sorted(chatty.types()) == ["test.empty", "test.json"]  # each once: not retried
+    assert stats[f"delivered:t-{name}"] == 1 and stats[f"invalid-reply:t-{name}"] == 1
+
+
+def test_partitions_are_dispatched_independently(kafka, tmp_path):
+    """eventing-kafka-broker dispatches each partition on its own: a slow ordered delivery holds
+    back its own partition only."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner, partitions = DefaultPartitioner(), list(range(4))
+    slow_key = "slow"
+    fast_key = next(k for k in (f"fast{i}" for i in range(100))
+                    if partitioner(k.encode(), partitions, partitions) != partitioner(slow_key.encode(), partitions, partitions))
+    name = "b" + uuid.uuid4().hex[:8]
+    sub = Subscriber(lambda ev: (time.sleep(2.0 if ev["partitionkey"] == slow_key else 0), (202, {}, b""))[1])
+    routes = load(tmp_path, routes_yaml(name, trigger("t", name, "svc", "filter: {attributes: {type: test.x}}",
+                                                       extra="  annotations: {kafka.eventing.knative.dev/delivery.order: ordered}")), name)
+
+    async def scenario():
+        broker, ingress, close = await running(routes, kafka, {"svc": sub.url})
+        try:
+            await post(ingress, event("test.x", key=slow_key))
+            await until(lambda: len(sub.received) == 1)
+            await post(ingress, event("test.x", key=fast_key))
+            await until(lambda: len(sub.received) == 2)
+            await until(lambda: sub.in_flight == 0)
+        finally:
+            await close()
+
+    asyncio.run(scenario())
+    (t_slow, slow), (t_fast, fast) = sub.received
+    assert (slow["partitionkey"], fast["partitionkey"]) == (slow_key, fast_key)
+    assert t_fast - t_slow < 1.0  # not held behind the 2 s delivery of the other partition

@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 VALIDATOR_SRC = REPO / "tests" / "knative-validator"
 CACHE = REPO / ".cache" / "knative-validator"
 KNATIVE, EVENTING = REPO / "knative", REPO / "eventing"
+# Created out of band, never by `kubectl apply -k` (docs/deploy.md "Secrets"): validated as files.
+OUT_OF_BAND = sorted((REPO / "knative" / "secrets").glob("*.yaml"))
 KUSTOMIZATIONS = [KNATIVE / "base", KNATIVE / "overlays" / "dev", KNATIVE / "overlays" / "prod"]
 FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts")
 # The public doors tenants use (udb-<f>-api); the function Services themselves are cluster-local.
@@ -81,8 +83,20 @@ def validator() -> Path:
     return binary
 
 
-def run_validator(binary: Path, *paths: Path | str, cwd: Path = REPO) -> tuple[int, list[dict]]:
-    result = subprocess.run([str(binary), "-json", *map(str, paths)], cwd=cwd, capture_output=True,
+# The CloudEvents extensions UDB's events carry (shared/events.make_event, W3C trace context): a
+# Trigger filtering on any other attribute name matches nothing.
+EXTENSIONS = ("tenant", "jobid", "partitionkey", "traceparent", "tracestate", *events.ROUTING_FLAGS)
+PREVIOUS_RELEASE = REPO / "tests" / "data" / "previous-release"  # 0.1.0's renders, kept as they were
+
+
+def validator_flags(root: Path = REPO) -> list[str]:
+    flags = [f"-extension={name}" for name in EXTENSIONS]
+    return flags + [f"-external={p}" for p in sorted((root / "knative" / "secrets").glob("*.yaml"))]
+
+
+def run_validator(binary: Path, *paths: Path | str, cwd: Path = REPO, flags: list[str] | None = None) -> tuple[int, list[dict]]:
+    flags = validator_flags(cwd) if flags is None else flags
+    result = subprocess.run([str(binary), "-json", *flags, *map(str, paths)], cwd=cwd, capture_output=True,
                             text=True, timeout=120)
     findings = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert result.returncode in (0, 1), result.stderr
@@ -97,7 +111,7 @@ def render(binary: Path, directory: Path) -> list[dict]:
 
 def raw_manifests() -> list[Path]:
     """Every manifest file that is a complete object (overlay patches are checked rendered)."""
-    return sorted(p for p in [*(KNATIVE / "base").glob("*.yaml"), *EVENTING.glob("*.yaml")]
+    return sorted(p for p in [*(KNATIVE / "base").glob("*.yaml"), *EVENTING.glob("*.yaml"), *OUT_OF_BAND]
                   if p.name != "kustomization.yaml")
 
 
@@ -340,6 +354,9 @@ def test_services_scale_probe_and_limits(rendered, overlay):
         assert container["envFrom"] == [{"configMapRef": {"name": "udb-config"}},
                                         {"secretRef": {"name": "udb-object-store"}}]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # /startupz checks afresh until the pod starts (up to 2 min); /readyz is served cached.
+        assert container["startupProbe"] == {"httpGet": {"path": "/startupz"}, "periodSeconds": 2,
+                                             "timeoutSeconds": 5, "failureThreshold": 60}
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert set(container["resources"]["requests"]) == {"cpu", "memory"}
         assert set(container["resources"]["limits"]) == {"cpu", "memory"}
@@ -402,10 +419,20 @@ def test_writer_trigger_is_ordered_and_secrets_are_reachable(rendered):
     assert broker["spec"]["delivery"]["deadLetterSink"]["ref"]["name"] == "udb-dead-letters"
     assert _doc(docs, "KafkaSink", "udb-job-events")["spec"]["topic"] == Settings().job_events_topic
     # The kubernetes secret store: get/create/patch on Secrets, for the functions that use secrets.
+    # Granted only in the namespace that holds nothing but tenant Secrets (RBAC cannot filter by
+    # label nor name Secrets created later), never in `udb`.
     role = _doc(docs, "Role", "udb-tenant-secrets")
+    assert role["metadata"]["namespace"] == "udb-tenant-secrets"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]}]
     binding = _doc(docs, "RoleBinding", "udb-functions-tenant-secrets")
+    assert binding["metadata"]["namespace"] == "udb-tenant-secrets"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "udb-functions", "namespace": "udb"}]
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"} == {"udb", "udb-tenant-secrets"}
+    assert [d for d in docs if d["kind"] in ("Role", "RoleBinding") and d["metadata"]["namespace"] == "udb"] == []
+    assert _doc(docs, "ConfigMap", "udb-config")["data"]["UDB_SECRETS_NAMESPACE"] == "udb-tenant-secrets"
+    # No Secret is applied: `kubectl apply -k` must never reset the keys a cluster holds.
+    for overlay in KUSTOMIZATIONS:
+        assert [d["metadata"]["name"] for d in rendered[overlay.name] if d["kind"] == "Secret"] == []
     accounts = {f: s["spec"]["template"]["spec"]["serviceAccountName"] for f, s in services_of(docs).items()}
     assert accounts == {"discover": "udb-functions", "sync": "udb-functions", "artifacts": "udb-functions",
                         "writer": "udb-no-api", "analyze": "udb-no-api",
@@ -420,8 +447,18 @@ def test_network_policies_deny_by_default_and_allow_what_is_needed(rendered):
     assert deny == {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "udb"}},
                     "policyTypes": ["Ingress", "Egress"]}
     ingress_from = [peer for rule in policies["udb-ingress-from-knative"]["ingress"] for peer in rule["from"]]
-    namespaces = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in ingress_from}
-    assert namespaces == {"knative-serving", "kourier-system", "knative-eventing"}
+    # Each peer is named pods of a namespace, never a whole namespace.
+    admitted = {}
+    for peer in ingress_from:
+        namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        selector = peer["podSelector"]
+        apps = selector["matchExpressions"][0]["values"] if "matchExpressions" in selector else [
+            selector["matchLabels"]["app"]]
+        admitted[namespace] = sorted(apps)
+    assert admitted == {"knative-serving": ["activator", "autoscaler"],
+                        "kourier-system": ["3scale-kourier-gateway"],
+                        "knative-eventing": ["kafka-broker-dispatcher", "kafka-source-dispatcher",
+                                             "pingsource-mt-adapter"]}
     data_ports = sorted(r["ports"][0]["port"] for r in policies["udb-egress-data"]["egress"])
     assert data_ports == [5432, 9000, 9092]  # PostgreSQL, MinIO, Kafka
     sources = policies["udb-egress-sources"]["podSelector"]["matchExpressions"][0]["values"]
@@ -556,7 +593,7 @@ def _selects(selector: dict, labels: dict) -> bool:
 def configured_settings() -> set[str]:
     """Every variable the base manifests set: ConfigMap, Secret template, container env."""
     names = set(INJECTED)
-    for path in (KNATIVE / "base").glob("*.yaml"):
+    for path in [*(KNATIVE / "base").glob("*.yaml"), *OUT_OF_BAND]:
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc:
                 continue
@@ -596,3 +633,141 @@ def test_configmap_values_are_valid_settings():
         patch = next(d for d in yaml.safe_load_all((KNATIVE / "overlays" / overlay / "config.yaml").read_text())
                      if d["metadata"]["name"] == "udb-config")
         Settings.from_env(env={**config["data"], **patch["data"], **secret})
+
+
+# --- what a cluster enforces only at reconcile time (issue 19) ---------------------------------
+
+def _filter_key_typo(docs):
+    _doc(docs, "Trigger", "sync-on-source-discovered")["spec"]["filters"][0]["exact"]["autosnyc"] = \
+        _doc(docs, "Trigger", "sync-on-source-discovered")["spec"]["filters"][0]["exact"].pop("autosync")
+
+
+def _broker_class_lowercase(docs):
+    _doc(docs, "Broker", "udb")["metadata"]["annotations"]["eventing.knative.dev/broker.class"] = "kafka"
+
+
+def _trigger_missing_service(docs):
+    _doc(docs, "Trigger", "analyze-on-analyze-requested")["spec"]["subscriber"]["ref"]["name"] = "udb-analyse"
+
+
+def _delivery_order_typo(docs):
+    _doc(docs, "Trigger", "writer-on-sync-staged")["metadata"]["annotations"][
+        "kafka.eventing.knative.dev/delivery.order"] = "orderd"
+
+
+def _requests_above_limits(docs):
+    _container(_doc(docs, "Service", "udb-sync"))["resources"]["requests"]["memory"] = "64Gi"
+
+
+def _missing_secret(docs):
+    _container(_doc(docs, "Service", "udb-writer"))["envFrom"][1]["secretRef"]["name"] = "udb-objectstore"
+
+
+def _trigger_delivery_without_dead_letter_sink(docs):
+    del _doc(docs, "Trigger", "analyze-on-warehouse-loaded")["spec"]["delivery"]["deadLetterSink"]
+
+
+def _missing_service_account(docs):
+    _doc(docs, "Service", "udb-analyze")["spec"]["template"]["spec"]["serviceAccountName"] = "udb-no-apis"
+
+
+def _missing_broker(docs):
+    _doc(docs, "Trigger", "discover-on-discover-requested")["spec"]["broker"] = "udb2"
+
+
+def _missing_dead_letter_sink(docs):
+    _doc(docs, "Broker", "udb")["spec"]["delivery"]["deadLetterSink"]["ref"]["name"] = "udb-deadletters"
+
+
+def _exec_probe(docs):
+    _container(_doc(docs, "Service", "udb-artifacts"))["startupProbe"] = {"exec": {"command": ["true"]}}
+
+
+RECONCILE_TIME = {
+    # case: (file, mutation, the object that must fail, words its error has)
+    "filter-key-lowercase-typo": ("eventing/triggers.yaml", _filter_key_typo, "sync-on-source-discovered",
+                                  'spec.filters[0].exact.autosnyc: "autosnyc" is neither a CloudEvents attribute'),
+    "broker-class-kafka": ("eventing/broker.yaml", _broker_class_lowercase, "udb",
+                           'eventing.knative.dev/broker.class is "kafka": the Kafka broker reconciles only "Kafka"'),
+    "trigger-names-a-missing-service": ("eventing/triggers.yaml", _trigger_missing_service,
+                                        "analyze-on-analyze-requested",
+                                        "spec.subscriber.ref: Service udb/udb-analyse does not exist"),
+    "delivery-order-typo": ("eventing/triggers.yaml", _delivery_order_typo, "writer-on-sync-staged",
+                            'delivery.order value: "orderd"'),
+    "requests-above-limits": ("knative/base/services.yaml", _requests_above_limits, "udb-sync",
+                              "resources.requests.memory: 64Gi is above the limit"),
+    "missing-secret": ("knative/base/services.yaml", _missing_secret, "udb-writer",
+                       "envFrom[1].secretRef: Secret udb/udb-objectstore does not exist"),
+    "trigger-delivery-without-dead-letter-sink": (
+        "eventing/triggers.yaml", _trigger_delivery_without_dead_letter_sink, "analyze-on-warehouse-loaded",
+        "effective delivery has no deadLetterSink: spec.delivery (it replaces the Broker's, not merged) has none"),
+    "missing-service-account": ("knative/base/services.yaml", _missing_service_account, "udb-analyze",
+                                "serviceAccountName: ServiceAccount udb/udb-no-apis does not exist"),
+    "trigger-names-a-missing-broker": ("eventing/triggers.yaml", _missing_broker, "discover-on-discover-requested",
+                                       "spec.broker: Broker udb/udb2 does not exist"),
+    "missing-dead-letter-sink": ("eventing/broker.yaml", _missing_dead_letter_sink, "udb",
+                                 "spec.delivery.deadLetterSink.ref: KafkaSink udb/udb-deadletters does not exist"),
+    "exec-startup-probe": ("knative/base/services.yaml", _exec_probe, "udb-artifacts",
+                           "startupProbe: exec probes are not run by Knative's queue-proxy"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECONCILE_TIME))
+def test_broken_copy_fails_what_a_cluster_checks_at_reconcile_time(validator, tree_copy, case):
+    relative, mutate, name, words = RECONCILE_TIME[case]
+    path = tree_copy / relative
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    mutate(docs)
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    # The objects applied together, where every reference must resolve. The overlays replace the
+    # Services' resources, so a base resources change shows in the base's render only.
+    directories = ["knative/base"] + ([] if case == "requests-above-limits" else
+                                      ["knative/overlays/dev", "knative/overlays/prod"])
+    for directory in directories:
+        rc, findings = run_validator(validator, directory, cwd=tree_copy)
+        failed = [f for f in findings if f["level"] == "error"]
+        assert rc == 1 and [f["name"] for f in failed] == [name], (case, directory, failed)
+        assert words in failed[0]["message"], failed[0]["message"]
+
+
+def test_the_secret_created_out_of_band_is_what_the_services_reference(validator):
+    # Without the out-of-band Secret, every Service's secretRef is unresolved: the reference check
+    # is what catches a Secret missing from a cluster's install steps.
+    rc, findings = run_validator(validator, "knative/overlays/dev",
+                                 flags=[f"-extension={name}" for name in EXTENSIONS])
+    failed = {f["name"]: f["message"] for f in findings if f["level"] == "error"}
+    assert rc == 1 and sorted(failed) == sorted(f"udb-{s}" for s in [*FUNCTIONS, *(f"{f}-api" for f in PUBLIC_APIS)])
+    assert all("envFrom[1].secretRef: Secret udb/udb-object-store does not exist" in m for m in failed.values())
+
+
+@pytest.mark.parametrize("overlay", ["base", "dev", "prod"])
+def test_the_render_is_a_valid_update_of_the_previous_release(validator, overlay):
+    """Knative's webhooks validate an apply over existing objects WithinUpdate (immutable fields):
+    the current render against 0.1.0's. Declaring the KafkaSinks' topics (issue 19) changes two
+    immutable fields where 0.1.0 left them unset (base, dev): the upgrade recreates those two
+    sinks (docs/deploy.md "Upgrading"), which -recreate states; prod declared them already."""
+    directory = "knative/base" if overlay == "base" else f"knative/overlays/{overlay}"
+    previous = [f"-previous={PREVIOUS_RELEASE / f'{overlay}.yaml'}"]
+    rc, findings = run_validator(validator, directory, flags=validator_flags() + previous)
+    failed = sorted((f["name"], f["message"]) for f in findings if f["level"] == "error")
+    if overlay == "prod":
+        assert (rc, failed) == (0, [])
+        return
+    assert rc == 1 and failed == [
+        (sink, "Immutable field updated: spec.numPartitions, spec.replicationFactor")
+        for sink in ("udb-dead-letters", "udb-job-events")]
+    recreate = ["-recreate=KafkaSink/udb-dead-letters", "-recreate=KafkaSink/udb-job-events"]
+    rc, findings = run_validator(validator, directory, flags=validator_flags() + previous + recreate)
+    assert rc == 0 and [f for f in findings if f["level"] != "ok"] == []
+    assert len(findings) == len(render(validator, REPO / directory))
+
+
+def test_a_changed_immutable_field_fails_the_update_check(validator, tree_copy):
+    path = tree_copy / "eventing" / "broker.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    _doc(docs, "KafkaSink", "udb-job-events")["spec"]["topic"] = "udb.job-events-v2"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    rc, findings = run_validator(validator, "knative/overlays/prod", cwd=tree_copy,
+                                 flags=validator_flags(tree_copy) + [f"-previous={PREVIOUS_RELEASE / 'prod.yaml'}"])
+    failed = [(f["name"], f["message"]) for f in findings if f["level"] == "error"]
+    assert rc == 1 and failed == [("udb-job-events", "Immutable field updated: spec.topic")]

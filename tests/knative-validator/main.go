@@ -7,7 +7,12 @@
 // NetworkPolicy, Role, ...) are decoded into k8s.io/api types and their metadata checked. A
 // directory holding a kustomization.yaml is rendered with kustomize's own library first.
 //
-//	knative-validator [-json] [-feature name=Flag]... PATH...   validate; exit 1 on any error
+// Each rendered kustomization is then checked as the set applied together (contract.go): every
+// reference resolves, the broker class, effective Trigger delivery, requests within limits,
+// probe forms, filter keys (-extension), and -previous runs the update checks (WithinUpdate).
+//
+//	knative-validator [-json] [-feature name=Flag]... [-extension NAME]... [-external FILE]...
+//	                  [-previous FILE] [-recreate Kind/name]... PATH...   validate; exit 1 on any error
 //	knative-validator render DIR                                 print the rendered kustomization
 package main
 
@@ -80,6 +85,28 @@ func validateMain(args []string) int {
 		features[k] = v
 	}
 	fs.Var(features, "feature", "an eventing feature flag, name=Enabled|Disabled|Allowed (repeatable)")
+	fs.Func("extension", "a CloudEvents extension the events carry (repeatable; with any, Trigger filter keys are checked)",
+		func(v string) error { knownExtensions[v] = true; return nil })
+	fs.Func("external", "a manifest of objects created out of band (e.g. Secrets): references may name them (repeatable)",
+		func(v string) error {
+			data, err := os.ReadFile(v)
+			if err != nil {
+				return err
+			}
+			docs, err := splitDocuments(data)
+			externalDocs = append(externalDocs, docs...)
+			return err
+		})
+	fs.Func("previous", "the previous release's render: objects in both are validated as updates (WithinUpdate)",
+		func(v string) error {
+			data, err := os.ReadFile(v)
+			if err != nil {
+				return err
+			}
+			return loadPrevious(data)
+		})
+	fs.Func("recreate", "Kind/name the upgrade deletes and creates anew: no update check (repeatable)",
+		func(v string) error { recreated[v] = true; return nil })
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -140,7 +167,26 @@ func validatePath(ctx context.Context, path string) []Finding {
 		if err != nil {
 			return []Finding{{Source: path + " (kustomize)", Level: "error", Message: err.Error()}}
 		}
-		return validateStream(ctx, path+" (kustomize)", out)
+		findings := validateStream(ctx, path+" (kustomize)", out)
+		// What is applied together must resolve: references among the rendered objects.
+		docs, err := splitDocuments(out)
+		if err != nil {
+			return append(findings, Finding{Source: path + " (kustomize)", Level: "error", Message: err.Error()})
+		}
+		for index, problems := range referenceProblems(docs, externalDocs) {
+			source := fmt.Sprintf("%s (kustomize)#%d", path, index)
+			for i := range findings {
+				if findings[i].Source != source {
+					continue
+				}
+				if findings[i].Level == "error" {
+					findings[i].Message += "; " + strings.Join(problems, "; ")
+				} else {
+					findings[i].Level, findings[i].Message = "error", strings.Join(problems, "; ")
+				}
+			}
+		}
+		return findings
 	}
 	entries, err := os.ReadDir(path)
 	if err != nil {
@@ -194,6 +240,30 @@ func validateStream(ctx context.Context, source string, data []byte) []Finding {
 		findings = append(findings, validateDocument(ctx, fmt.Sprintf("%s#%d", source, index), doc))
 	}
 	return findings
+}
+
+// Objects created out of band (-external), for reference resolution.
+var externalDocs [][]byte
+
+// splitDocuments returns the non-empty documents of a YAML stream, kustomization files left out,
+// in the order (and so with the indexes) validateStream numbers them.
+func splitDocuments(data []byte) ([][]byte, error) {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var docs [][]byte
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return docs, err
+		}
+		docs = append(docs, doc)
+	}
+}
+
+func sigsyamlUnmarshalJSON(data []byte, into interface{}) error {
+	return json.Unmarshal(data, into)
 }
 
 // render builds a kustomization with kustomize's library, as `kubectl apply -k` does (files

@@ -60,12 +60,12 @@ type kindInfo struct {
 // an error: a manifest the validator cannot read is a manifest nobody checked.
 var kinds = map[schema.GroupVersionKind]kindInfo{
 	// Knative Serving
-	gvk("serving.knative.dev/v1", "Service"):       {knative: true, newObject: func() metaObject { return &servingv1.Service{} }},
+	gvk("serving.knative.dev/v1", "Service"):       {knative: true, newObject: func() metaObject { return &servingv1.Service{} }, extraCheck: serviceCheck},
 	gvk("serving.knative.dev/v1", "Configuration"): {knative: true, newObject: func() metaObject { return &servingv1.Configuration{} }},
 	gvk("serving.knative.dev/v1", "Route"):         {knative: true, newObject: func() metaObject { return &servingv1.Route{} }},
 	// Knative Eventing
-	gvk("eventing.knative.dev/v1", "Broker"):         {knative: true, newObject: func() metaObject { return &eventingv1.Broker{} }, extraCheck: kafkaBrokerCheck},
-	gvk("eventing.knative.dev/v1", "Trigger"):        {knative: true, newObject: func() metaObject { return &eventingv1.Trigger{} }, extraCheck: kafkaTriggerCheck},
+	gvk("eventing.knative.dev/v1", "Broker"):         {knative: true, newObject: func() metaObject { return &eventingv1.Broker{} }, extraCheck: brokerCheck},
+	gvk("eventing.knative.dev/v1", "Trigger"):        {knative: true, newObject: func() metaObject { return &eventingv1.Trigger{} }, extraCheck: triggerCheck},
 	gvk("sources.knative.dev/v1", "PingSource"):      {knative: true, newObject: func() metaObject { return &sourcesv1.PingSource{} }},
 	gvk("sources.knative.dev/v1", "SinkBinding"):     {knative: true, newObject: func() metaObject { return &sourcesv1.SinkBinding{} }},
 	gvk("sources.knative.dev/v1", "ApiServerSource"): {knative: true, newObject: func() metaObject { return &sourcesv1.ApiServerSource{} }},
@@ -108,13 +108,7 @@ func validationContext(flags map[string]string) (context.Context, error) {
 // validateDocument decodes one YAML document strictly and validates it.
 func validateDocument(ctx context.Context, source string, doc []byte) Finding {
 	finding := Finding{Source: source, Level: "error"}
-	var head struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Metadata   struct {
-			Name string `json:"name"`
-		} `json:"metadata"`
-	}
+	var head unstructuredHead
 	data, err := sigsyaml.YAMLToJSONStrict(doc)
 	if err != nil {
 		finding.Message = "invalid YAML: " + err.Error()
@@ -149,6 +143,13 @@ func validateDocument(ctx context.Context, source string, doc []byte) Finding {
 
 	createCtx := apis.WithinCreate(ctx)
 	if info.knative {
+		// An object the previous release had is validated as the update it is (immutable fields).
+		old, err := updateBaseline(ctx, info, head)
+		if err != nil {
+			problems = append(problems, err.Error())
+		} else if old != nil {
+			createCtx = apis.WithinUpdate(ctx, old)
+		}
 		if d, ok := obj.(apis.Defaultable); ok {
 			d.SetDefaults(createCtx)
 		}

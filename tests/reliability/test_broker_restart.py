@@ -28,7 +28,8 @@ DELIVERY_BOUND_S = 10.0
 
 
 def jobs_started(function: str, tenant: str) -> float:
-    text = httpx.get(stack.function_url(function) + "/metrics", timeout=5).text
+    # GET /metrics needs the metrics or broker token (shared/auth.py) where the stack sets one.
+    text = httpx.get(stack.function_url(function) + "/metrics", headers=broker_auth(), timeout=5).text
     found = re.findall(rf'udb_jobs_started_total{{function="{function}",tenant="{tenant}"}} ([0-9.e+]+)', text)
     return float(found[0]) if found else 0.0
 

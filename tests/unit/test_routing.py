@@ -167,8 +167,8 @@ def test_sync_staged_reaches_the_writer_in_order(routes):
     writer = matched[0]
     assert writer.ordered is True
     assert writer.name == "writer-on-sync-staged"
-    assert writer.delivery == Delivery(retry=8, backoff_policy="exponential", backoff_delay=1.0,
-                                       dead_letter_sink="udb-dead-letters")
+    assert writer.delivery == Delivery(retry=3, backoff_policy="exponential", backoff_delay=1.0,
+                                       dead_letter_sink="udb-dead-letters", timeout=600.0)
 
 
 def test_only_the_writer_is_ordered(routes):
@@ -298,3 +298,55 @@ def test_other_broker_name(tmp_path):
     routes = load_routes(tmp_path, broker="elsewhere")
     assert subscribers(routes, **base_attrs("dev.udb.job.failed")) == ["not-ours"]
     assert routes.topic == "knative-broker-lab-elsewhere"
+
+
+# --- effective delivery: a Trigger's `delivery` replaces the Broker's --------------------------
+
+def test_every_trigger_effective_delivery_retries_and_dead_letters(routes):
+    """Knative's broker spec: "delivery: Delivery contains the delivery options for event senders"
+    on the Trigger overrides the Broker's whole (knative/eventing#6277, a field-by-field merge,
+    was closed): every Trigger here must reach the dead-letter sink after retries."""
+    effective = {t.name: t.delivery for t in routes.triggers}
+    broker = Delivery(retry=5, backoff_policy="exponential", backoff_delay=0.5, dead_letter_sink="udb-dead-letters")
+    assert routes.delivery == broker
+    assert effective == {
+        "discover-on-discover-requested": broker, "sync-on-source-discovered": broker,
+        "sync-on-sync-requested": broker,
+        "writer-on-sync-staged": Delivery(3, "exponential", 1.0, "udb-dead-letters", 600.0),
+        "analyze-on-warehouse-loaded": Delivery(3, "exponential", 1.0, "udb-dead-letters", 600.0),
+        "analyze-on-analyze-requested": Delivery(3, "exponential", 1.0, "udb-dead-letters", 600.0),
+    }
+
+
+def test_a_trigger_delivery_is_not_merged_with_the_brokers(tmp_path):
+    (tmp_path / "r.yaml").write_text("""
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: b, namespace: t}
+spec:
+  delivery: {retry: 5, backoffPolicy: linear, backoffDelay: PT2S,
+             deadLetterSink: {ref: {kind: KafkaSink, name: dls}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: only-timeout, namespace: t}
+spec:
+  broker: b
+  subscriber: {ref: {kind: Service, name: s}}
+  delivery: {timeout: PT30S}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: none, namespace: t}
+spec:
+  broker: b
+  subscriber: {ref: {kind: Service, name: s}}
+""")
+    from shared.routing import load_routes
+
+    routes = load_routes(tmp_path, "b")
+    by_name = {t.name: t.delivery for t in routes.triggers}
+    # Only a timeout: no retry, the data plane's default backoff, and no dead-letter sink at all.
+    assert by_name["only-timeout"] == Delivery(retry=0, backoff_policy="exponential", backoff_delay=0.2,
+                                               dead_letter_sink=None, timeout=30.0)
+    assert by_name["none"] == Delivery(5, "linear", 2.0, "dls")  # no delivery: the Broker's, whole
