@@ -44,7 +44,7 @@ from shared.httpfn import json_response
 from shared.jobs import TERMINAL, Jobs, now_iso
 from shared.runtime import Context
 from shared.store import TenantStore
-from shared.tenancy import JOB_RE, TENANT_RE
+from shared.tenancy import JOB_RE, TENANT_RE, validate_job_id, validate_tenant
 
 # What an outage looks like to the broker: no answer (code 0), a gateway or the function saying
 # "not now". A 500 is the handler failing on this input: retrying later changes nothing.
@@ -101,7 +101,8 @@ def _letter_key(job_id: str, event_key: str) -> str:
 
 
 def _marker_key(tenant: str, job_id: str, event_key: str) -> str:
-    return f"{MARKERS}{tenant}/{job_id}/{event_key}"
+    """Outside tenants/ (a raw store key), so every part is checked before it becomes a path."""
+    return f"{MARKERS}{validate_tenant(tenant)}/{validate_job_id(job_id)}/{event_key}"
 
 
 def _iso(epoch: float) -> str:

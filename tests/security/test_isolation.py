@@ -131,6 +131,8 @@ RAW_STORE_ACCESS = {
                        "the key records, outside tenants/ so no tenant write can change it",
     "functions/writer/handler.py": "the writer lease at locks/<t>/warehouse.lease (lease_key validates t)",
     "functions/artifacts/admin.py": "retention prune over tenants/*/{staging,artifacts}/ (or one tenant's)",
+    "functions/artifacts/redrive.py": "the redrive marker index at redrive/<t>/<job>/<key> (tenant validated); "
+                                      "letters are read and claimed through the tenant's TenantStore",
     "shared/mcp_server.py": "the MCP server (`udb mcp`): verifies the caller's credential against auth/keys/, "
                             "then reads only through TenantStore views of the caller's tenant",
 }
