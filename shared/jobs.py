@@ -124,6 +124,22 @@ class Jobs:
             return doc
         raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
 
+    def set_reports(self, job_id: str, reports: dict) -> dict:
+        """Record the state of the job's reports (functions/reports) without moving the job:
+        a completed job stays completed whatever its reports do. Not a state change, so not
+        published to udb.job-events (the reports function's `dev.udb.reports.rendered` is)."""
+        for _ in range(20):
+            blob = self.store.get(self._key(job_id))
+            doc = json.loads(blob.data)
+            doc["reports"] = reports
+            doc["version"] += 1
+            try:
+                self.store.put(self._key(job_id), _dump(doc), if_match=blob.etag, content_type="application/json")
+            except PreconditionFailed:
+                continue
+            return doc
+        raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
+
     def fail(self, job_id: str, *, stage: str, function: str, reason: str) -> dict:
         self.ensure(job_id)
         return self.move(job_id, "failed", error={"stage": stage, "function": function, "reason": reason})

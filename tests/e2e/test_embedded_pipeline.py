@@ -31,10 +31,21 @@ def test_udb_run_loads_exact_rows_and_writes_every_artifact(home, tmp_path, caps
     out = capsys.readouterr().out.splitlines()
     job_id = out[0].split()[1]
     assert out[1:3] == ["table shop__customers: 500 rows", "table shop__sales: 10,000 rows"]
-    artifact_lines = [line for line in out if line.startswith("artifact")]
-    assert out[-1].startswith("completed in ")
-
     base = home / "store" / "udb" / "tenants" / "shop-a" / "artifacts" / job_id
+    # The core answer first (tables, top facts, the report page), then each report as it lands.
+    facts = [line for line in out if line.startswith("fact ")]
+    assert facts[0].startswith("fact Table `shop__customers` has 500 rows and 2 columns")
+    assert 1 <= len(facts) <= cli.TOP_FACTS
+    page_line = out.index(f"report page {base / 'index.html'}")
+    core = next(i for i, line in enumerate(out) if line.startswith("completed in "))
+    assert page_line < core and out[core].endswith("; 5 report(s) rendering")  # 2 tables x 2, PNG charts
+    landed = [line for line in out[core + 1:] if line.startswith("report ")]
+    assert sorted(line.split()[1] for line in landed) == [
+        "evidently-summary:shop__customers", "evidently-summary:shop__sales", "png-charts",
+        "ydata:shop__customers", "ydata:shop__sales"]
+    assert all(" ready at " in line for line in landed), landed
+    assert out[-1].startswith("reports ready in ") and out[-1].endswith("(5 of 5)")
+
     index = json.loads((base / "index.json").read_text())
     names = {a["name"] for a in index["artifacts"]}
     for table in ("shop__sales", "shop__customers"):
@@ -43,11 +54,12 @@ def test_udb_run_loads_exact_rows_and_writes_every_artifact(home, tmp_path, caps
             assert name in names
     assert {"summary.md", "summary.json"} <= names
     assert any(n.startswith("chart-shop__sales-") for n in names)
-    assert len(artifact_lines) == len(index["artifacts"]) + 1  # and index.json itself
+    assert {r["id"]: r["state"] for r in index["reports"]} == {
+        "ydata:shop__sales": "ready", "evidently-summary:shop__sales": "ready", "ydata:shop__customers": "ready",
+        "evidently-summary:shop__customers": "ready", "png-charts": "ready"}
     for entry in index["artifacts"]:  # the index tells the truth about every file
         data = (base / entry["name"]).read_bytes()
         assert entry["bytes"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
-        assert str(base / entry["name"]) in "\n".join(artifact_lines)
 
     profile = json.loads((base / "profile-shop__sales.json").read_text())
     assert profile["rows"] == 10_000 and profile["duplicate_rows"] == 0
@@ -75,12 +87,16 @@ def test_udb_run_loads_exact_rows_and_writes_every_artifact(home, tmp_path, caps
         "requested", "discovering", "discovered", "syncing", "staged", "loading", "loaded", "analyzing",
         "completed"]
     assert set(status["stage_seconds"]) == {"discover", "sync", "load", "analyze"}
+    assert status["reports"]["state"] == "ready" and status["reports"]["counts"]["ready"] == 5
     assert status["tables"] == {"shop__customers": {"rows": 500}, "shop__sales": {"rows": 10_000}}
     events = [json.loads(line) for line in (home / "job-events.jsonl").read_text().splitlines()]
     assert [e["state"] for e in events if e["job"] == job_id] == [h["state"] for h in status["history"]]
 
     assert cli.main(["artifacts", job_id, "--tenant", "shop-a"]) == 0
-    assert capsys.readouterr().out.splitlines() == artifact_lines
+    artifact_lines = capsys.readouterr().out.splitlines()
+    assert len(artifact_lines) == len(index["artifacts"]) + 1  # and index.json itself
+    for entry in index["artifacts"]:
+        assert str(base / entry["name"]) in "\n".join(artifact_lines)
 
 
 def test_second_run_reports_drift_on_the_shifted_column_only(home, tmp_path, capsys):
@@ -90,7 +106,10 @@ def test_second_run_reports_drift_on_the_shifted_column_only(home, tmp_path, cap
     assert cli.main(["run", str(path)]) == 0
     jobs = sorted((home / "store" / "udb" / "tenants" / "demo" / "artifacts").iterdir(),
                   key=lambda p: p.stat().st_mtime)
-    drift = json.loads((jobs[-1] / "drift-shop__sales.json").read_text())["verdict"]
+    drift = json.loads((jobs[-1] / "evidently-drift-shop__sales.json").read_text())["verdict"]
     assert "amount" in drift["drifted_columns"]
     assert "region" not in drift["drifted_columns"] and "discount" not in drift["drifted_columns"]
-    assert not (jobs[0] / "drift-shop__sales.json").exists()  # nothing to compare the first load with
+    # nothing to compare the first load with: not even planned
+    assert not (jobs[0] / "evidently-drift-shop__sales.json").exists()
+    assert "evidently-drift:shop__sales" not in {r["id"] for r in
+                                                 json.loads((jobs[0] / "index.json").read_text())["reports"]}

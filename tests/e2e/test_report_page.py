@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from functions.analyze.kpis import find_chromium
+from shared.charts import find_chromium
 from samples.make_demo import make
 from shared import cli
 
