@@ -122,6 +122,9 @@ def _render_all(todo: list[dict], specs: dict, work: Path, store, ctx: Context, 
                                   MEDIA.get(Path(name).suffix, "application/octet-stream"),
                                   produced["description"], produced.get("table", item["table"]), report=item["id"])
                 _store_cache(out / "cache", store)
+                sampling = (outcome.result.get("info") or {}).get("sampling")
+                if sampling and sampling.get("total_rows"):  # the share of the table these engines saw
+                    metrics.profile_coverage.labels("sampled").observe(sampling["sampled_rows"] / sampling["total_rows"])
                 record(item, "ready", seconds=outcome.seconds, note=outcome.result.get("note"),
                        entries=artifacts.entries[start:])
 

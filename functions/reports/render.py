@@ -169,7 +169,9 @@ def render_png_charts(spec: dict, out: Path) -> dict:
     figures = [(c["base"], charts.chart_figure(c["item"], c["item"]["result"])) for c in spec["charts"]]
     rendered = {}
     if chromium:
-        rendered, why = charts.render_pngs(figures, chromium, timeout_s=float(spec.get("deadline") or 60))
+        from functions.reports.pngs import render_pngs
+
+        rendered, why = render_pngs(figures, chromium, timeout_s=float(spec.get("deadline") or 60))
     artifacts = []
     for chart in spec["charts"]:
         png = rendered.get(chart["base"])
