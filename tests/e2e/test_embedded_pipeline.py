@@ -113,3 +113,85 @@ def test_second_run_reports_drift_on_the_shifted_column_only(home, tmp_path, cap
     assert not (jobs[0] / "evidently-drift-shop__sales.json").exists()
     assert "evidently-drift:shop__sales" not in {r["id"] for r in
                                                  json.loads((jobs[0] / "index.json").read_text())["reports"]}
+
+
+def _report_states(home, tenant: str, job_id: str) -> tuple[dict, dict, str]:
+    base = home / "store" / "udb" / "tenants" / tenant / "artifacts" / job_id
+    index = json.loads((base / "index.json").read_text())
+    return {r["id"]: r for r in index["reports"]}, index, (base / "index.html").read_text()
+
+
+def test_a_failing_report_leaves_the_job_completed_with_the_reason_in_the_index(home, tmp_path, capsys, monkeypatch):
+    path = write_sales(tmp_path / "shop" / "sales.csv", 300)
+    monkeypatch.setenv("UDB_CHART_PNG", "0")
+    monkeypatch.setenv("UDB_FAULTS", "reports.ydata:raise")  # the engine raises (functions/reports/render.py)
+    assert cli.main(["run", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    job_id = out[0].split()[1]
+    assert any(line.startswith("report ydata:shop__sales failed at ") and
+               line.endswith(": RuntimeError: fault injected at reports.ydata") for line in out), out
+    assert out[-1].startswith("reports failed in ") and out[-1].endswith("1 of 3 ready, 1 failed (reasons on the report page)")
+    reports, index, page = _report_states(home, "demo", job_id)
+    assert reports["ydata:shop__sales"]["state"] == "failed"
+    assert reports["ydata:shop__sales"]["reason"] == "RuntimeError: fault injected at reports.ydata"
+    assert reports["evidently-summary:shop__sales"]["state"] == "ready"
+    assert reports["png-charts"] == {**reports["png-charts"], "state": "skipped",
+                                     "reason": "PNG charts are turned off (UDB_CHART_PNG=0)"}
+    assert "ydata-shop__sales.html" not in {a["name"] for a in index["artifacts"]}
+    assert "RuntimeError: fault injected at reports.ydata" in page and "http-equiv" not in page
+    assert cli.main(["status", job_id]) == 0  # the job is fine: exit 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "completed" and status["error"] is None
+    assert status["reports"]["state"] == "failed" and status["reports"]["counts"] == {
+        "pending": 0, "ready": 1, "failed": 1, "skipped": 1}
+
+    # The whole delivery fails (the function crashes before rendering): dead-lettered as the Broker
+    # does (eventing/triggers.yaml's sink), and the dead letter marks every pending report failed.
+    monkeypatch.setenv("UDB_FAULTS", "reports.before_render:raise")
+    assert cli.main(["run", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    job_id = out[0].split()[1]
+    reason = ("delivery of dev.udb.analysis.completed to embedded:udb-reports failed after all retries "
+              "(HTTP 500): RuntimeError: fault injected at reports.before_render")
+    reports, index, page = _report_states(home, "demo", job_id)
+    assert {k: (r["state"], r["reason"]) for k, r in reports.items()} == {
+        "ydata:shop__sales": ("failed", reason), "evidently-summary:shop__sales": ("failed", reason),
+        "evidently-drift:shop__sales": ("failed", reason),  # the second load has a snapshot to compare with
+        "png-charts": ("skipped", "PNG charts are turned off (UDB_CHART_PNG=0)")}
+    assert reason in page
+    assert cli.main(["status", job_id]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "completed" and status["reports"]["state"] == "failed"
+    assert status["reports"]["reason"] == reason
+
+
+def test_an_engine_error_is_the_reports_reason(home, tmp_path, capsys, monkeypatch):
+    """A column whose values differ by one unit in the last place: numpy cannot make finite
+    histogram bins for it, and the report that needs them says so."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    duckdb.execute(f"COPY (SELECT i AS id, CASE WHEN i % 2 = 0 THEN 1.0 ELSE 1.0000000000000002 END AS x "
+                   f"FROM range(200) t(i)) TO '{folder / 'tiny.csv'}' (HEADER)")
+    monkeypatch.setenv("UDB_CHART_PNG", "0")
+    assert cli.main(["run", str(folder / "tiny.csv")]) == 0
+    job_id = capsys.readouterr().out.splitlines()[0].split()[1]
+    reports, _, page = _report_states(home, "demo", job_id)
+    failed = {k: r["reason"] for k, r in reports.items() if r["state"] == "failed"}
+    assert failed and all("Too many bins for data range" in reason for reason in failed.values()), reports
+    assert "Too many bins for data range" in page
+
+
+def test_no_reports_stops_after_the_core_answer(home, tmp_path, capsys):
+    path = write_sales(tmp_path / "shop" / "sales.csv", 300)
+    assert cli.main(["run", str(path), "--no-reports"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    job_id = out[0].split()[1]
+    assert out[-1].startswith("completed in ") and not any(line.startswith("report ") and " at " in line
+                                                           for line in out)
+    reports, index, page = _report_states(home, "demo", job_id)
+    assert {r["state"] for r in reports.values()} == {"skipped"}
+    assert all(r["reason"] == "not rendered: udb run --no-reports" for r in reports.values())
+    assert not [a for a in index["artifacts"] if a["name"].startswith(("ydata-", "quality-"))]
+    assert "http-equiv" not in page
+    assert cli.main(["status", job_id]) == 0
+    assert json.loads(capsys.readouterr().out)["reports"]["state"] == "skipped"

@@ -9,7 +9,6 @@ searched for the secret and the addresses; and the OpenLineage events are read b
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from shared import bindings, events, lineage
 from shared.tenancy import new_job_id
 from tests.observability import (FUNCTIONS, LINEAGE, TRACES, contract, ensure_traced_functions, family_of,
                                  label_sets, log_offsets, logs_since, sample, scrape, wait_for_spans)
-from tests.stack_fixtures import auth_headers, wait_for_job
+from tests.stack_fixtures import auth_headers, wait_for_job, wait_for_reports
 
 pytestmark = pytest.mark.integration
 ROWS = 200
@@ -114,16 +113,6 @@ def test_every_function_serves_the_contract_with_its_labels(pg_job):
                 f"{row['name']} on {function}: labels {label_sets(scraped[function], row['name'])}"
 
 
-def wait_for_reports(job, timeout: float = 240) -> dict:
-    """The job document once its reports are no longer pending (the reports function is on the side)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = wait_for_job(stack.function_url("artifacts"), job.tenant, job.job_id)
-        if (doc.get("reports") or {}).get("state") != "pending" or time.monotonic() > deadline:
-            return doc
-        time.sleep(0.5)
-
-
 def test_metric_values_of_the_job(pg_job, s3_client):
     s = {f: scrape(f) for f in FUNCTIONS}
     t = pg_job.tenant
@@ -158,7 +147,7 @@ def test_metric_values_of_the_job(pg_job, s3_client):
     assert full["count"] >= 1 and full["sum"] == full["count"]  # the DuckDB profile reads every row
     assert sample(s["analyze"], "udb_profile_coverage_ratio_bucket", {"profile": "duckdb", "le": "0.99"}) == 0
     # reports: the sampled engines' coverage and one duration per report, in its own process
-    wait_for_reports(pg_job)
+    wait_for_reports(stack.function_url("artifacts"), pg_job.tenant, pg_job.job_id)
     s["reports"] = scrape("reports")
     sampled = {k: sample(s["reports"], f"udb_profile_coverage_ratio_{k}", {"profile": "sampled"})
                for k in ("count", "sum")}
