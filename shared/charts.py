@@ -6,30 +6,45 @@ imported where used; find_chromium needs nothing. kaleido is only in the reports
 """
 from __future__ import annotations
 
+import html
+import json
 import os
 import shutil
+from pathlib import Path
 
 
 PLOTLY_JS = "plotly.min.js"
 
 
 def plotly_js() -> str:
-    """plotly.js as shipped in the plotly package (offline), written once per job as an artifact."""
-    from plotly.offline import get_plotlyjs
-    return get_plotlyjs()
+    """plotly.js as shipped in the plotly package (offline), written once per job as an artifact.
+    Read from the package's data without importing plotly (its import and figure validation
+    cost seconds on the core path)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("plotly")
+    root = Path(list(spec.submodule_search_locations)[0])
+    return (root / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
 
 
 CHART_TYPES = ("bar", "line", "scatter", "pie", "indicator")
+# The parts of Plotly's `plotly_white` template the charts use, as plain layout (plotly.js has no
+# named templates; the Python package applies them).
+WHITE = {"colorway": ["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880",
+                      "#FF97FF", "#FECB52"],
+         "font": {"color": "#2a3f5f"}, "paper_bgcolor": "white", "plot_bgcolor": "white", "hovermode": "closest",
+         **{axis: {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "ticks": "", "zerolinecolor": "#EBF0F8",
+                   "automargin": True, "zerolinewidth": 2} for axis in ("xaxis", "yaxis")}}
 
 
-def chart_figure(kpi: dict, result: dict):
-    """The Plotly figure of a KPI result, from its chart spec {type, x, y}.
+def chart_spec(kpi: dict, result: dict) -> dict:
+    """The Plotly figure of a KPI result as plain JSON ({data, layout}), from its chart spec
+    {type, x, y}: what plotly.js draws in the HTML chart and what the reports function hands to
+    Plotly and kaleido for the PNG.
 
     type is bar | line | scatter | pie | indicator; y is one column or a list of columns
     (one trace each); x is the category/time column (the labels of a pie).
     """
-    import plotly.graph_objects as go
-
     chart = kpi.get("chart") or {}
     columns, rows = result.get("columns", []), result.get("rows", [])
 
@@ -42,48 +57,76 @@ def chart_figure(kpi: dict, result: dict):
     kind = chart.get("type")
     ys_names = chart.get("y") if isinstance(chart.get("y"), list) else [chart.get("y")]
     title = kpi.get("title") or kpi.get("name", "")
-    fig = go.Figure()
+    data, annotations = [], []
+    layout = {**json.loads(json.dumps(WHITE)), "margin": {"l": 60, "r": 30, "t": 70, "b": 60}}
     if not rows:
-        fig.add_annotation(text="No data", showarrow=False, font={"size": 20})
+        annotations.append({"text": "No data", "showarrow": False, "font": {"size": 20}})
     elif kind == "indicator":
         ys = values(ys_names[0])
         value = ys[0] if ys else None
         subtitle = ""
         if chart.get("x") and values(chart["x"]):
             subtitle = f"<br><span style='font-size:0.7em'>{chart['x']}: {values(chart['x'])[0]}</span>"
-        fig.add_trace(go.Indicator(
-            mode="number",
-            value=value if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
-            title={"text": f"{title}{subtitle}"},
-        ))
+        trace = {"type": "indicator", "mode": "number", "title": {"text": f"{title}{subtitle}"}}
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            trace["value"] = value
+        data.append(trace)
     elif kind == "pie":
         labels = ["(null)" if v is None else str(v) for v in values(chart.get("x"))]
-        fig.add_trace(go.Pie(labels=labels, values=values(ys_names[0]), name=ys_names[0]))
+        data.append({"type": "pie", "labels": labels, "values": values(ys_names[0]), "name": ys_names[0]})
     else:
         for y_name in ys_names:
             ys = values(y_name)
             if kind in ("line", "scatter"):
                 mode = "lines+markers" if kind == "line" else "markers"
-                fig.add_trace(go.Scatter(x=values(chart.get("x")), y=ys, mode=mode, name=y_name))
+                data.append({"type": "scatter", "x": values(chart.get("x")), "y": ys, "mode": mode, "name": y_name})
             else:
                 xs = ["(null)" if v is None else str(v) for v in values(chart.get("x"))]
-                fig.add_trace(go.Bar(x=xs, y=ys, name=y_name))
+                data.append({"type": "bar", "x": xs, "y": ys, "name": y_name})
     if kind not in ("indicator", "pie"):
-        fig.update_layout(title=title, xaxis_title=chart.get("x"), yaxis_title=", ".join(str(y) for y in ys_names))
+        layout["title"] = {"text": title, "x": 0.05}
+        layout["xaxis"]["title"] = {"text": chart.get("x"), "standoff": 15}
+        layout["yaxis"]["title"] = {"text": ", ".join(str(y) for y in ys_names), "standoff": 15}
     elif kind == "pie":
-        fig.update_layout(title=title)
+        layout["title"] = {"text": title, "x": 0.05}
     if result.get("truncated"):
-        fig.add_annotation(text=f"first {result.get('row_count'):,} rows only (row cap)", showarrow=False,
-                           xref="paper", yref="paper", x=1, y=1.08, xanchor="right", font={"size": 11})
-    fig.update_layout(template="plotly_white", margin={"l": 60, "r": 30, "t": 70, "b": 60})
-    return fig
+        annotations.append({"text": f"first {result.get('row_count'):,} rows only (row cap)", "showarrow": False,
+                            "xref": "paper", "yref": "paper", "x": 1, "y": 1.08, "xanchor": "right",
+                            "font": {"size": 11}})
+    if annotations:
+        layout["annotations"] = annotations
+    return {"data": data, "layout": layout}
+
+
+def chart_figure(kpi: dict, result: dict):
+    """The same figure as a plotly.graph_objects.Figure (for kaleido's PNG export)."""
+    import plotly.graph_objects as go
+
+    return go.Figure(chart_spec(kpi, result))
 
 
 def chart_html(kpi: dict, result: dict, plotlyjs: bool | str = True) -> str:
-    """HTML page with a Plotly chart of a KPI result. `plotlyjs=True` inlines plotly.js (4.5 MB);
+    """HTML page with the Plotly chart of a KPI result. `plotlyjs=True` inlines plotly.js (4.5 MB);
     a file name such as PLOTLY_JS links it beside the page instead (offline all the same)."""
-    fig = chart_figure(kpi, result)
-    return fig.to_html(include_plotlyjs=plotlyjs, full_html=True, config={"displaylogo": False})
+    spec = chart_spec(kpi, result)
+    title = html.escape(str(kpi.get("title") or kpi.get("name", "")))
+    # JSON in a <script>: "</" would end the script element, so it is written as "<\/".
+    payload = json.dumps(spec, default=str, allow_nan=False).replace("</", "<\\/")
+    script = (f"<script>{plotly_js()}</script>" if plotlyjs is True else
+              f'<script src="{html.escape(str(plotlyjs), quote=True)}"></script>' if plotlyjs else "")
+    return f"""<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>{title}</title></head>
+<body>
+<div id="chart" style="height:100%;width:100%;min-height:450px"></div>
+{script}
+<script>
+var spec = {payload};
+Plotly.newPlot("chart", spec.data, spec.layout, {{"displaylogo": false, "responsive": true}});
+</script>
+</body>
+</html>
+"""
 
 
 # ---------------------------------------------------------------- PNG charts
