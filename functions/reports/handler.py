@@ -51,13 +51,13 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     lock = threading.Lock()
 
     def record(item: dict, state: str, *, reason: str | None = None, seconds: float | None = None,
-               note: str | None = None, entries: list[dict] = ()) -> None:
+               note: str | None = None, entries: list[dict] = (), peak_rss_mb: float | None = None) -> None:
         def change(ix: dict) -> None:
             names = {e["name"] for e in entries}
             ix["artifacts"] = [e for e in ix["artifacts"] if e["name"] not in names] + list(entries)
             for it in ix.get("reports", []):
                 if it["id"] == item["id"]:
-                    it.update(state=state, reason=reason, seconds=seconds, note=note,
+                    it.update(state=state, reason=reason, seconds=seconds, note=note, peak_rss_mb=peak_rss_mb,
                               artifacts=[e["name"] for e in entries] or it["artifacts"])
         with lock:  # one writer of this job's index and document at a time, in this process
             written = jobindex.update(store, job_id, change)
@@ -112,7 +112,8 @@ def _render_all(todo: list[dict], specs: dict, work: Path, store, ctx: Context, 
                     continue
                 if not outcome.ok:
                     ctx.log.warning("report %s failed: %s", item["id"], outcome.reason)
-                    record(item, "failed", reason=outcome.reason, seconds=outcome.seconds)
+                    record(item, "failed", reason=outcome.reason, seconds=outcome.seconds,
+                           peak_rss_mb=outcome.peak_rss_mb)
                     continue
                 out = Path(specs[item["id"]]["out"])
                 start = len(artifacts.entries)
@@ -126,7 +127,7 @@ def _render_all(todo: list[dict], specs: dict, work: Path, store, ctx: Context, 
                 if sampling and sampling.get("total_rows"):  # the share of the table these engines saw
                     metrics.profile_coverage.labels("sampled").observe(sampling["sampled_rows"] / sampling["total_rows"])
                 record(item, "ready", seconds=outcome.seconds, note=outcome.result.get("note"),
-                       entries=artifacts.entries[start:])
+                       entries=artifacts.entries[start:], peak_rss_mb=outcome.peak_rss_mb)
 
 
 def _spec(item: dict, index: dict, work: Path, warehouse: Path, store, ctx: Context, job_id: str) -> dict:
