@@ -195,3 +195,53 @@ def test_no_reports_stops_after_the_core_answer(home, tmp_path, capsys):
     assert "http-equiv" not in page
     assert cli.main(["status", job_id]) == 0
     assert json.loads(capsys.readouterr().out)["reports"]["state"] == "skipped"
+
+
+def test_hostile_names_and_values_reach_the_report_engines_escaped(home, tmp_path, capsys, monkeypatch):
+    """Issue 16, finding 4: a column named like a script and cells that close a script element
+    are HTML-escaped before ydata-profiling and Evidently see them, so their pages hold no raw
+    markup of the data."""
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    name, cell = "<script>window.pwned=1</script>", "</script><script>window.pwned=2</script>"
+    duckdb.execute(f"""COPY (SELECT i AS id, '{cell}' || (i % 3) AS "{name}" FROM range(60) t(i))
+                       TO '{folder / 'h.csv'}' (HEADER)""")
+    monkeypatch.setenv("UDB_CHART_PNG", "0")
+    assert cli.main(["run", str(folder / "h.csv")]) == 0
+    job_id = capsys.readouterr().out.splitlines()[0].split()[1]
+    reports, index, _ = _report_states(home, "demo", job_id)
+    base = home / "store" / "udb" / "tenants" / "demo" / "artifacts" / job_id
+    table = index["tables"][0]
+    for page in (f"ydata-{table}.html", f"quality-{table}.html"):
+        text = (base / page).read_text()
+        assert "window.pwned" in text  # the data is there ...
+        scripts = _script_texts(text)
+        assert scripts and not [s for s in scripts if "window.pwned=" in s and "&lt;" not in s
+                                and "\\u003c" not in s.lower()], page  # ... but never as a script of its own
+
+
+def _script_texts(page: str) -> list[str]:
+    """The text of every <script> element an HTML parser finds in the page (quoted attribute
+    values, where a minifier may leave `<` unescaped, are not elements)."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Scripts(HTMLParser):
+        inside = False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "script":
+                self.inside = True
+                found.append("")
+
+        def handle_endtag(self, tag):
+            if tag == "script":
+                self.inside = False
+
+        def handle_data(self, data):
+            if self.inside:
+                found[-1] += data
+
+    Scripts().feed(page)
+    return found
