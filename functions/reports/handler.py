@@ -14,6 +14,7 @@ which marks the reports still pending as failed (functions/artifacts/deadletters
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import tempfile
 import threading
@@ -101,7 +102,8 @@ def _render_all(todo: list[dict], specs: dict, work: Path, store, ctx: Context, 
                                      memory_mb=settings.reports_memory_mb, log=ctx.log)
 
     with ThreadPoolExecutor(max_workers=max(1, settings.reports_workers), thread_name_prefix="udb-report") as pool:
-        running = {pool.submit(one, item) for item in todo}
+        # Each in a copy of this context: its `report` span is a child of the handler's span.
+        running = {pool.submit(contextvars.copy_context().run, one, item) for item in todo}
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:

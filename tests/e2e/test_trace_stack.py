@@ -27,7 +27,7 @@ SOURCE_BUCKET = "udb-e2e-sources"
 CHAIN = [("discover", events.DISCOVER_REQUESTED), ("sync", events.SOURCE_DISCOVERED),
          ("writer", events.SYNC_STAGED), ("analyze", events.WAREHOUSE_LOADED)]
 STAGES = {"discover": {"probe"}, "sync": {"extract", "stage"}, "writer": {"lease", "load", "upload"},
-          "analyze": {"profile", "quality", "kpi", "render"}}
+          "analyze": {"profile", "kpi", "render"}}
 
 
 def test_one_job_is_one_trace_from_discover_to_analysis_completed(running_stack, s3_client, tenant, tmp_path):

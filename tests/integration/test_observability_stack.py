@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 ROWS = 200
 STAGES = {"discover": ("handler", "probe"), "sync": ("handler", "extract", "stage"),
           "writer": ("handler", "lease", "load", "upload"),
-          "analyze": ("handler", "profile", "quality", "kpi", "render")}
+          "analyze": ("handler", "profile", "kpi", "render"), "reports": ("handler", "report")}
 REQUIRED = {"udb_jobs_started_total", "udb_jobs_total", "udb_stage_duration_seconds", "udb_rows_synced_total",
             "udb_bytes_staged_total", "udb_writer_queue_depth", "udb_writer_lease_wait_seconds",
             "udb_duckdb_write_duration_seconds", "udb_kpi_duration_seconds", "udb_artifact_bytes_total",
@@ -73,6 +73,8 @@ def pg_job(running_stack) -> Job:
     assert response.status_code == 202, response.text
     try:
         doc = wait_for_job(stack.function_url("artifacts"), tenant, job_id)
+        # and its reports, rendered beside the completed job by the reports function
+        wait_for_reports(stack.function_url("artifacts"), tenant, job_id)
         assert doc["state"] == "completed", doc.get("error")
         trace_id = events.trace_id_of(request["traceparent"])
         # The analyze handler span ends after the job document says completed: wait for it.
