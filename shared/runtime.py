@@ -136,7 +136,10 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
     with logs.bound(tenant=tenant, job=job_id, trace=events.trace_id_of(attrs.get("traceparent")),
                     function=ctx.function), telemetry.handler_span(ctx.function, attrs), _handling(event):
         started = time.perf_counter()
-        if _finished(ctx, tenant, job_id, attrs["type"]):
+        # A handler that works on completed jobs (reports, the dead letters of its deliveries)
+        # says so with `handle.after_completion = True`, for the event types of events.AFTER_COMPLETION.
+        after = bool(getattr(handle, "after_completion", False)) and attrs["type"] in events.AFTER_COMPLETION
+        if _finished(ctx, tenant, job_id, after):
             # At-least-once delivery: a redelivered event of a finished job changes nothing.
             ctx.log.info("%s for finished job ignored (redelivery)", attrs["type"])
             return None
@@ -147,14 +150,14 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
             metrics.jobs_total.labels(ctx.function, tenant, "error").inc()
             raise
         except InputError as exc:
-            if attrs["type"] in events.AFTER_COMPLETION:  # the job is done; this work is not the job
+            if after:  # the job is done; this work is not the job
                 ctx.log.warning("%s not handled: %s", attrs["type"], exc)
                 return None
             ctx.log.warning("job failed: %s", exc)
             return _fail(ctx, event, str(exc))
         except Exception as exc:  # a bug must not leave the job hanging in a live state
             ctx.log.error("handler crashed: %s", exc, extra={"fields": {"traceback": traceback.format_exc()}})
-            if ctx.settings.mode != "embedded" or attrs["type"] in events.AFTER_COMPLETION:
+            if ctx.settings.mode != "embedded" or after:
                 # After completion a crash never fails the job: retried, then dead-lettered (the
                 # embedded dispatcher dead-letters it too, eventing/triggers.yaml's sink).
                 metrics.jobs_total.labels(ctx.function, tenant, "error").inc()
@@ -178,16 +181,16 @@ def _handling(event: CloudEvent):
         incoming_event.reset(token)
 
 
-def _finished(ctx: Context, tenant: str, job_id: str, event_type: str) -> bool:
-    """A job past its work: failed, or completed unless the event is about the completed job
-    (analysis.completed for the reports function, and its dead letters)."""
+def _finished(ctx: Context, tenant: str, job_id: str, after_completion: bool = False) -> bool:
+    """A job past its work: failed, or completed unless the handler works after completion
+    (the reports function on analysis.completed, and the dead letters of its deliveries)."""
     from shared.errors import NotFound
     from shared.jobs import TERMINAL
     try:
         state = ctx.jobs(tenant).get(job_id)["state"]
     except NotFound:
         return False
-    if state == "completed" and event_type in events.AFTER_COMPLETION:
+    if state == "completed" and after_completion:
         return False
     return state in TERMINAL
 

@@ -51,6 +51,10 @@ def handle(event: CloudEvent, ctx: Context) -> None:
     return None
 
 
+# It works on completed jobs: shared.runtime.invoke does not skip them for it.
+handle.after_completion = True
+
+
 def _reports_failed(event: CloudEvent, ctx: Context) -> None:
     attrs = event.get_attributes()
     tenant, job_id = attrs["tenant"], attrs["jobid"]

@@ -84,6 +84,10 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     return _reply(ctx, event, index, todo, started)
 
 
+# It works on completed jobs: shared.runtime.invoke does not skip them for it.
+handle.after_completion = True
+
+
 def _render_all(todo: list[dict], specs: dict, work: Path, store, ctx: Context, record, job_id: str) -> None:
     from functions.reports import bounded
 
