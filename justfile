@@ -35,7 +35,7 @@ install:
 udb *ARGS: install
     {{bin}}/udb {{ARGS}}
 
-# The real stack on this machine: Kafka, MinIO, the five functions and the local broker. CMD: up | down | status
+# The real stack on this machine: Kafka, MinIO, the six functions and the local broker. CMD: up | down | status
 stack CMD="status": install
     {{bin}}/python -m devstack.stack {{CMD}}
 

@@ -115,7 +115,7 @@ def run_step(step: str, db: Path, out: Path) -> dict:
         tool_s = time.perf_counter() - started
         rows = 2 * rows
     elif step in ("udb_drift_first", "udb_drift_second"):
-        from functions.analyze import reports
+        from functions.reports import engines as reports
         from shared.store import LocalStore, TenantStore
 
         import evidently.presets  # noqa: F401  (imported before the clock starts, as in the other steps)

@@ -36,7 +36,8 @@ def _connect(db: str):
 def run(tool: str, params: dict, run_dir: Path) -> dict:
     started = time.perf_counter()
     if tool == "udb":
-        from functions.analyze import profile, reports
+        from functions.analyze import profile
+        from functions.reports import engines as reports
         from shared.settings import Settings
         from shared.store import LocalStore, TenantStore
 
@@ -67,7 +68,7 @@ def run(tool: str, params: dict, run_dir: Path) -> dict:
         result = json.loads(snapshot.json())
         seconds = time.perf_counter() - started
         rows = len(current)
-        from functions.analyze import reports  # after the clock: only to name the drifted columns
+        from functions.reports import engines as reports  # after the clock: only to name the drifted columns
 
         verdict = reports.drift_verdict(result)
         note = f"drifted: {', '.join(verdict['drifted_columns']) or 'none'}; {len(page) / 1e6:.1f} MB of HTML"

@@ -10,6 +10,8 @@ Cases (one module each, bench/case_<name>.py):
   quality    quality and drift, table vs shifted table: UDB vs Evidently DataSummaryPreset + DataDriftPreset
   drift      drift over every row, table vs its previous snapshot: UDB (DuckDB) vs Evidently DataDriftPreset
   discover   discover -> analysis.completed for a CSV: UDB embedded and through the running stack
+  firstanswer  `udb run` on a 1,461-row weather CSV: wall to the core answer and to every report
+  core1m     `udb run --no-reports` on 1M rows x 10 columns: wall to the core answer, embedded
 
 Each case runs its tools alternately (the order rotates every round), RUNS times each (default
 3; --quick: 2), every run in a fresh Python process, so its peak RSS (os.wait4) and its imports are its own.
@@ -38,7 +40,7 @@ if str(REPO) not in sys.path:
 
 from bench import common  # noqa: E402
 
-CASES = ["csv", "postgres", "rest", "profile", "quality", "drift", "discover"]
+CASES = ["csv", "postgres", "rest", "profile", "quality", "drift", "discover", "firstanswer", "core1m"]
 RESULTS = REPO / "bench" / "results"
 WORK = REPO / ".udb" / "bench"
 
@@ -178,6 +180,14 @@ def goals(results: list[dict], quick: bool) -> list[dict]:
     s = embedded["seconds"] if embedded else None
     out.append({"case": "discover", "goal": "discover → analysis.completed, embedded, under 20 s" + (" (quick size)" if quick else ""),
                 "ratio": None, "measured": "—" if s is None else f"{s:.1f} s", "met": None if s is None else s < 20})
+    for case, tool, limit, what in (("firstanswer", "udb-core", 2, "small file: udb run to the core answer"),
+                                     ("firstanswer", "udb-reports", 10, "small file: every report rendered"),
+                                     ("core1m", "udb-core", 5, "1M rows x 10 columns: core answer, embedded")):
+        row = by.get((case, tool))
+        s = row["seconds"] if row else None
+        out.append({"case": case, "goal": f"{what} <= {limit} s wall (process start included)"
+                    + (" (quick size)" if quick and case == "core1m" else ""), "ratio": None,
+                    "measured": "—" if s is None else f"{s:.2f} s", "met": None if s is None else s <= limit})
     measured = {r["case"] for r in results}
     return [g for g in out if g["case"] in measured]
 

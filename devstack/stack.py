@@ -19,7 +19,8 @@ import psutil
 from devstack import services
 from devstack.services import CACHE, HOST, ROOT, ServiceError
 
-FUNCTION_PORTS = {"discover": 18081, "sync": 18082, "writer": 18083, "analyze": 18084, "artifacts": 18085}
+FUNCTION_PORTS = {"discover": 18081, "sync": 18082, "writer": 18083, "analyze": 18084, "artifacts": 18085,
+                  "reports": 18086}
 BROKER_PORT = 18090
 NAMESPACE, BROKER = "udb", "udb"
 BUCKET = "udb"

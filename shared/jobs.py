@@ -150,6 +150,12 @@ class Jobs:
             return doc
         raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
 
+    def set_reports(self, job_id: str, reports: dict) -> dict:
+        """Record the state of the job's reports (functions/reports) without moving the job:
+        a completed job stays completed whatever its reports do. Not a state change, so not
+        published to udb.job-events (the reports function's `dev.udb.reports.rendered` is)."""
+        return self.annotate(job_id, reports=reports)
+
     def fail(self, job_id: str, *, stage: str, function: str, reason: str, **cause) -> dict:
         """Fail the job; `cause` (error_type, step, raised_at) is kept beside the reason."""
         self.ensure(job_id)

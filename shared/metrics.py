@@ -38,6 +38,10 @@ profile_coverage = Histogram("udb_profile_coverage_ratio", "Share of a table's r
                              "(duckdb: the full-table profile, sampled: ydata-profiling and Evidently)",
                              ["profile"], registry=REGISTRY,
                              buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0))
+# The reports function (ydata-profiling, Evidently, PNG charts), one observation per report.
+report_seconds = Histogram("udb_report_duration_seconds", "Time to render one report in its bounded child process, "
+                           "by kind and outcome (ready, failed)", ["report", "outcome"], registry=REGISTRY,
+                           buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600))
 lineage_events = Counter("udb_lineage_events_total", "OpenLineage run events by type and result (sent, failed)",
                          ["event_type", "result"], registry=REGISTRY)
 

@@ -66,12 +66,17 @@ class Context:
 
     def fault(self, point: str) -> None:
         """Die here, abruptly, when the tests asked for it (UDB_FAULTS=writer.after_lease,...):
-        crash-safety tests SIGKILL a function at each point of its work."""
-        if f"{self.function}.{point}" in self.settings.faults.split(","):
+        crash-safety tests SIGKILL a function at each point of its work; `<point>:raise` makes it
+        raise there instead."""
+        faults = self.settings.faults.split(",")
+        if f"{self.function}.{point}" in faults:
             import os
             import signal
             self.log.warning("fault injected: killing %s at %s", self.function, point)
             os.kill(os.getpid(), signal.SIGKILL)
+        if f"{self.function}.{point}:raise" in faults:  # a crash the process survives (a 500)
+            self.log.warning("fault injected: raising in %s at %s", self.function, point)
+            raise RuntimeError(f"fault injected at {self.function}.{point}")
 
     def tenant_store(self, tenant: str) -> TenantStore:
         return TenantStore(self.store, tenant)
@@ -150,7 +155,10 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
     with logs.bound(tenant=tenant, job=job_id, trace=events.trace_id_of(attrs.get("traceparent")),
                     function=ctx.function), telemetry.handler_span(ctx.function, attrs), _handling(event):
         started = time.perf_counter()
-        if _finished(ctx, tenant, job_id):
+        # A handler that works on completed jobs (reports, the dead letters of its deliveries)
+        # says so with `handle.after_completion = True`, for the event types of events.AFTER_COMPLETION.
+        after = bool(getattr(handle, "after_completion", False)) and attrs["type"] in events.AFTER_COMPLETION
+        if _finished(ctx, tenant, job_id, after):
             # At-least-once delivery: a redelivered event of a finished job changes nothing.
             ctx.log.info("%s for finished job ignored (redelivery)", attrs["type"])
             return None
@@ -161,6 +169,9 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
             metrics.jobs_total.labels(ctx.function, tenant, "error").inc()
             raise
         except InputError as exc:
+            if after:  # the job is done; this work is not the job
+                ctx.log.warning("%s not handled: %s", attrs["type"], exc)
+                return None
             ctx.log.warning("job failed: %s", exc)
             return _fail(ctx, event, str(exc), cause=cause_of(exc))
         except Exception as exc:  # a bug must not leave the job hanging in a live state
@@ -168,6 +179,11 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
                 metrics.jobs_total.labels(ctx.function, tenant, "error").inc()
                 raise TransientError(f"{type(exc).__name__}: {exc}") from exc
             ctx.log.error("handler crashed: %s", exc, extra={"fields": {"traceback": traceback.format_exc()}})
+            if after:
+                # After completion a crash never fails the job: retried, then dead-lettered (the
+                # embedded dispatcher dead-letters it too, eventing/triggers.yaml's sink).
+                metrics.jobs_total.labels(ctx.function, tenant, "error").inc()
+                raise
             reason = f"internal error in {ctx.function}: {type(exc).__name__}: {exc}"
             cause = cause_of(exc)
             reply = _fail(ctx, event, reason, cause=cause)
@@ -192,13 +208,18 @@ def _handling(event: CloudEvent):
         incoming_event.reset(token)
 
 
-def _finished(ctx: Context, tenant: str, job_id: str) -> bool:
+def _finished(ctx: Context, tenant: str, job_id: str, after_completion: bool = False) -> bool:
+    """A job past its work: failed, or completed unless the handler works after completion
+    (the reports function on analysis.completed, and the dead letters of its deliveries)."""
     from shared.errors import NotFound
     from shared.jobs import TERMINAL
     try:
-        return ctx.jobs(tenant).get(job_id)["state"] in TERMINAL
+        state = ctx.jobs(tenant).get(job_id)["state"]
     except NotFound:
         return False
+    if state == "completed" and after_completion:
+        return False
+    return state in TERMINAL
 
 
 MAX_REASON_CHARS = 2000  # a cause is for people; an exception message may carry a whole input

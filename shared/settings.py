@@ -46,6 +46,16 @@ class Settings:
     chart_png: bool = _setting("UDB_CHART_PNG", True, "render every KPI chart to PNG too (headless Chromium via kaleido)")
     chromium_path: str = _setting("UDB_CHROMIUM_PATH", "",
                                   "Chromium for PNG charts; empty: BROWSER_PATH, then chromium on PATH")
+    # The reports function (functions/reports): every engine runs in a child process under these bounds.
+    reports_max_columns: int = _setting("UDB_REPORTS_MAX_COLUMNS", 200, "ydata-profiling and Evidently see at most "
+                                        "this many columns of a table (the first ones; the index says so); 0: all")
+    reports_deadline_seconds: int = _setting("UDB_REPORTS_DEADLINE_SECONDS", 120, "a report still rendering after "
+                                             "this many seconds is stopped and recorded as failed")
+    reports_memory_mb: int = _setting("UDB_REPORTS_MEMORY_MB", 1536, "a report whose renderer (with its children) "
+                                      "uses more resident memory than this is stopped and recorded as failed")
+    reports_workers: int = _setting("UDB_REPORTS_WORKERS", 2, "reports of one job rendered at once (one process each)")
+    reports_budget_seconds: int = _setting("UDB_REPORTS_BUDGET_SECONDS", 480, "all reports of one job: a report not "
+                                           "started within this many seconds fails (fits the Trigger's 10 min timeout)")
     drift_cache: bool = _setting("UDB_DRIFT_CACHE", True,
                                  "cache each drift reference (sampled, PII-masked) under tenants/<t>/cache/")
     staging_part_bytes: int = _setting("UDB_STAGING_PART_BYTES", 64 * 1024 * 1024, "target size of one staged Parquet part")

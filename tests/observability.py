@@ -13,7 +13,7 @@ from devstack import services, stack
 from shared import telemetry
 
 REPO = Path(__file__).resolve().parent.parent
-FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts")
+FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts", "reports")
 TRACES = services.CACHE / "traces"
 LINEAGE = services.CACHE / "lineage"
 LOGS = services.LOG_DIR

@@ -90,6 +90,19 @@ def wait_for_job(artifacts_url: str, tenant: str, job_id: str, timeout: float = 
     raise AssertionError(f"job {job_id} did not finish in {timeout}s; last status {doc}")
 
 
+def wait_for_reports(artifacts_url: str, tenant: str, job_id: str, timeout: float = 300) -> dict:
+    """The job document of a completed job once its reports (the reports function, on the side)
+    are no longer `pending`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = wait_for_job(artifacts_url, tenant, job_id, timeout=max(1.0, deadline - time.monotonic()))
+        if (doc.get("reports") or {}).get("state") != "pending":
+            return doc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the reports of job {job_id} are still pending after {timeout}s: {doc['reports']}")
+        time.sleep(0.5)
+
+
 SOURCE_BUCKET = "udb-e2e-sources"
 
 

@@ -1,47 +1,30 @@
-"""analyze: profile, quality and drift, KPIs and charts, summary -> artifacts + index.json.
+"""analyze: profile, KPIs and charts, summary -> artifacts + index.json, from DuckDB alone.
+
+Everything here is computed by DuckDB over every row; the job is `completed` when it is done.
+The heavy reports (ydata-profiling, Evidently, PNG charts) are only planned here, `pending` in
+index.json and in the job document, and rendered on the side by the reports function on
+`dev.udb.analysis.completed`: none of their libraries is imported on this path.
 
 Reads a copy of the warehouse, read-only; never writes it.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 import time
-from html import escape as html_escape
 from pathlib import Path
 
 from cloudevents.http import CloudEvent
 
 from functions.analyze import kpis
-from functions.analyze.report_page import render_index_html
-from shared import duck, events, metrics, telemetry
+from shared import duck, events, jobindex, metrics, telemetry
 from shared.bounds import Bound, bounded_duckdb_memory
 from shared.errors import NotFound, SourceError
+from shared.jobindex import Artifacts
 from shared.runtime import Context
-from shared.store import TenantStore
 
 FUNCTION = "analyze"
 USER_TABLES_SQL = ("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
                    "AND database_name = current_database() ORDER BY table_name")
-
-
-class Artifacts:
-    """Writes one job's artifacts and remembers them for index.json."""
-
-    def __init__(self, store: TenantStore, job_id: str):
-        self.store, self.job_id, self.entries = store, job_id, []
-
-    def put(self, name: str, body: bytes | str, media_type: str, description: str, table: str | None = None):
-        data = body.encode() if isinstance(body, str) else body
-        self.store.put(self.store.artifact_key(self.job_id, name), data, content_type=media_type)
-        self.entries.append({"name": name, "media_type": media_type, "bytes": len(data),
-                             "sha256": hashlib.sha256(data).hexdigest(), "description": description,
-                             "table": table})
-        metrics.artifact_bytes.labels(self.store.tenant).inc(len(data))
-
-    def put_json(self, name: str, value, description: str, table: str | None = None):
-        self.put(name, json.dumps(value, indent=2, default=str), "application/json", description, table)
 
 
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
@@ -85,54 +68,38 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
             with bound.step("open warehouse", "for KPIs"):
                 kpi_con = bound.watch(kpis.open_kpi_connection(local, memory_limit=duck_memory,
                                                                threads=settings.duckdb_threads), duck_memory)
-            notes, facts = analyse(con, wanted, artifacts, ctx, kpi_con=kpi_con, all_tables=available,
-                                   bound=bound)
+            notes, facts, plan = analyse(con, wanted, artifacts, ctx, kpi_con=kpi_con, all_tables=available,
+                                         bound=bound)
         finally:
             con.close()
             if kpi_con is not None:
                 kpi_con.close()
 
-    artifacts.put(INDEX_HTML, render_index_html(job_id, tenant, wanted, artifacts.entries + [
-        {"name": INDEX_HTML, "media_type": "text/html", "bytes": None, "description": ""}], notes, facts),
-        "text/html", "This report page: every artifact of the job with a line on what it is")
-    index_key = store.artifact_key(job_id, "index.json")
+    index_key = store.artifact_key(job_id, jobindex.INDEX_JSON)
     # What the analysis was allowed and what it took (resident MB of this process and the
     # children it started, at its start and at its peak; the bound is on the difference).
     bounds = {"memory_mb": settings.analyze_memory_mb, "deadline_s": settings.analyze_deadline_s,
               "start_rss_mb": bound.start_mb, "peak_rss_mb": bound.peak_mb, "seconds": round(bound.elapsed, 3)}
     index = {"job_id": job_id, "tenant": tenant, "tables": wanted, "artifacts": artifacts.entries, "notes": notes,
-             "bounds": bounds}
-    body = json.dumps(index, indent=2).encode()
-    store.put(index_key, body, content_type="application/json")
-    metrics.artifact_bytes.labels(tenant).inc(len(body))
-    metrics.artifacts_per_job.observe(len(artifacts.entries) + 1)
-    jobs.move(job_id, "completed", artifacts_index=index_key)
-    return ctx.emit(events.ANALYSIS_COMPLETED, {"index": index_key, "artifacts": len(artifacts.entries) + 1,
+             "reports": plan, "bounds": bounds}
+    jobindex.save(store, index, facts=facts)
+    metrics.artifacts_per_job.observe(len(index["artifacts"]) + 1)
+    jobs.move(job_id, "completed", artifacts_index=index_key, reports=jobindex.job_reports(plan))
+    return ctx.emit(events.ANALYSIS_COMPLETED, {"index": index_key, "artifacts": len(index["artifacts"]) + 1,
                                                 "tables": wanted}, event)
 
 
-INDEX_HTML = "index.html"
-
-
-# Interim cap of issue 23 until the report engines move to functions/reports (which bounds them
-# itself): ydata-profiling and Evidently cost about a second per column even on 20 rows
-# (measured: 100 columns x 20 rows, ydata 88 s and Evidently 69 s), so a wider table skips them
-# with a note instead of running into the analysis deadline.
-REPORT_ENGINES_MAX_COLUMNS = 50
-
-
 def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=None,
-            all_tables: list[str] | None = None, bound: Bound | None = None) -> tuple[list[dict], list[dict]]:
-    """Every artifact of one job but the index: per table the profile, text statistics for
-    document fragments, the sampled reports, drift against the previous snapshot and the
-    default KPIs; then the tenant's own KPIs, every chart (HTML, and PNG when Chromium
-    renders), and the summary. Returns (notes for the index, the summary's facts).
+            all_tables: list[str] | None = None, bound: Bound | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+    """Every artifact of one job but the index, from DuckDB: per table the profile, text
+    statistics for document fragments, drift against the previous snapshot and the default KPIs;
+    then the tenant's own KPIs, every chart (HTML) and the summary. Returns (notes for the index,
+    the summary's facts, the reports planned for the reports function).
 
     Each step runs in `bound` (a breach fails it with the step's name); without one, unbounded."""
     bound = bound if bound is not None else Bound(memory_mb=0, deadline_s=0)
-    with bound.step("import", "analysis libraries"):  # pandas and co. take seconds on a cold start
-        from functions.analyze import drift, kpi_defs, profile, reports, summary, textstats
-        from shared import sqlguard
+    with bound.step("import", "analysis libraries"):
+        from functions.analyze import drift, kpi_defs, profile, summary, textstats
 
     settings = ctx.settings
     kpi_con = kpi_con if kpi_con is not None else con
@@ -144,6 +111,8 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
     profiles, kpi_results, drift_all, text_all, notes = [], [], {}, [], []
     charts: list[dict] = []  # {base, kpi, result, table}
     kpis_by_table: dict[str, list[dict]] = {}
+    snapshots = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() "
+                                           "WHERE schema_name = 'udb_snapshots'").fetchall()}
     for table in tables:
         with telemetry.stage("profile", table=table), bound.step("profile", table):
             started = time.perf_counter()
@@ -172,46 +141,12 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
             out.put(f"text-stats-{table}.html", textstats.render_text_stats_html(stats), "text/html",
                     f"Text statistics of the document fragments in {table}, as a page", table)
 
-        width = len(prof["column_profiles"])
-        engines = width <= REPORT_ENGINES_MAX_COLUMNS
-        if not engines:
-            notes.append({"kind": "reports_skipped",
-                          "message": f"{table}: ydata-profiling, Evidently quality and drift skipped: {width:,} "
-                                     f"columns, more than the {REPORT_ENGINES_MAX_COLUMNS} these engines are run on "
-                                     f"(the DuckDB profile covers every column)"})
-        else:
-            with bound.step("sample for reports", table):
-                frame, sampling = reports.sample_frame(con, table, settings.profile_sample_rows)
-                metrics.profile_coverage.labels("sampled").observe(
-                    sampling["sampled_rows"] / sampling["total_rows"] if sampling["total_rows"] else 1.0)
-                frame = reports.prepare_frame(frame)  # PII masked once, shared by every report
-            with bound.step("ydata-profiling report", table):
-                out.put(f"ydata-{table}.html", reports.ydata_report_html(frame, f"{table}", sampling), "text/html",
-                        f"ydata-profiling report of {table} ({_sampling_note(sampling)}, PII masked)", table)
-            with bound.step("Evidently summary", table):
-                html, result = reports.evidently_summary(frame)
-            out.put(f"quality-{table}.html", html, "text/html",
-                    f"Evidently data summary with tests for {table} ({_sampling_note(sampling)})", table)
-            out.put_json(f"quality-{table}.json", result, f"Evidently data summary results for {table}", table)
-
         # Drift against the previous snapshot: the verdict from DuckDB over every row (drift.py);
-        # Evidently's page on samples stays beside it as the visual report, within the engines' cap.
+        # Evidently's visual page is rendered on the side by the reports function.
         with bound.step("drift", table):
             verdict = drift.snapshot_drift(con, table)  # None on a first load: nothing to compare with
         if verdict is not None:
             drift_all[table] = verdict
-            if engines:
-                with bound.step("Evidently drift", table):
-                    reference, ref_info = reports.reference_frame(
-                        con, f"udb_snapshots.{duck.quote(table)}", settings.profile_sample_rows,
-                        out.store if settings.drift_cache else None, cache_name=table)
-                    html, _ = reports.evidently_drift(frame, reference)
-                # What the visual page compared: the sampled, cached reference (not the verdict's rows).
-                verdict["evidently_reference"] = {"cache": ref_info["cache"], "cache_key": ref_info["key"],
-                                                  "sampling": ref_info["sampling"], "seconds": ref_info["seconds"]}
-                out.put(f"drift-{table}.html", html, "text/html",
-                        f"Evidently drift report of {table} against its previous snapshot "
-                        f"(reference cache {ref_info['cache']})", table)
             out.put_json(f"drift-{table}.json", verdict,
                          f"Drift of {table} against its previous snapshot, per column (DuckDB, every row, "
                          f"Evidently's default tests)", table)
@@ -228,6 +163,8 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
 
     custom = []
     definitions = kpi_defs.KpiDefinitions(out.store).list()
+    if definitions:
+        from shared import sqlguard  # sqlglot only for a tenant with KPI definitions
     for definition in definitions:
         kpi = {"name": definition["name"], "title": definition.get("title") or definition["name"],
                "table": None, "chart": definition["chart"], "sql": definition["sql"], "custom": True}
@@ -270,7 +207,9 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
                                             text_stats=text_all)
     out.put("summary.md", markdown, "text/markdown", "Written summary, every sentence from a number in summary.json")
     out.put_json("summary.json", facts, "The facts behind summary.md")
-    return notes, facts["facts"]
+    plan = jobindex.plan_reports(tables, snapshots=snapshots & set(tables), charts=len(charts),
+                                 chart_png=settings.chart_png)
+    return notes, facts["facts"], plan
 
 
 @telemetry.staged("kpi", lambda con, kpi, limits: {"kpi": kpi["name"]})
@@ -288,44 +227,16 @@ def _run_one(con, kpi: dict, limits: dict) -> dict:
 
 @telemetry.staged("render", lambda charts, *_: {"charts": len(charts)})
 def _write_charts(charts: list[dict], out: Artifacts, ctx: Context, notes: list[dict]) -> None:
-    """Each chart as HTML (plotly.js linked, one copy per job) and as PNG in one Chromium
-    session; when PNGs cannot be made the index says so and why."""
+    """Each chart as HTML (plotly.js linked, one copy per job); the reports function renders
+    the same figures to PNG."""
     if not charts:
         return
     # One copy per job beside the charts, not 4.5 MB inlined into each of them.
     out.put(kpis.PLOTLY_JS, kpis.plotly_js(), "text/javascript", "plotly.js used by the charts")
-    figures = []
     for chart in charts:
         item = chart["item"]
-        fig = kpis.chart_figure(item, item["result"])
-        page = fig.to_html(include_plotlyjs=kpis.PLOTLY_JS, full_html=True, config={"displaylogo": False})
-        page = page.replace("<head>", f"<head><title>{html_escape(item['title'])}</title>", 1)
+        # The figure as JSON for plotly.js: no Plotly Python object on this path (building and
+        # validating one, template included, cost ~0.3 s per chart).
+        page = kpis.chart_html(item, item["result"], plotlyjs=kpis.PLOTLY_JS)
         out.put(f"{chart['base']}.html", page, "text/html", f"Chart: {item['title']}", chart["table"])
         item["chart_html"] = f"{chart['base']}.html"
-        figures.append((chart["base"], fig))
-    if not ctx.settings.chart_png:
-        why = "PNG charts are turned off (UDB_CHART_PNG=0)"
-        rendered = {}
-    else:
-        chromium, why = kpis.find_chromium(ctx.settings.chromium_path)
-        rendered = {}
-        if chromium:
-            rendered, why = kpis.render_pngs(figures, chromium)
-    for chart in charts:
-        item, png = chart["item"], rendered.get(chart["base"])
-        if png:
-            out.put(f"{chart['base']}.png", png, "image/png", f"Chart (PNG): {item['title']}", chart["table"])
-            item["chart_png"] = f"{chart['base']}.png"
-        else:
-            item["chart_png"] = None
-            item["png_skipped"] = why
-    if why:
-        notes.append({"kind": "png_skipped", "message": f"PNG charts: {len(rendered)} of {len(charts)} rendered; {why}"})
-        if ctx.log:
-            ctx.log.warning("PNG charts skipped: %s", why)
-
-
-def _sampling_note(sampling: dict) -> str:
-    if sampling["sampled_rows"] < sampling["total_rows"]:
-        return f"sample of {sampling['sampled_rows']:,} of {sampling['total_rows']:,} rows"
-    return f"all {sampling['total_rows']:,} rows"

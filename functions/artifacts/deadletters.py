@@ -2,6 +2,11 @@
 reason — unless the failure was an outage: then the job waits for its function to come back and
 is resumed (functions/artifacts/redrive.py).
 
+But the reports of a completed job: a dead-lettered `dev.udb.analysis.completed` (its delivery
+to the reports function ran out of retries) leaves the job `completed` and marks its reports
+still pending as failed, with the reason, in index.json, on the report page and in the job
+document.
+
 The Broker's dead-letter sink is the KafkaSink `udb-dead-letters`; a KafkaSource delivers that
 topic here (eventing/deadletters.yaml). The events carry Knative's `knativeerrordest`,
 `knativeerrorcode` and `knativeerrordata` extensions.
@@ -14,7 +19,8 @@ import binascii
 from cloudevents.http import CloudEvent
 
 from functions.artifacts import redrive
-from shared import events
+from shared import events, jobindex
+from shared.errors import NotFound
 from shared.routing import load_routes
 from shared.runtime import Context
 
@@ -43,9 +49,30 @@ def handle(event: CloudEvent, ctx: Context) -> None:
     routes = load_routes(ctx.settings.eventing_dir, ctx.settings.broker_name)
     subscribers = [t.subscriber for t in routes.match(attrs)]
     function = subscribers[0].removeprefix("udb-") if len(subscribers) == 1 else "broker"
+    if attrs["type"] in events.AFTER_COMPLETION:
+        return _reports_failed(event, ctx)
     reason = redrive.park(ctx, event, function=function, reason=reason_of(event))
     if reason is None:
         return None  # parked: the redrive sweep resumes the job once its function is ready
     ctx.jobs(attrs["tenant"]).fail(attrs["jobid"], stage=stage, function=function, reason=reason)
     ctx.log.warning("job failed by dead letter: %s", reason)
+    return None
+
+
+# It works on completed jobs: shared.runtime.invoke does not skip them for it.
+handle.after_completion = True
+
+
+def _reports_failed(event: CloudEvent, ctx: Context) -> None:
+    attrs = event.get_attributes()
+    tenant, job_id = attrs["tenant"], attrs["jobid"]
+    reason = reason_of(event)
+    store = ctx.tenant_store(tenant)
+    try:
+        index = jobindex.update(store, job_id, lambda ix: jobindex.fail_pending(ix, reason))
+    except NotFound:
+        ctx.log.warning("dead letter for job %s without an index: %s", job_id, reason)
+        return None
+    ctx.jobs(tenant).set_reports(job_id, jobindex.job_reports(index.get("reports", []), reason=reason))
+    ctx.log.warning("reports of job %s failed by dead letter: %s", job_id, reason)
     return None

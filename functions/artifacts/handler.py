@@ -15,6 +15,8 @@ from shared.runtime import Context
 from shared.tenancy import validate_artifact_name, validate_job_id
 
 FUNCTION = "artifacts"
+# Its CloudEvent entry: the dead letters (main.py; the embedded dispatcher finds it here too).
+from functions.artifacts.deadletters import handle  # noqa: E402,F401
 TENANT_HEADER = auth.TENANT_HEADER
 
 

@@ -99,7 +99,8 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context, holdin
             holding()
             table = batch["table"]
             q = duck.quote(table)
-            if con.execute("SELECT 1 FROM udb_meta.batches WHERE batch_id = ?", [batch["batch_id"]]).fetchone():
+            # Literals, not `?` parameters: binding a Python value makes DuckDB import pandas (duck.literal).
+            if con.execute(f"SELECT 1 FROM udb_meta.batches WHERE batch_id = {duck.literal(batch['batch_id'])}").fetchone():
                 rows = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
                 results.append({"table": table, "rows": rows, "applied": False, "previous_rows": None})
                 ctx.log.info("batch %s already applied; skipped", batch["batch_id"])
@@ -113,7 +114,7 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context, holdin
                     raise SourceError(f"staged part {key} is missing") from None
                 files.append(str(local))
             exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-                                 "AND table_name = ?", [table]).fetchone()[0]
+                                 f"AND table_name = {duck.literal(table)}").fetchone()[0]
             con.execute("BEGIN")
             previous = None
             if exists:
@@ -123,21 +124,22 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context, holdin
             if batch.get("mode") == "append" and exists:
                 # Incremental: the batch holds only new records; columns are matched by name.
                 try:
-                    con.execute(f"INSERT INTO main.{q} BY NAME SELECT * FROM read_parquet(?)", [files])
+                    con.execute(f"INSERT INTO main.{q} BY NAME SELECT * FROM read_parquet({duck.literal(files)})")
                 except duckdb.Error as exc:
                     con.execute("ROLLBACK")
                     raise SourceError(f"{table}: cannot append the incremental batch: {exc}") from None
                 added = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0] - previous
             else:
-                con.execute(f"CREATE OR REPLACE TABLE main.{q} AS SELECT * FROM read_parquet(?)", [files])
+                con.execute(f"CREATE OR REPLACE TABLE main.{q} AS SELECT * FROM read_parquet({duck.literal(files)})")
                 added = None
             ctx.fault("mid_load")
             rows = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
             if (added if added is not None else rows) != batch["rows"]:
                 con.execute("ROLLBACK")
                 raise SourceError(f"{table}: staged {batch['rows']} rows but read {added or rows}")
-            con.execute("INSERT INTO udb_meta.batches VALUES (?, ?, ?, ?, ?, now())",
-                        [batch["batch_id"], ctx_job(batch), table, rows, batch["schema_hash"]])
+            values = ", ".join(duck.literal(v) for v in (batch["batch_id"], ctx_job(batch), table, rows,
+                                                          batch["schema_hash"]))
+            con.execute(f"INSERT INTO udb_meta.batches VALUES ({values}, now())")
             con.execute("COMMIT")
             results.append({"table": table, "rows": rows, "applied": True, "previous_rows": previous})
         con.execute("CHECKPOINT")

@@ -9,17 +9,21 @@ for incremental state) sets `USES_ENV = True` and takes `env=SourceEnv(...)` as 
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 from shared.errors import NotFound, SourceError
-from shared.sources import documents, files, gdrive, http, msgraph, postgres, rest, s3, upload, webdav
 
-PROVIDERS: dict[str, ModuleType] = {"file": files, "directory": files, "s3": s3, "postgres": postgres,
-                                    "rest": rest, "http": http, "webdav": webdav, "upload": upload,
-                                    "document": documents, "onedrive": msgraph, "sharepoint": msgraph,
-                                    "gdrive": gdrive}
+# provider -> module of shared.sources, imported when first used: a local file's job need not
+# pay for boto3, the OAuth clients and the REST machinery (images/requirements.py follows these
+# names, DYNAMIC_PACKAGES).
+PROVIDER_MODULES: dict[str, str] = {"file": "files", "directory": "files", "s3": "s3", "postgres": "postgres",
+                                    "rest": "rest", "http": "http", "webdav": "webdav", "upload": "upload",
+                                    "document": "documents", "onedrive": "msgraph", "sharepoint": "msgraph",
+                                    "gdrive": "gdrive"}
+PROVIDERS = tuple(PROVIDER_MODULES)
 # Share links read with the tenant's OAuth token (shared/oauth.py): discover without one makes
 # the job wait for authorization and answers an oauthUrl.
 OAUTH_PROVIDERS = ("onedrive", "sharepoint", "gdrive")
@@ -71,9 +75,10 @@ class SourceEnv:
 
 def module_for(provider: str) -> ModuleType:
     try:
-        return PROVIDERS[provider]
+        name = PROVIDER_MODULES[provider]
     except KeyError:
         raise SourceError(f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}") from None
+    return importlib.import_module(f"shared.sources.{name}")
 
 
 def inspect_source(provider: str, hint: str, env: SourceEnv | None = None) -> dict:
@@ -94,7 +99,12 @@ def extract_stream(provider: str, stream: dict, out_dir, *, env: SourceEnv | Non
 
 def redact(hint: str) -> str:
     """The hint as it may be stored and shown: any password in it replaced by `***`."""
-    for module in dict.fromkeys(PROVIDERS.values()):
+    if "@" not in hint:
+        # Every redactor takes the password out of a URL's user-info (user:password@host),
+        # which needs an "@": without one there is nothing to redact, and no provider module
+        # need be imported for a local path.
+        return hint
+    for module in dict.fromkeys(module_for(p) for p in PROVIDERS):
         redactor = getattr(module, "redact", None)
         if redactor is not None:
             hint = redactor(hint)

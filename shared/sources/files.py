@@ -97,15 +97,28 @@ def _check_text(path: Path, head: bytes) -> None:
                                   f"(invalid UTF-8 at byte {exc.start})") from None
 
 
-def _csv_reader_sql(path: Path, fmt: str) -> str:
+def _csv_reader_sql(path: Path, fmt: str, dialect: dict | None = None) -> str:
+    if dialect:
+        # The dialect discovery sniffed, stated: DuckDB's sniffer (a few hundred ms per call, most
+        # of a small file's load) runs once per job instead of four times. skip = 0: discovery
+        # refused the file had the sniffer wanted to skip leading lines.
+        opts = ", ".join(f"{k} = {_str(dialect[k])}" for k in ("delim", "quote", "escape") if k in dialect)
+        header = "true" if dialect.get("header", True) else "false"
+        return (f"read_csv({_lit(path)}, strict_mode = true, null_padding = false, {opts}, header = {header}, "
+                f"skip = 0)")
     delim = ", delim = '\t'" if fmt == "tsv" else ""
     return f"read_csv({_lit(path)}, strict_mode = true, null_padding = false{delim})"
 
 
-def reader_sql(path: Path, fmt: str) -> str:
-    """A DuckDB table function call that reads the whole file."""
+def _str(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def reader_sql(path: Path, fmt: str, dialect: dict | None = None) -> str:
+    """A DuckDB table function call that reads the whole file (a CSV with the dialect
+    discovery sniffed, when given)."""
     if fmt in ("csv", "tsv"):
-        return _csv_reader_sql(path, fmt)
+        return _csv_reader_sql(path, fmt, dialect)
     if fmt == "parquet":
         return f"read_parquet({_lit(path)})"
     if fmt == "json":
@@ -121,12 +134,13 @@ def _lit(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def check_csv_shape(con, path: Path, fmt: str) -> None:
+def check_csv_shape(con, path: Path, fmt: str) -> dict:
     """DuckDB's sniffer copes with ragged leading lines by skipping them, which would drop
-    rows silently; refuse the file instead and say which line is wrong."""
+    rows silently; refuse the file instead and say which line is wrong. Returns the dialect
+    it found ({delim, quote, escape, header}), which reader_sql can state so no one sniffs again."""
     delim = "\t" if fmt == "tsv" else None
     try:
-        row = con.execute(f"SELECT Delimiter, SkipRows, Columns FROM sniff_csv({_lit(path)}"
+        row = con.execute(f"SELECT Delimiter, SkipRows, Columns, Quote, Escape, HasHeader FROM sniff_csv({_lit(path)}"
                           + (", delim = '\t'" if delim else "") + ")").fetchone()
         delim = delim or row[0]
         skipped, columns = row[1], row[2]
@@ -138,6 +152,9 @@ def check_csv_shape(con, path: Path, fmt: str) -> None:
         # The sniffer gave up on delimiters and read whole lines as one column: ragged rows.
         raise _ragged_or(path, ",", f"{path.name}: no consistent delimiter (one column named "
                                     f"{columns[0]['name']!r})")
+    # The sniffer writes a missing quote or escape character as "(empty)".
+    quote, escape = ("" if v in (None, "(empty)") else v for v in (row[3], row[4]))
+    return {"delim": delim, "quote": quote, "escape": escape, "header": bool(row[5])}
 
 
 def _ragged_or(path: Path, delim: str, fallback: str, max_lines: int = 100_000) -> SourceError:
@@ -176,15 +193,16 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def describe(con, path: Path, fmt: str) -> list[dict]:
-    if fmt in ("csv", "tsv"):
-        check_csv_shape(con, path, fmt)
+def describe(con, path: Path, fmt: str, dialect_out: dict | None = None) -> list[dict]:
+    dialect = check_csv_shape(con, path, fmt) if fmt in ("csv", "tsv") else None
     try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path, fmt)}").fetchall()
+        rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path, fmt, dialect)}").fetchall()
     except Exception as exc:
         raise SourceError(f"{path.name}: cannot read as {fmt}: {_first_line(exc)}") from None
     if not rows:
         raise SourceError(f"{path.name}: no columns found")
+    if dialect and dialect_out is not None:
+        dialect_out.update(dialect)
     return [{"name": r[0], "type": r[1]} for r in rows]
 
 
@@ -217,13 +235,17 @@ def inspect(hint: str) -> dict:
 
 def _stream(con, path: Path) -> dict:
     fmt = detect_format(path)
-    columns = describe(con, path, fmt)
+    dialect: dict = {}
+    columns = describe(con, path, fmt, dialect)
     limits.check_columns(len(columns), path.name)
     temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
     keys = [c["name"] for c in columns if c["name"].lower() in ("id",) or c["name"].lower().endswith("_id")]
-    return {"name": identifier(path.stem), "format": fmt, "location": str(path.resolve()),
-            "columns": columns, "sync_modes": ["full"], "cursor_candidates": temporal,
-            "primary_key_candidates": keys[:1], "bytes": path.stat().st_size}
+    stream = {"name": identifier(path.stem), "format": fmt, "location": str(path.resolve()),
+              "columns": columns, "sync_modes": ["full"], "cursor_candidates": temporal,
+              "primary_key_candidates": keys[:1], "bytes": path.stat().st_size}
+    if dialect:
+        stream["options"] = {"csv": dialect}  # sync reads with it, without sniffing again
+    return stream
 
 
 def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str = "1GB", threads: int = 2) -> int:
@@ -234,11 +256,12 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     limits.check_file(path, fmt)
     con = duck.connect(memory_limit=memory_limit, threads=threads, extensions=("excel",))
     try:
-        if fmt in ("csv", "tsv"):
-            check_csv_shape(con, path, fmt)
+        dialect = (stream.get("options") or {}).get("csv")
+        if fmt in ("csv", "tsv") and not dialect:
+            dialect = check_csv_shape(con, path, fmt)
         try:
             rows = con.execute(
-                f"COPY ({limits.capped_select(reader_sql(path, fmt), stream['columns'], name=path.name)}) "
+                f"COPY ({limits.capped_select(reader_sql(path, fmt, dialect), stream['columns'], name=path.name)}) "
                 f"TO {_lit(out_dir)} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
                 f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]

@@ -1,11 +1,12 @@
 """The report page of a job, opened in a real headless Chromium.
 
-Two loads of a small slice of the demo's sales (so the second job has drift too), then the second job's
-index.html is opened over the Chrome DevTools Protocol (choreographer, the client kaleido
-uses): the page loads, every link and image on it resolves to an artifact of the job, no
-console error or uncaught exception is logged, and one page of every kind of artifact it
-links opens cleanly as well. A screenshot of the page is kept under .udb/screenshots/ (and
-the test's tmp dir).
+Two loads of a small slice of the demo's sales (so the second job has drift too). The second
+job's index.html is opened over the Chrome DevTools Protocol (choreographer, the client kaleido
+uses) twice: as soon as analyze completes the job, when it lists the heavy reports as pending
+and reloads itself, and once the reports function has rendered them, when it links them. Then
+the page loads, every link and image on it resolves to an artifact of the job, no console error
+or uncaught exception is logged, and one page of every kind of artifact it links opens cleanly
+as well. A screenshot of the page is kept under .udb/screenshots/ (and the test's tmp dir).
 """
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from functions.analyze.kpis import find_chromium
 from samples.make_demo import make
-from shared import cli
+from shared import cli, events
+from shared.charts import find_chromium
+from shared.embedded import Dispatcher
+from shared.settings import Settings
+from shared.tenancy import new_job_id
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +33,11 @@ PROBE = """JSON.stringify({
   title: document.title,
   links: [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href')),
   images: [...document.images].map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})),
-  text: document.body ? document.body.innerText.length : 0
+  text: document.body ? document.body.innerText.length : 0,
+  refresh: !!document.querySelector('meta[http-equiv="refresh"]'),
+  reports: [...document.querySelectorAll('#reports tr[id]')].map(r => ({
+    id: r.id, state: r.querySelector('.state').innerText,
+    links: [...r.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))}))
 })"""
 
 
@@ -82,16 +90,36 @@ def test_report_page_opens_cleanly_in_chromium(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("UDB_HOME", str(tmp_path / "udb"))
     monkeypatch.setenv("UDB_REPORT_SAMPLE_ROWS", "1000")
     demo = make(tmp_path / "demo", rows=2_000, customers=100) / "sales.csv"
-    for _ in range(2):  # the second load has a snapshot to compare with: drift pages too
-        assert cli.main(["run", str(demo), "--tenant", "report"]) == 0
-        job_id = capsys.readouterr().out.splitlines()[0].split()[1]
+    assert cli.main(["run", str(demo), "--tenant", "report"]) == 0
+    capsys.readouterr()
+    # The second load (it has a snapshot to compare with: drift pages too) through the dispatcher
+    # `udb run` uses, looking at the page in the moment between analyze and the reports function.
+    job_id = new_job_id()
     base = tmp_path / "udb" / "store" / "udb" / "tenants" / "report" / "artifacts" / job_id
+    pending: dict = {}
+
+    def on_event(event):
+        if event["type"] == events.ANALYSIS_COMPLETED:
+            pending.update(asyncio.run(open_pages(chromium, [(base / "index.html").as_uri()],
+                                                  tmp_path / "pending.png"))[(base / "index.html").as_uri()])
+
+    dispatcher = Dispatcher(Settings.from_env(), on_event=on_event)
+    dispatcher.context("cli").jobs("report").create(job_id, hint=str(demo))
+    dispatcher.publish(events.make_event(events.DISCOVER_REQUESTED, {"hint": str(demo)}, tenant="report",
+                                         job_id=job_id, function="test"))
     index = json.loads((base / "index.json").read_text())
+    table = index["tables"][0]
+    planned = [f"report-ydata:{table}", f"report-evidently-summary:{table}", f"report-evidently-drift:{table}",
+               "report-png-charts"]
+    assert pending["problems"] == [] and pending["refresh"] is True  # it reloads itself while pending
+    assert [(r["id"], r["state"], r["links"]) for r in pending["reports"]] == [(i, "pending", []) for i in planned]
+    assert not [src for src in pending["images"]]  # no PNG yet
+
     names = {a["name"] for a in index["artifacts"]}
-    assert "index.html" in names and any(n.startswith("drift-") for n in names)
+    assert "index.html" in names and any(n.startswith("evidently-drift-") for n in names)
 
     # One page of each kind the index links, besides the index itself.
-    kinds = ("profile-", "ydata-", "quality-", "drift-", "chart-")
+    kinds = ("profile-", "ydata-", "quality-", "evidently-drift-", "chart-")
     samples = [next(n for n in sorted(names) if n.startswith(k) and n.endswith(".html")) for k in kinds]
     screenshot = tmp_path / "report-page.png"
     urls = [(base / "index.html").as_uri()] + [(base / n).as_uri() for n in samples]
@@ -100,6 +128,13 @@ def test_report_page_opens_cleanly_in_chromium(tmp_path, monkeypatch, capsys):
     page = results[urls[0]]
     assert page["title"] == f"UDB analysis {job_id}"
     assert page["problems"] == []
+    assert page["refresh"] is False and [(r["id"], r["state"]) for r in page["reports"]] == [
+        (i, "ready") for i in planned]
+    rendered = {r["id"]: r["links"] for r in page["reports"]}
+    assert rendered[f"report-ydata:{table}"] == [f"ydata-{table}.html"]
+    assert rendered[f"report-evidently-drift:{table}"] == [f"evidently-drift-{table}.html",
+                                                           f"evidently-drift-{table}.json"]
+    assert len(rendered["report-png-charts"]) == len([n for n in names if n.endswith(".png")]) > 0
     targets = {unquote(urlparse(href).path) for href in page["links"]}
     assert targets >= (names - {"index.html"}) | {"index.json"}  # every artifact has its line
     for href in page["links"] + [i["src"] for i in page["images"]]:

@@ -17,7 +17,7 @@ from devstack import services, stack
 from shared import bindings, cli, events
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
-from tests.stack_fixtures import auth_headers, wait_for_job
+from tests.stack_fixtures import auth_headers, wait_for_job, wait_for_reports
 
 pytestmark = pytest.mark.e2e
 SOURCE_BUCKET = "udb-e2e-sources"
@@ -46,7 +46,9 @@ def comparable(profile: dict) -> dict:
 
 def embedded_profile(tmp_path, monkeypatch, capsys, hint: str) -> dict:
     monkeypatch.setenv("UDB_HOME", str(tmp_path / "embedded"))
-    assert cli.main(["run", hint, "--tenant", "embedded"]) == 0
+    assert cli.main(["run", hint, "--tenant", "embedded", "--no-reports"]) == 0
+    job_id = capsys.readouterr().out.splitlines()[0].split()[1]
+    assert cli.main(["artifacts", job_id, "--tenant", "embedded"]) == 0
     out = capsys.readouterr().out
     profile = next(line.split()[-1] for line in out.splitlines() if line.endswith(".json") and "profile-" in line)
     return json.loads(open(profile).read())
@@ -58,6 +60,9 @@ def run_through_stack(tenant: str, hint: str, structured: bool = False) -> tuple
                                      function="test"), structured)
     doc = wait_for_job(stack.function_url("artifacts"), tenant, job_id)
     assert doc["state"] == "completed", doc.get("error")
+    # The reports function renders beside the completed job; wait so the index no longer changes.
+    doc = wait_for_reports(stack.function_url("artifacts"), tenant, job_id)
+    assert doc["state"] == "completed" and doc["reports"]["state"] in ("ready", "failed"), doc["reports"]
     return job_id, doc
 
 
@@ -147,3 +152,58 @@ def test_job_events_on_kafka_follow_the_job_and_match_the_schema(running_stack, 
     for headers, event in seen:
         assert headers["ce_type"] == b"dev.udb.job.changed" and headers["ce_jobid"] == job_id.encode()
         jsonschema.validate(event.get_data(), schema)
+
+
+@pytest.fixture
+def reports_restored(running_stack):
+    yield
+    stack.stop("reports")
+    stack.start_function("reports")
+
+
+def test_reports_land_beside_the_completed_job_and_a_failed_delivery_only_fails_them(
+        reports_restored, s3_client, tenant, tmp_path):
+    """The reports function in its own process: the job is `completed` by analyze, then its
+    reports land in the index and in GET /status. Then a reports function that crashes on
+    every delivery: retried by its Trigger, dead-lettered, and the dead letter marks the reports
+    failed with the reason; the job stays `completed` and keeps every artifact analyze wrote."""
+    try:
+        s3_client.create_bucket(Bucket=SOURCE_BUCKET)
+    except s3_client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    path = write_sales(tmp_path / "rp" / "sales.csv", 800)
+    s3_client.upload_file(str(path), SOURCE_BUCKET, f"{tenant}/rp.csv")
+    hint = f"s3://{SOURCE_BUCKET}/{tenant}/rp.csv"
+
+    job_id, doc = run_through_stack(tenant, hint)
+    table = next(iter(doc["tables"]))
+    assert doc["reports"]["state"] == "ready", doc["reports"]
+    assert {i["id"]: i["state"] for i in doc["reports"]["items"]} == {
+        f"ydata:{table}": "ready", f"evidently-summary:{table}": "ready", "png-charts": "skipped"}  # UDB_CHART_PNG=0
+    index = fetch(tenant, job_id).json()
+    names = {a["name"] for a in index["artifacts"]}
+    assert {f"ydata-{table}.html", f"quality-{table}.html", f"quality-{table}.json"} <= names
+    assert "rendering" not in fetch(tenant, job_id, "index.html").text
+    for entry in index["artifacts"]:
+        assert len(fetch(tenant, job_id, entry["name"]).content) == entry["bytes"]
+
+    stack.stop("reports")
+    stack.start_function("reports", extra_env={"UDB_FAULTS": "reports.before_render:raise"})
+    job_id = new_job_id()
+    post_to_broker(events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant=tenant, job_id=job_id,
+                                     function="test"))
+    doc = wait_for_reports(stack.function_url("artifacts"), tenant, job_id, timeout=240)
+    assert doc["state"] == "completed" and doc["error"] is None
+    assert doc["reports"]["state"] == "failed"
+    reason = doc["reports"]["reason"]
+    assert reason.startswith("delivery of dev.udb.analysis.completed to ") and "failed after all retries (HTTP 500)" in reason
+    assert {i["state"] for i in doc["reports"]["items"]} == {"failed", "skipped"}
+    index = fetch(tenant, job_id).json()
+    failed = [r for r in index["reports"] if r["state"] == "failed"]
+    # (the second load of the table has a snapshot to compare with: the drift page was planned too)
+    assert {r["id"] for r in failed} == {f"ydata:{table}", f"evidently-summary:{table}", f"evidently-drift:{table}"}
+    assert all(r["reason"] == reason for r in failed)
+    names = {a["name"] for a in index["artifacts"]}
+    assert f"profile-{table}.json" in names and f"ydata-{table}.html" not in names
+    page = fetch(tenant, job_id, "index.html").text
+    assert "failed after all retries" in page and "http-equiv" not in page

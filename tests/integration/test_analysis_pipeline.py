@@ -13,7 +13,7 @@ import pytest
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from functions.analyze.kpis import find_chromium
+from shared.charts import find_chromium
 from functions.artifacts.routes import ROUTES
 from shared import cli, events, metrics
 from shared.embedded import Dispatcher
@@ -93,9 +93,11 @@ def test_tenant_kpis_charts_text_stats_and_metrics(home, tmp_path, capsys):
               "jobs": sample("udb_artifacts_per_job_count"), "per_job_sum": sample("udb_artifacts_per_job_sum"),
               "bytes": sample("udb_artifact_bytes_total", {"tenant": TENANT})}
     job_id = new_job_id()
-    dispatcher.publish(events.make_event(events.ANALYZE_REQUESTED, {}, tenant=TENANT, job_id=job_id, function="test"))
+    core = Dispatcher(settings, skip=("udb-reports",))  # analyze alone first: its metrics, then the reports
+    seen = core.publish(events.make_event(events.ANALYZE_REQUESTED, {}, tenant=TENANT, job_id=job_id, function="test"))
     doc = dispatcher.context("cli").jobs(TENANT).get(job_id)
     assert doc["state"] == "completed", doc.get("error")
+    assert doc["reports"]["state"] == "pending"
 
     base = artifacts_dir(home, job_id)
     index = json.loads((base / "index.json").read_text())
@@ -113,13 +115,6 @@ def test_tenant_kpis_charts_text_stats_and_metrics(home, tmp_path, capsys):
     note_kinds = {n["kind"] for n in index["notes"]}
     assert "kpi_failed" in note_kinds
 
-    chromium, _ = find_chromium(settings.chromium_path)
-    if chromium:  # PNG of every chart, made offline by the real Chromium
-        pngs = [a for a in index["artifacts"] if a["media_type"] == "image/png"]
-        htmls = [a for a in index["artifacts"] if a["name"].startswith("chart-") and a["name"].endswith(".html")]
-        assert len(pngs) == len(htmls) > 0 and "png_skipped" not in note_kinds
-        assert (base / "chart-kpi-amount_by_region.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert custom["amount_by_region"]["chart_png"] == "chart-kpi-amount_by_region.png"
 
     stats = json.loads((base / "text-stats-shop__fragments.json").read_text())
     assert (stats["documents"], stats["elements"], stats["pages"]) == (3, 30, 9)
@@ -144,15 +139,30 @@ def test_tenant_kpis_charts_text_stats_and_metrics(home, tmp_path, capsys):
     written = sum(a["bytes"] for a in index["artifacts"]) + (base / "index.json").stat().st_size
     assert sample("udb_artifact_bytes_total", {"tenant": TENANT}) - before["bytes"] == written
 
+    # Then the reports function on the same analysis.completed: the PNG of every chart, made
+    # offline by the real Chromium, added to the index; the job stays completed.
+    completed = next(e for e in seen if e["type"] == events.ANALYSIS_COMPLETED)
+    rendered = Dispatcher(settings).publish(completed)
+    assert [e["type"] for e in rendered] == [events.ANALYSIS_COMPLETED, events.REPORTS_RENDERED]
+    chromium, _ = find_chromium(settings.chromium_path)
+    assert chromium, "the PNG charts need Chromium (scripts/ensure-chromium.sh)"
+    index = json.loads((base / "index.json").read_text())
+    pngs = [a for a in index["artifacts"] if a["media_type"] == "image/png"]
+    htmls = [a for a in index["artifacts"] if a["name"].startswith("chart-") and a["name"].endswith(".html")]
+    assert len(pngs) == len(htmls) > 0 and all(a["report"] == "png-charts" for a in pngs)
+    assert (base / "chart-kpi-amount_by_region.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = dispatcher.context("cli").jobs(TENANT).get(job_id)
+    assert doc["state"] == "completed" and doc["reports"]["state"] == "ready", doc["reports"]
+
     status, _ = call(app, "DELETE", "/kpis/runaway")
     assert status == 204 and call(app, "GET", "/kpis/runaway")[0] == 404
 
 
-def test_drift_reference_is_cached_and_png_skip_is_reported(home, tmp_path, monkeypatch, capsys):
-    """Two loads, then the same analysis again: the second load compares with the first
-    (reference cache miss); analysing again meets the same snapshot (cache hit) and gives the
-    same verdict. Without Chromium every job still completes and its index says PNG charts
-    were skipped, and why."""
+def test_drift_reference_is_cached_and_png_failure_is_reported(home, tmp_path, monkeypatch, capsys):
+    """Two loads, then the same analysis again: the second load's Evidently drift report (the
+    reports function) compares with the first (reference cache miss); analysing again meets the
+    same snapshot (cache hit) and gives the same verdict. Without Chromium every job still
+    completes, its PNG charts report is `failed` with the reason, on the page and in the job."""
     monkeypatch.setenv("UDB_CHROMIUM_PATH", str(tmp_path / "no-chromium"))
     path = write_sales(tmp_path / "shop" / "sales.csv", 1_000)
     jobs = []
@@ -165,20 +175,27 @@ def test_drift_reference_is_cached_and_png_skip_is_reported(home, tmp_path, monk
     dispatcher.publish(events.make_event(events.ANALYZE_REQUESTED, {"tables": ["shop__sales"]}, tenant=TENANT,
                                          job_id=jobs[-1], function="test"))
     first, second, third = (artifacts_dir(home, j) for j in jobs)
-    for base in (first, second, third):
+    for job_id, base in zip(jobs, (first, second, third)):
         index = json.loads((base / "index.json").read_text())
-        skipped = [n for n in index["notes"] if n["kind"] == "png_skipped"]
-        assert skipped and f"no Chromium at {tmp_path / 'no-chromium'}" in skipped[0]["message"]
+        png = next(r for r in index["reports"] if r["id"] == "png-charts")
+        assert png["state"] == "failed" and f"no Chromium at {tmp_path / 'no-chromium'}" in png["reason"]
         assert not [a for a in index["artifacts"] if a["media_type"] == "image/png"]
-        assert "png skipped" in (base / "index.html").read_text()
+        page = (base / "index.html").read_text()
+        assert "no Chromium at" in page and "http-equiv=\"refresh\"" not in page  # nothing pending any more
+        doc = dispatcher.context("cli").jobs(TENANT).get(job_id)
+        assert doc["state"] == "completed" and doc["reports"]["state"] == "failed"
+        assert {i["id"]: i["state"] for i in doc["reports"]["items"]}["png-charts"] == "failed"
         kpis = json.loads((base / "kpis-shop__sales.json").read_text())
-        charted = [k for k in kpis if "chart_html" in k]
-        assert charted and all(k["chart_png"] is None and "no Chromium" in k["png_skipped"] for k in charted)
+        assert [k for k in kpis if "chart_html" in k]
     assert not (first / "drift-shop__sales.json").exists()
-    miss = json.loads((second / "drift-shop__sales.json").read_text())
-    hit = json.loads((third / "drift-shop__sales.json").read_text())
-    assert (miss["evidently_reference"]["cache"], hit["evidently_reference"]["cache"]) == ("miss", "hit")
-    assert miss["evidently_reference"]["cache_key"] == hit["evidently_reference"]["cache_key"]
+    # The DuckDB verdict is analyze's (every row); Evidently's page and its sampled, cached
+    # reference are the reports function's.
+    assert "amount" in json.loads((second / "drift-shop__sales.json").read_text())["drifted_columns"]
+    assert not (first / "evidently-drift-shop__sales.json").exists()
+    miss = json.loads((second / "evidently-drift-shop__sales.json").read_text())["verdict"]
+    hit = json.loads((third / "evidently-drift-shop__sales.json").read_text())["verdict"]
+    assert (miss["reference"]["cache"], hit["reference"]["cache"]) == ("miss", "hit")
+    assert miss["reference"]["cache_key"] == hit["reference"]["cache_key"]
     assert "amount" in miss["drifted_columns"] and "region" not in miss["drifted_columns"]
     assert "discount" not in miss["drifted_columns"]
     assert hit["drifted_columns"] == miss["drifted_columns"] and hit["share"] == miss["share"]

@@ -36,12 +36,12 @@ KNATIVE, EVENTING = REPO / "knative", REPO / "eventing"
 # Created out of band, never by `kubectl apply -k` (docs/deploy.md "Secrets"): validated as files.
 OUT_OF_BAND = sorted((REPO / "knative" / "secrets").glob("*.yaml"))
 KUSTOMIZATIONS = [KNATIVE / "base", KNATIVE / "overlays" / "dev", KNATIVE / "overlays" / "prod"]
-FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts")
+FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts", "reports")
 # The public doors tenants use (udb-<f>-api); the function Services themselves are cluster-local.
 PUBLIC_APIS = ("discover", "artifacts")
 CLUSTER_LOCAL = "networking.knative.dev/visibility"
-SCALE_TO_ZERO = ("discover", "sync", "analyze", "artifacts")
-TERMINAL = (events.ANALYSIS_COMPLETED, events.JOB_FAILED)
+SCALE_TO_ZERO = ("discover", "sync", "analyze", "artifacts", "reports")
+TERMINAL = (events.REPORTS_RENDERED, events.JOB_FAILED)
 # Settings a cluster sets without the ConfigMap: K_SINK is injected by the SinkBinding.
 INJECTED = {"K_SINK"}
 
@@ -374,6 +374,7 @@ def test_services_scale_probe_and_limits(rendered, overlay):
             assert annotations["autoscaling.knative.dev/min-scale"] == "0"
             assert 1 <= int(annotations["autoscaling.knative.dev/max-scale"]) <= 20
     assert services["analyze"]["spec"]["template"]["spec"]["timeoutSeconds"] == 600
+    assert services["reports"]["spec"]["template"]["spec"]["timeoutSeconds"] == 600
 
 
 @pytest.mark.parametrize("overlay", ["base", "dev", "prod"])
@@ -435,7 +436,7 @@ def test_writer_trigger_is_ordered_and_secrets_are_reachable(rendered):
         assert [d["metadata"]["name"] for d in rendered[overlay.name] if d["kind"] == "Secret"] == []
     accounts = {f: s["spec"]["template"]["spec"]["serviceAccountName"] for f, s in services_of(docs).items()}
     assert accounts == {"discover": "udb-functions", "sync": "udb-functions", "artifacts": "udb-functions",
-                        "writer": "udb-no-api", "analyze": "udb-no-api",
+                        "writer": "udb-no-api", "analyze": "udb-no-api", "reports": "udb-no-api",
                         "discover-api": "udb-functions", "artifacts-api": "udb-functions"}
     assert _doc(docs, "ServiceAccount", "udb-no-api")["automountServiceAccountToken"] is False
     assert _doc(docs, "ConfigMap", "udb-config")["data"]["UDB_SECRETS"] == "kubernetes"

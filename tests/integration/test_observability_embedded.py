@@ -121,10 +121,11 @@ def test_a_postgres_job_emits_start_and_complete_and_logs_no_secret(observed, pe
         assert people["secret"] not in content, f"the DSN password is in the {where}"
         assert people["domain"] not in content, f"an e-mail address is in the {where}"
 
-    # One trace in one process: four handler spans in a chain, stages under their handler.
+    # One trace in one process: five handler spans in a chain (reports follows the completed job),
+    # stages under their handler.
     spans = telemetry.read_spans(settings.otel_file)  # this test's file: this job's spans only
     handlers = [s for s in spans if s["kind"] == "CONSUMER"]
-    assert [h["name"].split()[0] for h in handlers] == ["discover", "sync", "writer", "analyze"]
+    assert [h["name"].split()[0] for h in handlers] == ["discover", "sync", "writer", "analyze", "reports"]
     assert len({s["trace_id"] for s in handlers}) == 1
     for parent, child in zip(handlers, handlers[1:]):
         assert child["parent_span_id"] == parent["span_id"]
@@ -132,8 +133,8 @@ def test_a_postgres_job_emits_start_and_complete_and_logs_no_secret(observed, pe
     stage_parents = {s["name"]: by_id.get(s["parent_span_id"]) for s in spans if s["kind"] == "INTERNAL"
                      and s["trace_id"] == handlers[0]["trace_id"]}
     assert stage_parents == {"probe": "discover", "extract": "sync", "stage": "sync", "lease": "writer",
-                             "load": "writer", "upload": "writer", "profile": "analyze", "quality": "analyze",
-                             "kpi": "analyze", "render": "analyze"}
+                             "load": "writer", "upload": "writer", "profile": "analyze", "kpi": "analyze",
+                             "render": "analyze", "report": "reports"}
     # Log lines inside handlers carry the trace and the span they were written in.
     job_lines = [json.loads(line) for line in text.splitlines() if f'"job": "{job_id}"' in line]
     span_ids = {s["span_id"] for s in spans}

@@ -21,13 +21,13 @@ from shared import bindings, events, lineage
 from shared.tenancy import new_job_id
 from tests.observability import (FUNCTIONS, LINEAGE, TRACES, contract, ensure_traced_functions, family_of,
                                  label_sets, log_offsets, logs_since, sample, scrape, wait_for_spans)
-from tests.stack_fixtures import auth_headers, wait_for_job
+from tests.stack_fixtures import auth_headers, wait_for_job, wait_for_reports
 
 pytestmark = pytest.mark.integration
 ROWS = 200
 STAGES = {"discover": ("handler", "probe"), "sync": ("handler", "extract", "stage"),
           "writer": ("handler", "lease", "load", "upload"),
-          "analyze": ("handler", "profile", "quality", "kpi", "render")}
+          "analyze": ("handler", "profile", "kpi", "render"), "reports": ("handler", "report")}
 REQUIRED = {"udb_jobs_started_total", "udb_jobs_total", "udb_stage_duration_seconds", "udb_rows_synced_total",
             "udb_bytes_staged_total", "udb_writer_queue_depth", "udb_writer_lease_wait_seconds",
             "udb_duckdb_write_duration_seconds", "udb_kpi_duration_seconds", "udb_artifact_bytes_total",
@@ -73,6 +73,8 @@ def pg_job(running_stack) -> Job:
     assert response.status_code == 202, response.text
     try:
         doc = wait_for_job(stack.function_url("artifacts"), tenant, job_id)
+        # and its reports, rendered beside the completed job by the reports function
+        wait_for_reports(stack.function_url("artifacts"), tenant, job_id)
         assert doc["state"] == "completed", doc.get("error")
         trace_id = events.trace_id_of(request["traceparent"])
         # The analyze handler span ends after the job document says completed: wait for it.
@@ -134,11 +136,11 @@ def test_metric_values_of_the_job(pg_job, s3_client):
     assert sample(s["writer"], "udb_writer_lease_wait_seconds_count") >= 1
     assert sample(s["writer"], "udb_writer_queue_depth", {"state": "waiting_lease"}) == 0
     assert sample(s["writer"], "udb_writer_queue_depth", {"state": "loading"}) == 0
-    # analyze: every artifact byte of the index, plus the index itself
-    index_bytes = artifact(pg_job, "index.json")
-    index = json.loads(index_bytes)
-    assert sample(s["analyze"], "udb_artifact_bytes_total", {"tenant": t}) == \
-        sum(a["bytes"] for a in index["artifacts"]) + len(index_bytes)
+    # analyze: every artifact byte it wrote (the reports function adds its own later, and rewrites
+    # the index and the page as each report lands: counted by its own process)
+    index = json.loads(artifact(pg_job, "index.json"))
+    own = sum(a["bytes"] for a in index["artifacts"] if "report" not in a and a["name"] != "index.html")
+    assert sample(s["analyze"], "udb_artifact_bytes_total", {"tenant": t}) > own
     kpis = json.loads(artifact(pg_job, f"kpis-{pg_job.table}.json"))
     assert sample(s["analyze"], "udb_kpi_duration_seconds_count") >= len(kpis) > 0
     assert sample(s["analyze"], "udb_artifacts_per_job_count") >= 1
@@ -146,9 +148,14 @@ def test_metric_values_of_the_job(pg_job, s3_client):
     full = {k: sample(s["analyze"], f"udb_profile_coverage_ratio_{k}", {"profile": "duckdb"}) for k in ("count", "sum")}
     assert full["count"] >= 1 and full["sum"] == full["count"]  # the DuckDB profile reads every row
     assert sample(s["analyze"], "udb_profile_coverage_ratio_bucket", {"profile": "duckdb", "le": "0.99"}) == 0
-    sampled = {k: sample(s["analyze"], f"udb_profile_coverage_ratio_{k}", {"profile": "sampled"})
+    # reports: the sampled engines' coverage and one duration per report, in its own process
+    wait_for_reports(stack.function_url("artifacts"), pg_job.tenant, pg_job.job_id)
+    s["reports"] = scrape("reports")
+    sampled = {k: sample(s["reports"], f"udb_profile_coverage_ratio_{k}", {"profile": "sampled"})
                for k in ("count", "sum")}
     assert sampled["count"] >= 1 and 0 < sampled["sum"] <= sampled["count"]
+    for kind in ("ydata", "evidently-summary"):
+        assert sample(s["reports"], "udb_report_duration_seconds_count", {"report": kind, "outcome": "ready"}) >= 1
     # every function: its dependencies up; artifacts answered the status polls
     for function in FUNCTIONS:
         for component in ("object_store", "kafka", "duckdb_extensions"):

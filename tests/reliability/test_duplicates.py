@@ -18,7 +18,7 @@ from shared import events
 from shared.runtime import invoke
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
-from tests.stack_fixtures import broker_auth, broker_events, wait_for_job
+from tests.stack_fixtures import broker_auth, broker_events, wait_for_job, wait_for_reports
 
 pytestmark = pytest.mark.reliability
 
@@ -69,13 +69,15 @@ def test_redelivering_every_event_of_a_stack_job_changes_nothing(running_stack, 
     assert httpx.post(stack.broker_url(), headers={**headers, **broker_auth()}, content=body, timeout=10).status_code == 202
     done = wait_for_job(stack.function_url("artifacts"), tenant, job)
     assert done["state"] == "completed"
+    # The reports function adds to the job's artifacts after it completed: wait until it is done.
+    assert wait_for_reports(stack.function_url("artifacts"), tenant, job)["reports"]["state"] == "ready"
     listing = s3_client.list_objects_v2(Bucket=stack.BUCKET, Prefix=f"tenants/{tenant}/artifacts/{job}/")
     before = {o["Key"]: o["ETag"] for o in listing["Contents"]}
     warehouse_etag = s3_client.head_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/warehouse.duckdb")["ETag"]
 
     seen = [event for _, event in broker_events(tenant, job)]
     assert [e["type"] for e in seen] == [events.DISCOVER_REQUESTED, events.SOURCE_DISCOVERED, events.SYNC_STAGED,
-                                        events.WAREHOUSE_LOADED, events.ANALYSIS_COMPLETED]
+                                        events.WAREHOUSE_LOADED, events.ANALYSIS_COMPLETED, events.REPORTS_RENDERED]
     for e in seen:  # the broker delivers each one again
         headers, body = to_binary(e)
         assert httpx.post(stack.broker_url(), headers={**headers, **broker_auth()}, content=body, timeout=10).status_code == 202

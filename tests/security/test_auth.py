@@ -17,7 +17,7 @@ from tests.security.conftest import JWT_SECRET, bearer, new_key
 
 pytestmark = pytest.mark.security
 JOB = "job-00000000000000c1"
-FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts")
+FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts", "reports")
 
 
 def _seed_job(ctx, tenant: str, job: str = JOB) -> None:

@@ -50,7 +50,7 @@ def test_the_broker_ingress_takes_only_the_broker_token_or_a_tenants_own_request
     assert crossed.status_code == 403 and f"cannot send events of tenant '{tenant}'" in crossed.json()["error"]
     assert _post(stack.broker_url(), event, auth_headers(tenant, "viewer")).status_code == 403
     # A terminal type no Trigger routes: accepted from the broker token, it goes nowhere.
-    internal = CloudEvent({"type": events.ANALYSIS_COMPLETED, "source": "/udb/test", "tenant": tenant,
+    internal = CloudEvent({"type": events.REPORTS_RENDERED, "source": "/udb/test", "tenant": tenant,
                            "jobid": new_job_id(), "partitionkey": tenant}, {"index": "x"})
     refused = _post(stack.broker_url(), internal, auth_headers(tenant, "admin"))
     assert refused.status_code == 403 and "come from UDB itself" in refused.json()["error"]

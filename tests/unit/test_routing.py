@@ -185,7 +185,16 @@ def test_analyze_requested_reaches_analyze(routes):
     assert subscribers(routes, **base_attrs("dev.udb.analyze.requested")) == ["udb-analyze"]
 
 
-@pytest.mark.parametrize("event_type", ["dev.udb.analysis.completed", "dev.udb.job.failed", "com.example.other"])
+def test_analysis_completed_reaches_reports_with_its_own_delivery(routes):
+    assert subscribers(routes, **base_attrs("dev.udb.analysis.completed")) == ["udb-reports"]
+    reports = next(t for t in routes.triggers if t.subscriber == "udb-reports")
+    # Its own whole delivery block: retries, backoff and the dead-letter sink (a failure there is
+    # dead-lettered and marks the reports failed, never the job).
+    assert reports.delivery == Delivery(retry=3, backoff_policy="exponential", backoff_delay=1.0,
+                                        dead_letter_sink="udb-dead-letters")
+
+
+@pytest.mark.parametrize("event_type", ["dev.udb.reports.rendered", "dev.udb.job.failed", "com.example.other"])
 def test_terminal_and_foreign_events_reach_nobody(routes, event_type):
     assert subscribers(routes, **base_attrs(event_type, autosync="true", autoanalyze="true")) == []
 
@@ -198,10 +207,11 @@ def test_broker_delivery_defaults(routes):
     assert discover.delivery == routes.delivery
 
 
-def test_six_triggers(routes):
+def test_seven_triggers(routes):
     assert sorted(t.name for t in routes.triggers) == [
         "analyze-on-analyze-requested", "analyze-on-warehouse-loaded", "discover-on-discover-requested",
-        "sync-on-source-discovered", "sync-on-sync-requested", "writer-on-sync-staged"]
+        "reports-on-analysis-completed", "sync-on-source-discovered", "sync-on-sync-requested",
+        "writer-on-sync-staged"]
 
 
 # --- Delivery and durations -------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""Sampled visual reports (ydata-profiling, Evidently) over frames taken from DuckDB.
+"""The report engines: ydata-profiling and Evidently over frames taken from DuckDB.
 
-The exact, full-table numbers come from profile.profile_table(); these reports run in
-pandas, so they get a reproducible sample of at most `max_rows` rows, with PII masked.
+The exact, full-table numbers come from analyze's DuckDB profile; these reports run in
+pandas, so they get a reproducible sample of at most `max_rows` rows and at most
+`max_columns` columns, with PII masked and every column name and text value HTML-escaped
+before an engine sees it (a column named `<script>` must not become markup in their pages).
 ydata_profiling and evidently take seconds to import, so they are imported inside the
-functions that need them.
+functions that need them, which run in a child process (functions/reports/render.py).
 """
 
 from __future__ import annotations
@@ -20,12 +22,38 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from shared import telemetry
+from shared.duck import quote
+from shared.evidentlyresult import drift_verdict, json_safe  # noqa: F401  (drift_verdict: re-exported)
 from shared.pii import mask_frame, mask_text  # noqa: F401  (mask_text: re-exported for callers)
-
-from .profile import json_safe, table_label, table_ref
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_DOTTED_RE = re.compile(rf"{_IDENT}(?:\.{_IDENT}){{0,2}}")
+
+
+def table_parts(table) -> list[str]:
+    """Unquoted name parts of a table reference (as analyze's profile reads them): a
+    tuple/list part by part; a string that is a valid SQL reference of bare or double-quoted
+    identifiers (`sales`, `udb_snapshots."my table"`) split on its dots; any other string one name."""
+    if not isinstance(table, str):
+        return [str(part) for part in table]
+    if _DOTTED_RE.fullmatch(table):
+        parts = re.findall(_IDENT, table)
+        return [p[1:-1].replace('""', '"') if p.startswith('"') else p for p in parts]
+    return [table]
+
+
+def table_ref(table) -> str:
+    """Quoted SQL reference for a table (see table_parts for the accepted forms)."""
+    return ".".join(quote(part) for part in table_parts(table))
+
+
+def table_label(table) -> str:
+    """Human/JSON name of a table reference: its unquoted parts joined by dots."""
+    return ".".join(table_parts(table))
 
 
 # ---------------------------------------------------------------- masking
@@ -43,22 +71,27 @@ def mask_pii(df: "pd.DataFrame") -> "pd.DataFrame":
 
 
 def sample_frame(
-    con: duckdb.DuckDBPyConnection, table, max_rows: int, seed: int = 42
+    con: duckdb.DuckDBPyConnection, table, max_rows: int, seed: int = 42, *, max_columns: int = 0
 ) -> tuple["pd.DataFrame", dict]:
     """Load the whole table, or a reproducible reservoir sample of max_rows rows, as pandas.
 
     Returns (frame, note) where note is {table, total_rows, sampled_rows, method, seed};
     method is "full" or "reservoir". The same seed and connection settings give the
-    same sample.
+    same sample. With max_columns > 0 a wider table is read on its first max_columns columns
+    only (the note's `columns` and `reported_columns` say so): ydata-profiling and Evidently
+    cost per column, and a 4,000-column table must not exhaust the machine.
     """
     source = table_ref(table)
+    names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+    kept = names[:max_columns] if max_columns and len(names) > max_columns else names
+    select = "*" if kept == names else ", ".join(quote(n) for n in kept)
     total = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
     if total <= max_rows:
-        df = con.execute(f"SELECT * FROM {source}").df()
+        df = con.execute(f"SELECT {select} FROM {source}").df()
         method, used_seed = "full", None
     else:
         df = con.execute(
-            f"SELECT * FROM {source} USING SAMPLE reservoir({int(max_rows)} ROWS) REPEATABLE ({int(seed)})"
+            f"SELECT {select} FROM {source} USING SAMPLE reservoir({int(max_rows)} ROWS) REPEATABLE ({int(seed)})"
         ).df()
         method, used_seed = "reservoir", seed
     note = {
@@ -67,12 +100,27 @@ def sample_frame(
         "sampled_rows": len(df),
         "method": method,
         "seed": used_seed,
+        "columns": len(names),
+        "reported_columns": len(kept),
     }
     return df, note
 
 
+def columns_text(sampling: dict | None) -> str:
+    """"" or the sentence saying only the first columns were reported."""
+    if sampling and sampling.get("reported_columns", 0) < sampling.get("columns", 0):
+        return (f"Reported on the first {sampling['reported_columns']:,} of {sampling['columns']:,} columns "
+                f"(UDB_REPORTS_MAX_COLUMNS); the DuckDB profile covers every column.")
+    return ""
+
+
 def sampling_text(sampling: dict | None) -> str:
     """One sentence describing how a frame was drawn from its table."""
+    cols = columns_text(sampling)
+    return _rows_text(sampling) + (f" {cols}" if cols else "")
+
+
+def _rows_text(sampling: dict | None) -> str:
     if not sampling or sampling.get("method") == "full":
         rows = (sampling or {}).get("total_rows")
         return f"Computed on all {rows:,} rows." if rows is not None else "Computed on the full data."
@@ -94,7 +142,9 @@ def prepare_frame(df: "pd.DataFrame") -> "pd.DataFrame":
     shared by every report (a prepared frame is returned as it is).
 
     PII masked (mask_pii), tz-aware datetimes -> naive UTC, nullable integers -> float64,
-    +-inf -> NaN, UUID/Decimal/list/bytes objects -> str or float.
+    +-inf -> NaN, UUID/Decimal/list/bytes objects -> str or float; then every column name and
+    every text value HTML-escaped (html.escape: injective, so counts and distinct values are
+    kept): the engines put names and values into their pages, not always escaped.
     """
     if df.attrs.get(PREPARED):
         return df
@@ -127,7 +177,16 @@ def _frame_for_reports(df: "pd.DataFrame") -> "pd.DataFrame":
                     out[name] = pd.to_numeric(column, errors="coerce")
                 else:
                     out[name] = column.map(lambda v: None if v is None else str(v))
-    return out
+    return escape_frame(out)
+
+
+def escape_frame(df: "pd.DataFrame") -> "pd.DataFrame":
+    """Column names and text values HTML-escaped; numbers, dates and nulls as they were."""
+    for name in df.columns:
+        if df[name].dtype == object or str(df[name].dtype) in ("string", "str"):
+            df[name] = df[name].map(lambda v: html.escape(v) if isinstance(v, str) else v)
+    df.columns = [html.escape(str(c)) for c in df.columns]
+    return df
 
 
 # ---------------------------------------------------------------- ydata-profiling
@@ -162,7 +221,7 @@ def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None, *, 
     report = ProfileReport(
         prepare_frame(df),
         minimal=minimal,
-        title=full_title,
+        title=html.escape(full_title),
         progress_bar=False,
         dataset={"description": note},
         html={"use_local_assets": True, "inline": True, "navbar_show": True},
@@ -249,9 +308,10 @@ def _keep_prepared(df: "pd.DataFrame") -> "pd.DataFrame":
 
 # ---------------------------------------------------------------- drift reference cache
 
+# 3: names and text values are HTML-escaped (issue 16).
 # 2: PII masking finds card numbers, IBANs and national ids (and such columns by content): a
 # reference cached by an older version may hold them unmasked, so it is never reused.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 CACHE_PREFIX = "cache/drift-reference/"
 
 
@@ -267,8 +327,21 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def reference_key(con: duckdb.DuckDBPyConnection, table, max_rows: int, *, cache_name: str | None = None,
+                  seed: int = 42, max_columns: int = 0) -> tuple[str, str, str]:
+    """(parquet key, metadata key, folder) of a table's cached drift reference: its content
+    fingerprint plus the sample size, column cap, seed and cache version."""
+    import hashlib
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_name or table_label(table))
+    fingerprint = table_fingerprint(con, table)
+    digest = hashlib.sha256(f"{fingerprint}:{max_rows}:{max_columns}:{seed}:{CACHE_VERSION}".encode()).hexdigest()[:32]
+    folder = f"{CACHE_PREFIX}{name}/"
+    return f"{folder}{digest}.parquet", f"{folder}{digest}.json", folder
+
+
 def reference_frame(con: duckdb.DuckDBPyConnection, table, max_rows: int, store=None, *,
-                    cache_name: str | None = None, seed: int = 42) -> tuple["pd.DataFrame", dict]:
+                    cache_name: str | None = None, seed: int = 42, max_columns: int = 0) -> tuple["pd.DataFrame", dict]:
     """The drift reference of a table: a reproducible sample of at most max_rows rows,
     PII-masked and prepared for Evidently, cached in the tenant store.
 
@@ -278,20 +351,16 @@ def reference_frame(con: duckdb.DuckDBPyConnection, table, max_rows: int, store=
     (frame, info) with info = {cache: hit|miss|off, key, sampling, seconds}.
     """
     import io
-    import hashlib
 
     import pandas as pd
 
     started = time.perf_counter()
     if store is None:
-        frame, sampling = sample_frame(con, table, max_rows, seed=seed)
+        frame, sampling = sample_frame(con, table, max_rows, seed=seed, max_columns=max_columns)
         return prepare_frame(frame), {"cache": "off", "key": None, "sampling": sampling,
                                       "seconds": round(time.perf_counter() - started, 3)}
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_name or table_label(table))
-    fingerprint = table_fingerprint(con, table)
-    digest = hashlib.sha256(f"{fingerprint}:{max_rows}:{seed}:{CACHE_VERSION}".encode()).hexdigest()[:32]
-    key = f"{CACHE_PREFIX}{name}/{digest}.parquet"
-    meta_key = f"{CACHE_PREFIX}{name}/{digest}.json"
+    key, meta_key, folder = reference_key(con, table, max_rows, cache_name=cache_name, seed=seed,
+                                          max_columns=max_columns)
     try:
         data = store.get(key).data
         sampling = json.loads(store.get(meta_key).data)
@@ -301,67 +370,17 @@ def reference_frame(con: duckdb.DuckDBPyConnection, table, max_rows: int, store=
                        "seconds": round(time.perf_counter() - started, 3)}
     except (KeyError, ValueError, OSError):  # NotFound is a KeyError; a damaged entry is rebuilt
         pass
-    frame, sampling = sample_frame(con, table, max_rows, seed=seed)
+    frame, sampling = sample_frame(con, table, max_rows, seed=seed, max_columns=max_columns)
     prepared = prepare_frame(frame)
     buffer = io.BytesIO()
     prepared.to_parquet(buffer, index=False)
     # The frame read back is the one used, so a hit and a miss give the same report.
     frame = pd.read_parquet(io.BytesIO(buffer.getvalue()))
     frame.attrs[PREPARED] = True
-    for old in list(store.list(f"{CACHE_PREFIX}{name}/")):
-        if not old.key.startswith(f"{CACHE_PREFIX}{name}/{digest}"):
+    for old in list(store.list(folder)):
+        if old.key not in (key, meta_key):
             store.delete(old.key)
     store.put(meta_key, json.dumps(sampling).encode(), content_type="application/json")
     store.put(key, buffer.getvalue(), content_type="application/vnd.apache.parquet")
     return frame, {"cache": "miss", "key": key, "sampling": sampling,
                    "seconds": round(time.perf_counter() - started, 3)}
-
-
-def drift_verdict(result: dict) -> dict:
-    """Compact verdict from an evidently_drift() result dict.
-
-    Returns {dataset_drift, drifted_columns, share, drifted_count, threshold, columns}
-    where columns is [{column, method, score, threshold, drifted}]. A column is drifted
-    when its Evidently "Value Drift" test failed; without tests the score is compared
-    to the threshold (p-value methods drift below it, distances at or above it).
-    """
-    metrics = result.get("metrics", [])
-    failed_tests: dict[str, bool] = {}
-    for test in result.get("tests", []):
-        params = (test.get("metric_config") or {}).get("params") or {}
-        if params.get("type", "").endswith(":ValueDrift") and "column" in params:
-            failed_tests[params["column"]] = test.get("status") == "FAIL"
-
-    share, count, threshold = 0.0, 0, 0.5
-    columns = []
-    for metric in metrics:
-        config = metric.get("config") or {}
-        kind = config.get("type", "")
-        value = metric.get("value")
-        if kind.endswith(":DriftedColumnsCount") and isinstance(value, dict):
-            share = float(value.get("share") or 0.0)
-            count = int(value.get("count") or 0)
-            threshold = float(config.get("drift_share", threshold))
-        elif kind.endswith(":ValueDrift"):
-            column = config.get("column")
-            method = str(config.get("method", ""))
-            limit = config.get("threshold")
-            if column in failed_tests:
-                drifted = failed_tests[column]
-            elif value is None or limit is None:
-                drifted = False
-            elif "p_value" in method:
-                drifted = value < limit
-            else:
-                drifted = value >= limit
-            columns.append({"column": column, "method": method, "score": value, "threshold": limit, "drifted": drifted})
-    drifted_columns = [c["column"] for c in columns if c["drifted"]]
-    return {
-        # Evidently's rule: the dataset drifts when the drifted share reaches drift_share.
-        "dataset_drift": bool(columns) and share >= threshold,
-        "drifted_columns": drifted_columns,
-        "share": share,
-        "drifted_count": count,
-        "threshold": threshold,
-        "columns": columns,
-    }

@@ -1,0 +1,154 @@
+"""KPI charts: the Plotly figure of a KPI result (analyze writes it as an HTML page, the
+reports function as PNG through functions/reports/pngs.py), and where Chromium is.
+
+Shared by both functions so the PNG shows exactly the figure of the HTML chart. Plotly is
+imported where used; find_chromium needs nothing. kaleido is only in the reports function.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+from pathlib import Path
+
+
+PLOTLY_JS = "plotly.min.js"
+
+
+def plotly_js() -> str:
+    """plotly.js as shipped in the plotly package (offline), written once per job as an artifact.
+    Read from the package's data without importing plotly (its import and figure validation
+    cost seconds on the core path)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("plotly")
+    root = Path(list(spec.submodule_search_locations)[0])
+    return (root / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+
+
+CHART_TYPES = ("bar", "line", "scatter", "pie", "indicator")
+# The parts of Plotly's `plotly_white` template the charts use, as plain layout (plotly.js has no
+# named templates; the Python package applies them).
+WHITE = {"colorway": ["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880",
+                      "#FF97FF", "#FECB52"],
+         "font": {"color": "#2a3f5f"}, "paper_bgcolor": "white", "plot_bgcolor": "white", "hovermode": "closest",
+         **{axis: {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "ticks": "", "zerolinecolor": "#EBF0F8",
+                   "automargin": True, "zerolinewidth": 2} for axis in ("xaxis", "yaxis")}}
+
+
+def chart_spec(kpi: dict, result: dict) -> dict:
+    """The Plotly figure of a KPI result as plain JSON ({data, layout}), from its chart spec
+    {type, x, y}: what plotly.js draws in the HTML chart and what the reports function hands to
+    Plotly and kaleido for the PNG.
+
+    type is bar | line | scatter | pie | indicator; y is one column or a list of columns
+    (one trace each); x is the category/time column (the labels of a pie).
+    """
+    chart = kpi.get("chart") or {}
+    columns, rows = result.get("columns", []), result.get("rows", [])
+
+    def values(name):
+        if name not in columns:
+            return []
+        index = columns.index(name)
+        return [row[index] for row in rows]
+
+    kind = chart.get("type")
+    ys_names = chart.get("y") if isinstance(chart.get("y"), list) else [chart.get("y")]
+    title = kpi.get("title") or kpi.get("name", "")
+    data, annotations = [], []
+    layout = {**json.loads(json.dumps(WHITE)), "margin": {"l": 60, "r": 30, "t": 70, "b": 60}}
+    if not rows:
+        annotations.append({"text": "No data", "showarrow": False, "font": {"size": 20}})
+    elif kind == "indicator":
+        ys = values(ys_names[0])
+        value = ys[0] if ys else None
+        subtitle = ""
+        if chart.get("x") and values(chart["x"]):
+            subtitle = f"<br><span style='font-size:0.7em'>{chart['x']}: {values(chart['x'])[0]}</span>"
+        trace = {"type": "indicator", "mode": "number", "title": {"text": f"{title}{subtitle}"}}
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            trace["value"] = value
+        data.append(trace)
+    elif kind == "pie":
+        labels = ["(null)" if v is None else str(v) for v in values(chart.get("x"))]
+        data.append({"type": "pie", "labels": labels, "values": values(ys_names[0]), "name": ys_names[0]})
+    else:
+        for y_name in ys_names:
+            ys = values(y_name)
+            if kind in ("line", "scatter"):
+                mode = "lines+markers" if kind == "line" else "markers"
+                data.append({"type": "scatter", "x": values(chart.get("x")), "y": ys, "mode": mode, "name": y_name})
+            else:
+                xs = ["(null)" if v is None else str(v) for v in values(chart.get("x"))]
+                data.append({"type": "bar", "x": xs, "y": ys, "name": y_name})
+    if kind not in ("indicator", "pie"):
+        layout["title"] = {"text": title, "x": 0.05}
+        layout["xaxis"]["title"] = {"text": chart.get("x"), "standoff": 15}
+        layout["yaxis"]["title"] = {"text": ", ".join(str(y) for y in ys_names), "standoff": 15}
+    elif kind == "pie":
+        layout["title"] = {"text": title, "x": 0.05}
+    if result.get("truncated"):
+        cap = "byte cap" if result.get("capped_by") == "bytes" else "row cap"
+        annotations.append({"text": f"first {result.get('row_count'):,} rows only ({cap})", "showarrow": False,
+                            "xref": "paper", "yref": "paper", "x": 1, "y": 1.08, "xanchor": "right",
+                            "font": {"size": 11}})
+    if annotations:
+        layout["annotations"] = annotations
+    return {"data": data, "layout": layout}
+
+
+def chart_figure(kpi: dict, result: dict):
+    """The same figure as a plotly.graph_objects.Figure (for kaleido's PNG export)."""
+    import plotly.graph_objects as go
+
+    return go.Figure(chart_spec(kpi, result))
+
+
+def chart_html(kpi: dict, result: dict, plotlyjs: bool | str = True) -> str:
+    """HTML page with the Plotly chart of a KPI result. `plotlyjs=True` inlines plotly.js (4.5 MB);
+    a file name such as PLOTLY_JS links it beside the page instead (offline all the same)."""
+    spec = chart_spec(kpi, result)
+    title = html.escape(str(kpi.get("title") or kpi.get("name", "")))
+    # JSON in a <script>: "</" would end the script element, so it is written as "<\/".
+    payload = json.dumps(spec, default=str, allow_nan=False).replace("</", "<\\/")
+    script = (f"<script>{plotly_js()}</script>" if plotlyjs is True else
+              f'<script src="{html.escape(str(plotlyjs), quote=True)}"></script>' if plotlyjs else "")
+    return f"""<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>{title}</title></head>
+<body>
+<div id="chart" style="height:100%;width:100%;min-height:450px"></div>
+{script}
+<script>
+var spec = {payload};
+Plotly.newPlot("chart", spec.data, spec.layout, {{"displaylogo": false, "responsive": true}});
+</script>
+</body>
+</html>
+"""
+
+
+# ---------------------------------------------------------------- PNG charts
+
+PNG_WIDTH, PNG_HEIGHT = 900, 500
+
+
+def find_chromium(configured: str = "") -> tuple[str | None, str | None]:
+    """(path, None) for the Chromium to render PNG charts with, or (None, why not).
+
+    The configured path (UDB_CHROMIUM_PATH) wins, then BROWSER_PATH, then chromium,
+    chromium-browser, google-chrome on PATH.
+    """
+    for candidate, source in ((configured, "UDB_CHROMIUM_PATH"), (os.environ.get("BROWSER_PATH", ""), "BROWSER_PATH")):
+        if candidate:
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate, None
+            return None, f"no Chromium at {candidate} ({source})"
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found, None
+    return None, ("no Chromium found (install it with scripts/ensure-chromium.sh, or set UDB_CHROMIUM_PATH "
+                  "or BROWSER_PATH)")
