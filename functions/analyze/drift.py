@@ -30,7 +30,7 @@ import math
 import time
 
 from shared import telemetry
-from shared.duck import quote
+from shared.duck import literal, quote
 
 from .profile import table_ref
 
@@ -64,7 +64,7 @@ def snapshot_drift(con, table: str) -> dict | None:
     """Drift of `main.<table>` against `udb_snapshots.<table>`; None when the table has no
     snapshot yet (its first load)."""
     found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'udb_snapshots' "
-                        "AND table_name = ?", [table]).fetchone()[0]
+                        f"AND table_name = {literal(table)}").fetchone()[0]  # no `?`: it imports pandas
     if not found:
         return None
     with telemetry.stage("drift", table=table):

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from functions.analyze.kpis import find_chromium
+from shared.charts import find_chromium
 from shared import auth, cli, links, runtime
 from shared.settings import Settings
 from shared.tenancy import new_job_id

@@ -191,7 +191,7 @@ def test_analysis_completed_reaches_reports_with_its_own_delivery(routes):
     # Its own whole delivery block: retries, backoff and the dead-letter sink (a failure there is
     # dead-lettered and marks the reports failed, never the job).
     assert reports.delivery == Delivery(retry=3, backoff_policy="exponential", backoff_delay=1.0,
-                                        dead_letter_sink="udb-dead-letters")
+                                        dead_letter_sink="udb-dead-letters", timeout=600.0)
 
 
 @pytest.mark.parametrize("event_type", ["dev.udb.reports.rendered", "dev.udb.job.failed", "com.example.other"])
@@ -325,6 +325,7 @@ def test_every_trigger_effective_delivery_retries_and_dead_letters(routes):
         "writer-on-sync-staged": Delivery(3, "exponential", 1.0, "udb-dead-letters", 600.0),
         "analyze-on-warehouse-loaded": Delivery(3, "exponential", 1.0, "udb-dead-letters", 600.0),
         "analyze-on-analyze-requested": Delivery(3, "exponential", 1.0, "udb-dead-letters", 600.0),
+        "reports-on-analysis-completed": Delivery(3, "exponential", 1.0, "udb-dead-letters", 600.0),
     }
 
 

@@ -51,7 +51,7 @@ def slow_function():
 def test_the_queues_come_from_the_knative_services():
     queues = service_queues(REPO / "knative" / "base" / "services.yaml")
     assert {n: (q.concurrency, q.timeout) for n, q in queues.items()} == {
-        "udb-discover": (0, 120.0), "udb-sync": (4, 600.0), "udb-writer": (1, 600.0), "udb-analyze": (1, 600.0),
+        "udb-discover": (0, 120.0), "udb-sync": (4, 600.0), "udb-writer": (1, 600.0), "udb-analyze": (1, 600.0), "udb-reports": (1, 600.0),
         "udb-artifacts": (0, 300.0), "udb-discover-api": (0, 120.0), "udb-artifacts-api": (0, 300.0)}
 
 
