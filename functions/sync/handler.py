@@ -69,10 +69,14 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
         schema_hash = hashlib.sha256(json.dumps(columns, sort_keys=True).encode()).hexdigest()[:16]
         # One batch per job and table: a redelivered sync restages the same batch id, and the
         # writer's catalogue loads it once.
-        incremental = bool((stream.get("options") or {}).get("incremental"))
-        staged.append({"table": table, "stream": stream["name"], "batch_id": f"{job_id}/{table}",
-                       "parts": parts, "rows": rows, "bytes": total, "schema_hash": schema_hash,
-                       "columns": columns, "mode": "append" if incremental else "replace"})
+        incremental = (stream.get("options") or {}).get("incremental")
+        batch = {"table": table, "stream": stream["name"], "batch_id": f"{job_id}/{table}",
+                 "parts": parts, "rows": rows, "bytes": total, "schema_hash": schema_hash,
+                 "columns": columns, "mode": "append" if incremental else "replace"}
+        if isinstance(incremental, dict) and incremental.get("primary_key"):
+            # Merge: a staged row replaces the stored row with the same key (an update).
+            batch.update(mode="merge", primary_key=list(incremental["primary_key"]))
+        staged.append(batch)
         ctx.log.info("staged %s: %d rows in %d parts", table, rows, len(parts))
     if not staged:  # incremental sync with nothing new: the warehouse is already current
         jobs.move(job_id, "completed")

@@ -128,6 +128,20 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context, holdin
                     con.execute("ROLLBACK")
                     raise SourceError(f"{table}: cannot append the incremental batch: {exc}") from None
                 added = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0] - previous
+            elif batch.get("mode") == "merge" and exists:
+                # Incremental by key: rows of the batch replace the stored rows with their key
+                # (updates), the others are new; in one transaction with the catalogue entry.
+                keys = ", ".join(duck.quote(k) for k in batch["primary_key"])
+                try:
+                    replaced = con.execute(
+                        f"DELETE FROM main.{q} WHERE ({keys}) IN (SELECT ({keys}) FROM read_parquet(?))",
+                        [files]).fetchone()[0]
+                    con.execute(f"INSERT INTO main.{q} BY NAME SELECT * FROM read_parquet(?)", [files])
+                except duckdb.Error as exc:
+                    con.execute("ROLLBACK")
+                    raise SourceError(f"{table}: cannot merge the incremental batch: {exc}") from None
+                added = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0] - previous + replaced
+                ctx.log.info("%s: merged %d rows (%d replaced)", table, batch["rows"], replaced)
             else:
                 con.execute(f"CREATE OR REPLACE TABLE main.{q} AS SELECT * FROM read_parquet(?)", [files])
                 added = None

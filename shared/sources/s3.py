@@ -45,6 +45,7 @@ from shared.tenancy import identifier
 PROVIDER = "s3"
 USES_ENV = True  # options (another S3), the tenant's secret store, the settings
 OPTION_FIELDS = ("endpoint", "region", "access_key_id", "secret_access_key")
+OPTIONS = frozenset({*OPTION_FIELDS, "name", "incremental"})
 # What UDB reads from a bucket: the local file formats minus Excel.
 FORMATS = {ext: fmt for ext, fmt in files.FORMATS.items() if fmt != "xlsx"}
 SNIFF_BYTES = files.SNIFF_BYTES
@@ -340,7 +341,7 @@ def source_spec(options: dict, env, hint: str) -> dict | None:
     """The options' S3 as it may be persisted: {endpoint, region, access_key_id,
     secret_access_key: secret://...}, or None for UDB's own object store."""
     options = options or {}
-    unknown = set(options) - set(OPTION_FIELDS) - {"provider", "name"}
+    unknown = set(options) - OPTIONS - {"provider", "oauth"}
     if unknown:
         raise SourceError(f"options: unknown fields {sorted(unknown)} for an S3 source; known: {list(OPTION_FIELDS)}")
     spec = {f: options[f] for f in OPTION_FIELDS if options.get(f) not in (None, "")}

@@ -15,6 +15,7 @@ from shared.sources import http as web
 
 PROVIDER = "upload"
 USES_ENV = True
+OPTIONS = frozenset({"table"})
 SCHEME = "upload://"
 UPLOAD_ID_RE = re.compile(r"^up-[0-9a-f]{16}$")
 FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,127}$")
