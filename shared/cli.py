@@ -140,10 +140,11 @@ def run_schedule(settings: Settings, args) -> int:
         print(json.dumps(doc, indent=2))
         return 0
 
-    def fire(tenant, source_id, slot):
+    def fire(tenant, source_id, slot, autoanalyze=True):
         job_id = new_job_id()
-        event = events.make_event(events.SYNC_REQUESTED, {"source_id": source_id}, tenant=tenant, job_id=job_id,
-                                  function="scheduler")
+        event = events.make_event(events.SYNC_REQUESTED, {"source_id": source_id, "autoanalyze": autoanalyze},
+                                  tenant=tenant, job_id=job_id, function="scheduler",
+                                  flags={"autoanalyze": autoanalyze})
         ctx.jobs(tenant).create(job_id, traceparent=event["traceparent"], source_id=source_id,
                                 scheduled_slot=slot.isoformat())
         dispatcher.publish(event)

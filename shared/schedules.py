@@ -30,7 +30,7 @@ from shared.errors import InputError, NotFound, PreconditionFailed, ValidationEr
 from shared.tenancy import TENANT_RE
 
 SOURCE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,80}$")
-FIELDS = {"cron", "timezone"}
+FIELDS = {"cron", "timezone", "autoanalyze"}
 _KEY_RE = re.compile(r"^tenants/(?P<tenant>[^/]+)/schedules/(?P<source>[^/]+)\.json$")
 
 
@@ -56,9 +56,12 @@ def validate(body) -> dict:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         problems["timezone"] = f"expected an IANA time zone such as 'Europe/Paris' or 'UTC', found {tz!r}"
+    autoanalyze = body.get("autoanalyze", True)
+    if not isinstance(autoanalyze, bool):
+        problems["autoanalyze"] = f"expected true or false, found {autoanalyze!r}"
     if problems:
         raise ValidationError("invalid schedule", problems)
-    return {"cron": cron, "timezone": tz}
+    return {"cron": cron, "timezone": tz, "autoanalyze": autoanalyze}
 
 
 def next_slots(cron: str, tz: str, after: datetime, count: int = 3) -> list[datetime]:
@@ -141,8 +144,8 @@ class TickResult:
         return dict(self.__dict__)
 
 
-# fire(tenant, source_id, slot) -> job id; raises to leave the slot for the next tick.
-Fire = Callable[[str, str, datetime], str]
+# fire(tenant, source_id, slot, autoanalyze) -> job id; raises to leave the slot for the next tick.
+Fire = Callable[[str, str, datetime, bool], str]
 
 
 def tick(store, fire: Fire, now: datetime | None = None, log=None, tenant: str | None = None) -> TickResult:
@@ -171,7 +174,7 @@ def tick(store, fire: Fire, now: datetime | None = None, log=None, tenant: str |
             result.already_fired += 1
             continue
         try:
-            job_id = fire(tenant, source_id, slot)
+            job_id = fire(tenant, source_id, slot, doc.get("autoanalyze", True))
         except Exception as exc:  # the broker refused it: free the slot for the next tick
             store.delete(marker)
             result.failed += 1

@@ -50,16 +50,16 @@ def delete_schedule(request, ctx: Context):
     return "", 204, {}
 
 
-def sync_event(tenant: str, source_id: str, slot: datetime, job_id: str):
-    return events.make_event(events.SYNC_REQUESTED, {"source_id": source_id}, tenant=tenant, job_id=job_id,
-                             function="scheduler")
+def sync_event(tenant: str, source_id: str, job_id: str, autoanalyze: bool = True):
+    return events.make_event(events.SYNC_REQUESTED, {"source_id": source_id, "autoanalyze": autoanalyze},
+                             tenant=tenant, job_id=job_id, function="scheduler", flags={"autoanalyze": autoanalyze})
 
 
 def broker_fire(ctx: Context):
     """fire(tenant, source_id, slot): a job, and its sync.requested sent to the broker (K_SINK)."""
-    def fire(tenant: str, source_id: str, slot: datetime) -> str:
+    def fire(tenant: str, source_id: str, slot: datetime, autoanalyze: bool = True) -> str:
         job_id = new_job_id()
-        event = sync_event(tenant, source_id, slot, job_id)
+        event = sync_event(tenant, source_id, job_id, autoanalyze)
         ctx.jobs(tenant).create(job_id, traceparent=event["traceparent"], source_id=source_id,
                                 scheduled_slot=slot.isoformat())
         ctx.send_job(tenant, job_id, event, "sync")  # JobNotAccepted when the broker refuses it

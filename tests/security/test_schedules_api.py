@@ -86,7 +86,7 @@ def test_schedule_routes_roles_isolation_and_tick(tmp_path):
         # The same minute: already fired (a new minute, should the clock have turned: its own slot).
         assert again["fired"] + again["already_fired"] == 1 and len(broker.received) == 1 + again["fired"]
         assert [(e["type"], e["tenant"], e["data"]) for e in broker.received][:1] == \
-            [("dev.udb.sync.requested", "acme", {"source_id": SOURCE})]
+            [("dev.udb.sync.requested", "acme", {"source_id": SOURCE, "autoanalyze": True})]
 
         assert httpx.delete(url, headers=_bearer("acme", "viewer"), timeout=10).status_code == 403
         assert httpx.delete(url, headers=_bearer("acme", "analyst"), timeout=10).status_code == 204

@@ -29,10 +29,11 @@ def test_validation_names_every_problem():
     assert err.value.problems == {
         "cron": "not a valid cron expression: '61 * * * *'",
         "timezone": "expected an IANA time zone such as 'Europe/Paris' or 'UTC', found 'Mars/Olympus'",
-        "every": "unknown field; expected cron, timezone"}
+        "every": "unknown field; expected autoanalyze, cron, timezone"}
     with pytest.raises(ValidationError, match="expected a cron expression of 5 fields"):
         schedules.validate({"cron": "* * *"})
-    assert schedules.validate({"cron": "*/15 * * * *"}) == {"cron": "*/15 * * * *", "timezone": "UTC"}
+    assert schedules.validate({"cron": "*/15 * * * *"}) == {"cron": "*/15 * * * *", "timezone": "UTC",
+                                                           "autoanalyze": True}
 
 
 def test_slots_follow_the_time_zone():
@@ -67,7 +68,7 @@ def test_each_slot_fires_once_and_a_missed_tick_is_caught_up_once(tmp_path):
     store = LocalStore(tmp_path)
     fired = []
 
-    def fire(tenant, source_id, slot):
+    def fire(tenant, source_id, slot, autoanalyze):
         fired.append((tenant, source_id, slot.astimezone(timezone.utc).strftime("%H:%M")))
         return f"job-{len(fired):016x}"
 
@@ -89,7 +90,7 @@ def test_each_slot_fires_once_and_a_missed_tick_is_caught_up_once(tmp_path):
     assert fired == [("acme", "a-1", "06:00"), ("beta", "b-1", "06:00"), ("acme", "a-1", "06:30")]
 
     # A refused fire frees the slot: the next tick fires it.
-    def refuse(tenant, source_id, slot):
+    def refuse(tenant, source_id, slot, autoanalyze):
         raise RuntimeError("broker away")
 
     assert schedules.tick(store, refuse, now=T0 + timedelta(minutes=45)).as_dict()["failed"] == 1
