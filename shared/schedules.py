@@ -164,7 +164,7 @@ def tick(store, fire: Fire, now: datetime | None = None, log=None, tenant: str |
             continue  # deleted since the listing
         result.schedules += 1
         slot = latest_slot(doc["cron"], doc["timezone"], now)
-        if slot < datetime.fromisoformat(doc["updated_at"]).replace(second=0, microsecond=0):
+        if slot < datetime.fromisoformat(doc["updated_at"]):
             result.not_due += 1  # the slot came before the schedule was set
             continue
         marker = f"tenants/{tenant}/schedules/{source_id}.fired/{slot.astimezone(timezone.utc):%Y%m%dT%H%MZ}"

@@ -72,14 +72,15 @@ def test_each_slot_fires_once_and_a_missed_tick_is_caught_up_once(tmp_path):
         fired.append((tenant, source_id, slot.astimezone(timezone.utc).strftime("%H:%M")))
         return f"job-{len(fired):016x}"
 
-    with_source(store, "acme", "a-1").put("a-1", {"cron": "*/15 * * * *"}, now=T0)
-    with_source(store, "beta", "b-1").put("b-1", {"cron": "0 7 * * *", "timezone": "Europe/Paris"}, now=T0)
+    set_at = T0 - timedelta(minutes=1)
+    with_source(store, "acme", "a-1").put("a-1", {"cron": "*/15 * * * *"}, now=set_at)
+    with_source(store, "beta", "b-1").put("b-1", {"cron": "0 7 * * *", "timezone": "Europe/Paris"}, now=set_at)
 
     def tick(at):
         return schedules.tick(store, fire, now=at).as_dict()
 
-    # 06:00:20: acme's 06:00 slot (the schedule was set at 06:00:20, same minute) fires; beta's
-    # 07:00 Paris (06:00 UTC) slot too.
+    # 06:00:20: acme's 06:00 slot (the schedules were set at 05:59:20) fires; beta's 07:00 Paris
+    # (06:00 UTC) slot too.
     assert tick(T0) == {"schedules": 2, "fired": 2, "already_fired": 0, "not_due": 0, "failed": 0}
     # The same minute again (a redelivered ping, a second replica): nothing fires twice.
     assert tick(T0 + timedelta(seconds=30)) == {"schedules": 2, "fired": 0, "already_fired": 2, "not_due": 0,
@@ -102,8 +103,11 @@ def test_each_slot_fires_once_and_a_missed_tick_is_caught_up_once(tmp_path):
 
 def test_a_schedule_set_after_its_slot_does_not_fire_it(tmp_path):
     store = LocalStore(tmp_path)
-    set_at = datetime(2026, 3, 2, 6, 7, tzinfo=timezone.utc)
-    with_source(store, "acme", "a-1").put("a-1", {"cron": "0 * * * *"}, now=set_at)
+    set_at = datetime(2026, 3, 2, 6, 7, 0, 500_000, tzinfo=timezone.utc)
+    with_source(store, "acme", "a-1").put("a-1", {"cron": "* * * * *"}, now=set_at)
     calls = []
-    result = schedules.tick(store, lambda *a: calls.append(a) or "job", now=set_at + timedelta(minutes=1))
+    # The 06:07:00 slot passed half a second before the schedule was set: not fired; 06:08 is.
+    result = schedules.tick(store, lambda *a: calls.append(a) or "job", now=set_at + timedelta(seconds=10))
     assert result.as_dict()["not_due"] == 1 and calls == []
+    result = schedules.tick(store, lambda *a: calls.append(a) or "job", now=set_at + timedelta(seconds=60))
+    assert result.as_dict()["fired"] == 1 and len(calls) == 1
