@@ -39,6 +39,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
         raise SourceError(f"unknown streams {sorted(unknown)}; the source has "
                           f"{[s['name'] for s in source['streams']]}")
     env = SourceEnv.of(ctx, tenant, source_id=source["id"])  # secrets, uploads, incremental state
+    env.pending_state = {}  # the writer saves it once the batch is loaded (shared/syncstate.py)
     staged = []
     for stream in (s for s in source["streams"] if s["name"] in wanted):
         table = table_name(source["short"], stream["name"])
@@ -76,6 +77,8 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
         if isinstance(incremental, dict) and incremental.get("primary_key"):
             # Merge: a staged row replaces the stored row with the same key (an update).
             batch.update(mode="merge", primary_key=list(incremental["primary_key"]))
+        if stream["name"] in env.pending_state:
+            batch["state"] = env.pending_state[stream["name"]]
         staged.append(batch)
         ctx.log.info("staged %s: %d rows in %d parts", table, rows, len(parts))
     if not staged:  # incremental sync with nothing new: the warehouse is already current

@@ -75,6 +75,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     finally:
         loading.dec()
         lease.release(ctx.store, keeper.lease)
+    _save_states(store, data, ctx)
     metrics.duckdb_write_seconds.labels(tenant).observe(time.perf_counter() - started)
     jobs.move(job_id, "loaded", tables={r["table"]: {"rows": r["rows"]} for r in results})
     autoanalyze = data.get("autoanalyze", True)
@@ -158,6 +159,18 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context, holdin
     finally:
         con.close()
     return results
+
+
+def _save_states(store, data: dict, ctx: Context) -> None:
+    """Incremental state the sync shipped with its batches, saved now that they are in the
+    uploaded warehouse (a redelivery saves the same values again)."""
+    from types import SimpleNamespace
+
+    from shared import syncstate
+    env = SimpleNamespace(store=store, source_id=data["source_id"])
+    for batch in data["tables"]:
+        if batch.get("state") is not None:
+            syncstate.save_stream(env, batch["stream"], batch["state"])
 
 
 def ctx_job(batch: dict) -> str:

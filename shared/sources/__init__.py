@@ -43,6 +43,8 @@ class SourceEnv:
     settings: Any = None         # shared.settings.Settings
     options: dict = field(default_factory=dict)
     source_id: str | None = None
+    # Set by the sync function: incremental state noted here, saved by the writer after the load.
+    pending_state: dict | None = None
 
     @classmethod
     def of(cls, ctx, tenant: str, options: dict | None = None, source_id: str | None = None) -> "SourceEnv":

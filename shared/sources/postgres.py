@@ -29,7 +29,7 @@ A redacted hint (`***` as password) can be discovered again by the same tenant.
 
 Incremental (`options.incremental`: `true` for each table's first cursor candidate, a
 TIMESTAMP/DATE column, or `{cursor_field, initial_value?}`): a sync reads only rows whose cursor
-is greater than the last sync's largest (state per source, shared/sources/state.py), and the
+is greater than the last sync's largest (state per source, shared/syncstate.py), and the
 writer merges them by the table's primary key (an updated row replaces its old version; a
 table without one is appended to). Deletes are not seen.
 
@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from shared import duck, netguard
 from shared.errors import NotFound, SourceError, TransientError
-from shared.sources import state
+from shared import syncstate as state
 from shared.tenancy import identifier
 
 PROVIDER = "postgres"

@@ -41,7 +41,7 @@ from shared import duck
 from shared.errors import NotFound, PreconditionFailed, SourceError
 from shared.settings import Settings
 from shared.sources import http as web
-from shared.sources import state
+from shared import syncstate as state
 from shared.tenancy import identifier
 
 PROVIDER = "rest"
@@ -521,7 +521,7 @@ def inspect(hint: str, *, env=None) -> dict:
     return {"provider": PROVIDER, "short": identifier((url.host or "api").split(".")[0], "api"), "streams": [stream]}
 
 
-# Incremental state lives in shared/sources/state.py, shared with postgres and s3.
+# Incremental state lives in shared/syncstate.py, shared with postgres and s3.
 load_state = state.load_state
 
 

@@ -25,7 +25,7 @@ the endpoint is spelled.
 Incremental by object (`options.incremental: true`): the hint's objects become ONE stream (one
 table) with an `_s3_key` column naming each row's object. A sync lists the prefix again and reads
 only the objects that are new or changed (ETag or LastModified differ from the last sync's,
-kept per source in shared/sources/state.py); the writer merges the batch by `_s3_key`, so a
+kept per source in shared/syncstate.py); the writer merges the batch by `_s3_key`, so a
 changed object's rows replace its old rows and the other objects' rows stay. An object deleted
 from the bucket keeps its rows (deletes are not seen).
 
@@ -604,7 +604,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
 def _extract_changed(stream: dict, bucket: str, key: str, config: S3Config, out_dir: Path, part_bytes: int,
                      memory_limit: str, threads: int, env) -> int:
     """Read the objects new or changed since the last sync, each row tagged with its key."""
-    from shared.sources import state
+    from shared import syncstate as state
     client = config.client()
     objects = list_objects(bucket, key, config, client)
     seen = state.stream_state(env, stream["name"]).get("objects") or {}

@@ -3,6 +3,11 @@
 REST and PostgreSQL keep a cursor (`{cursor_field, last_value}`); S3 keeps the objects it
 has read (`{objects: {key: etag}}`). Writes are compare-and-swap on the ETag, so two syncs
 of one source never lose each other's streams.
+
+In the pipeline the new state is not written at extract: the sync function collects it
+(`env.pending_state`), ships it in the staged batch, and the writer saves it only once the
+batch is in the uploaded warehouse. A sync redelivered before that, or a load that failed,
+reads the same rows again (the batch id makes the load idempotent); nothing is skipped.
 """
 from __future__ import annotations
 
@@ -33,7 +38,12 @@ def stream_state(env, stream: str) -> dict:
 
 
 def save_stream(env, stream: str, value: dict) -> None:
-    """Replace one stream's entry in the source's state (compare-and-swap, five tries)."""
+    """Replace one stream's entry in the source's state (compare-and-swap, five tries); where
+    the env collects pending state (the sync function), only note it there."""
+    pending = getattr(env, "pending_state", None)
+    if pending is not None:
+        pending[stream] = value
+        return
     if env is None or env.store is None or not env.source_id:
         return
     for _ in range(5):
