@@ -119,6 +119,13 @@ def test_pg_incremental_insert_and_update_rounds_merge_by_key(pg_db, ctx_for, tm
     # Insert round: 20 new rows, only they are read.
     sql(pg_db, "INSERT INTO orders SELECT i, i * 10, TIMESTAMP '2025-01-01' + make_interval(mins => i) "
                "FROM generate_series(101, 120) g(i)")
+    # A sync whose load never happens (the writer failed, the reply was lost) moves no cursor:
+    # the next sync reads the same 20 rows.
+    orphan = invoke(sync, events.make_event(events.SYNC_REQUESTED, {"source_id": source["id"]}, tenant=TENANT,
+                                            job_id=new_job_id(), function="test"), ctx_for("sync"))
+    assert events.event_data(orphan)["tables"][0]["rows"] == 20
+    assert events.event_data(orphan)["tables"][0]["state"] == {"cursor_field": "updated_at",
+                                                               "last_value": "2025-01-01 02:00:00"}
     second = resync(source["id"], ctx_for)
     assert second["staged"]["tables"][0]["rows"] == 20
     assert warehouse(ctx_for, tmp_path, f"SELECT count(*), count(DISTINCT id), sum(amount) FROM {table}") == \
