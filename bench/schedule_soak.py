@@ -90,7 +90,7 @@ def soak(sources: int, minutes: int, rows: int, log=print) -> dict:
             event = events.make_event(events.DISCOVER_REQUESTED, {"hint": f"s3://{BUCKET}/{tenant}/s{i}.csv",
                                                                   "autoanalyze": False},
                                       tenant=tenant, job_id=job_id, function="soak", flags={"autoanalyze": False})
-            from cloudevents.http import to_binary
+            from cloudevents.conversion import to_binary
             h, body = to_binary(event)
             h.update(auth)
             assert httpx.post(stack.broker_url(), headers=h, content=body, timeout=10).status_code == 202
