@@ -77,5 +77,5 @@ def tick_route(request, ctx: Context):
     return json_response(result)
 
 
-ROUTES = [("PUT", "/sources", put_schedule), ("GET", "/sources", get_schedule),
-          ("DELETE", "/sources", delete_schedule), ("POST", "/admin/schedules/tick", tick_route)]
+ROUTES = [("PUT", "/sources/", put_schedule), ("GET", "/sources/", get_schedule),
+          ("DELETE", "/sources/", delete_schedule), ("POST", "/admin/schedules/tick", tick_route)]

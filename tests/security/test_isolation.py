@@ -129,6 +129,9 @@ RAW_STORE_ACCESS = {
     "shared/auth.py": "API key records at auth/keys/<key_id>.json: looked up before the tenant is known",
     "functions/writer/handler.py": "the writer lease at locks/<t>/warehouse.lease (lease_key validates t)",
     "functions/artifacts/admin.py": "retention prune over tenants/*/{staging,artifacts}/ (or one tenant's)",
+    "functions/artifacts/schedules_api.py": "the schedule tick over tenants/*/schedules/ (or one tenant's): "
+                                            "slot markers beside each schedule, the sync sent for that tenant",
+    "shared/cli.py": "`udb schedule run`: the same tick, embedded",
     "shared/mcp_server.py": "the MCP server (`udb mcp`): verifies the caller's credential against auth/keys/, "
                             "then reads only through TenantStore views of the caller's tenant",
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -76,7 +77,12 @@ def test_schedule_routes_roles_isolation_and_tick(tmp_path):
         assert httpx.get(url, headers=_bearer("other", "admin"), timeout=10).status_code == 404
         assert httpx.put(url, json=body, headers=_bearer("other", "analyst"), timeout=10).status_code == 404
 
-        # The tick: analysts may not; the broker token fires acme's slot once.
+        # A slot before the schedule was set never fires: date it two minutes back, as if set then.
+        tenant_store = TenantStore(store, "acme")
+        doc = json.loads(tenant_store.get(f"schedules/{SOURCE}.json").data)
+        doc["updated_at"] = (datetime.now(timezone.utc) - timedelta(minutes=2)).isoformat()
+        tenant_store.put(f"schedules/{SOURCE}.json", json.dumps(doc).encode())
+        # The tick: analysts may not; the broker token fires acme's latest slot once.
         tick = f"{server.url}/admin/schedules/tick"
         assert httpx.post(tick, headers=_bearer("acme", "analyst"), timeout=10).status_code == 403
         fired = httpx.post(tick, headers={"Authorization": f"Bearer {BROKER_TOKEN}"}, timeout=30)
