@@ -75,10 +75,14 @@ ROUTE_ROLES: tuple[tuple[str, str, str], ...] = (
     ("DELETE", "/kpis", "analyst"),                   # remove a KPI definition
     ("POST", "/uploads", "analyst"),                  # upload a file to discover
     ("POST", "/sources/discover_connect", "analyst"),  # start a job from a hint
+    ("PUT", "/sources/", "analyst"),                  # set a source's sync schedule
+    ("GET", "/sources/", "viewer"),                   # read a source's sync schedule
+    ("DELETE", "/sources/", "analyst"),               # remove a source's sync schedule
     ("GET", "/oauth/callback", OAUTH_STATE),           # a provider's redirect back to UDB
     ("POST", "/oauth/device", "analyst"),              # start or poll a device-code authorization
     ("POST", "/admin/prune", "admin"),                # retention: a tenant admin prunes its tenant
     ("POST", "/admin/redrive", "admin"),              # resume jobs an outage dead-lettered
+    ("POST", "/admin/schedules/tick", "admin"),       # fire due scheduled syncs (the PingSource)
     ("GET", "/admin/", "admin"),
     ("POST", "/admin/", "admin"),
     ("DELETE", "/admin/", "admin"),
@@ -88,7 +92,7 @@ DEFAULT_ROLE = "admin"  # a route nobody listed: fail closed
 PROBE_PATHS = ("/healthz", "/readyz", "/startupz")
 # System actions across every tenant: the broker token (UDB itself, e.g. a scheduler) may call
 # them too, with no tenant. Nothing else accepts that token but the CloudEvent entry.
-SYSTEM_ROUTES = {("POST", "/admin/prune"), ("POST", "/admin/redrive")}
+SYSTEM_ROUTES = {("POST", "/admin/prune"), ("POST", "/admin/redrive"), ("POST", "/admin/schedules/tick")}
 
 # CloudEvents a tenant may send itself (to the broker ingress or a function's `POST /`), and the
 # role each needs; every other type comes from UDB's own functions, with the broker token.
@@ -107,6 +111,7 @@ MCP_ROLES = {
     "sync": "analyst",
     "analyze": "analyst",
     "run_kpi": "analyst",
+    "set_schedule": "analyst",
     "status": "viewer",
     "list_tables": "viewer",
     "describe_table": "viewer",

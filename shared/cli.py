@@ -30,6 +30,19 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("job")
         p.add_argument("--tenant", default=DEFAULT_TENANT)
+    schedule = sub.add_parser("schedule", help="per-source sync schedules (embedded mode)")
+    ssub = schedule.add_subparsers(dest="schedule_command", required=True)
+    srun = ssub.add_parser("run", help="stay in the foreground and fire due scheduled syncs each minute")
+    srun.add_argument("--ticks", type=int, default=0, help="stop after this many ticks (0: run until stopped)")
+    sset = ssub.add_parser("set", help="set a source's schedule")
+    sset.add_argument("source_id")
+    sset.add_argument("--cron", required=True, help='a 5-field cron expression, e.g. "*/15 * * * *"')
+    sset.add_argument("--timezone", default="UTC", help="an IANA time zone (default UTC)")
+    for name in ("show", "delete"):
+        ssub.add_parser(name, help=f"{name} a source's schedule").add_argument("source_id")
+    for p in (srun, sset, *ssub.choices.values()):
+        if not any(a.dest == "tenant" for a in p._actions):
+            p.add_argument("--tenant", default=DEFAULT_TENANT)
     auth.add_cli(sub)  # udb keys create|list|revoke, udb token: the CLI acts as a local admin
     mcp = sub.add_parser("mcp", help="serve UDB's tools to AI agents over MCP (docs/mcp.md)")
     mcp.add_argument("--transport", choices=("stdio", "http"), default="stdio")
@@ -53,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             from shared import mcp_server
             return mcp_server.serve(settings, transport=args.transport, host=args.host, port=args.port,
                                     stack_url=args.stack, tenant=args.tenant)
+        if args.command == "schedule":
+            return run_schedule(settings, args)
         if args.command == "status":
             return show_status(settings, args.tenant, args.job)
         return show_artifacts(settings, args.tenant, args.job)
@@ -225,6 +240,51 @@ def _skip_reports(ctx, tenant: str, job_id: str) -> None:
     store = ctx.tenant_store(tenant)
     index = jobindex.update(store, job_id, change)
     ctx.jobs(tenant).set_reports(job_id, jobindex.job_reports(index.get("reports", []), reason=reason))
+
+
+def run_schedule(settings: Settings, args) -> int:
+    """`udb schedule set|show|delete|run`: schedules in the tenant's store; `run` ticks each
+    minute (on the minute) in this process, each due sync run through the embedded pipeline."""
+    from shared import schedules
+    from shared.embedded import Dispatcher
+
+    dispatcher = Dispatcher(settings)
+    ctx = dispatcher.context("cli")
+    if args.schedule_command != "run":
+        table = schedules.Schedules(ctx.tenant_store(args.tenant))
+        if args.schedule_command == "set":
+            doc, _ = table.put(args.source_id, {"cron": args.cron, "timezone": args.timezone})
+        elif args.schedule_command == "show":
+            doc = table.get(args.source_id)
+        else:
+            table.delete(args.source_id)
+            doc = {"deleted": args.source_id}
+        print(json.dumps(doc, indent=2))
+        return 0
+
+    def fire(tenant, source_id, slot, autoanalyze=True):
+        job_id = new_job_id()
+        event = events.make_event(events.SYNC_REQUESTED, {"source_id": source_id, "autoanalyze": autoanalyze},
+                                  tenant=tenant, job_id=job_id, function="scheduler",
+                                  flags={"autoanalyze": autoanalyze})
+        ctx.jobs(tenant).create(job_id, traceparent=event["traceparent"], source_id=source_id,
+                                scheduled_slot=slot.isoformat())
+        dispatcher.publish(event)
+        state = ctx.jobs(tenant).get(job_id)["state"]
+        print(f"{slot.isoformat()} {tenant}/{source_id}: job {job_id} {state}", flush=True)
+        return job_id
+
+    ticks = 0
+    print("udb schedule run: firing due syncs each minute (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        while True:
+            schedules.tick(ctx.store, fire, log=ctx.log)
+            ticks += 1
+            if args.ticks and ticks >= args.ticks:
+                return 0
+            time.sleep(60 - time.time() % 60 + 0.05)  # the next whole minute
+    except KeyboardInterrupt:
+        return 0
 
 
 def _artifact_path(settings: Settings, ctx, tenant: str, key: str) -> str:

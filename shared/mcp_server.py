@@ -319,6 +319,11 @@ class Embedded:
         definitions = KpiDefinitions(store, max_definitions=self.ctx.settings.kpi_max_definitions)
         return definitions.put(name, definition, warehouse_tables(store))[0]
 
+    def put_schedule(self, caller: Caller, source_id: str, schedule: dict) -> dict:
+        from shared.schedules import Schedules
+        from shared.store import TenantStore
+        return Schedules(TenantStore(self.store, caller.tenant)).put(source_id, schedule)[0]
+
 
 class Stack:
     """The running stack: the broker ingress, discover's and artifacts' HTTP APIs, each request
@@ -415,6 +420,11 @@ class Stack:
 
     def put_kpi(self, caller: Caller, name: str, definition: dict) -> dict:
         return self._call("PUT", f"{self.artifacts_url}/kpis/{name}", caller, json=definition).json()
+
+    def put_schedule(self, caller: Caller, source_id: str, schedule: dict) -> dict:
+        from shared.schedules import validate_source_id
+        return self._call("PUT", f"{self.artifacts_url}/sources/{validate_source_id(source_id)}/schedule", caller,
+                          json=schedule).json()
 
 
 # ---------------------------------------------------------------- the tools
@@ -528,6 +538,16 @@ class UDB:
     def run_kpi(self, caller: Caller, sql: str, max_rows: int = 1000) -> dict:
         return self.warehouse.run_kpi(caller.tenant, sql, max_rows)
 
+    def set_schedule(self, caller: Caller, source: str, cron: str, timezone: str = "UTC") -> dict:
+        """The source id itself, or a job whose discovered source it is."""
+        if source.startswith("job-"):
+            doc = self.backend.status(caller, validate_job_id(source))
+            if not doc.get("source_id"):
+                raise InputError(f"job {source} has no discovered source (state {doc['state']}): "
+                                 f"call discover_connect first")
+            source = doc["source_id"]
+        return self.backend.put_schedule(caller, source, {"cron": cron, "timezone": timezone})
+
     def artifact(self, caller: Caller, job: str, name: str = "index.json") -> tuple[bytes, str]:
         return self.backend.artifact(caller, validate_job_id(job), validate_artifact_name(name or "index.json"))
 
@@ -622,6 +642,14 @@ def build_server(udb: UDB):
         """Run one read-only SELECT over the tenant's warehouse tables, through the SQL guard, under
         the KPI time limit and row cap; results PII masked. Needs analyst."""
         return guarded("run_kpi", ctx, lambda c: udb.run_kpi(c, sql, max_rows))
+
+    @server.tool()
+    def set_schedule(source: str, cron: str, ctx: Context, timezone: str = "UTC") -> dict[str, Any]:
+        """Sync SOURCE (a source id, or a job whose discovered source it is) on a schedule: CRON, a
+        5-field cron expression ("0 6 * * *": 06:00 each day) in TIMEZONE (IANA, e.g.
+        "Europe/Paris"). Replaces any schedule it had; answers the schedule with its next three
+        slots. Each slot sends one sync. Needs analyst."""
+        return guarded("set_schedule", ctx, lambda c: udb.set_schedule(c, source, cron, timezone))
 
     @server.tool()
     def get_artifact(job: str, ctx: Context, name: str = "index.json",

@@ -1,5 +1,5 @@
 """Every HTTP route the artifacts function serves: (method, path prefix, handler(request, ctx))."""
-from functions.artifacts import admin, handler, kpis_api, redrive, signed_links, uploads
+from functions.artifacts import admin, handler, kpis_api, redrive, schedules_api, signed_links, uploads
 from shared import oauth
 
 ROUTES = [
@@ -9,5 +9,6 @@ ROUTES = [
     *admin.ROUTES,
     *redrive.ROUTES,  # POST /admin/redrive: resume jobs that waited out an outage
     *uploads.ROUTES,
+    *schedules_api.ROUTES,  # PUT/GET/DELETE /sources/{id}/schedule, POST /admin/schedules/tick
     *oauth.ROUTES,  # GET /oauth/callback, POST /oauth/device[/{deviceId}]
 ]

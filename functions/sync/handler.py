@@ -39,6 +39,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
         raise SourceError(f"unknown streams {sorted(unknown)}; the source has "
                           f"{[s['name'] for s in source['streams']]}")
     env = SourceEnv.of(ctx, tenant, source_id=source["id"])  # secrets, uploads, incremental state
+    env.pending_state = {}  # the writer saves it once the batch is loaded (shared/syncstate.py)
     staged = []
     for stream in (s for s in source["streams"] if s["name"] in wanted):
         table = table_name(source["short"], stream["name"])
@@ -69,10 +70,16 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
         schema_hash = hashlib.sha256(json.dumps(columns, sort_keys=True).encode()).hexdigest()[:16]
         # One batch per job and table: a redelivered sync restages the same batch id, and the
         # writer's catalogue loads it once.
-        incremental = bool((stream.get("options") or {}).get("incremental"))
-        staged.append({"table": table, "stream": stream["name"], "batch_id": f"{job_id}/{table}",
-                       "parts": parts, "rows": rows, "bytes": total, "schema_hash": schema_hash,
-                       "columns": columns, "mode": "append" if incremental else "replace"})
+        incremental = (stream.get("options") or {}).get("incremental")
+        batch = {"table": table, "stream": stream["name"], "batch_id": f"{job_id}/{table}",
+                 "parts": parts, "rows": rows, "bytes": total, "schema_hash": schema_hash,
+                 "columns": columns, "mode": "append" if incremental else "replace"}
+        if isinstance(incremental, dict) and incremental.get("primary_key"):
+            # Merge: a staged row replaces the stored row with the same key (an update).
+            batch.update(mode="merge", primary_key=list(incremental["primary_key"]))
+        if stream["name"] in env.pending_state:
+            batch["state"] = env.pending_state[stream["name"]]
+        staged.append(batch)
         ctx.log.info("staged %s: %d rows in %d parts", table, rows, len(parts))
     if not staged:  # incremental sync with nothing new: the warehouse is already current
         jobs.move(job_id, "completed")

@@ -75,6 +75,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     finally:
         loading.dec()
         lease.release(ctx.store, keeper.lease)
+    _save_states(store, data, ctx)
     metrics.duckdb_write_seconds.labels(tenant).observe(time.perf_counter() - started)
     jobs.move(job_id, "loaded", tables={r["table"]: {"rows": r["rows"]} for r in results})
     autoanalyze = data.get("autoanalyze", True)
@@ -129,6 +130,20 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context, holdin
                     con.execute("ROLLBACK")
                     raise SourceError(f"{table}: cannot append the incremental batch: {exc}") from None
                 added = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0] - previous
+            elif batch.get("mode") == "merge" and exists:
+                # Incremental by key: rows of the batch replace the stored rows with their key
+                # (updates), the others are new; in one transaction with the catalogue entry.
+                keys = ", ".join(duck.quote(k) for k in batch["primary_key"])
+                try:
+                    replaced = con.execute(
+                        f"DELETE FROM main.{q} WHERE ({keys}) IN (SELECT ({keys}) FROM read_parquet(?))",
+                        [files]).fetchone()[0]
+                    con.execute(f"INSERT INTO main.{q} BY NAME SELECT * FROM read_parquet(?)", [files])
+                except duckdb.Error as exc:
+                    con.execute("ROLLBACK")
+                    raise SourceError(f"{table}: cannot merge the incremental batch: {exc}") from None
+                added = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0] - previous + replaced
+                ctx.log.info("%s: merged %d rows (%d replaced)", table, batch["rows"], replaced)
             else:
                 con.execute(f"CREATE OR REPLACE TABLE main.{q} AS SELECT * FROM read_parquet({duck.literal(files)})")
                 added = None
@@ -146,6 +161,18 @@ def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context, holdin
     finally:
         con.close()
     return results
+
+
+def _save_states(store, data: dict, ctx: Context) -> None:
+    """Incremental state the sync shipped with its batches, saved now that they are in the
+    uploaded warehouse (a redelivery saves the same values again)."""
+    from types import SimpleNamespace
+
+    from shared import syncstate
+    env = SimpleNamespace(store=store, source_id=data["source_id"])
+    for batch in data["tables"]:
+        if batch.get("state") is not None:
+            syncstate.save_stream(env, batch["stream"], batch["state"])
 
 
 def ctx_job(batch: dict) -> str:

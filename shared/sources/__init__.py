@@ -6,6 +6,12 @@ credential also offers `redact(hint)`, which `redact` below applies before a hin
 A module that needs more than the hint (options, the tenant's store or secrets, the source id
 for incremental state) sets `USES_ENV = True` and takes `env=SourceEnv(...)` as a keyword;
 `inspect_source` and `extract_stream` pass it only to those.
+
+Options are checked here, for every provider alike: a module lists the option fields it reads
+in `OPTIONS` (none when it has no such list), discover's own fields (`GENERIC_OPTIONS`) are
+allowed everywhere, and anything else is refused by name rather than silently ignored.
+`options.incremental` is refused unless a stream of the catalogue declares the
+`incremental` sync mode.
 """
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ PROVIDERS = tuple(PROVIDER_MODULES)
 # Share links read with the tenant's OAuth token (shared/oauth.py): discover without one makes
 # the job wait for authorization and answers an oauthUrl.
 OAUTH_PROVIDERS = ("onedrive", "sharepoint", "gdrive")
+# Read by discover itself (detect.py: the provider; the OAuth flow: device or browser).
+GENERIC_OPTIONS = frozenset({"provider", "oauth"})
 
 
 @dataclass
@@ -39,6 +47,8 @@ class SourceEnv:
     settings: Any = None         # shared.settings.Settings
     options: dict = field(default_factory=dict)
     source_id: str | None = None
+    # Set by the sync function: incremental state noted here, saved by the writer after the load.
+    pending_state: dict | None = None
 
     @classmethod
     def of(cls, ctx, tenant: str, options: dict | None = None, source_id: str | None = None) -> "SourceEnv":
@@ -84,9 +94,32 @@ def module_for(provider: str) -> ModuleType:
 def inspect_source(provider: str, hint: str, env: SourceEnv | None = None) -> dict:
     """The provider's catalogue of `hint`, with the env where the provider uses one."""
     module = module_for(provider)
+    options = dict(getattr(env, "options", None) or {})
+    check_options(provider, options)
     if getattr(module, "USES_ENV", False):
-        return module.inspect(hint, env=env or SourceEnv())
-    return module.inspect(hint)
+        catalogue = module.inspect(hint, env=env or SourceEnv())
+    else:
+        catalogue = module.inspect(hint)
+    if options.get("incremental"):
+        modes = sorted({m for s in catalogue["streams"] for m in s.get("sync_modes", ["full"])})
+        if "incremental" not in modes:
+            raise SourceError(f"options.incremental: provider {provider!r} cannot sync {hint and redact(hint)!r} "
+                              f"incrementally (sync modes: {', '.join(modes)}); remove the option for full syncs")
+    return catalogue
+
+
+def supported_options(provider: str) -> frozenset:
+    """The option fields a provider reads, discover's own included."""
+    return GENERIC_OPTIONS | frozenset(getattr(module_for(provider), "OPTIONS", ()))
+
+
+def check_options(provider: str, options: dict) -> None:
+    """SourceError naming each option field the provider does not read (none ignored)."""
+    known = supported_options(provider)
+    unknown = sorted(set(options or {}) - known)
+    if unknown:
+        raise SourceError(f"options: {', '.join(map(repr, unknown))} not supported by provider {provider!r}; "
+                          f"it reads: {', '.join(sorted(known))}")
 
 
 def extract_stream(provider: str, stream: dict, out_dir, *, env: SourceEnv | None = None, **kwargs) -> int:

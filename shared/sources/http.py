@@ -28,6 +28,7 @@ from shared.tenancy import identifier
 
 PROVIDER = "http"
 USES_ENV = True
+OPTIONS = frozenset({"auth", "headers"})
 SCHEMES = ("http", "https")
 REDACTED = "***"
 MAX_ATTEMPTS = 5            # per request: the first try and up to 4 retries

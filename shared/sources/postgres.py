@@ -27,6 +27,12 @@ host:port:db:user (`pg-<hash>`), and the streams carry only its reference
   both connect with these parameters.
 A redacted hint (`***` as password) can be discovered again by the same tenant.
 
+Incremental (`options.incremental`: `true` for each table's first cursor candidate, a
+TIMESTAMP/DATE column, or `{cursor_field, initial_value?}`): a sync reads only rows whose cursor
+is greater than the last sync's largest (state per source, shared/syncstate.py), and the
+writer merges them by the table's primary key (an updated row replaces its old version; a
+table without one is appended to). Deletes are not seen.
+
 Errors: a wrong DSN, an unreachable server, a failed login or a missing database/table at
 `inspect` is a SourceError with libpq's one-line reason (connect_timeout=5: never a hang). At
 `extract`, the same failures are SourceErrors, except a server that refuses or times out, which
@@ -43,10 +49,12 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from shared import duck, netguard
 from shared.errors import NotFound, SourceError, TransientError
+from shared import syncstate as state
 from shared.tenancy import identifier
 
 PROVIDER = "postgres"
 USES_ENV = True  # the tenant's secret store holds the password
+OPTIONS = frozenset({"incremental"})
 SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 5
 REDACTED = "***"
@@ -374,18 +382,27 @@ def inspect(hint: str, *, env=None) -> dict:
             "WHERE database_name = 'pg' AND constraint_type = 'PRIMARY KEY'").fetchall()}
     finally:
         con.close()
+    spec = _incremental_spec(getattr(env, "options", None) or {})
     streams = []
     for schema, table, kind, size in found:
         cols = columns.get((schema, table))
         if not cols:
             continue  # a relation DuckDB cannot type (e.g. no columns at all)
         temporal = [c["name"] for c in cols if c["type"].startswith(("TIMESTAMP", "DATE"))]
+        cursors = temporal + [c["name"] for c in cols if c["name"] not in temporal
+                              and c["type"] in _NUMERIC_CURSOR_TYPES and _CURSOR_NAME.search(c["name"])]
         streams.append({"name": stream_name(schema, table), "format": "postgres",
                         "location": dsn.uri(schema=schema, table=table), "columns": cols,
-                        "sync_modes": ["full"], "cursor_candidates": temporal,
+                        "sync_modes": ["full", "incremental"] if cursors else ["full"],
+                        "cursor_candidates": cursors,
                         "primary_key_candidates": keys.get((schema, table), []), "bytes": size})
-        if reference:
-            streams[-1]["options"] = {"password": reference}  # the tenant's secret, by reference
+        options = {"password": reference} if reference else {}  # the tenant's secret, by reference
+        if spec is not None:
+            incremental = _stream_incremental(spec, streams[-1], dsn, several=len(found) > 1)
+            if incremental:
+                options["incremental"] = incremental
+        if options:
+            streams[-1]["options"] = options
     if not streams:
         raise SourceError(f"postgres {dsn.where()}: no tables with readable columns")
     names = [s["name"] for s in streams]
@@ -394,6 +411,46 @@ def inspect(hint: str, *, env=None) -> dict:
         raise SourceError(f"postgres {dsn.where()}: two tables map to the same name ({', '.join(dupes)}); "
                           f"name one with ?table=schema.name")
     return {"provider": PROVIDER, "short": identifier(dsn.dbname, "db"), "streams": streams}
+
+
+_NUMERIC_CURSOR_TYPES = ("BIGINT", "INTEGER", "SMALLINT", "HUGEINT", "UBIGINT", "UINTEGER")
+_CURSOR_NAME = re.compile(r"(updated|modified|changed|version|seq|xmin|lsn)", re.I)
+
+
+def _incremental_spec(options: dict) -> dict | None:
+    spec = options.get("incremental")
+    if not spec:
+        return None
+    if spec is True:
+        return {}
+    if not isinstance(spec, dict) or set(spec) - {"cursor_field", "initial_value"}:
+        raise SourceError("options.incremental: expected true or {cursor_field, initial_value?}, "
+                          f"found {spec!r}")
+    if "cursor_field" in spec and not isinstance(spec["cursor_field"], str):
+        raise SourceError("options.incremental.cursor_field: expected a column name")
+    return spec
+
+
+def _stream_incremental(spec: dict, stream: dict, dsn: Dsn, *, several: bool) -> dict | None:
+    """The stream's incremental options, or None where a table of several cannot be read so
+    (it stays a full sync, and `detection` says why); with one table, an error."""
+    columns = {c["name"]: c["type"] for c in stream["columns"]}
+    field = spec.get("cursor_field") or (stream["cursor_candidates"] or [None])[0]
+    problem = None
+    if field is None:
+        problem = "no cursor_field given and no cursor candidate (a TIMESTAMP or DATE column)"
+    elif field not in columns:
+        problem = f"no column {field!r} (columns: {', '.join(columns)})"
+    if problem:
+        if several:
+            stream.setdefault("detection", []).append(f"full sync: options.incremental: {problem}")
+            return None
+        raise SourceError(f"postgres {dsn.where()}: options.incremental for {stream['name']}: {problem}")
+    out = {"cursor_field": field, "cursor_type": columns[field],
+           "primary_key": list(stream["primary_key_candidates"])}
+    if spec.get("initial_value") is not None:
+        out["initial_value"] = spec["initial_value"]
+    return out
 
 
 def _select(found: list, dsn: Dsn) -> list:
@@ -427,11 +484,19 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
         if _unreachable(str(exc)):
             raise TransientError(str(exc)) from None
         raise
+    incremental = (stream.get("options") or {}).get("incremental")
+    where, last = "", None
+    if incremental:
+        field = incremental["cursor_field"]
+        last = state.stream_state(env, stream["name"]).get("last_value", incremental.get("initial_value"))
+        if last is not None:
+            # The cursor's own type, so the comparison is pushed down to PostgreSQL's index.
+            where = f" WHERE {duck.quote(field)} > CAST({_lit(str(last))} AS {incremental['cursor_type']})"
     try:
         relation = f"pg.{duck.quote(schema)}.{duck.quote(dsn.table)}"
         try:
             rows = con.execute(
-                f"COPY (SELECT * FROM {relation}) TO {_lit(str(out_dir))} "
+                f"COPY (SELECT * FROM {relation}{where}) TO {_lit(str(out_dir))} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
                 f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
         except Exception as exc:
@@ -442,6 +507,10 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
             if _unreachable(reason):
                 raise TransientError(f"postgres {dsn.where()}: {reason}") from None
             raise SourceError(f"postgres {dsn.where()}: cannot read {schema}.{dsn.table}: {reason}") from None
+        if incremental and rows:
+            newest = con.execute(f"SELECT max({duck.quote(field)})::VARCHAR FROM "
+                                 f"read_parquet({_lit(str(Path(out_dir) / '*.parquet'))})").fetchone()[0]
+            state.save_stream(env, stream["name"], {"cursor_field": field, "last_value": newest})
     finally:
         con.close()
     return int(rows)

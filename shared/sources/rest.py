@@ -41,10 +41,13 @@ from shared import duck
 from shared.errors import NotFound, PreconditionFailed, SourceError
 from shared.settings import Settings
 from shared.sources import http as web
+from shared import syncstate as state
 from shared.tenancy import identifier
 
 PROVIDER = "rest"
 USES_ENV = True
+OPTIONS = frozenset({"record_path", "paginator", "auth", "headers", "params", "incremental", "primary_key",
+                     "name", "max_pages"})
 RECORD_KEYS = ("data", "items", "results", "records", "value", "entries", "rows", "objects", "hits",
                "elements", "list", "content", "docs", "nodes")
 FLATTEN_DEPTH = 2
@@ -518,38 +521,13 @@ def inspect(hint: str, *, env=None) -> dict:
     return {"provider": PROVIDER, "short": identifier((url.host or "api").split(".")[0], "api"), "streams": [stream]}
 
 
-def _state_key(source_id: str) -> str:
-    return f"state/{source_id}.json"
-
-
-def load_state(env) -> tuple[dict, str | None]:
-    if env is None or env.store is None or not env.source_id:
-        return {}, None
-    try:
-        blob = env.store.get(_state_key(env.source_id))
-    except NotFound:
-        return {}, None
-    return json.loads(blob.data), blob.etag
+# Incremental state lives in shared/syncstate.py, shared with postgres and s3.
+load_state = state.load_state
 
 
 def save_cursor(env, stream: str, field: str, value) -> None:
     """Record the stream's last cursor value in the source's state (compare-and-swap)."""
-    for _ in range(5):
-        state, etag = load_state(env)
-        streams = state.setdefault("streams", {})
-        streams[stream] = {"cursor_field": field, "last_value": value,
-                           "synced_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-        state["source_id"] = env.source_id
-        data = json.dumps(state, indent=2, default=str).encode()
-        try:
-            if etag is None:
-                env.store.put(_state_key(env.source_id), data, if_none_match=True, content_type="application/json")
-            else:
-                env.store.put(_state_key(env.source_id), data, if_match=etag, content_type="application/json")
-            return
-        except PreconditionFailed:
-            continue
-    raise SourceError(f"state of source {env.source_id}: changed by others five times in a row")
+    state.save_stream(env, stream, {"cursor_field": field, "last_value": value})
 
 
 def _newer(value, last) -> bool:

@@ -22,6 +22,13 @@ so the host's identity (environment, shared credentials file, container credenti
 metadata service) is never sent to an endpoint a tenant chose. UDB's own bucket is recognised
 by bucket name and by the endpoint's resolved address and port (`same_endpoint`), not by how
 the endpoint is spelled.
+Incremental by object (`options.incremental: true`): the hint's objects become ONE stream (one
+table) with an `_s3_key` column naming each row's object. A sync lists the prefix again and reads
+only the objects that are new or changed (ETag or LastModified differ from the last sync's,
+kept per source in shared/syncstate.py); the writer merges the batch by `_s3_key`, so a
+changed object's rows replace its old rows and the other objects' rows stay. An object deleted
+from the bucket keeps its rows (deletes are not seen).
+
 A missing bucket or key, an unreadable object or denied access is a SourceError (the job fails);
 an unreachable endpoint is a TransientError (the broker retries).
 """
@@ -45,6 +52,7 @@ from shared.tenancy import identifier
 PROVIDER = "s3"
 USES_ENV = True  # options (another S3), the tenant's secret store, the settings
 OPTION_FIELDS = ("endpoint", "region", "access_key_id", "secret_access_key")
+OPTIONS = frozenset({*OPTION_FIELDS, "name", "incremental"})
 # What UDB reads from a bucket: the local file formats minus Excel.
 FORMATS = {ext: fmt for ext, fmt in files.FORMATS.items() if fmt != "xlsx"}
 SNIFF_BYTES = files.SNIFF_BYTES
@@ -162,7 +170,8 @@ def list_objects(bucket: str, key: str, config: S3Config, client=None) -> list[d
         if key and not key.endswith("/"):
             try:
                 head = client.head_object(Bucket=bucket, Key=key)
-                return [{"key": key, "size": int(head["ContentLength"]), "etag": head["ETag"].strip('"')}]
+                return [{"key": key, "size": int(head["ContentLength"]), "etag": head["ETag"].strip('"'),
+                         "modified": head["LastModified"].isoformat()}]
             except ClientError as exc:
                 if int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) != 404:
                     raise
@@ -178,7 +187,8 @@ def list_objects(bucket: str, key: str, config: S3Config, client=None) -> list[d
                 if PurePosixPath(name).suffix.lower() not in FORMATS:
                     skipped += 1
                     continue
-                found.append({"key": name, "size": int(item["Size"]), "etag": item["ETag"].strip('"')})
+                found.append({"key": name, "size": int(item["Size"]), "etag": item["ETag"].strip('"'),
+                              "modified": item["LastModified"].isoformat()})
     except (ClientError, BotoCoreError) as exc:
         # HEAD of a key in a missing bucket is a bare 404; the listing then says NoSuchBucket.
         raise _fail(exc, bucket, key, config) from None
@@ -340,7 +350,7 @@ def source_spec(options: dict, env, hint: str) -> dict | None:
     """The options' S3 as it may be persisted: {endpoint, region, access_key_id,
     secret_access_key: secret://...}, or None for UDB's own object store."""
     options = options or {}
-    unknown = set(options) - set(OPTION_FIELDS) - {"provider", "name"}
+    unknown = set(options) - OPTIONS - {"provider", "oauth"}
     if unknown:
         raise SourceError(f"options: unknown fields {sorted(unknown)} for an S3 source; known: {list(OPTION_FIELDS)}")
     spec = {f: options[f] for f in OPTION_FIELDS if options.get(f) not in (None, "")}
@@ -486,8 +496,48 @@ def inspect(hint: str, *, config: S3Config | None = None, env=None) -> dict:
     if config is None:
         spec = source_spec(getattr(env, "options", None) or {}, env, hint)
         config = config_for(bucket, spec, env)
+    incremental = _incremental_spec(getattr(env, "options", None) or {})
     with _guarded(config, spec, env) as config:
+        if incremental:
+            return _inspect_incremental(bucket, key, config, spec)
         return _inspect(bucket, key, config, spec)
+
+
+KEY_COLUMN = "_s3_key"
+
+
+def _incremental_spec(options: dict) -> bool:
+    spec = options.get("incremental")
+    if spec in (None, False):
+        return False
+    if spec is True or spec == {}:
+        return True
+    raise SourceError(f"options.incremental: expected true for an S3 source (incremental by object), found {spec!r}")
+
+
+def _inspect_incremental(bucket: str, key: str, config: S3Config, spec: dict | None) -> dict:
+    """One stream for all the hint's objects, described by the first, merged by `_s3_key`."""
+    client = config.client()
+    objects = list_objects(bucket, key, config, client)
+    con = connect(config)
+    try:
+        fmt, head = detect_format(client, bucket, objects[0], config)
+        columns = describe(con, url_of(bucket, objects[0]["key"]), fmt, head)
+    finally:
+        con.close()
+    if any(c["name"] == KEY_COLUMN for c in columns):
+        raise SourceError(f"{url_of(bucket, objects[0]['key'])}: has a column {KEY_COLUMN!r}, the name incremental "
+                          f"S3 syncs give the object key")
+    temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
+    base = key.rstrip("/")
+    name = identifier(PurePosixPath(base).stem if base else bucket, "objects")
+    options = {**(spec or {}), "incremental": {"by": "object", "primary_key": [KEY_COLUMN]}}
+    stream = {"name": name, "format": fmt, "location": url_of(bucket, key), "columns": [*columns,
+              {"name": KEY_COLUMN, "type": "VARCHAR"}], "sync_modes": ["full", "incremental"],
+              "cursor_candidates": temporal, "primary_key_candidates": [KEY_COLUMN],
+              "bytes": sum(o["size"] for o in objects), "options": options,
+              "detection": [f"incremental by object: {len(objects)} objects, one table, rows keyed by {KEY_COLUMN}"]}
+    return {"provider": PROVIDER, "short": identifier(bucket, "src"), "streams": [stream]}
 
 
 def _inspect(bucket: str, key: str, config: S3Config, spec: dict | None) -> dict:
@@ -504,7 +554,7 @@ def _inspect(bucket: str, key: str, config: S3Config, spec: dict | None) -> dict
             temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
             keys = [c["name"] for c in columns if c["name"].lower() == "id" or c["name"].lower().endswith("_id")]
             stream = {"name": names[obj["key"]], "format": fmt, "location": url, "columns": columns,
-                      "sync_modes": ["full"], "cursor_candidates": temporal,
+                      "sync_modes": ["full", "incremental"], "cursor_candidates": temporal,
                       "primary_key_candidates": keys[:1], "bytes": obj["size"]}
             if spec:
                 stream["options"] = spec  # the secret key only as its secret:// reference
@@ -539,12 +589,47 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     url, fmt = stream["location"], stream["format"]
     bucket, key = parse(url)
     spec = None
+    options = dict(stream.get("options") or {})
+    incremental = options.pop("incremental", None)
     if config is None:
         # The checks run again at sync: a catalogue is data, and settings may have changed since.
-        spec = stream.get("options") or None
+        spec = options or None
         config = config_for(bucket, spec, env)
     with _guarded(config, spec, env) as config:
+        if incremental:
+            return _extract_changed(stream, bucket, key, config, out_dir, part_bytes, memory_limit, threads, env)
         return _extract(url, fmt, bucket, key, config, out_dir, part_bytes, memory_limit, threads)
+
+
+def _extract_changed(stream: dict, bucket: str, key: str, config: S3Config, out_dir: Path, part_bytes: int,
+                     memory_limit: str, threads: int, env) -> int:
+    """Read the objects new or changed since the last sync, each row tagged with its key."""
+    from shared import syncstate as state
+    client = config.client()
+    objects = list_objects(bucket, key, config, client)
+    seen = state.stream_state(env, stream["name"]).get("objects") or {}
+    changed = [o for o in objects if seen.get(o["key"]) != {"etag": o["etag"], "modified": o["modified"]}]
+    rows = 0
+    con = connect(config, memory_limit=memory_limit, threads=threads)
+    try:
+        for i, obj in enumerate(changed):
+            url = url_of(bucket, obj["key"])
+            fmt = FORMATS[PurePosixPath(obj["key"]).suffix.lower()]
+            if fmt in ("csv", "tsv"):
+                check_csv_shape(con, url, fmt, _range(client, bucket, obj["key"], f"bytes=0-{SNIFF_BYTES - 1}", config))
+            try:
+                rows += con.execute(
+                    f"COPY (SELECT *, {_str(obj['key'])} AS {KEY_COLUMN} FROM {files.reader_sql(url, fmt)}) "
+                    f"TO {_str(str(out_dir))} (FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
+                    f"FILENAME_PATTERN 'object{i:05d}-part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+            except Exception as exc:
+                raise _duck_error(exc, url, fmt) from None
+    finally:
+        con.close()
+    # Recorded once every changed object is read: a failed sync reads them all again.
+    state.save_stream(env, stream["name"], {"objects": {o["key"]: {"etag": o["etag"], "modified": o["modified"]}
+                                                        for o in objects}})
+    return rows
 
 
 def _extract(url: str, fmt: str, bucket: str, key: str, config: S3Config, out_dir: Path, part_bytes: int,

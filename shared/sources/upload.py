@@ -3,6 +3,12 @@
 The file lives in the tenant's store at `tenants/<t>/uploads/<upload-id>/<filename>`; discover
 and sync copy it to a temp file and read it as a local file (data formats through files.py,
 documents through documents.py).
+
+Table names. An upload's table is `upload__<file name with its extension>` (`x.csv` ->
+`upload__x_csv`, `x.xlsx` -> `upload__x_xlsx`), so two different files never share a table nor
+become each other's drift reference. Uploading a file of the same name and type again replaces
+its table on purpose (the old rows become the drift reference); `options.table` names the table
+yourself (`{"table": "sales"}` -> `upload__sales`) to replace one table from files of any name.
 """
 from __future__ import annotations
 
@@ -12,9 +18,11 @@ from urllib.parse import quote, unquote
 
 from shared.errors import NotFound, SourceError
 from shared.sources import http as web
+from shared.tenancy import identifier
 
 PROVIDER = "upload"
 USES_ENV = True
+OPTIONS = frozenset({"table"})
 SCHEME = "upload://"
 UPLOAD_ID_RE = re.compile(r"^up-[0-9a-f]{16}$")
 FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,127}$")
@@ -58,6 +66,16 @@ def _fetch(env, hint: str, dest: Path) -> tuple[str, str]:
     return upload_id, name
 
 
+def table_stem(filename: str, table: str | None = None) -> str:
+    """The stream (and so table) name: `options.table` when given, else the whole file name."""
+    if table is not None:
+        if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", table):
+            raise SourceError(f"options.table: expected a name of letters, digits and '_' starting with a "
+                              f"letter (at most 63), found {table!r}")
+        return table.lower()
+    return identifier(filename, "upload")
+
+
 def inspect(hint: str, *, env=None) -> dict:
     with web.scratch() as tmp:
         dest = tmp / "upload"
@@ -65,6 +83,7 @@ def inspect(hint: str, *, env=None) -> dict:
         fmt = web.file_format(name, "", dest)
         stream = web.describe_file(dest, fmt, name=name, location=hint_for(upload_id, name),
                                    size=dest.stat().st_size)
+    stream["name"] = table_stem(name, (getattr(env, "options", None) or {}).get("table"))
     return {"provider": PROVIDER, "short": "upload", "streams": [stream]}
 
 

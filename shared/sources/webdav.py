@@ -22,6 +22,7 @@ from shared.tenancy import identifier
 
 PROVIDER = "webdav"
 USES_ENV = True
+OPTIONS = frozenset({"auth", "headers"})
 SCHEMES = {"webdav": "http", "dav": "http", "webdavs": "https", "davs": "https"}
 MAX_FILES = 200
 MAX_LISTING_BYTES = 16 * 1024 * 1024

@@ -506,6 +506,18 @@ def test_redrive_schedule_reaches_the_redrive_endpoint(rendered):
     assert ("POST", "/admin/redrive") in {(m, p) for m, p, _ in ROUTES} and ("POST", "/admin/redrive") in SYSTEM_ROUTES
 
 
+def test_schedules_tick_reaches_the_tick_endpoint(rendered):
+    from functions.artifacts.routes import ROUTES
+    from shared.auth import SYSTEM_ROUTES
+
+    ping = _doc(rendered["base"], "PingSource", "udb-schedules")
+    assert ping["spec"]["schedule"] == "* * * * *"  # one tick a minute: the finest slot a cron names
+    assert ping["spec"]["sink"]["ref"]["name"] == "udb-artifacts"
+    assert ping["spec"]["sink"]["uri"] == "/admin/schedules/tick"
+    assert ("POST", "/admin/schedules/tick") in {(m, p) for m, p, _ in ROUTES}
+    assert ("POST", "/admin/schedules/tick") in SYSTEM_ROUTES
+
+
 # --- consistency: the routing table, the code and the settings ---------------------------------
 
 def emitted_event_types() -> dict[str, set[str]]:

@@ -147,6 +147,10 @@ async def round_trip(client: Client, csv: Path) -> dict:
     job = found["jobId"]
     loaded = await call(client, "sync", job=job)
     assert loaded["state"] == "loaded" and loaded["tables"] == {"sales__sales": {"rows": ROWS}}
+    scheduled = await call(client, "set_schedule", source=job, cron="0 6 * * *", timezone="Europe/Paris")
+    assert (scheduled["source_id"], scheduled["cron"], scheduled["timezone"], len(scheduled["next"])) == \
+        (loaded_source(scheduled), "0 6 * * *", "Europe/Paris", 3)
+    assert all(slot.endswith(("T06:00:00+01:00", "T06:00:00+02:00")) for slot in scheduled["next"])
     done = await call(client, "analyze", job=job, kpis={"revenue_by_region": REVENUE_KPI})
     assert done["state"] == "completed" and done["kpis_stored"] == ["revenue_by_region"]
     elapsed = time.perf_counter() - started
@@ -179,6 +183,11 @@ async def round_trip(client: Client, csv: Path) -> dict:
                                                "count(discount) AS discounted FROM sales__sales")
     assert totals["rows"] == [[ROWS, 49_500.0, 900]] and totals["tables"] == ["sales__sales"]
     return {"job": job, "seconds": elapsed}
+
+
+def loaded_source(schedule: dict) -> str:
+    assert schedule["source_id"].startswith("sales-")  # the discovered source of the job
+    return schedule["source_id"]
 
 
 def test_round_trip_over_stdio(env, keys, tmp_path):

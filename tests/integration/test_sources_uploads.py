@@ -70,11 +70,11 @@ def test_upload_then_discover_and_sync_to_the_warehouse(client, s3_settings, s3_
     assert discovered["candidates"][0] == {"provider": "upload", "confidence": 0.99,
                                            "reasons": ["scheme upload:// (a file uploaded to POST /uploads)"]}
     ctx = dispatcher.context("cli")
-    assert ctx.jobs(tenant).get(job)["tables"] == {"upload__sales": {"rows": 2500}}
+    assert ctx.jobs(tenant).get(job)["tables"] == {"upload__sales_csv": {"rows": 2500}}
     local = tmp_path / "w.duckdb"
     ctx.tenant_store(tenant).get_to_file("warehouse.duckdb", local)
     with duckdb.connect(str(local), read_only=True) as w:
-        assert w.execute("SELECT count(*), sum(order_id), count(*) FILTER (discount IS NULL) FROM upload__sales"
+        assert w.execute("SELECT count(*), sum(order_id), count(*) FILTER (discount IS NULL) FROM upload__sales_csv"
                          ).fetchone() == (2500, 2500 * 2501 // 2, 250)
 
 
@@ -86,7 +86,47 @@ def test_an_uploaded_document(client, s3_settings, tenant):
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": answer["hint"], "autoanalyze": False},
                                 tenant=tenant, job_id=job, function="test")
     assert [e["type"] for e in dispatcher.publish(request)][-1] == events.WAREHOUSE_LOADED
-    assert dispatcher.context("cli").jobs(tenant).get(job)["tables"] == {"upload__notes": {"rows": 2}}
+    assert dispatcher.context("cli").jobs(tenant).get(job)["tables"] == {"upload__notes_md": {"rows": 2}}
+
+
+def discover_upload(dispatcher, tenant, hint, options=None) -> dict:
+    job = new_job_id()
+    request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint, "autoanalyze": False,
+                                                             "options": options or {}},
+                                tenant=tenant, job_id=job, function="test")
+    seen = dispatcher.publish(request)
+    assert seen[-1]["type"] == events.WAREHOUSE_LOADED, events.event_data(seen[-1])
+    return dispatcher.context("cli").jobs(tenant).get(job)["tables"]
+
+
+def test_uploads_of_the_same_stem_never_collide_and_a_table_is_replaced_on_purpose(client, s3_settings, tenant,
+                                                                                   tmp_path):
+    from shared import duck
+    con = duck.connect(extensions=("excel",))
+    xlsx = tmp_path / "x.xlsx"
+    con.execute(f"COPY (SELECT i AS id, i * 2 AS twice FROM range(1, 31) t(i)) TO '{xlsx}' (FORMAT xlsx, HEADER true)")
+    con.close()
+    dispatcher = Dispatcher(s3_settings)
+    csv_hint = post(client, tenant, "x.csv", b"id,name\n1,a\n2,b\n3,c\n").get_json()["hint"]
+    xlsx_hint = post(client, tenant, "x.xlsx", xlsx.read_bytes()).get_json()["hint"]
+    assert discover_upload(dispatcher, tenant, csv_hint) == {"upload__x_csv": {"rows": 3}}
+    assert discover_upload(dispatcher, tenant, xlsx_hint) == {"upload__x_xlsx": {"rows": 30}}
+    # The same name and type again replaces its own table; options.table names a table to replace.
+    again = post(client, tenant, "x.csv", b"id,name\n1,a\n2,b\n3,c\n4,d\n").get_json()["hint"]
+    assert discover_upload(dispatcher, tenant, again) == {"upload__x_csv": {"rows": 4}}
+    assert discover_upload(dispatcher, tenant, xlsx_hint, {"table": "x_csv"}) == {"upload__x_csv": {"rows": 30}}
+    local = tmp_path / "w.duckdb"
+    dispatcher.context("cli").tenant_store(tenant).get_to_file("warehouse.duckdb", local)
+    with duckdb.connect(str(local), read_only=True) as w:
+        assert w.execute("SELECT count(*), sum(twice) FROM upload__x_csv").fetchone() == (30, 930)
+        assert w.execute("SELECT count(*), sum(twice) FROM upload__x_xlsx").fetchone() == (30, 930)
+        assert w.execute("SELECT count(*) FROM udb_snapshots.upload__x_csv").fetchone() == (4,)
+    job = new_job_id()
+    failed = dispatcher.publish(events.make_event(events.DISCOVER_REQUESTED,
+                                                  {"hint": csv_hint, "options": {"table": "../x"}},
+                                                  tenant=tenant, job_id=job, function="test"))
+    assert failed[-1]["type"] == events.JOB_FAILED
+    assert "options.table: expected a name of letters" in events.event_data(failed[-1])["reason"]
 
 
 @pytest.mark.parametrize("name, message", [

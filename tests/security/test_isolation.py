@@ -133,6 +133,9 @@ RAW_STORE_ACCESS = {
     "functions/artifacts/admin.py": "retention prune over tenants/*/{staging,artifacts}/ (or one tenant's)",
     "functions/artifacts/redrive.py": "the redrive marker index at redrive/<t>/<job>/<key> (tenant validated); "
                                       "letters are read and claimed through the tenant's TenantStore",
+    "functions/artifacts/schedules_api.py": "the schedule tick over tenants/*/schedules/ (or one tenant's): "
+                                            "slot markers beside each schedule, the sync sent for that tenant",
+    "shared/cli.py": "`udb schedule run`: the same tick, embedded",
     "shared/mcp_server.py": "the MCP server (`udb mcp`): verifies the caller's credential against auth/keys/, "
                             "then reads only through TenantStore views of the caller's tenant",
 }
