@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import decimal
 import html
 import math
 import re
 import time
-import uuid
 from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 import duckdb
 
 from shared import pii as pii_policy
+from shared.evidentlyresult import json_safe  # one copy, shared with the reports function
 from shared.pii import DATE_LIKE_RE, EMAIL_RE, PHONE_RE, mask_text, mask_value, pii_kind_of_name  # noqa: F401
 
 # Up to this many rows distinct counts are exact (count(DISTINCT)) and quantiles use
@@ -168,42 +167,6 @@ def table_label(table: str | Sequence[str]) -> str:
 def sql_literal(value: str) -> str:
     """Single-quoted SQL string literal."""
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def json_safe(value: Any) -> Any:
-    """Convert DuckDB/numpy/Python values into JSON-serialisable ones.
-
-    Decimal -> float, date/time -> ISO string, NaN/inf -> None, UUID/bytes -> str,
-    maps -> dicts with string keys, numpy scalars and arrays -> Python values.
-    """
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, decimal.Decimal):
-        return json_safe(float(value))
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, dict):
-        return {str(json_safe(k)): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [json_safe(v) for v in value]
-    # numpy / pandas scalars and arrays, without importing them here.
-    if hasattr(value, "tolist"):
-        return json_safe(value.tolist())
-    if hasattr(value, "item"):
-        return json_safe(value.item())
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 def column_kind(duck_type: str) -> str:
