@@ -83,11 +83,12 @@ def measure(cmd: list[str], env: dict, timeout: float, interval: float = 0.02) -
             "maxrss_mb": (rusage.ru_maxrss // 1024) if rusage is not None else None}
 
 
-def run_pipeline(csv: Path, home: Path, *, env: dict | None = None, timeout: float = 300) -> dict:
-    """`udb run csv` in a fresh process under UDB_HOME=home: the measurement, the job document
-    and (when it completed) the artifact index."""
+def run_pipeline(csv: Path, home: Path, *, env: dict | None = None, timeout: float = 300,
+                 args: tuple[str, ...] = ()) -> dict:
+    """`udb run csv [args]` in a fresh process under UDB_HOME=home: the measurement, the job
+    document and (when it completed) the artifact index."""
     child_env = {**os.environ, "UDB_HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})}
-    result = measure([sys.executable, "-m", "shared.cli", "run", str(csv)], child_env, timeout)
+    result = measure([sys.executable, "-m", "shared.cli", "run", str(csv), *args], child_env, timeout)
     job = next((line.split()[1] for line in result["output"].splitlines() if line.startswith("job ")), None)
     result["job"] = job
     tenant_dir = home / "store" / "udb" / "tenants" / "demo"

@@ -283,9 +283,10 @@ class Bound:
         if self.breach is not None:
             return
         step = self.current
+        # "MB over" is rounded up: a breach by a few KB never reads as the bound itself.
         if self.memory_mb > 0 and added > self.memory_mb * 2 ** 20:
             self.breach = (f"{self.what} exceeded {self.memory_mb} MB at step {step} "
-                           f"({added // 2 ** 20:,} MB over the {self.start_rss // 2 ** 20:,} MB resident at its "
+                           f"({-(-added // 2 ** 20):,} MB over the {self.start_rss // 2 ** 20:,} MB resident at its "
                            f"start; {self.memory_setting})")
         elif self.deadline_s > 0 and time.monotonic() - self.started > self.deadline_s:
             self.breach = (f"{self.what} deadline of {self.deadline_s:g} s exceeded at step {step} "
