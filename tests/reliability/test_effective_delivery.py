@@ -97,7 +97,7 @@ def test_failed_deliveries_follow_each_triggers_delivery_then_fail_their_jobs(st
     with serve("artifacts", home, UDB_AUTH="off", UDB_BROKER_TOKEN="", UDB_EVENTING_DIR=str(eventing),
                UDB_KAFKA_BOOTSTRAP=stack_services["kafka"]) as artifacts:
         subscribers = {"udb-analyze": analyze.url, "udb-writer": writer.url, "udb-discover": others.url,
-                       "udb-sync": others.url, "udb-artifacts": artifacts.url}
+                       "udb-sync": others.url, "udb-reports": others.url, "udb-artifacts": artifacts.url}
 
         async def scenario():
             broker = Broker(routes, stack_services["kafka"], subscribers)

@@ -28,7 +28,9 @@ def post(event) -> None:
 
 def event_answers(function: str) -> dict[str, float]:
     """udb_http_requests_total of `function`'s event route, by status."""
-    text = httpx.get(stack.function_url(function) + "/metrics", timeout=5).text
+    answer = httpx.get(stack.function_url(function) + "/metrics", headers=broker_auth(), timeout=5)
+    answer.raise_for_status()  # /metrics needs the metrics or broker token
+    text = answer.text
     return {status: float(value) for status, value in re.findall(
         rf'udb_http_requests_total{{function="{function}",route="event",status="([0-9]+)"}} ([0-9.e+]+)', text)}
 
