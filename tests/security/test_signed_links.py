@@ -138,7 +138,7 @@ def test_status_gives_a_signed_link_that_opens_the_report_page_in_chromium_witho
 
 
 def test_udb_run_and_the_mcp_status_tool_give_links_that_open(served):
-    line = next(x for x in served["printed"][0].splitlines() if x.startswith("report "))
+    line = next(x for x in served["printed"][0].splitlines() if x.startswith("report http"))
     url = line.split()[1]
     assert url.startswith(f"{served['base']}/s/") and url.endswith(f"/artifact/{served['acme_job']}/index.html")
     assert "signed link, opens in a browser until" in line
