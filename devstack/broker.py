@@ -182,7 +182,7 @@ class Broker:
         await admin.start()
         try:
             for _, topics, group in self.subscriptions():
-                if await admin.list_consumer_group_offsets(group):
+                if await self._group_offsets(admin, group):
                     continue
                 consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka, group_id=group, enable_auto_commit=False)
                 await consumer.start()
@@ -196,6 +196,24 @@ class Broker:
                     await consumer.stop()
         finally:
             await admin.close()
+
+    @staticmethod
+    async def _group_offsets(admin, group: str, wait_s: float = 60.0) -> dict:
+        """The group's committed offsets. On a freshly formatted Kafka the group coordinator
+        (the `__consumer_offsets` topic) is created by the first lookup and answers
+        COORDINATOR_NOT_AVAILABLE until it is ready, a retriable error: wait for it rather than
+        fail the broker's start."""
+        deadline = time.monotonic() + wait_s
+        delay = 0.1
+        while True:
+            try:
+                return await admin.list_consumer_group_offsets(group)
+            except KafkaError as error:
+                if not getattr(error, "retriable", False) or time.monotonic() + delay > deadline:
+                    raise
+                log.info("consumer group %s: %s; retrying in %.1f s", group, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def start_ingress(self) -> None:
         """What the ingress needs: the topics, the groups' start offsets and the producer."""
