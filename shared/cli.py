@@ -150,6 +150,11 @@ def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True
         progress.clear()
         _print_report(settings, ctx, tenant, job_id, item, time.perf_counter() - started)
 
+    if reports and analyze:
+        # The report engines' imports (seconds) start now, beside discovery, sync and the core
+        # analysis, in children at a lower CPU priority (functions/reports/bounded.py).
+        from functions.reports import bounded
+        bounded.warm_up()
     dispatcher = Dispatcher(settings, on_event=on_event, skip=() if reports else ("udb-reports",))
     dispatcher.context("reports").extras["report_landed"] = on_report
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint, "autosync": True, "autoanalyze": analyze},

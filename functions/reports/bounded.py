@@ -5,19 +5,30 @@ minutes or grow without limit (issue 23: 22.9 GB for a 4,000-column CSV). A chil
 the one bound that holds whatever the engine does: its resident memory (with its children's,
 Chromium included) is polled and the whole process group is killed past the bound or the
 deadline, and the reason is returned instead of raised.
+
+The engines take seconds to import, more than most reports take to render, so children are
+started ahead (`warm_up`): each imports its engine and waits for one spec
+(`render.py --warm`), renders it and exits. A child renders one report only, so no tenant's data
+outlives it. `udb run` starts one per engine beside the core analysis; the reports function
+keeps one per engine ready between jobs. Warm children run at a lower CPU priority (nice 10):
+the reports are the side path, and the core analysis of the same or another job goes first.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from functions.reports.render import RESULT
+from functions.reports.render import ENGINE_OF, ENGINE_MODULES, RESULT
 
 POLL_SECONDS = 0.1
 # The child imports functions.reports.render from this very tree, wherever the caller's cwd is.
@@ -56,14 +67,14 @@ def run(spec: dict, workdir: Path, *, deadline: float, memory_mb: int, log=None)
     out.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / f"spec-{out.name}.json"
     spec_path.write_text(json.dumps(spec, default=str))
+    engine = ENGINE_OF[spec["kind"]]
+    child, err_path = POOL.take(engine)
     started = time.perf_counter()
-    # Its own session: a kill reaches Chromium and any helper the engine started.
-    # stderr to a file: a chatty engine must not block on a full pipe.
-    err_path = workdir / f"stderr-{out.name}.txt"
-    with open(err_path, "wb") as err:
-        child = subprocess.Popen([sys.executable, "-m", "functions.reports.render", str(spec_path)],
-                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                 env=_child_env())
+    try:
+        child.stdin.write((json.dumps({"spec": str(spec_path), "env": _child_env()}) + "\n").encode())
+        child.stdin.close()
+    except BrokenPipeError:
+        pass  # it died while waiting: reported below from its exit code
     proc = psutil.Process(child.pid)
     peak, reason = 0, None
     limit = memory_mb * 1024 * 1024
@@ -81,7 +92,8 @@ def run(spec: dict, workdir: Path, *, deadline: float, memory_mb: int, log=None)
             break
         time.sleep(POLL_SECONDS)
     child.wait()
-    stderr = err_path.read_text(errors="replace")
+    POOL.finished(engine)
+    stderr = err_path.read_text(errors="replace") if err_path.is_file() else ""
     err_path.unlink(missing_ok=True)
     seconds = round(time.perf_counter() - started, 3)
     result_path = out / RESULT
@@ -107,6 +119,75 @@ def run(spec: dict, workdir: Path, *, deadline: float, memory_mb: int, log=None)
 def _child_env() -> dict:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
+
+
+def _start(engine: str, folder: Path, nice: int) -> tuple[subprocess.Popen, Path]:
+    """A child that imports `engine` and waits for its spec on stdin. Its own session: a kill
+    reaches Chromium and any helper the engine started. stderr to a file: a chatty engine must
+    not block on a full pipe."""
+    fd, name = tempfile.mkstemp(prefix=f"stderr-{engine}-", suffix=".txt", dir=folder)
+    with os.fdopen(fd, "wb") as err:
+        child = subprocess.Popen([sys.executable, "-m", "functions.reports.render", "--warm", engine, str(nice)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+                                 start_new_session=True, env=_child_env())
+    return child, Path(name)
+
+
+class WarmPool:
+    """Children started ahead, at most one idle per engine. `take` hands out the idle one (or
+    starts one now); with `keep` on, a finished report's engine gets a new idle child."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._idle: dict[str, tuple[subprocess.Popen, Path]] = {}
+        self._keep = False
+        self._nice = 0
+        self._folder: Path | None = None
+
+    def _dir(self) -> Path:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="udb-reports-warm-"))
+        return self._folder
+
+    def warm_up(self, engines=tuple(ENGINE_MODULES), *, keep: bool = False, nice: int = 10) -> None:
+        with self._lock:
+            self._keep, self._nice = self._keep or keep, nice
+            for engine in engines:
+                child = self._idle.get(engine)
+                if child is None or child[0].poll() is not None:
+                    self._idle[engine] = _start(engine, self._dir(), nice)
+
+    def take(self, engine: str) -> tuple[subprocess.Popen, Path]:
+        with self._lock:
+            child = self._idle.pop(engine, None)
+            if child is not None and child[0].poll() is None:
+                return child
+            return _start(engine, self._dir(), self._nice)
+
+    def finished(self, engine: str) -> None:
+        if self._keep:
+            self.warm_up((engine,), keep=True, nice=self._nice)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle, self._keep = list(self._idle.values()), {}, False
+        for child, err_path in idle:
+            _kill(child)
+            child.wait()
+            err_path.unlink(missing_ok=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+POOL = WarmPool()
+atexit.register(POOL.close)
+
+
+def warm_up(*, keep: bool = False) -> None:
+    """Start one child per engine now (their imports run beside whatever comes next); with
+    `keep`, a new one is started after each report, for the next job."""
+    POOL.warm_up(keep=keep)
 
 
 def _kill(child: subprocess.Popen) -> None:

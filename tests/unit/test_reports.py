@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import duckdb
@@ -133,3 +134,41 @@ def test_bounded_render_records_a_crash_a_deadline_and_a_memory_bound(tmp_path):
     assert not big.ok and big.reason.startswith("stopped: used ") and "above the memory bound of 40 MB" in big.reason
     assert big.peak_rss_mb > 40
     assert not list(tmp_path.glob("spec-*.json")) and not list(tmp_path.glob("stderr-*.txt"))  # cleaned up
+
+
+def test_warm_children_are_handed_out_render_once_and_are_replaced_or_stopped(tmp_path):
+    """A child started ahead has imported its engine when its report comes: the pool hands out
+    that very process, which renders the report (with the deadline counted from the hand-out)
+    and exits; with `keep` a new one waits for the next report; `close` stops the idle ones."""
+    import psutil
+
+    pool, saved = bounded.WarmPool(), bounded.POOL
+    bounded.POOL = pool
+    try:
+        pool.warm_up(("ydata",), keep=True, nice=5)
+        waiting = pool._idle["ydata"][0]
+        # It imports ydata-profiling and then waits: its memory grows past what a bare
+        # interpreter holds (about 10 MB) while nothing is asked of it.
+        process = psutil.Process(waiting.pid)
+        for _ in range(600):
+            if process.memory_info().rss > 150 * 2**20:
+                break
+            time.sleep(0.1)
+        assert process.nice() == 5 and waiting.poll() is None
+        outcome = bounded.run(_spec(tmp_path), tmp_path, deadline=120, memory_mb=0)
+        assert outcome.ok, outcome.reason
+        assert [a["name"] for a in outcome.result["artifacts"]] == ["ydata-t.html"]
+        assert waiting.poll() == 0  # that child rendered it and exited
+        replacement = pool._idle["ydata"][0]
+        assert replacement.pid != waiting.pid and replacement.poll() is None
+        pool.close()
+        assert replacement.wait(timeout=10) == -9 and pool._idle == {}
+    finally:
+        pool.close()
+        bounded.POOL = saved
+
+
+def test_a_warm_child_without_a_spec_exits_having_rendered_nothing(tmp_path):
+    child = subprocess.run([sys.executable, "-m", "functions.reports.render", "--warm", "png"], cwd=REPO,
+                           input=b"", capture_output=True, timeout=120)
+    assert child.returncode == 0 and not list(tmp_path.iterdir())
