@@ -53,7 +53,12 @@ def _span_ids() -> tuple[str | None, str | None]:
 def setup(level: str = "INFO", stream=None) -> None:
     root = logging.getLogger("udb")
     if getattr(root, "_udb_configured", False):
-        root.setLevel(level)
+        # Every context started in this process calls this (embedded mode starts one per
+        # function, some lazily, mid-job): it follows the setting, but a level someone else set
+        # since (the host application, a test raising it to DEBUG) is theirs and stays.
+        if root.level == root._udb_level:
+            root.setLevel(level)
+            root._udb_level = root.level
         return
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -61,6 +66,7 @@ def setup(level: str = "INFO", stream=None) -> None:
     root.setLevel(level)
     root.propagate = False
     root._udb_configured = True
+    root._udb_level = root.level
 
 
 def get(name: str) -> logging.Logger:
