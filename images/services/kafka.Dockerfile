@@ -3,7 +3,9 @@
 # Context: .cache/images/context/kafka (images/build.py stages libs/ and log4j2.properties).
 ARG BASE_IMAGE=udb-local/base:bookworm
 FROM ${BASE_IMAGE}
-RUN apt-get update \
+# The JRE's postinst links its man page: the directory must exist although man pages are not kept.
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
  && apt-get install --yes --no-install-recommends openjdk-17-jre-headless \
  && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 10002 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin kafka

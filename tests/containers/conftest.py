@@ -38,6 +38,7 @@ BROKER_PORT = 29090
 BUCKET = "udb"
 MINIO_USER, MINIO_PASSWORD = "udbminio", "udbminio-secret"
 PG_USER = PG_PASSWORD = PG_DB = "udb"
+SHARED_HOME = "/var/lib/udb"  # the function containers' UDB_HOME, one host directory mounted in each
 COLD_START_FILE = REPO / ".cache" / "containers-cold-start.json"
 
 sys.path.insert(0, str(REPO / "images"))
@@ -96,12 +97,14 @@ def _status(url: str, timeout: float = 2) -> int | None:
         return None
 
 
-def start_container(image: str, env: dict[str, str], tmp: str = "", **kwargs):
+def start_container(image: str, env: dict[str, str], tmp: str = "", volumes: dict | None = None, **kwargs):
     """A testcontainers DockerContainer on the host's network (never the bridge), /tmp a tmpfs
-    (`tmp`: its mount options, e.g. "size=1g")."""
+    (`tmp`: its mount options, e.g. "size=1g"), `volumes`: host directory -> container path."""
     from testcontainers.core.container import DockerContainer
 
     container = DockerContainer(image).with_kwargs(network_mode="host", **kwargs).with_tmpfs_mount("/tmp", tmp)
+    for host_path, container_path in (volumes or {}).items():
+        container.with_volume_mapping(str(host_path), container_path, mode="rw")
     for key, value in env.items():
         container.with_env(key, value)
     return container.start()
@@ -199,28 +202,36 @@ def containers_env(name: str, endpoints: dict) -> dict[str, str]:
     env.update({
         "UDB_S3_ENDPOINT": endpoints["s3"], "UDB_S3_ACCESS_KEY": MINIO_USER, "UDB_S3_SECRET_KEY": MINIO_PASSWORD,
         "UDB_KAFKA_BOOTSTRAP": endpoints["kafka"], "UDB_BUCKET": BUCKET,
-        # Inside a container /tmp is the only writable place (read-only root, as on Knative).
-        "UDB_HOME": "/tmp/udb-home", "UDB_OTEL_FILE": "/tmp/traces.jsonl", "UDB_LINEAGE_FILE": "/tmp/lineage.jsonl",
+        # UDB_HOME is a volume all the function containers share: it holds the tenants' source
+        # secrets (LocalSecretStore), which Knative keeps in Kubernetes Secrets instead. Otherwise
+        # /tmp is the only writable place (read-only root, as on Knative).
+        "UDB_HOME": SHARED_HOME, "UDB_OTEL_FILE": "/tmp/traces.jsonl", "UDB_LINEAGE_FILE": "/tmp/lineage.jsonl",
     })
     return env
 
 
 @pytest.fixture(scope="package")
-def function_containers(built_images, service_containers):
+def function_containers(built_images, service_containers, tmp_path_factory):
     """The six functions, one container each, started one after another so that each cold start
     is measured alone: name -> base URL. Cold starts land in .cache/containers-cold-start.json."""
     limits = knative_limits()
+    home = tmp_path_factory.mktemp("udb-containers-home")
+    os.chown(home, 10001, 10001)  # the images' user
+    home.chmod(0o700)
     started, cold = [], {}
     try:
         for name, port in FUNCTION_PORTS.items():
             env = {**containers_env(name, service_containers), "HOST": HOST, "PORT": str(port),
                    "THREADS": limits[name]["threads"]}
+            if name == "reports":
+                env["UDB_CHART_PNG"] = "1"  # the image's Chromium draws them (off in the process stack)
             began = time.monotonic()
             container = start_container(
                 built_images[name], env,
                 mem_limit=limits[name]["memory"], memswap_limit=limits[name]["memory"],
                 nano_cpus=int(limits[name]["cpu"] * 1e9),
-                read_only=True, tmp="size=1g,mode=1777", cap_drop=["ALL"], security_opt=["no-new-privileges"])
+                read_only=True, tmp="size=1g,mode=1777", volumes={home: SHARED_HOME},
+                cap_drop=["ALL"], security_opt=["no-new-privileges"])
             started.append(container)
             wrapped = container.get_wrapped_container()
             url = f"http://{HOST}:{port}"

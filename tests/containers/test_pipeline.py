@@ -82,7 +82,7 @@ def test_csv_in_minio_to_completed_artifacts(containers_stack, tenant, tmp_path)
     assert doc["state"] == "completed", doc.get("error")
     assert list(doc["tables"].values()) == [{"rows": 20_000}]
     assert set(doc["stage_seconds"]) == {"discover", "sync", "load", "analyze"}
-    assert doc["reports"]["state"] == "ready", doc["reports"]
+    assert doc["reports"]["state"] == "ready", json.dumps(doc["reports"], indent=1)
     index = fetch(containers_stack, tenant, job_id).json()
     table = index["tables"][0]
     profile = fetch(containers_stack, tenant, job_id, f"profile-{table}.json").json()
