@@ -238,7 +238,7 @@ def stage_function(function: str, wheels: dict[str, Path]) -> Path:
 
 def build(ref: str, dockerfile: Path, context: Path, base: str, log: Path, extra: tuple[str, ...] = ()) -> float:
     started = time.monotonic()
-    _run(["docker", "build", "--network", "host", "--file", str(dockerfile), "--build-arg", f"BASE_IMAGE={base}",
+    _run(["docker", "build", "--force-rm", "--network", "host", "--file", str(dockerfile), "--build-arg", f"BASE_IMAGE={base}",
           *extra, "--tag", ref, str(context)], log=log)
     return time.monotonic() - started
 
