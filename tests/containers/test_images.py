@@ -68,3 +68,18 @@ def test_function_images_share_their_wheel_layers(built_images):
     assert len({tuple(s[:3]) for s in stacks.values()}) == 1
     # The documents layer too, for the three functions that read documents.
     assert stacks["discover"][3] == stacks["sync"][3] == stacks["artifacts"][3]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_image_trusts_the_build_machines_own_cas(built_images, name):
+    """The machine's extra CAs (the bundle its pip trusts: /usr/local/share/ca-certificates) are
+    used by the host's pip only; every image trusts Debian's ca-certificates and nothing else."""
+    from pathlib import Path
+
+    local = {path.name: "".join(line for line in path.read_text().splitlines() if not line.startswith("-----"))
+             for path in Path("/usr/local/share/ca-certificates").glob("**/*.crt")}
+    bundle = run_in(built_images[name], "cat /etc/ssl/certs/ca-certificates.crt; ls /usr/local/share/ca-certificates")
+    flat = bundle.replace("\n", "")
+    assert [n for n, body in local.items() if body and body in flat] == []
+    assert bundle.count("BEGIN CERTIFICATE") > 100  # Debian's bundle is there
+    assert not bundle.rstrip().endswith(".crt")  # no local CA file in the image either
