@@ -2,7 +2,8 @@
 
     python images/build.py                 base (when no BASE_IMAGE), wheels, the six function
                                            images and the three service images; sizes printed
-    python images/build.py --missing       only the images that do not exist yet (the tests' fixture)
+    python images/build.py --stale         only the images that are missing or whose inputs changed
+                                           (the containers tests' fixture)
     python images/build.py --only writer,kafka
     python images/build.py --sizes         print the sizes of the built images, build nothing
     BASE_IMAGE=registry.example/python:3.11.14-slim-bookworm@sha256:... python images/build.py
@@ -236,8 +237,25 @@ def stage_function(function: str, wheels: dict[str, Path]) -> Path:
     return context
 
 
+def inputs_digest(dockerfile: Path, context: Path, base: str, extra: tuple[str, ...] = ()) -> str:
+    """What an image is built from: the Dockerfile, the base, the build arguments and the staged
+    context (large files such as wheels and jars by name and size, the rest by content)."""
+    digest = hashlib.sha256(dockerfile.read_bytes() + base.encode() + " ".join(extra).encode())
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(str(path.relative_to(context)).encode())
+        digest.update(str(stat.st_size).encode() if stat.st_size > 5_000_000 else path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def up_to_date(ref: str, digest: str) -> bool:
+    return image_exists(ref) and _run(["docker", "image", "inspect", "--format",
+                                       '{{index .Config.Labels "udb.inputs"}}', ref]).strip() == digest
+
+
 def build(ref: str, dockerfile: Path, context: Path, base: str, log: Path, extra: tuple[str, ...] = ()) -> float:
     started = time.monotonic()
+    extra = (*extra, "--label", f"udb.inputs={inputs_digest(dockerfile, context, base, extra)}")
     _run(["docker", "build", "--force-rm", "--network", "host", "--file", str(dockerfile), "--build-arg", f"BASE_IMAGE={base}",
           *extra, "--tag", ref, str(context)], log=log)
     return time.monotonic() - started
@@ -284,7 +302,8 @@ def print_sizes(names) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated images (functions and kafka, minio, postgres)")
-    parser.add_argument("--missing", action="store_true", help="build only images that do not exist yet")
+    parser.add_argument("--stale", action="store_true",
+                        help="build only images that are missing or whose inputs changed")
     parser.add_argument("--sizes", action="store_true", help="print the built images' sizes and exit")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or [*FUNCTIONS, *SERVICES]
@@ -296,22 +315,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.sizes:
             print_sizes(names)
             return 0
-        if args.missing:
-            names = [n for n in names if not image_exists(image_name(n))]
-            if not names:
-                return 0
         log = ROOT / ".cache" / "logs" / "images-build.log"
         started = time.monotonic()
         base = ensure_base(log)
         wheels = ensure_wheels(log) if set(names) & set(FUNCTIONS) else {}
         for name in names:
             if name in FUNCTIONS:
-                context = stage_function(name, wheels)
-                took = build(image_name(name), ROOT / "images" / "Dockerfile", context, base, log,
-                             ("--build-arg", f"FUNCTION={name}"))
+                dockerfile, context, extra = ROOT / "images" / "Dockerfile", stage_function(name, wheels), \
+                    ("--build-arg", f"FUNCTION={name}")
             else:
-                context = stage_service(name)
-                took = build(image_name(name), ROOT / "images" / "services" / f"{name}.Dockerfile", context, base, log)
+                dockerfile, context, extra = ROOT / "images" / "services" / f"{name}.Dockerfile", stage_service(name), ()
+            if args.stale and up_to_date(image_name(name), inputs_digest(dockerfile, context, base, extra)):
+                print(f"up to date: {image_name(name)}", flush=True)
+                continue
+            took = build(image_name(name), dockerfile, context, base, log, extra)
             print(f"built {image_name(name)} in {took:.0f}s", flush=True)
         print(f"all built in {time.monotonic() - started:.0f}s (log {log})")
         print_sizes(names)

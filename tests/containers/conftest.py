@@ -2,15 +2,17 @@
 
 A Docker engine is made available by scripts/docker.sh (Debian's docker.io installed when
 missing, dockerd started without the docker0 bridge or iptables; stopped again at the end if it
-was started here). The images are built when missing by the same script as `just images`
-(images/build.py --missing). Every container runs with `network_mode=host` and listens on
-127.0.0.1 only, on ports of their own (29xxx) so the process stack (19xxx/18xxx) can run beside.
+was started here). The images are built by the same script as `just images` when missing or
+when their inputs changed (images/build.py --stale). Every container runs with
+`network_mode=host` and listens on 127.0.0.1 only, on ports of their own (29xxx), so the process
+stack (19xxx/18xxx) can run beside it.
 
-Package fixtures (stopped when the last test here is done, not at the end of the session): Kafka, MinIO and PostgreSQL from their images; the six functions, each from
-its own image with the CPU and memory limits and THREADS of its Knative Service
-(knative/base/services.yaml), a read-only root filesystem and /tmp as tmpfs, as on Knative;
-the local broker (devstack.broker) as a host process in front of them. Each function's cold start
-(container start -> first 200 on /healthz, then on /readyz) is recorded.
+Package fixtures (stopped when the last test here is done, not at the end of the session):
+Kafka, MinIO and PostgreSQL from their images; the six functions, each from its own image with
+the CPU and memory limits and THREADS of its Knative Service (knative/base/services.yaml), a
+read-only root filesystem and /tmp as tmpfs, as on Knative; the local broker (devstack.broker)
+as a host process in front of them. Each function's cold start (container start -> first 200 on
+/healthz, then on /readyz) is recorded.
 """
 from __future__ import annotations
 
@@ -62,10 +64,10 @@ def docker_engine():
 
 @pytest.fixture(scope="session")
 def built_images(docker_engine) -> dict[str, str]:
-    """Image name -> reference; built by images/build.py when missing (as `just images`)."""
-    result = subprocess.run([sys.executable, str(REPO / "images" / "build.py"), "--missing"],
+    """Image name -> reference; built by images/build.py when missing or stale (as `just images`)."""
+    result = subprocess.run([sys.executable, str(REPO / "images" / "build.py"), "--stale"],
                             capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, f"images/build.py --missing failed:\n{result.stdout}{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"images/build.py --stale failed:\n{result.stdout}{result.stderr[-4000:]}"
     return {name: images.image_name(name) for name in (*images.FUNCTIONS, *images.SERVICES)}
 
 
