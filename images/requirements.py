@@ -3,7 +3,7 @@
     python images/requirements.py            rewrite images/requirements/<function>.txt
     python images/requirements.py --check    exit 1 when a file is out of date (what CI checks)
     python images/requirements.py sources FUNCTION SRC DEST
-                                             copy the UDB modules FUNCTION reaches (the Dockerfile)
+                                             copy the UDB modules FUNCTION reaches (images/build.py stages them)
 
 From `functions/<f>/main.py` the UDB modules it reaches are followed through every import
 statement, top-level or inside a function (a lazy import still runs in the image). Their
