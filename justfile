@@ -68,3 +68,14 @@ bench *ARGS: install
 # The MCP server for AI agents (docs/mcp.md), e.g. `just mcp`, `just mcp --transport http --port 8765`
 mcp *ARGS: install
     {{bin}}/udb mcp {{ARGS}}
+
+# Build the images with the local Docker engine (images/build.py): the Debian base (mmdebstrap, when no
+# BASE_IMAGE is set), one image per function and the Kafka, MinIO and PostgreSQL images; sizes printed.
+# dockerd is installed (Debian's docker.io) and started when missing, and stopped again afterwards.
+# e.g. `just images`, `just images --only writer,kafka`, `BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:... just images`
+images *ARGS: install
+    #!/usr/bin/env bash
+    set -euo pipefail
+    engine=$(bash scripts/docker.sh up)
+    if [ "$engine" = started ]; then trap 'bash scripts/docker.sh down >/dev/null' EXIT; fi
+    "{{bin}}/python" images/build.py {{ARGS}}

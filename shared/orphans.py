@@ -18,6 +18,12 @@ import sys
 
 PR_SET_PDEATHSIG = 1
 _installed = False
+_forker: int | None = None  # the pid that is forking, recorded just before the fork
+
+
+def _remember_forker() -> None:
+    global _forker
+    _forker = os.getpid()
 
 
 def _set_parent_death_signal() -> None:
@@ -25,13 +31,14 @@ def _set_parent_death_signal() -> None:
     # multiprocessing pool, say) keep their usual lifetime.
     if "gunicorn.arbiter" not in sys.modules:
         return
-    parent = os.getppid()
+    # The forking process, not "pid 1 means orphaned": in a container the gunicorn master is pid 1.
+    parent = _forker if _forker is not None else os.getppid()
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if parent == 1 or os.getppid() != parent:  # the parent died before the flag was set
+    if os.getppid() != parent:  # the parent died before the flag was set
         os._exit(1)
 
 
@@ -40,5 +47,5 @@ def die_with_parent() -> None:
     global _installed
     if _installed or not sys.platform.startswith("linux"):
         return
-    os.register_at_fork(after_in_child=_set_parent_death_signal)
+    os.register_at_fork(before=_remember_forker, after_in_child=_set_parent_death_signal)
     _installed = True
