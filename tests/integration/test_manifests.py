@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from shared import events
@@ -399,7 +400,9 @@ def test_overlays_differ_where_they_should(rendered):
     assert _doc(prod, "ConfigMap", "udb-config")["data"]["UDB_LOG_LEVEL"] == "INFO"
     assert _doc(prod, "ConfigMap", "udb-kafka-broker-config")["data"]["default.topic.replication.factor"] == "3"
     assert all(_container(s)["image"].endswith(":dev") for s in services_of(dev).values())
-    assert all(_container(s)["image"].endswith(":0.1.0") for s in services_of(prod).values())
+    # prod runs the images `just images` tags: the project's version.
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert all(_container(s)["image"].endswith(f":{version}") for s in services_of(prod).values())
     for name in ("udb-dead-letters", "udb-job-events"):
         assert _doc(prod, "KafkaSink", name)["spec"]["replicationFactor"] == 3
     # The public doors get the same patches as the function Services they share an image with.
