@@ -80,6 +80,12 @@ class S3Config:
     def from_env(cls) -> "S3Config":
         return cls.from_settings(Settings.from_env())
 
+    @property
+    def signing_keys(self) -> tuple[str, str]:
+        """(key id, secret) to sign with: both as the tenant gave them, or neither (unsigned).
+        One choice for boto3 and for DuckDB, so the two clients of a source never differ."""
+        return (self.access_key, self.secret_key) if self.access_key and self.secret_key else ("", "")
+
     def client(self, *, connect_timeout: float = 3, read_timeout: float = 30, attempts: int = 3):
         """A boto3 client that signs with these keys, or with none (unsigned requests).
 
@@ -92,12 +98,13 @@ class S3Config:
         from botocore.config import Config
 
         proxies = {"http": f"http://{self.proxy}", "https": f"http://{self.proxy}"} if self.proxy else None
-        signed = bool(self.access_key and self.secret_key)
+        key_id, secret = self.signing_keys
+        signed = bool(key_id)
         config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
                         retries={"max_attempts": attempts, "mode": "standard"},
                         s3={"addressing_style": "path"}, proxies=proxies, ignore_configured_endpoint_urls=True,
                         **({} if signed else {"signature_version": UNSIGNED}))
-        keys = {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key,
+        keys = {"aws_access_key_id": key_id, "aws_secret_access_key": secret,
                 "aws_session_token": None} if signed else {}
         return boto3.session.Session().client("s3", endpoint_url=self.endpoint or None,
                                               region_name=self.region or "us-east-1", config=config, **keys)
@@ -108,9 +115,9 @@ class S3Config:
         The key id and secret are always given, empty for an unsigned read: a secret without
         them falls back to the `s3_access_key_id` setting, which httpfs fills from the host's
         AWS_ACCESS_KEY_ID when it loads."""
+        key_id, secret = self.signing_keys
         parts = ["TYPE s3", "PROVIDER config", f"REGION {_str(self.region or 'us-east-1')}",
-                 f"KEY_ID {_str(self.access_key if self.secret_key else '')}",
-                 f"SECRET {_str(self.secret_key if self.access_key else '')}", "SESSION_TOKEN ''"]
+                 f"KEY_ID {_str(key_id)}", f"SECRET {_str(secret)}", "SESSION_TOKEN ''"]
         if self.endpoint:
             url = urlsplit(self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}")
             parts += [f"ENDPOINT {_str(url.netloc)}", "URL_STYLE 'path'",
