@@ -13,6 +13,7 @@ EXTENSION_PACKAGES = {
     "httpfs": "duckdb_extension_httpfs",
     "postgres_scanner": "duckdb_extension_postgres_scanner",
     "excel": "duckdb_extension_excel",
+    "ducklake": "duckdb_extension_ducklake",
 }
 
 
