@@ -252,3 +252,96 @@ def create_from_warehouse(store: TenantStore, path: Path) -> str:
         finally:
             con.close()
         return store.put(CATALOG, catalog, if_none_match=True)
+
+
+# Files a maintenance run scheduled for deletion (expired or compacted away) and files no
+# snapshot knows (a crashed load's) are deleted only once older than this: a reader holding a
+# catalog copy from before the run may still be reading them, and an unfinished load writes
+# its files before its catalog is uploaded (the lease keeps loads out while maintenance runs).
+FILE_GRACE_HOURS = 1
+
+
+def maintain(store: TenantStore, *, snapshot_days: int, now=None, dry_run: bool = False,
+             lease_seconds: int = 10, lease_wait: float = 0, raw_store=None) -> dict:
+    """Prune one tenant's lake with DuckLake's own maintenance, under the writer's lease:
+
+    1. expire the snapshots older than `snapshot_days` (0: keep all), except the current one and
+       each table's drift reference (ducklake_expire_snapshots with their versions);
+    2. compact small adjacent data files (ducklake_merge_adjacent_files); the catalog is uploaded
+       with If-Match on the ETag it was read with;
+    3. delete the files an earlier run scheduled for deletion (ducklake_cleanup_old_files) and
+       files no snapshot knows, e.g. a crashed load's (ducklake_delete_orphaned_files), both only
+       past FILE_GRACE_HOURS; the catalog uploaded again.
+
+    Returns the counts. A tenant whose lease is held (a load running) is skipped: {"busy": True}.
+    """
+    from datetime import datetime, timedelta, timezone
+
+    from shared import lease
+    from shared.errors import PreconditionFailed, TransientError
+
+    now = now or datetime.now(timezone.utc)
+    raw = raw_store if raw_store is not None else store.store
+    result = {"expired_snapshots": 0, "merged_files": 0, "deleted_files": 0, "orphans_deleted": 0, "busy": False}
+    try:
+        held = lease.acquire(raw, store.tenant, seconds=max(lease_seconds, 60), wait=lease_wait)
+    except TransientError:
+        result["busy"] = True
+        return result
+    try:
+        with tempfile.TemporaryDirectory(prefix="udb-lake-prune-") as tmp:
+            try:
+                catalog, etag = fetch_catalog(store, Path(tmp))
+            except NotFound:
+                return result
+            con = connect(store, catalog, threads=1)
+            try:
+                keep = set(reference_versions(con).values()) | {version(con)}
+                if snapshot_days > 0:
+                    cutoff = (now - timedelta(days=snapshot_days)).isoformat()
+                    old = [r[0] for r in con.execute(
+                        f"SELECT snapshot_id FROM {NAME}.snapshots() WHERE snapshot_time < {duck.literal(cutoff)}::TIMESTAMPTZ "
+                        "ORDER BY snapshot_id").fetchall() if r[0] not in keep]
+                    if old:
+                        result["expired_snapshots"] = len(old)
+                        if not dry_run:
+                            con.execute(f"CALL ducklake_expire_snapshots('{NAME}', versions => {duck.literal(old)})")
+                before = _file_count(con)
+                if not dry_run:
+                    con.execute(f"CALL ducklake_merge_adjacent_files('{NAME}')")
+                    result["merged_files"] = max(0, before - _file_count(con))
+                grace = (now - timedelta(hours=FILE_GRACE_HOURS)).isoformat()
+                doomed = con.execute(f"CALL ducklake_cleanup_old_files('{NAME}', dry_run => true, "
+                                     f"older_than => {duck.literal(grace)}::TIMESTAMPTZ)").fetchall()
+                orphans = con.execute(f"CALL ducklake_delete_orphaned_files('{NAME}', dry_run => true, "
+                                      f"older_than => {duck.literal(grace)}::TIMESTAMPTZ)").fetchall()
+                result["deleted_files"], result["orphans_deleted"] = len(doomed), len(orphans)
+                if dry_run:
+                    return result
+                detach(con)
+                con.close()
+                held = lease.renew(raw, held, seconds=max(lease_seconds, 60))
+                try:
+                    etag = store.put(CATALOG, catalog, if_match=etag)
+                except PreconditionFailed:
+                    raise TransientError(f"the lake of {store.tenant} changed during prune; retrying") from None
+                # Step 3 deletes only files the uploaded catalog no longer needs.
+                con = connect(store, catalog, threads=1)
+                con.execute(f"CALL ducklake_cleanup_old_files('{NAME}', older_than => {duck.literal(grace)}::TIMESTAMPTZ)")
+                con.execute(f"CALL ducklake_delete_orphaned_files('{NAME}', older_than => {duck.literal(grace)}::TIMESTAMPTZ)")
+                detach(con)
+                con.close()
+                try:
+                    store.put(CATALOG, catalog, if_match=etag)
+                except PreconditionFailed:
+                    raise TransientError(f"the lake of {store.tenant} changed during prune; retrying") from None
+            finally:
+                con.close()
+    finally:
+        lease.release(raw, held)
+    return result
+
+
+def _file_count(con: duckdb.DuckDBPyConnection) -> int:
+    return sum(con.execute(f"SELECT count(*) FROM ducklake_list_files('{NAME}', {duck.literal(t)})").fetchone()[0]
+               for t in tables(con))

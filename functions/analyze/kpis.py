@@ -246,8 +246,7 @@ def open_kpi_connection(warehouse: str | Path, *, store=None, memory_limit: str 
             if lake.is_s3(store):
                 duck.load(con, "httpfs")
             lake.attach(con, store, Path(warehouse), read_only=True)
-            con.execute(f"SET allowed_directories = [{sql_literal(lake.tenant_root(store) + '/')}, "
-                        f"{sql_literal(str(Path(warehouse).parent) + '/')}]")
+            con.execute(f"SET allowed_directories = [{sql_literal(lake.tenant_root(store) + '/')}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except Exception:
