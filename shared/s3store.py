@@ -253,12 +253,17 @@ class S3Store:
         access, secret, region = self._keys
         parts = ["TYPE s3", "PROVIDER config", f"REGION {text(region)}",
                  f"KEY_ID {text(access if secret else '')}", f"SECRET {text(secret if access else '')}",
-                 "SESSION_TOKEN ''", f"SCOPE {text(self.url(scope_key))}"]
+                 "SESSION_TOKEN ''", f"SCOPE {text(f's3://{self.bucket}/{scope_key}')}"]
+        defaults = ""
         if self.endpoint:
             url = urlsplit(self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}")
-            parts += [f"ENDPOINT {text(url.netloc)}", "URL_STYLE 'path'",
-                      f"USE_SSL {'true' if url.scheme == 'https' else 'false'}"]
-        return f"CREATE OR REPLACE TEMPORARY SECRET udb_store ({', '.join(parts)})"
+            ssl = 'true' if url.scheme == 'https' else 'false'
+            parts += [f"ENDPOINT {text(url.netloc)}", "URL_STYLE 'path'", f"USE_SSL {ssl}"]
+            # Any s3:// path outside the scope goes to the same endpoint, unsigned (and is refused
+            # there), never to AWS's default endpoint: the lake's connection talks to its store only.
+            defaults = (f"SET s3_endpoint = {text(url.netloc)}; SET s3_url_style = 'path'; SET s3_use_ssl = {ssl}; "
+                        "SET s3_access_key_id = ''; SET s3_secret_access_key = ''; ")
+        return defaults + f"CREATE OR REPLACE TEMPORARY SECRET udb_store ({', '.join(parts)})"
 
     def _put(self, key: str, conditional: bool, **kw):
         if conditional:
