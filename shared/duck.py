@@ -15,6 +15,8 @@ EXTENSION_PACKAGES = {
     "excel": "duckdb_extension_excel",
     "ducklake": "duckdb_extension_ducklake",
 }
+# The functions that open the tenant's lake (shared/lake.py), and so ship the ducklake package.
+LAKE_FUNCTIONS = ("writer", "analyze", "artifacts", "reports")
 
 
 def extension_path(name: str) -> Path:

@@ -36,8 +36,8 @@ def event_answers(function: str) -> dict[str, float]:
 
 
 def test_poison_event_is_dead_lettered_and_fails_only_its_job(running_stack, s3_client, tenant, tmp_path):
-    # A corrupt warehouse breaks analyze on every attempt: an internal error, deterministic.
-    s3_client.put_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/warehouse.duckdb", Body=b"not a database" * 100)
+    # A corrupt warehouse (its lake catalog) breaks analyze on every attempt: an internal error, deterministic.
+    s3_client.put_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/catalog.ducklake", Body=b"not a database" * 100)
     poison_job = new_job_id()
     before = event_answers("analyze")
     started = time.monotonic()
