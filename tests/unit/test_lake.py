@@ -224,3 +224,23 @@ def test_readers_say_when_a_tenant_has_no_lake(ctx_for):
     with pytest.raises(NotFound):
         with lake.reader(ctx_for("writer").tenant_store("nobody")):
             pass
+
+
+def test_the_kpi_guard_keeps_tenant_sql_off_the_lakes_catalog_and_history():
+    from shared import sqlguard
+    rejected = {
+        "SELECT * FROM ducklake_list_files('lake', 't')":
+            "table function ducklake_list_files() is not allowed (allowed: generate_series, range, unnest)",
+        "SELECT * FROM ducklake_snapshots('lake')":
+            "table function ducklake_snapshots() is not allowed (allowed: generate_series, range, unnest)",
+        "SELECT * FROM lake.snapshots()": "table function snapshots() is not allowed (allowed: generate_series, range, unnest)",
+        "SELECT * FROM lake.main.t": "references to other databases are not allowed (lake.main.t)",
+        "SELECT * FROM lake.udb_meta.batches": "references to other databases are not allowed (lake.udb_meta.batches)",
+        "SELECT * FROM t AT (VERSION => 1)": "HISTORICALDATA is not allowed",
+        "SELECT * FROM udb_snapshots.t": "schema 'udb_snapshots' is not allowed; only the tenant's tables in 'main' can be read",
+    }
+    for sql, reason in rejected.items():
+        with pytest.raises(sqlguard.SQLRejected) as info:
+            sqlguard.check_select(sql, ["t"])
+        assert str(info.value) == f"query rejected: {reason}", sql
+    assert sqlguard.check_select("SELECT count(*) FROM t", ["t"]).sql == "SELECT COUNT(*) FROM t"
