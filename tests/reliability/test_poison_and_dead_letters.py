@@ -64,7 +64,7 @@ def test_poison_event_is_dead_lettered_and_fails_only_its_job(running_stack, s3_
     assert error["error_type"] == "IOException"
     assert error["reason"].startswith("internal error in analyze: IOException: ")
     assert "not a valid DuckDB database file" in error["reason"]
-    assert error["step"] == "open warehouse" and error["raised_at"].startswith("duck.py:")
+    assert error["step"] == "open warehouse" and error["raised_at"].startswith("lake.py:")  # attaching the catalog
     # Failed at once: no 1 + 5 retries with backoff (31 s of waiting before issue 23).
     assert elapsed < 20, elapsed
 
