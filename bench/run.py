@@ -126,6 +126,10 @@ def run_case(name: str, *, quick: bool, runs: int, timeout: float, data: Path) -
     if report is not None:
         report(measured)
     rows = [common.summarise(module.CASE, tool, measured[tool]) for tool in tools]
+    for row in rows:  # a case's own figures per run (growth) are kept in the results JSON
+        extra = [run[module.CASE] for run in measured[row["tool"]] if module.CASE in run]
+        if extra:
+            row[module.CASE] = extra
     rows += [{"case": module.CASE, "tool": tool, "seconds": None, "peak_rss_mb": None, "rows": None, "runs": 0,
               "skipped": reason} for tool, reason in skipped.items()]
     failures = check_rows(module, params, measured)
