@@ -74,7 +74,10 @@ def attach(con: duckdb.DuckDBPyConnection, store: TenantStore, catalog: Path, *,
     secret = store.duckdb_secret()
     if secret:
         con.execute(secret)
-    options = [f"DATA_PATH {duck.literal(data_path(store))}"]
+    # The store's own address of the tenant's lake/ is authoritative, not the one the catalog
+    # recorded when it was made: a moved store (another UDB_HOME, a renamed bucket) keeps
+    # working, since DuckLake stores the data files' paths relative to it.
+    options = [f"DATA_PATH {duck.literal(data_path(store))}", "OVERRIDE_DATA_PATH true"]
     if read_only:
         options.append("READ_ONLY")
     elif not Path(catalog).exists():

@@ -361,6 +361,8 @@ def test_the_lake_reads_and_writes_its_files_in_place(store, tmp_path):
     """Through DuckDB (httpfs for S3) with the store's own scoped credentials: a table written as
     Parquet under the tenant's lake/, a copied part registered as a data file, time travel, and
     DuckLake's maintenance deleting an orphan; the catalog is the only file moved whole."""
+    import duckdb
+
     from shared import duck, lake
 
     tenant = "c" + uuid.uuid4().hex[:12]
@@ -391,6 +393,21 @@ def test_the_lake_reads_and_writes_its_files_in_place(store, tmp_path):
     # A reader downloads the catalog only and reads the rest in place.
     with lake.reader(tstore) as con:
         assert con.execute("SELECT count(*) FROM t").fetchone() == (1100,)
+    # The KPI connection reads the lake with external access off: the tenant's prefix only.
+    from functions.analyze import kpis
+    (tmp_path / "kpi").mkdir()
+    kpi_catalog, _ = lake.fetch_catalog(tstore, tmp_path / "kpi")
+    kcon = kpis.open_kpi_connection(kpi_catalog, store=tstore, threads=1)
+    try:
+        assert kcon.execute("SELECT count(*), sum(id) FROM t").fetchone() == (1100, 499_500 + 104_950)
+        with pytest.raises(duckdb.Error):  # no local file outside the tenant's lake
+            kcon.execute(f"SELECT * FROM read_parquet({duck.literal(str(part))})").fetchall()
+        with pytest.raises(duckdb.Error):  # no URL
+            kcon.execute("SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')").fetchall()
+        with pytest.raises(duckdb.Error):
+            kcon.execute("SET disabled_filesystems = ''")
+    finally:
+        kcon.close()
     # An orphan (a crashed load's file) is swept by DuckLake's maintenance; the two small files
     # are compacted into one and, past the grace period, deleted.
     tstore.put("lake/main/t/orphan.parquet", part)
