@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from bench.wide_table import REPO, measure, run_pipeline, value, write_wide_csv
+from shared import lake
+from shared.store import LocalStore, TenantStore
 
 pytestmark = pytest.mark.reliability
 
@@ -25,8 +27,6 @@ import sys
 from shared import events
 from shared.embedded import Dispatcher
 from shared.settings import Settings
-from shared import lake
-from shared.store import LocalStore, TenantStore
 Dispatcher(Settings.from_env()).publish(events.make_event(
     events.ANALYZE_REQUESTED, {}, tenant="demo", job_id=sys.argv[1], function="test"))
 """
