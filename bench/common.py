@@ -235,15 +235,23 @@ def udb_load(hint: str, run_dir: Path, *, tenant: str = "bench") -> dict:
     return {"seconds": seconds, "rows": warehouse_rows(udb_warehouse(run_dir, tenant))}
 
 
-def udb_warehouse(run_dir: Path, tenant: str = "bench") -> Path:
-    return run_dir / "udb" / "store" / "udb" / "tenants" / tenant / "warehouse.duckdb"
+def udb_warehouse(run_dir: Path, tenant: str = "bench"):
+    """The tenant's lake in the run's embedded store (a TenantStore; warehouse_rows reads it)."""
+    from shared.store import LocalStore, TenantStore
+    return TenantStore(LocalStore(run_dir / "udb" / "store" / "udb"), tenant)
 
 
-def warehouse_rows(path: Path, schema: str = "main", table: str | None = None) -> int:
-    """Rows of `table` (or of the only table) in `schema` of a DuckDB file."""
+def warehouse_rows(path, schema: str = "main", table: str | None = None) -> int:
+    """Rows of `table` (or of the only table) in `schema` of a DuckDB file, or of a tenant's
+    lake when `path` is its TenantStore."""
     import duckdb
 
-    with duckdb.connect(str(path), read_only=True) as con:
+    if isinstance(path, Path):
+        opened = duckdb.connect(str(path), read_only=True)
+    else:
+        from shared import lake
+        opened = lake.reader(path, references=False)
+    with opened as con:
         if table is None:
             tables = [r[0] for r in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE schema_name = ?", [schema]).fetchall()]

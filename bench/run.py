@@ -12,6 +12,8 @@ Cases (one module each, bench/case_<name>.py):
   discover   discover -> analysis.completed for a CSV: UDB embedded and through the running stack
   firstanswer  `udb run` on a 1,461-row weather CSV: wall to the core answer and to every report
   core1m     `udb run --no-reports` on 1M rows x 10 columns: wall to the core answer, embedded
+  growth     N 1M-row tables into one tenant (BENCH_GROWTH_TABLES, default 20): each load, a 1,000-row
+             load and an analysis big vs empty tenant, the bytes a re-sync adds
 
 Each case runs its tools alternately (the order rotates every round), RUNS times each (default
 3; --quick: 2), every run in a fresh Python process, so its peak RSS (os.wait4) and its imports are its own.
@@ -40,7 +42,7 @@ if str(REPO) not in sys.path:
 
 from bench import common  # noqa: E402
 
-CASES = ["csv", "postgres", "rest", "profile", "quality", "drift", "discover", "firstanswer", "core1m"]
+CASES = ["csv", "postgres", "rest", "profile", "quality", "drift", "discover", "firstanswer", "core1m", "growth"]
 RESULTS = REPO / "bench" / "results"
 WORK = REPO / ".udb" / "bench"
 
@@ -120,7 +122,14 @@ def run_case(name: str, *, quick: bool, runs: int, timeout: float, data: Path) -
         finish = getattr(module, "finish", None)
         if finish is not None:
             finish(params)
+    report = getattr(module, "report", None)  # a case's own figures beyond seconds and rows (growth)
+    if report is not None:
+        report(measured)
     rows = [common.summarise(module.CASE, tool, measured[tool]) for tool in tools]
+    for row in rows:  # a case's own figures per run (growth) are kept in the results JSON
+        extra = [run[module.CASE] for run in measured[row["tool"]] if module.CASE in run]
+        if extra:
+            row[module.CASE] = extra
     rows += [{"case": module.CASE, "tool": tool, "seconds": None, "peak_rss_mb": None, "rows": None, "runs": 0,
               "skipped": reason} for tool, reason in skipped.items()]
     failures = check_rows(module, params, measured)

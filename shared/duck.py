@@ -13,7 +13,10 @@ EXTENSION_PACKAGES = {
     "httpfs": "duckdb_extension_httpfs",
     "postgres_scanner": "duckdb_extension_postgres_scanner",
     "excel": "duckdb_extension_excel",
+    "ducklake": "duckdb_extension_ducklake",
 }
+# The functions that open the tenant's lake (shared/lake.py), and so ship the ducklake package.
+LAKE_FUNCTIONS = ("writer", "analyze", "artifacts", "reports")
 
 
 def extension_path(name: str) -> Path:

@@ -146,27 +146,34 @@ class Access:
 # ---------------------------------------------------------------- the warehouse, read-only
 
 class Warehouse:
-    """The tenant's warehouse snapshot, copied from the store for each read (the writer
-    replaces it whole, so a copy is always one consistent version)."""
+    """The tenant's lake, read in place: its catalog copied from the store for each read (the
+    writer replaces the catalog whole, so a copy is always one consistent snapshot), the Parquet
+    data files read from the store."""
 
     def __init__(self, settings: Settings, store):
         self.settings = settings
         self.store = store
 
-    def _copy(self, tenant: str, tmp: str) -> Path:
+    def _catalog(self, tenant: str, tmp: str):
+        """(the tenant's store, the local copy of its lake catalog)."""
+        from shared import lake
         from shared.store import TenantStore
-        local = Path(tmp) / "warehouse.duckdb"
+        store = TenantStore(self.store, tenant)
         try:
-            TenantStore(self.store, tenant).get_to_file("warehouse.duckdb", local)
+            local, _ = lake.fetch_catalog(store, Path(tmp))
         except NotFound:
             raise NotFound(f"tenant {tenant} has no warehouse yet: discover and sync a source first") from None
-        return local
+        return store, local
+
+    def _open(self, tenant: str, tmp: str):
+        from shared import lake
+        return lake.connect(*self._catalog(tenant, tmp), read_only=True, memory_limit=self.settings.duckdb_memory_limit,
+                            threads=self.settings.duckdb_threads)
 
     def tables(self, tenant: str) -> list[dict]:
         from shared import duck
         with tempfile.TemporaryDirectory(prefix="udb-mcp-") as tmp:
-            con = duck.connect(self._copy(tenant, tmp), read_only=True, memory_limit=self.settings.duckdb_memory_limit,
-                               threads=self.settings.duckdb_threads)
+            con = self._open(tenant, tmp)
             try:
                 out = []
                 for (name,) in con.execute(_USER_TABLES).fetchall():
@@ -182,8 +189,7 @@ class Warehouse:
         from functions.analyze.profile import json_safe
         from shared import duck, pii
         with tempfile.TemporaryDirectory(prefix="udb-mcp-") as tmp:
-            con = duck.connect(self._copy(tenant, tmp), read_only=True, memory_limit=self.settings.duckdb_memory_limit,
-                               threads=self.settings.duckdb_threads)
+            con = self._open(tenant, tmp)
             try:
                 names = [r[0] for r in con.execute(_USER_TABLES).fetchall()]
                 match = next((n for n in names if n.lower() == str(table).lower()), None)
@@ -208,14 +214,15 @@ class Warehouse:
         if not isinstance(max_rows, int) or max_rows < 1:
             raise InputError(f"max_rows must be a positive integer, found {max_rows!r}")
         with tempfile.TemporaryDirectory(prefix="udb-mcp-") as tmp:
-            local = self._copy(tenant, tmp)
-            con = duck.connect(local, read_only=True)
+            from shared import lake
+            tstore, local = self._catalog(tenant, tmp)
+            con = lake.connect(tstore, local, read_only=True)
             try:
                 tables = [r[0] for r in con.execute(_USER_TABLES).fetchall()]
             finally:
                 con.close()
             checked = sqlguard.check_select(sql, tables)  # SQLRejected (an InputError) names every problem
-            kpi_con = kpis.open_kpi_connection(local, memory_limit=self.settings.duckdb_memory_limit,
+            kpi_con = kpis.open_kpi_connection(local, store=tstore, memory_limit=self.settings.duckdb_memory_limit,
                                                threads=self.settings.duckdb_threads)
             try:
                 result = kpis.run_kpi(kpi_con, {"name": "run_kpi", "sql": checked.sql},

@@ -72,6 +72,8 @@ class S3Store:
         # provably never reached the server.
         self._s3_once = session.client("s3", endpoint_url=self.endpoint, config=_config(1))
         self._bucket_ready = False
+        # Kept for DuckDB's httpfs, which reads and writes the tenant lake's Parquet in place.
+        self._keys = (access_key, secret_key, region or "us-east-1")
 
     @classmethod
     def from_settings(cls, settings) -> "S3Store":
@@ -226,6 +228,42 @@ class S3Store:
             with open(data, "rb") as body:
                 response = self._put(key, conditional, Body=body, **kw)
         return _etag(response["ETag"])
+
+    def copy(self, source: str, key: str) -> str:
+        """A server-side copy of `source` to `key` (the bytes never pass through the caller)."""
+        check_key(source)
+        check_key(key)
+        response = self._call(key, self._s3.copy_object, Bucket=self.bucket, Key=key,
+                              CopySource={"Bucket": self.bucket, "Key": source})
+        return _etag(response["CopyObjectResult"]["ETag"])
+
+    def url(self, key: str) -> str:
+        """The object's address for DuckDB (httpfs)."""
+        return f"s3://{self.bucket}/{check_key(key)}"
+
+    def duckdb_secret(self, scope_key: str) -> str:
+        """A temporary (per-connection, never persisted) DuckDB secret for this store, scoped to
+        the keys under `scope_key`: the only S3 credentials a lake connection holds, and only for
+        the tenant's own prefix. Key id and secret always given (empty for unsigned), so httpfs
+        never falls back to the host's AWS_* variables."""
+        from urllib.parse import urlsplit
+
+        def text(value: str) -> str:
+            return "'" + value.replace("'", "''") + "'"
+        access, secret, region = self._keys
+        parts = ["TYPE s3", "PROVIDER config", f"REGION {text(region)}",
+                 f"KEY_ID {text(access if secret else '')}", f"SECRET {text(secret if access else '')}",
+                 "SESSION_TOKEN ''", f"SCOPE {text(f's3://{self.bucket}/{scope_key}')}"]
+        defaults = ""
+        if self.endpoint:
+            url = urlsplit(self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}")
+            ssl = 'true' if url.scheme == 'https' else 'false'
+            parts += [f"ENDPOINT {text(url.netloc)}", "URL_STYLE 'path'", f"USE_SSL {ssl}"]
+            # Any s3:// path outside the scope goes to the same endpoint, unsigned (and is refused
+            # there), never to AWS's default endpoint: the lake's connection talks to its store only.
+            defaults = (f"SET s3_endpoint = {text(url.netloc)}; SET s3_url_style = 'path'; SET s3_use_ssl = {ssl}; "
+                        "SET s3_access_key_id = ''; SET s3_secret_access_key = ''; ")
+        return defaults + f"CREATE OR REPLACE TEMPORARY SECRET udb_store ({', '.join(parts)})"
 
     def _put(self, key: str, conditional: bool, **kw):
         if conditional:

@@ -140,6 +140,9 @@ class Settings:
                                            "days after a job's last update its staged Parquet is deleted")
     artifact_retention_days: int = _setting("UDB_ARTIFACT_RETENTION_DAYS", 30,
                                             "days after a job's last update its artifacts are deleted")
+    snapshot_retention_days: int = _setting("UDB_SNAPSHOT_RETENTION_DAYS", 7,
+                                            "days a warehouse (lake) snapshot stays readable by time travel; "
+                                            "each table's drift reference and the current snapshot are always kept")
     net_allowlist: str = _setting("UDB_NET_ALLOWLIST", "",
                                   "comma-separated CIDRs and host names that source connections may reach "
                                   "although private, loopback or link-local (empty: public addresses only)")
@@ -264,7 +267,8 @@ class Settings:
             if value < 0:
                 problems[env] = f"expected 0 (off) or more, found {value}"
         for env, days in (("UDB_STAGING_RETENTION_DAYS", self.staging_retention_days),
-                          ("UDB_ARTIFACT_RETENTION_DAYS", self.artifact_retention_days)):
+                          ("UDB_ARTIFACT_RETENTION_DAYS", self.artifact_retention_days),
+                          ("UDB_SNAPSHOT_RETENTION_DAYS", self.snapshot_retention_days)):
             if days < 0:
                 problems[env] = f"expected 0 (keep forever) or more days, found {days}"
         return problems

@@ -40,6 +40,9 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes | Path, *, if_match: str | None = None,
             if_none_match: bool = False, content_type: str | None = None) -> str: ...
     def delete(self, key: str, *, if_match: str | None = None) -> None: ...
+    def copy(self, source: str, key: str) -> str: ...
+    def url(self, key: str) -> str: ...
+    def duckdb_secret(self, scope_key: str) -> str | None: ...
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
     def ping(self) -> None: ...
 
@@ -141,6 +144,34 @@ class LocalStore:
             except FileNotFoundError:
                 pass
 
+    def copy(self, source: str, key: str) -> str:
+        """A copy of `source` at `key`: a hard link where the file system allows (a put replaces
+        the target file by rename, so the link never sees a later put of either key)."""
+        src, path = self._path(source), self._path(key)
+        if not src.is_file():
+            raise NotFound(f"no object {source}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return _md5_file(path)
+
+    def url(self, key: str) -> str:
+        """The object's address for DuckDB: its file path."""
+        return str(self._path(key))
+
+    def duckdb_secret(self, scope_key: str) -> None:
+        return None  # local files need no credentials
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         keys = []
         for dirpath, _, filenames in os.walk(self.root):
@@ -205,6 +236,16 @@ class TenantStore:
 
     def delete(self, relative: str, **kw) -> None:
         self.store.delete(self.key(relative), **kw)
+
+    def copy(self, source: str, relative: str) -> str:
+        return self.store.copy(self.key(source), self.key(relative))
+
+    def url(self, relative: str) -> str:
+        return self.store.url(self.key(relative))
+
+    def duckdb_secret(self) -> str | None:
+        """DuckDB credentials for this tenant's prefix only (None for a local store)."""
+        return self.store.duckdb_secret(self.prefix)
 
     def list(self, relative_prefix: str = "") -> Iterator[ObjectInfo]:
         for info in self.store.list(self.prefix + relative_prefix):

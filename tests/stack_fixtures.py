@@ -155,3 +155,18 @@ def broker_events(tenant: str, job_id: str) -> list:
         if event.get_attributes().get("jobid") == job_id:
             found.append((dict(record.headers), event))
     return found
+
+
+def stack_tenant_store(tenant: str):
+    """The tenant's view of the stack's bucket, as the functions see it (for reading its lake)."""
+    from shared.s3store import S3Store
+    from shared.store import TenantStore
+    user, password = services.minio_credentials()
+    return TenantStore(S3Store(stack.BUCKET, endpoint=services.endpoints()["s3"], access_key=user,
+                               secret_key=password), tenant)
+
+
+def stack_lake(tenant: str):
+    """A read-only connection on the tenant's lake in the stack (shared.lake.reader)."""
+    from shared import lake
+    return lake.reader(stack_tenant_store(tenant))

@@ -1,6 +1,7 @@
 """Drift of a table against its previous snapshot, computed in DuckDB over every row.
 
-The writer keeps the table as it was before the latest load in `udb_snapshots.<table>`; this
+The reference is the table as it was before its latest load: the lake's previous snapshot of
+it, by time travel, which readers see as the view `udb_snapshots.<table>` (shared/lake.py); this
 module compares `main.<table>` with it, column by column, and gives each column a distance
 and a verdict. The tests and thresholds are Evidently's defaults (evidently 0.7,
 `legacy/calculations/stattests/registry.py::_get_default_stattest`), so the verdict is the one
@@ -60,16 +61,30 @@ _TEMPORAL = ("DATE", "TIME", "TIMESTAMP", "INTERVAL")
 _NUMERIC = {"float", "decimal", "integer"}  # compared as DOUBLE whichever of these each side is
 
 
+def _reference_version(con, table: str) -> int | None:
+    """The lake snapshot the reference view reads (None outside a lake)."""
+    from shared import lake
+    try:
+        return lake.reference_versions(con).get(table)
+    except Exception:  # a plain DuckDB file: no lake attached
+        return None
+
+
 def snapshot_drift(con, table: str) -> dict | None:
     """Drift of `main.<table>` against `udb_snapshots.<table>`; None when the table has no
     snapshot yet (its first load)."""
-    found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'udb_snapshots' "
-                        f"AND table_name = {literal(table)}").fetchone()[0]  # no `?`: it imports pandas
+    # A view over the lake's previous snapshot (or a table, in a plain DuckDB file).
+    found = con.execute("SELECT count(*) FROM (SELECT schema_name, table_name AS name FROM duckdb_tables() "
+                        "UNION ALL SELECT schema_name, view_name FROM duckdb_views()) "
+                        f"WHERE schema_name = 'udb_snapshots' AND name = {literal(table)}").fetchone()[0]  # no `?`: it imports pandas
     if not found:
         return None
     with telemetry.stage("drift", table=table):
         result = table_drift(con, f"main.{quote(table)}", f"udb_snapshots.{quote(table)}")
     result["reference"] = {"snapshot": f"udb_snapshots.{table}", "rows": result["rows"]["reference"]}
+    version = _reference_version(con, table)
+    if version is not None:
+        result["reference"]["version"] = version
     return result
 
 

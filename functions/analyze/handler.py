@@ -5,7 +5,8 @@ The heavy reports (ydata-profiling, Evidently, PNG charts) are only planned here
 index.json and in the job document, and rendered on the side by the reports function on
 `dev.udb.analysis.completed`: none of their libraries is imported on this path.
 
-Reads a copy of the warehouse, read-only; never writes it.
+Reads the tenant's lake in place, read-only (its small catalog downloaded, the Parquet data
+files read from the store); never writes it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from cloudevents.http import CloudEvent
 
 from functions.analyze import kpis
-from shared import duck, events, jobindex, metrics, telemetry
+from shared import events, jobindex, lake, metrics, telemetry
 from shared.bounds import Bound, bounded_duckdb_memory
 from shared.errors import NotFound, SourceError
 from shared.jobindex import Artifacts
@@ -24,7 +25,7 @@ from shared.runtime import Context
 
 FUNCTION = "analyze"
 USER_TABLES_SQL = ("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
-                   "AND database_name = current_database() ORDER BY table_name")
+                   "AND database_name = current_database() ORDER BY table_name")  # the lake, in use
 
 
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
@@ -44,15 +45,15 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     # Two DuckDB instances (the reader, the locked-down KPI one) and Python share the bound.
     duck_memory = bounded_duckdb_memory(settings.duckdb_memory_limit, settings.analyze_memory_mb, 0.35)
     with bound.reasoned(), tempfile.TemporaryDirectory(prefix="udb-analyze-") as tmp, bound:
-        local = Path(tmp) / "warehouse.duckdb"
         try:
-            with bound.step("download", "warehouse.duckdb"):
-                store.get_to_file("warehouse.duckdb", local)
+            with bound.step("download", lake.CATALOG):
+                local, _ = lake.fetch_catalog(store, Path(tmp))
         except NotFound:
             raise SourceError(f"tenant {tenant} has no warehouse yet: sync a source first") from None
         with bound.step("open warehouse"):
-            con = bound.watch(duck.connect(local, read_only=True, memory_limit=duck_memory,
+            con = bound.watch(lake.connect(store, local, read_only=True, memory_limit=duck_memory,
                                            threads=settings.duckdb_threads), duck_memory)
+            lake.create_reference_views(con)
         kpi_con = None
         try:
             available = [r[0] for r in con.execute(USER_TABLES_SQL).fetchall()]
@@ -66,7 +67,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
             artifacts = Artifacts(store, job_id)
             # KPI SQL runs on its own locked-down connection (external access off, config locked).
             with bound.step("open warehouse", "for KPIs"):
-                kpi_con = bound.watch(kpis.open_kpi_connection(local, memory_limit=duck_memory,
+                kpi_con = bound.watch(kpis.open_kpi_connection(local, store=store, memory_limit=duck_memory,
                                                                threads=settings.duckdb_threads), duck_memory)
             notes, facts, plan = analyse(con, wanted, artifacts, ctx, kpi_con=kpi_con, all_tables=available,
                                          bound=bound)
@@ -111,7 +112,8 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
     profiles, kpi_results, drift_all, text_all, notes = [], [], {}, [], []
     charts: list[dict] = []  # {base, kpi, result, table}
     kpis_by_table: dict[str, list[dict]] = {}
-    snapshots = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() "
+    snapshots = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'udb_snapshots' "
+                                           "UNION ALL SELECT view_name FROM duckdb_views() "
                                            "WHERE schema_name = 'udb_snapshots'").fetchall()}
     for table in tables:
         with telemetry.stage("profile", table=table), bound.step("profile", table):

@@ -193,12 +193,14 @@ _tables_lock = threading.Lock()
 
 
 def warehouse_tables(store: TenantStore) -> list[str]:
-    """The tenant's warehouse tables (schema main), read from a copy of the warehouse.
+    """The tenant's warehouse tables (schema main), read from the lake's catalog (a copy of the
+    catalog file only).
 
-    Cached per warehouse ETag, so storing several KPIs reads the warehouse once. Raises
+    Cached per catalog ETag, so storing several KPIs reads the catalog once. Raises
     InputError when the tenant has no warehouse yet.
     """
-    info = store.head("warehouse.duckdb")
+    from shared import lake
+    info = store.head(lake.CATALOG)
     if info is None:
         raise InputError(f"tenant {store.tenant} has no warehouse yet: load a source before defining KPIs")
     cache_key = (store.tenant, info.etag)
@@ -206,14 +208,13 @@ def warehouse_tables(store: TenantStore) -> list[str]:
         if cache_key in _tables_cache:
             return list(_tables_cache[cache_key])
     with tempfile.TemporaryDirectory(prefix="udb-kpi-tables-") as tmp:
-        local = Path(tmp) / "warehouse.duckdb"
         try:
-            store.get_to_file("warehouse.duckdb", local)
+            local, _ = lake.fetch_catalog(store, Path(tmp))
         except NotFound:
             raise InputError(f"tenant {store.tenant} has no warehouse yet: load a source before defining KPIs") from None
-        con = duckdb.connect(str(local), read_only=True)
+        con = lake.connect(store, local, read_only=True, threads=1)
         try:
-            tables = [r[0] for r in con.execute(USER_TABLES_SQL).fetchall()]
+            tables = lake.tables(con)
         finally:
             con.close()
     with _tables_lock:

@@ -213,7 +213,8 @@ DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_MAX_ROWS = 10_000
 
 
-def open_kpi_connection(warehouse: str | Path, *, memory_limit: str = "1GB", threads: int = 2) -> duckdb.DuckDBPyConnection:
+def open_kpi_connection(warehouse: str | Path, *, store=None, memory_limit: str = "1GB",
+                        threads: int = 2) -> duckdb.DuckDBPyConnection:
     """A dedicated connection for KPI queries: the warehouse attached read-only into an empty
     in-memory database, external access disabled and the configuration locked.
 
@@ -221,6 +222,12 @@ def open_kpi_connection(warehouse: str | Path, *, memory_limit: str = "1GB", thr
     `SET enable_external_access=false` stops file and network access (ATTACH included) and
     `SET lock_configuration=true` stops any SET from undoing it. A separate database
     instance, so the lock does not touch the connection the profiler uses.
+
+    With `store` (a TenantStore), `warehouse` is the local copy of the tenant's lake catalog: the
+    lake is attached read-only and its data files stay readable: locally through
+    `allowed_directories`, which names the tenant's own prefix and nothing else (external access
+    off for the rest); in S3 through the S3 file system alone (every other one disabled), with
+    credentials for the tenant's prefix only.
     """
     con = duckdb.connect(":memory:", config={
         "memory_limit": memory_limit,
@@ -232,9 +239,26 @@ def open_kpi_connection(warehouse: str | Path, *, memory_limit: str = "1GB", thr
         "python_enable_replacements": False,
     })
     try:
-        con.execute(f"ATTACH {sql_literal(str(warehouse))} AS warehouse (READ_ONLY)")
-        con.execute("USE warehouse")
-        con.execute("SET enable_external_access = false")
+        if store is None:
+            con.execute(f"ATTACH {sql_literal(str(warehouse))} AS warehouse (READ_ONLY)")
+            con.execute("USE warehouse")
+            con.execute("SET enable_external_access = false")
+        else:
+            from shared import duck, lake
+            duck.load(con, "ducklake")
+            if lake.is_s3(store):
+                duck.load(con, "httpfs")
+            lake.attach(con, store, Path(warehouse), read_only=True)
+            if lake.is_s3(store):
+                # DuckDB refuses every remote file system once external access is off, whatever
+                # allowed_directories says, so for a lake in S3 the other file systems are
+                # switched off instead: no local files, no http(s); S3 only, its credentials
+                # scoped to the tenant's prefix and any other s3:// path sent unsigned to the
+                # store's own endpoint (shared/s3store.py), the settings locked below.
+                con.execute("SET disabled_filesystems = 'LocalFileSystem,HTTPFileSystem,HuggingFaceFileSystem'")
+            else:
+                con.execute(f"SET allowed_directories = [{sql_literal(lake.tenant_root(store) + '/')}]")
+                con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except Exception:
         con.close()

@@ -12,8 +12,13 @@ Only these keys are ever deleted:
 A job's age is the `updated_at` of its status document `tenants/<t>/jobs/<job>.json`, not an
 object's modification time: object stores disagree on mtimes (the local store has none that
 survive a copy), and the job document says when the job last moved. Keys of a job with no
-readable status document are kept and counted as `unknown_age`. The warehouse, `jobs/`,
-`sources/` and everything else are never touched. A retention of 0 days keeps that area forever.
+readable status document are kept and counted as `unknown_age`. `jobs/`, `sources/` and
+everything else are never touched. A retention of 0 days keeps that area forever.
+
+The warehouse (each tenant's lake) is pruned by DuckLake's own maintenance, under the writer's
+lease (shared/lake.py `maintain`): snapshots older than UDB_SNAPSHOT_RETENTION_DAYS expire (the
+current one and each table's drift reference never), small adjacent files are compacted, and
+files no longer needed (expired, compacted away, or left by a crashed load) are deleted.
 
 Who prunes what: a caller authenticated as one tenant's admin prunes that tenant; the schedule
 (and any caller with no tenant, e.g. authentication off) prunes every tenant.
@@ -33,6 +38,7 @@ from shared.tenancy import JOB_RE, TENANT_RE, tenant_prefix
 
 AREAS = ("staging", "artifacts")
 _KEY_RE = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<area>staging|artifacts)/(?P<job>[^/]+)/.+$")
+_LAKE_RE = re.compile(r"^tenants/(?P<tenant>[^/]+)/catalog\.ducklake$")
 _OPTIONS = {"dry_run": bool}
 
 
@@ -47,7 +53,7 @@ def _job_updated_at(store, tenant: str, job_id: str) -> datetime | None:
 
 
 def prune(store, *, staging_days: int, artifact_days: int, now: datetime | None = None,
-          dry_run: bool = False, tenant: str | None = None) -> dict:
+          dry_run: bool = False, tenant: str | None = None, snapshot_days: int = 0, lease_seconds: int = 10) -> dict:
     """Delete (or with `dry_run` only count) staging and artifact objects past retention.
 
     `store` is the raw ObjectStore (prefix `tenants/`); `tenant` limits the run to one tenant.
@@ -61,7 +67,11 @@ def prune(store, *, staging_days: int, artifact_days: int, now: datetime | None 
     cutoff = {area: now - timedelta(days=d) if d > 0 else None for area, d in days.items()}
 
     by_job: dict[tuple[str, str], list] = defaultdict(list)
+    lakes = []
     for info in store.list(tenant_prefix(tenant) if tenant else "tenants/"):
+        lake_match = _LAKE_RE.match(info.key)
+        if lake_match and TENANT_RE.fullmatch(lake_match["tenant"]):
+            lakes.append(lake_match["tenant"])
         match = _KEY_RE.match(info.key)
         # Only well-formed tenant and job ids: nothing else under tenants/ is ever a candidate.
         if match and TENANT_RE.fullmatch(match["tenant"]) and JOB_RE.fullmatch(match["job"]):
@@ -92,6 +102,10 @@ def prune(store, *, staging_days: int, artifact_days: int, now: datetime | None 
             if area not in jobs_counted:
                 jobs_counted.add(area)
                 deleted["jobs"] += 1
+    from shared import lake
+    from shared.store import TenantStore
+    result["lake"] = {t: lake.maintain(TenantStore(store, t), snapshot_days=snapshot_days, now=now, dry_run=dry_run,
+                                       lease_seconds=lease_seconds) for t in sorted(lakes)}
     return result
 
 
@@ -137,7 +151,8 @@ def prune_route(request, ctx: Context):
     tenant = _caller_tenant(request)
     result = prune(ctx.store, staging_days=ctx.settings.staging_retention_days,
                    artifact_days=ctx.settings.artifact_retention_days,
-                   dry_run=options.get("dry_run", False), tenant=tenant)
+                   dry_run=options.get("dry_run", False), tenant=tenant,
+                   snapshot_days=ctx.settings.snapshot_retention_days, lease_seconds=ctx.settings.lease_seconds)
     result["tenant"] = tenant or "*"
     ctx.log.info("prune (%s): deleted %d staging and %d artifact objects", "dry run" if result["dry_run"] else "done",
                  result["deleted"]["staging"]["objects"], result["deleted"]["artifacts"]["objects"])
@@ -158,7 +173,8 @@ def main(argv=None) -> int:
         return 2
     settings = Settings.from_env()
     result = prune(open_store(settings), staging_days=settings.staging_retention_days,
-                   artifact_days=settings.artifact_retention_days, dry_run="--dry-run" in args)
+                   artifact_days=settings.artifact_retention_days, dry_run="--dry-run" in args,
+                   snapshot_days=settings.snapshot_retention_days, lease_seconds=settings.lease_seconds)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 from cloudevents.http import CloudEvent
 
-from shared import duck, events, jobindex, metrics, telemetry
+from shared import events, jobindex, lake, metrics, telemetry
 from shared.errors import NotFound
 from shared.runtime import Context
 
 FUNCTION = "reports"
-WAREHOUSE = "warehouse.duckdb"
+WAREHOUSE = lake.CATALOG
 MEDIA = {".html": "text/html", ".json": "application/json", ".png": "image/png"}
 
 
@@ -72,9 +72,8 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
 
     with tempfile.TemporaryDirectory(prefix="udb-reports-") as tmp:
         work = Path(tmp)
-        local = work / WAREHOUSE
         try:
-            store.get_to_file(WAREHOUSE, local)
+            local, _ = lake.fetch_catalog(store, work)
         except NotFound:
             for item in todo:
                 record(item, "failed", reason=f"tenant {tenant} has no warehouse any more")
@@ -139,6 +138,7 @@ def _render_all(todo: list[dict], specs: dict, work: Path, store, ctx: Context, 
 def _spec(item: dict, index: dict, work: Path, warehouse: Path, store, ctx: Context, job_id: str) -> dict:
     settings = ctx.settings
     spec = {"kind": item["kind"], "table": item["table"], "warehouse": str(warehouse),
+            "lake": lake.store_spec(store),
             "out": str(work / item["id"].replace(":", "__")), "sample_rows": settings.profile_sample_rows,
             "max_columns": settings.reports_max_columns, "faults": settings.faults,
             "duckdb_memory_limit": settings.duckdb_memory_limit, "duckdb_threads": 1,
@@ -154,8 +154,9 @@ def _fetch_cache(table: str, warehouse: Path, work: Path, store, settings) -> di
     """The cached drift reference of this snapshot, when there is one, as local files for the child."""
     from functions.reports import engines
 
-    con = duck.connect(warehouse, read_only=True, memory_limit=settings.duckdb_memory_limit, threads=1)
+    con = lake.connect(store, warehouse, read_only=True, memory_limit=settings.duckdb_memory_limit, threads=1)
     try:
+        lake.create_reference_views(con)
         keys = engines.reference_key(con, ("udb_snapshots", table), settings.profile_sample_rows, cache_name=table,
                                      max_columns=settings.reports_max_columns)[:2]
     finally:

@@ -54,7 +54,12 @@ def _write(out: Path, name: str, body: str | bytes) -> None:
 
 
 def _connect(spec: dict):
-    from shared import duck
+    from shared import duck, lake
+    if spec.get("lake"):  # the tenant's lake: `warehouse` is the local copy of its catalog
+        con = lake.connect(lake.store_from_spec(spec["lake"]), Path(spec["warehouse"]), read_only=True,
+                           memory_limit=spec.get("duckdb_memory_limit", "1GB"), threads=int(spec.get("duckdb_threads", 2)))
+        lake.create_reference_views(con)
+        return con
     return duck.connect(spec["warehouse"], read_only=True, memory_limit=spec.get("duckdb_memory_limit", "1GB"),
                         threads=int(spec.get("duckdb_threads", 2)))
 

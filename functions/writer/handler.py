@@ -1,7 +1,13 @@
-"""writer: the only DuckDB writer. Lease, download, load staged batches, upload if unchanged.
+"""writer: the only warehouse writer. Lease, download the lake's catalog, load staged batches
+into the lake, upload the catalog if unchanged.
 
-A crash at any point leaves the previous warehouse in the store: the new file is only
-uploaded whole, with If-Match on the ETag the load started from.
+The warehouse is a DuckLake (shared/lake.py): a small catalog file and Parquet data files under
+the tenant's `lake/`. A load copies the staged parts into `lake/` (server-side) and registers
+them as data files when their schema is the table's (`ducklake_add_data_files`), else inserts
+from them; either way it moves the catalog, never the warehouse. A crash at any point leaves
+the previous catalog in the store: the new one is only uploaded whole, with If-Match on the
+ETag the load started from; data files of a load that never uploaded are orphans, swept by
+prune.
 """
 from __future__ import annotations
 
@@ -12,20 +18,12 @@ from pathlib import Path
 import duckdb
 from cloudevents.http import CloudEvent
 
-from shared import duck, events, lease, metrics, telemetry
+from shared import duck, events, lake, lease, metrics, telemetry
 from shared.errors import NotFound, PreconditionFailed, SourceError, TransientError
 from shared.runtime import Context
 
 FUNCTION = "writer"
-WAREHOUSE = "warehouse.duckdb"
-CATALOGUE_DDL = """
-CREATE SCHEMA IF NOT EXISTS udb_meta;
-CREATE SCHEMA IF NOT EXISTS udb_snapshots;
-CREATE TABLE IF NOT EXISTS udb_meta.batches (
-    batch_id VARCHAR PRIMARY KEY, job_id VARCHAR NOT NULL, table_name VARCHAR NOT NULL,
-    rows BIGINT NOT NULL, schema_hash VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL
-);
-"""
+WAREHOUSE = lake.LEGACY  # the whole-file warehouse of before the lake, migrated on the next load
 
 
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
@@ -49,29 +47,43 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     # The lease is short (UDB_LEASE_SECONDS): renewed from a thread while the load runs, so
     # a crashed writer frees it within one period; a lost lease stops the load before upload.
     keeper = lease.Heartbeat(ctx.store, held, seconds=ctx.settings.lease_seconds, log=ctx.log)
+    legacy = False
     try:
         with keeper, tempfile.TemporaryDirectory(prefix="udb-writer-") as tmp:
-            local = Path(tmp) / WAREHOUSE
+            local = Path(tmp) / lake.CATALOG
             try:
-                base_etag = store.get_to_file(WAREHOUSE, local)
+                base_etag = store.get_to_file(lake.CATALOG, local)
             except NotFound:
                 base_etag = None
-            with telemetry.stage("load", tables=len(data["tables"])):
-                results = _load(local, data["tables"], store, Path(tmp), ctx, keeper.check)
-            if any(r["applied"] for r in results):
+            con = lake.connect(store, local, memory_limit=ctx.settings.duckdb_memory_limit, threads=1)
+            try:
+                con.execute(lake.BATCHES_DDL)
+                if base_etag is None and store.head(WAREHOUSE) is not None:
+                    with telemetry.stage("migrate"):
+                        legacy = migrate(con, store, Path(tmp), ctx)
+                with telemetry.stage("load", tables=len(data["tables"])):
+                    results = _load(con, data["tables"], store, ctx, keeper.check)
+                lake.detach(con)  # the catalog file complete on disk before its upload
+            finally:
+                con.close()
+            if legacy or any(r["applied"] for r in results):
                 keeper.renew()  # a full period for the upload, or TransientError: no lease, no upload
                 ctx.fault("before_upload")
                 with telemetry.stage("upload", bytes=local.stat().st_size):
                     try:
                         if base_etag is None:
-                            new_etag = store.put(WAREHOUSE, local, if_none_match=True)
+                            new_etag = store.put(lake.CATALOG, local, if_none_match=True)
                         else:
-                            new_etag = store.put(WAREHOUSE, local, if_match=base_etag)
+                            new_etag = store.put(lake.CATALOG, local, if_match=base_etag)
                     except PreconditionFailed:
                         raise TransientError("the warehouse changed during the load; retrying") from None
                 ctx.fault("after_upload")
             else:
                 new_etag = base_etag
+        if legacy:
+            # Its tables are in the uploaded lake now; the whole file is not needed any more.
+            store.delete(WAREHOUSE)
+            ctx.log.info("tenant %s: warehouse.duckdb migrated into the lake and removed", tenant)
     finally:
         loading.dec()
         lease.release(ctx.store, keeper.lease)
@@ -85,87 +97,120 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     return ctx.emit(events.WAREHOUSE_LOADED, reply, event, autoanalyze=autoanalyze)
 
 
-def _load(path: Path, tables: list[dict], store, tmp: Path, ctx: Context, holding=lambda: None) -> list[dict]:
-    """Apply each staged batch not yet in the catalogue; `holding()` raises once the lease is
-    lost, checked before each table (a lost lease never reaches the upload either way)."""
-    # One thread, whatever UDB_DUCKDB_THREADS says: a load keeps the staged row order, and with
-    # more threads DuckDB writes each thread's batches apart, then merges and rewrites them at
-    # commit and checkpoint. On 1M rows x 10 columns two threads took 2.4x the CPU and the wall
-    # time of one (docs/benchmarks.md). The writer's other statements are look-ups and counts.
-    con = duck.connect(path, memory_limit=ctx.settings.duckdb_memory_limit, threads=1)
-    results = []
+def migrate(con: duckdb.DuckDBPyConnection, store, tmp: Path, ctx: Context) -> bool:
+    """Copy a tenant's old whole-file warehouse into the (new, empty) lake, once
+    (lake.import_warehouse). True when there was a warehouse to migrate."""
+    local = tmp / WAREHOUSE
     try:
-        con.execute(CATALOGUE_DDL)
-        for batch in tables:
-            holding()
-            table = batch["table"]
-            q = duck.quote(table)
-            # Literals, not `?` parameters: binding a Python value makes DuckDB import pandas (duck.literal).
-            if con.execute(f"SELECT 1 FROM udb_meta.batches WHERE batch_id = {duck.literal(batch['batch_id'])}").fetchone():
-                rows = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
-                results.append({"table": table, "rows": rows, "applied": False, "previous_rows": None})
-                ctx.log.info("batch %s already applied; skipped", batch["batch_id"])
-                continue
-            files = []
-            for i, key in enumerate(batch["parts"]):
-                local = tmp / f"{table}-{i}.parquet"
-                try:
-                    store.get_to_file(key, local)
-                except NotFound:
-                    raise SourceError(f"staged part {key} is missing") from None
-                files.append(str(local))
-            exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-                                 f"AND table_name = {duck.literal(table)}").fetchone()[0]
-            con.execute("BEGIN")
-            previous = None
-            if exists:
-                previous = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
-                # The table as it was becomes the drift reference for the next analysis.
-                con.execute(f"CREATE OR REPLACE TABLE udb_snapshots.{q} AS SELECT * FROM main.{q}")
+        store.get_to_file(WAREHOUSE, local)
+    except NotFound:
+        return False
+    try:
+        tables = lake.import_warehouse(con, local)
+    finally:
+        local.unlink(missing_ok=True)
+    ctx.log.info("migrated %d tables of warehouse.duckdb into the lake", tables)
+    return True
+
+
+_version = lake.version
+
+
+def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
+
+
+def _load(con: duckdb.DuckDBPyConnection, tables: list[dict], store, ctx: Context, holding=lambda: None) -> list[dict]:
+    """Apply each staged batch not yet in the catalogue, one lake transaction per batch (the data
+    and its catalogue entry commit together); `holding()` raises once the lease is lost, checked
+    before each table (a lost lease never reaches the upload either way)."""
+    results = []
+    for batch in tables:
+        holding()
+        table = batch["table"]
+        q = duck.quote(table)
+        # Literals, not `?` parameters: binding a Python value makes DuckDB import pandas (duck.literal).
+        if con.execute(f"SELECT 1 FROM lake.udb_meta.batches WHERE batch_id = {duck.literal(batch['batch_id'])}").fetchone():
+            rows = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0]
+            results.append({"table": table, "rows": rows, "applied": False, "previous_rows": None})
+            ctx.log.info("batch %s already applied; skipped", batch["batch_id"])
+            continue
+        # The staged parts become the lake's own files (a server-side copy under lake/): the
+        # catalog never points into the staging area, which prune deletes after its retention.
+        job = ctx_job(batch)
+        files = []
+        for i, key in enumerate(batch["parts"]):
+            target = f"{lake.DATA}main/{table}/{job}-part-{i}.parquet"
+            try:
+                store.copy(key, target)
+            except NotFound:
+                raise SourceError(f"staged part {key} is missing") from None
+            files.append(store.url(target))
+        source = f"read_parquet({duck.literal(files)})"
+        exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND schema_name = 'main' "
+                             f"AND table_name = {duck.literal(table)}").fetchone()[0]
+        previous = previous_version = None
+        if exists:
+            previous = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0]
+            # The table as it is now stays readable as this snapshot: the next analysis's drift
+            # reference, by time travel.
+            previous_version = _version(con)
+        con.execute("BEGIN")
+        try:
             if batch.get("mode") == "append" and exists:
                 # Incremental: the batch holds only new records; columns are matched by name.
                 try:
-                    con.execute(f"INSERT INTO main.{q} BY NAME SELECT * FROM read_parquet({duck.literal(files)})")
+                    _append(con, q, table, files, source)
                 except duckdb.Error as exc:
-                    con.execute("ROLLBACK")
                     raise SourceError(f"{table}: cannot append the incremental batch: {exc}") from None
-                added = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0] - previous
+                added = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0] - previous
             elif batch.get("mode") == "merge" and exists:
                 # Incremental by key: rows of the batch replace the stored rows with their key
                 # (updates), the others are new; in one transaction with the catalogue entry.
                 keys = ", ".join(duck.quote(k) for k in batch["primary_key"])
                 try:
                     replaced = con.execute(
-                        f"DELETE FROM main.{q} WHERE ({keys}) IN (SELECT ({keys}) FROM read_parquet(?))",
-                        [files]).fetchone()[0]
-                    con.execute(f"INSERT INTO main.{q} BY NAME SELECT * FROM read_parquet(?)", [files])
+                        f"DELETE FROM lake.main.{q} WHERE ({keys}) IN (SELECT ({keys}) FROM {source})").fetchone()[0]
+                    con.execute(f"INSERT INTO lake.main.{q} BY NAME SELECT * FROM {source}")
                 except duckdb.Error as exc:
-                    con.execute("ROLLBACK")
                     raise SourceError(f"{table}: cannot merge the incremental batch: {exc}") from None
-                added = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0] - previous + replaced
+                added = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0] - previous + replaced
                 ctx.log.info("%s: merged %d rows (%d replaced)", table, batch["rows"], replaced)
             else:
-                con.execute(f"CREATE OR REPLACE TABLE main.{q} AS SELECT * FROM read_parquet({duck.literal(files)})")
+                # Replace: a new table whose data files are the staged parts as they are.
+                con.execute(f"CREATE OR REPLACE TABLE lake.main.{q} AS SELECT * FROM {source} LIMIT 0")
+                _append(con, q, table, files, source)
                 added = None
             ctx.fault("mid_load")
-            rows = con.execute(f"SELECT count(*) FROM main.{q}").fetchone()[0]
+            rows = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0]
             if (added if added is not None else rows) != batch["rows"]:
-                con.execute("ROLLBACK")
                 raise SourceError(f"{table}: staged {batch['rows']} rows but read {added or rows}")
-            values = ", ".join(duck.literal(v) for v in (batch["batch_id"], ctx_job(batch), table, rows,
+            values = ", ".join(duck.literal(v) for v in (batch["batch_id"], job, table, rows,
                                                           batch["schema_hash"]))
-            con.execute(f"INSERT INTO udb_meta.batches VALUES ({values}, now())")
+            con.execute(f"INSERT INTO lake.udb_meta.batches VALUES ({values}, now(), {duck.literal(previous_version)})")
             con.execute("COMMIT")
-            results.append({"table": table, "rows": rows, "applied": True, "previous_rows": previous})
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        results.append({"table": table, "rows": rows, "applied": True, "previous_rows": previous})
     return results
+
+
+def _append(con: duckdb.DuckDBPyConnection, q: str, table: str, files: list[str], source: str) -> None:
+    """Add the files' rows to the table: registered as data files as they are when each file's
+    columns are the table's (names, types and order), else inserted by name (a rewrite)."""
+    wanted = _columns(con, f"lake.main.{q}")
+    if all(_columns(con, f"read_parquet({duck.literal(f)})") == wanted for f in files):
+        for f in files:
+            con.execute(f"CALL ducklake_add_data_files('lake', {duck.literal(table)}, {duck.literal(f)}, "
+                        "schema => 'main')")
+    else:
+        con.execute(f"INSERT INTO lake.main.{q} BY NAME SELECT * FROM {source}")
 
 
 def _save_states(store, data: dict, ctx: Context) -> None:
     """Incremental state the sync shipped with its batches, saved now that they are in the
-    uploaded warehouse (a redelivery saves the same values again)."""
+    uploaded catalog (a redelivery saves the same values again)."""
     from types import SimpleNamespace
 
     from shared import syncstate

@@ -89,9 +89,12 @@ def test_csv_in_minio_matches_the_embedded_run(running_stack, s3_client, tenant,
     assert page.status_code == 200 and f"UDB analysis {job_id}" in page.text
 
     assert comparable(profile) == comparable(embedded_profile(tmp_path, monkeypatch, capsys, str(path)))
-    # The warehouse is in MinIO, where the writer put it.
-    head = s3_client.head_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/warehouse.duckdb")
+    # The warehouse is in MinIO, where the writer put it: the lake's catalog and its Parquet data files.
+    head = s3_client.head_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/catalog.ducklake")
     assert head["ContentLength"] > 0
+    data = s3_client.list_objects_v2(Bucket=stack.BUCKET, Prefix=f"tenants/{tenant}/lake/main/")
+    assert data["KeyCount"] >= 1 and all(o["Key"].endswith(".parquet") for o in data["Contents"])
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=stack.BUCKET, Prefix=f"tenants/{tenant}/warehouse.duckdb")
 
 
 def test_postgres_table_matches_the_embedded_run(running_stack, tenant, tmp_path, monkeypatch, capsys):

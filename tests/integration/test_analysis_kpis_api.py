@@ -1,6 +1,6 @@
 """The KPI definition routes on the running artifacts function, over HTTP, with MinIO behind.
 
-A small warehouse is put where the writer would put it (tenants/<t>/warehouse.duckdb in the
+A small warehouse is put where the writer would put it (tenants/<t>/catalog.ducklake + lake/ in the
 stack's bucket); PUT guards each definition's SQL against that warehouse's tables.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from devstack import stack
-from tests.stack_fixtures import auth_headers
+from shared import lake
+from tests.stack_fixtures import auth_headers, stack_tenant_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -27,7 +28,7 @@ def warehouse_tenant(running_stack, s3_client, tenant, tmp_path):
     con.execute("CREATE TABLE sales__orders AS SELECT i AS order_id, ['a', 'b'][i % 2 + 1] AS region, "
                 "(i % 10)::DOUBLE AS amount FROM range(100) t(i)")
     con.close()
-    s3_client.upload_file(str(path), stack.BUCKET, f"tenants/{tenant}/warehouse.duckdb")
+    lake.create_from_warehouse(stack_tenant_store(tenant), path)  # the tenant's lake, as the writer leaves it
     return tenant
 
 

@@ -88,7 +88,7 @@ def test_bad_input_fails_clearly_and_loses_nothing(case, home, tmp_path, capsys)
     good = write_sales(tmp_path / "good" / "sales.csv", 2_000)
     code, out, _ = run(capsys, "run", str(good), "--no-analyze")
     assert code == 0 and "table good__sales: 2,000 rows" in out
-    warehouse = home / "store" / "udb" / "tenants" / "demo" / "warehouse.duckdb"
+    warehouse = home / "store" / "udb" / "tenants" / "demo" / "catalog.ducklake"
     before = warehouse.read_bytes()
 
     make, stage, reason = BAD_INPUTS[case]

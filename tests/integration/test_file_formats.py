@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import pytest
 
 from shared import duck
 from shared.embedded import Dispatcher
 from shared import events
 from shared.tenancy import new_job_id
+from shared import lake
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +37,7 @@ def test_folder_of_every_format_loads_one_table_per_file(settings, tmp_path):
     assert doc["state"] == "loaded"
     assert doc["tables"] == {"mixed__a": {"rows": 1200}, "mixed__b": {"rows": 1300}, "mixed__c": {"rows": 1400},
                              "mixed__d": {"rows": 1500}, "mixed__e": {"rows": 1600}}
-    local = tmp_path / "w.duckdb"
-    dispatcher.context("cli").tenant_store("mix").get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as w:
+    with lake.reader(dispatcher.context("cli").tenant_store("mix")) as w:
         for table, n in (("a", 1200), ("b", 1300), ("c", 1400), ("d", 1500), ("e", 1600)):
             assert w.execute(f"SELECT count(*), sum(id), max(name) IS NOT NULL FROM mixed__{table}").fetchone() \
                 == (n, n * (n + 1) // 2, True)

@@ -9,7 +9,6 @@ import json
 import uuid
 from pathlib import Path
 
-import duckdb
 import psycopg
 import pytest
 
@@ -22,6 +21,7 @@ from shared.errors import SourceError
 from shared.runtime import invoke
 from shared.sources import SourceEnv, inspect_source, postgres
 from shared.tenancy import new_job_id
+from shared import lake
 
 pytestmark = pytest.mark.integration
 
@@ -81,9 +81,7 @@ def resync(source_id: str, ctx_for):
 
 
 def warehouse(ctx_for, tmp_path: Path, query: str):
-    local = tmp_path / f"wh-{uuid.uuid4().hex[:6]}.duckdb"
-    ctx_for("writer").tenant_store(TENANT).get_to_file("warehouse.duckdb", local)
-    con = duckdb.connect(str(local), read_only=True)
+    con = lake.open_reader(ctx_for("writer").tenant_store(TENANT), tmp_path)
     try:
         return con.execute(query).fetchall()
     finally:

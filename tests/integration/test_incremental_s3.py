@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import boto3
-import duckdb
 import pytest
 from botocore.config import Config
 
@@ -23,6 +22,7 @@ from shared.errors import SourceError
 from shared.runtime import invoke
 from shared.sources import SourceEnv, inspect_source
 from shared.tenancy import new_job_id
+from shared import lake
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +65,7 @@ def run_sync(event, ctxs) -> dict | None:
 
 
 def query(ctxs, tmp_path: Path, text: str):
-    local = tmp_path / f"wh-{uuid.uuid4().hex[:6]}.duckdb"
-    ctxs["writer"].tenant_store(TENANT).get_to_file("warehouse.duckdb", local)
-    con = duckdb.connect(str(local), read_only=True)
+    con = lake.open_reader(ctxs["writer"].tenant_store(TENANT), tmp_path)
     try:
         return con.execute(text).fetchall()
     finally:

@@ -22,6 +22,7 @@ from shared.embedded import Dispatcher
 from shared.runtime import invoke
 from shared.sources import documents
 from shared.tenancy import new_job_id
+from shared import lake
 
 pytestmark = pytest.mark.integration
 
@@ -190,8 +191,6 @@ def test_document_end_to_end_to_the_warehouse(settings, tmp_path):
     assert [e["type"] for e in dispatcher.publish(request)][-1] == events.WAREHOUSE_LOADED
     ctx = dispatcher.context("cli")
     assert ctx.jobs("acme").get(job)["tables"] == {"library__spec": {"rows": 304}}
-    local = tmp_path / "w.duckdb"
-    ctx.tenant_store("acme").get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as w:
+    with lake.reader(ctx.tenant_store("acme")) as w:
         assert dict(w.execute("SELECT element_type, count(*) FROM library__spec GROUP BY 1").fetchall()) == SPEC_TYPES
         assert w.execute("SELECT count(DISTINCT page) FROM library__spec").fetchone()[0] == 17

@@ -18,6 +18,7 @@ from shared.sources import http as web
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
 from tests.peers.rest_api import RestPeer
+from shared import lake
 
 pytestmark = pytest.mark.integration
 
@@ -115,9 +116,7 @@ def test_http_file_end_to_end_to_the_warehouse(peer, settings, tmp_path):
     ctx = dispatcher.context("cli")
     doc = ctx.jobs("acme").get(job)
     assert doc["tables"] == {"web_127__e": {"rows": 1600}}
-    local = tmp_path / "w.duckdb"
-    ctx.tenant_store("acme").get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as w:
+    with lake.reader(ctx.tenant_store("acme")) as w:
         assert w.execute("SELECT count(*), sum(id), sum(score) FROM web_127__e").fetchone() == (1600, 1280800, 640400.0)
     source = json.loads(ctx.tenant_store("acme").get(f"sources/{doc['source_id']}.json").data)
     assert source["provider"] == "http" and source["streams"][0]["location"] == f"{peer.url}/files/e.xlsx"

@@ -44,6 +44,7 @@ from tests.conftest import REPO, write_sales
 from tests.peers.gdrive_api import DrivePeer
 from tests.peers.msgraph_api import GraphPeer
 from tests.peers.oauth_server import GOOGLE_CLIENT, GOOGLE_SECRET, MS_CLIENT, OAuthPeer, QuietHandler
+from shared import lake
 
 pytestmark = pytest.mark.integration
 
@@ -179,9 +180,7 @@ class Udb:
         return self.browser.get(doc["error"]["oauthUrl"])
 
     def warehouse(self, tmp: Path) -> duckdb.DuckDBPyConnection:
-        local = tmp / f"w-{time.monotonic_ns()}.duckdb"
-        self.ctx.tenant_store(TENANT).get_to_file("warehouse.duckdb", local)
-        return duckdb.connect(str(local), read_only=True)
+        return lake.open_reader(self.ctx.tenant_store(TENANT), tmp)
 
 
 @pytest.fixture

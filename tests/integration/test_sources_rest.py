@@ -27,6 +27,7 @@ from shared.sources import http as web
 from shared.store import LocalStore, TenantStore
 from shared.tenancy import new_job_id
 from tests.peers.rest_api import RestPeer
+from shared import lake
 
 pytestmark = pytest.mark.integration
 
@@ -289,9 +290,7 @@ def test_rest_api_end_to_end_to_the_warehouse(peer, settings, tmp_path):
     assert doc["state"] == "loaded" and doc["tables"] == {"api_127__items": {"rows": TOTAL}}
     stored = ctx.tenant_store("acme").get(f"sources/{doc['source_id']}.json").data.decode()
     assert "tok-3141" not in stored and "secret://src-" in stored
-    local = tmp_path / "w.duckdb"
-    ctx.tenant_store("acme").get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as w:
+    with lake.reader(ctx.tenant_store("acme")) as w:
         assert w.execute('SELECT count(*), sum(id), sum(price) FROM "api_127__items"').fetchone() == \
             (TOTAL, ID_SUM, ID_SUM * 0.25)
         assert w.execute("SELECT column_name, data_type FROM information_schema.columns "

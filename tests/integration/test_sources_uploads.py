@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 
-import duckdb
 import flask
 import pytest
 
@@ -18,6 +17,7 @@ from shared.httpfn import FunctionApp
 from shared.settings import Settings
 from shared.tenancy import new_job_id
 from tests.conftest import REPO, write_sales
+from shared import lake
 
 pytestmark = pytest.mark.integration
 
@@ -71,9 +71,7 @@ def test_upload_then_discover_and_sync_to_the_warehouse(client, s3_settings, s3_
                                            "reasons": ["scheme upload:// (a file uploaded to POST /uploads)"]}
     ctx = dispatcher.context("cli")
     assert ctx.jobs(tenant).get(job)["tables"] == {"upload__sales_csv": {"rows": 2500}}
-    local = tmp_path / "w.duckdb"
-    ctx.tenant_store(tenant).get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as w:
+    with lake.reader(ctx.tenant_store(tenant)) as w:
         assert w.execute("SELECT count(*), sum(order_id), count(*) FILTER (discount IS NULL) FROM upload__sales_csv"
                          ).fetchone() == (2500, 2500 * 2501 // 2, 250)
 
@@ -115,9 +113,7 @@ def test_uploads_of_the_same_stem_never_collide_and_a_table_is_replaced_on_purpo
     again = post(client, tenant, "x.csv", b"id,name\n1,a\n2,b\n3,c\n4,d\n").get_json()["hint"]
     assert discover_upload(dispatcher, tenant, again) == {"upload__x_csv": {"rows": 4}}
     assert discover_upload(dispatcher, tenant, xlsx_hint, {"table": "x_csv"}) == {"upload__x_csv": {"rows": 30}}
-    local = tmp_path / "w.duckdb"
-    dispatcher.context("cli").tenant_store(tenant).get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as w:
+    with lake.reader(dispatcher.context("cli").tenant_store(tenant)) as w:
         assert w.execute("SELECT count(*), sum(twice) FROM upload__x_csv").fetchone() == (30, 930)
         assert w.execute("SELECT count(*), sum(twice) FROM upload__x_xlsx").fetchone() == (30, 930)
         assert w.execute("SELECT count(*) FROM udb_snapshots.upload__x_csv").fetchone() == (4,)

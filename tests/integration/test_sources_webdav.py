@@ -17,6 +17,7 @@ from shared.errors import SourceError
 from shared.sources import SourceEnv, webdav
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
+from shared import lake
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +103,5 @@ def test_webdav_end_to_end_to_the_warehouse(dav, settings, tmp_path):
     short = dav["name"].replace("-", "_")
     assert ctx.jobs("acme").get(job)["tables"] == {f"{short}__events": {"rows": 300}, f"{short}__items": {"rows": 500},
                                                    f"{short}__sales": {"rows": 1234}, f"{short}__spec": {"rows": 304}}
-    local = tmp_path / "w.duckdb"
-    ctx.tenant_store("acme").get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as w:
+    with lake.reader(ctx.tenant_store("acme")) as w:
         assert w.execute(f"SELECT count(*), sum(order_id) FROM {short}__sales").fetchone() == (1234, 1234 * 1235 // 2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import httpx
 import pytest
 from cloudevents.http import to_binary
@@ -19,6 +18,7 @@ from shared.runtime import invoke
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
 from tests.stack_fixtures import broker_auth, broker_events, wait_for_job, wait_for_reports
+from shared import lake
 
 pytestmark = pytest.mark.reliability
 
@@ -38,9 +38,7 @@ def test_each_handler_twice_mid_job_loads_once_and_writes_each_artifact_once(ctx
         event = first
     assert event["type"] == events.ANALYSIS_COMPLETED
     store = ctx_for("analyze").tenant_store("dup")
-    local = tmp_path / "w.duckdb"
-    store.get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as con:
+    with lake.reader(store) as con:
         assert con.execute("SELECT count(*) FROM dup__sales").fetchone()[0] == 3_000
         assert con.execute("SELECT count(*) FROM udb_meta.batches").fetchone()[0] == 1
     index = json.loads(store.get(f"artifacts/{job}/index.json").data)
@@ -73,7 +71,7 @@ def test_redelivering_every_event_of_a_stack_job_changes_nothing(running_stack, 
     assert wait_for_reports(stack.function_url("artifacts"), tenant, job)["reports"]["state"] == "ready"
     listing = s3_client.list_objects_v2(Bucket=stack.BUCKET, Prefix=f"tenants/{tenant}/artifacts/{job}/")
     before = {o["Key"]: o["ETag"] for o in listing["Contents"]}
-    warehouse_etag = s3_client.head_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/warehouse.duckdb")["ETag"]
+    warehouse_etag = s3_client.head_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/catalog.ducklake")["ETag"]
 
     seen = [event for _, event in broker_events(tenant, job)]
     assert [e["type"] for e in seen] == [events.DISCOVER_REQUESTED, events.SOURCE_DISCOVERED, events.SYNC_STAGED,
@@ -85,5 +83,5 @@ def test_redelivering_every_event_of_a_stack_job_changes_nothing(running_stack, 
     time.sleep(5)
     listing = s3_client.list_objects_v2(Bucket=stack.BUCKET, Prefix=f"tenants/{tenant}/artifacts/{job}/")
     assert {o["Key"]: o["ETag"] for o in listing["Contents"]} == before
-    assert s3_client.head_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/warehouse.duckdb")["ETag"] == warehouse_etag
+    assert s3_client.head_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/catalog.ducklake")["ETag"] == warehouse_etag
     assert wait_for_job(stack.function_url("artifacts"), tenant, job)["state"] == "completed"

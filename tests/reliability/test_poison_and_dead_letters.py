@@ -36,8 +36,8 @@ def event_answers(function: str) -> dict[str, float]:
 
 
 def test_poison_event_is_dead_lettered_and_fails_only_its_job(running_stack, s3_client, tenant, tmp_path):
-    # A corrupt warehouse breaks analyze on every attempt: an internal error, deterministic.
-    s3_client.put_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/warehouse.duckdb", Body=b"not a database" * 100)
+    # A corrupt warehouse (its lake catalog) breaks analyze on every attempt: an internal error, deterministic.
+    s3_client.put_object(Bucket=stack.BUCKET, Key=f"tenants/{tenant}/catalog.ducklake", Body=b"not a database" * 100)
     poison_job = new_job_id()
     before = event_answers("analyze")
     started = time.monotonic()
@@ -64,7 +64,7 @@ def test_poison_event_is_dead_lettered_and_fails_only_its_job(running_stack, s3_
     assert error["error_type"] == "IOException"
     assert error["reason"].startswith("internal error in analyze: IOException: ")
     assert "not a valid DuckDB database file" in error["reason"]
-    assert error["step"] == "open warehouse" and error["raised_at"].startswith("duck.py:")
+    assert error["step"] == "open warehouse" and error["raised_at"].startswith("lake.py:")  # attaching the catalog
     # Failed at once: no 1 + 5 retries with backoff (31 s of waiting before issue 23).
     assert elapsed < 20, elapsed
 

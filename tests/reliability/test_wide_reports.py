@@ -15,6 +15,7 @@ import pytest
 from functions.reports import handler as reports
 from shared import duck, events, jobindex, runtime
 from shared.settings import Settings
+from shared import lake
 
 pytestmark = [pytest.mark.reliability]
 TENANT, JOB = "wide", "job-00000000000000e4"
@@ -25,12 +26,12 @@ def test_a_4000_column_table_is_reported_on_its_first_columns_within_bounds(tmp_
                                  reports_memory_mb=1536, reports_deadline_seconds=50, chart_png=False)
     ctx = runtime.start("reports", settings)
     store = ctx.tenant_store(TENANT)
-    warehouse = tmp_path / "store" / "udb" / "tenants" / TENANT / "warehouse.duckdb"
-    warehouse.parent.mkdir(parents=True)
+    warehouse = tmp_path / "legacy.duckdb"  # built with plain DuckDB, then made the tenant's lake
     con = duck.connect(warehouse)
     con.execute("CREATE TABLE w AS SELECT " + ", ".join(f"(i * {n + 1}) % 97 AS c{n}" for n in range(4000))
                 + " FROM range(20) t(i)")
     con.close()
+    lake.create_from_warehouse(store, warehouse)
     jobs = ctx.jobs(TENANT)
     jobs.create(JOB, hint="wide.csv")
     for state in ("analyzing", "completed"):

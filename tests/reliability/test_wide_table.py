@@ -11,10 +11,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from bench.wide_table import REPO, measure, run_pipeline, value, write_wide_csv
+from shared import lake
+from shared.store import LocalStore, TenantStore
 
 pytestmark = pytest.mark.reliability
 
@@ -62,7 +63,7 @@ def analyze_in_child(loaded_home: Path, tmp_path: Path, job: str, **env) -> tupl
 
 
 def warehouse_digest(home: Path) -> str:
-    return hashlib.sha256((tenant_dir(home) / "warehouse.duckdb").read_bytes()).hexdigest()
+    return hashlib.sha256((tenant_dir(home) / "catalog.ducklake").read_bytes()).hexdigest()
 
 
 def test_wide_csv_is_analysed_within_2_gb_and_its_figures_are_exact(wide_csv, tmp_path):
@@ -123,7 +124,7 @@ def test_a_tiny_memory_bound_fails_the_analysis_with_its_reason_and_loses_nothin
     assert (error["stage"], error["function"], error["error_type"]) == ("analyze", "analyze", "BoundExceeded")
     # Nothing stored is lost: the warehouse is byte for byte the same and still reads whole.
     assert warehouse_digest(home) == before
-    with duckdb.connect(str(tenant_dir(home) / "warehouse.duckdb"), read_only=True) as con:
+    with lake.reader(TenantStore(LocalStore(home / "store" / "udb"), tenant_dir(home).name)) as con:
         assert con.execute(f"SELECT count(*), sum(c3999) FROM {TABLE}").fetchone() == (
             ROWS, sum(value(r, 3999) for r in range(ROWS)))
         assert len(con.execute(f"DESCRIBE {TABLE}").fetchall()) == COLUMNS

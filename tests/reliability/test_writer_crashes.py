@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import duckdb
 import httpx
 import pytest
 from cloudevents.http import to_binary
@@ -14,6 +13,7 @@ from shared import events
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
 from tests.stack_fixtures import broker_auth, wait_for_job
+from tests.stack_fixtures import stack_lake
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 BUCKET = "udb-e2e-sources"
@@ -31,9 +31,7 @@ def restart_writer(**env) -> None:
 
 
 def warehouse_rows(s3_client, tenant: str, table: str, tmp_path) -> int:
-    local = tmp_path / f"w-{time.monotonic_ns()}.duckdb"
-    s3_client.download_file(stack.BUCKET, f"tenants/{tenant}/warehouse.duckdb", str(local))
-    with duckdb.connect(str(local), read_only=True) as con:  # opens: not corrupt
+    with stack_lake(tenant) as con:  # opens: not corrupt
         return con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
 
 
@@ -81,9 +79,7 @@ def test_writer_killed_mid_commit_recovers(point, writer_restored, s3_client, te
     assert done["state"] == "loaded", done.get("error")
     assert done["tables"] == {table: {"rows": 600}}
     assert warehouse_rows(s3_client, tenant, table, tmp_path) == 600
-    local = tmp_path / "final.duckdb"
-    s3_client.download_file(stack.BUCKET, f"tenants/{tenant}/warehouse.duckdb", str(local))
-    with duckdb.connect(str(local), read_only=True) as con:
+    with stack_lake(tenant) as con:
         assert con.execute("SELECT job_id, rows FROM udb_meta.batches ORDER BY applied_at").fetchall() == [
             (job_a, 400), (job_b, 600)]  # each batch applied exactly once
         assert con.execute(f'SELECT count(*) FROM udb_snapshots."{table}"').fetchone()[0] == 400

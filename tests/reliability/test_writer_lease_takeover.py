@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-import duckdb
 import pytest
 
 from devstack import services, stack
@@ -16,6 +15,7 @@ from shared.tenancy import new_job_id
 from tests.reliability.test_broker_restart import jobs_started
 from tests.reliability.test_writer_crashes import post
 from tests.stack_fixtures import sales_in_minio, wait_for_job
+from tests.stack_fixtures import stack_lake
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 LOG = services.LOG_DIR / "fn-writer.log"
@@ -34,9 +34,7 @@ def loaded_at(doc: dict) -> float:
 
 
 def catalogue(s3_client, tenant: str, tmp_path) -> list:
-    local = tmp_path / f"{tenant}.duckdb"
-    s3_client.download_file(stack.BUCKET, f"tenants/{tenant}/warehouse.duckdb", str(local))
-    with duckdb.connect(str(local), read_only=True) as con:
+    with stack_lake(tenant) as con:
         return con.execute("SELECT job_id, rows FROM udb_meta.batches ORDER BY applied_at").fetchall()
 
 

@@ -57,7 +57,8 @@ def test_no_read_or_list_crosses_tenants_in_the_store(two_tenants, ctx_for):
     b_keys = [i.key for i in ctx.tenant_store(B).list()]
     assert a_keys and b_keys
     assert not any(a_doc["job_id"] in k for k in b_keys) and not any(b_doc["job_id"] in k for k in a_keys)
-    assert "warehouse.duckdb" in a_keys and "warehouse.duckdb" in b_keys  # one warehouse each
+    assert "catalog.ducklake" in a_keys and "catalog.ducklake" in b_keys  # one warehouse (lake) each
+    assert any(k.startswith("lake/main/") for k in a_keys) and any(k.startswith("lake/main/") for k in b_keys)
     raw = [i.key for i in ctx.store.list("tenants/")]
     assert sorted(raw) == sorted([f"tenants/{A}/{k}" for k in a_keys] + [f"tenants/{B}/{k}" for k in b_keys])
     with pytest.raises(NotFound):

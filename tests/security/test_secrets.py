@@ -231,7 +231,7 @@ def test_a_source_password_reaches_no_event_log_document_or_artifact(settings, m
     assert secret not in (captured.out + captured.err).encode()
     objects = list(ctx.store.list(""))
     kinds = {o.key.split("/")[2] for o in objects if o.key.startswith("tenants/acme/")}
-    assert {"jobs", "sources", "staging", "artifacts", "warehouse.duckdb"} <= kinds
+    assert {"jobs", "sources", "staging", "artifacts", "catalog.ducklake", "lake"} <= kinds
     for info in objects:  # job and source documents, staged Parquet, the warehouse, every artifact
         assert secret not in ctx.store.get(info.key).data, info.key
     job_events = (Path(settings.home) / "job-events.jsonl").read_bytes()

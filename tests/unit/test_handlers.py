@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
 from functions.writer.handler import handle as writer
-from shared import events
+from shared import events, lake
 from shared.errors import ValidationError
 from shared.runtime import invoke
 from tests.conftest import write_sales
@@ -25,9 +24,7 @@ def request(hint: str, job_id: str = "job-00000000000000a1", **data):
 
 
 def warehouse_rows(ctx, table: str, tmp_path: Path) -> int:
-    local = tmp_path / "check.duckdb"
-    ctx.tenant_store(TENANT).get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as con:
+    with lake.reader(ctx.tenant_store(TENANT)) as con:
         return con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
 
 
@@ -68,9 +65,7 @@ def test_sync_then_writer_load_exact_rows_and_are_idempotent(ctx_for, sales_csv,
     assert events.event_data(again)["tables"] == [
         {"table": "data__sales", "rows": 10_000, "applied": False, "previous_rows": None}]
     assert warehouse_rows(ctx_for("writer"), "data__sales", tmp_path) == 10_000
-    local = tmp_path / "cat.duckdb"
-    ctx_for("writer").tenant_store(TENANT).get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as con:
+    with lake.reader(ctx_for("writer").tenant_store(TENANT)) as con:
         assert con.execute("SELECT batch_id, rows FROM udb_meta.batches").fetchall() == [
             ("job-00000000000000a1/data__sales", 10_000)]
     assert ctx_for("writer").store.head("locks/acme/warehouse.lease") is None  # lease released
@@ -84,9 +79,7 @@ def test_second_load_keeps_the_previous_snapshot(ctx_for, tmp_path):
         write_sales(path, 1_500)  # the source grows between the two jobs
     assert events.event_data(loaded)["tables"][0] == {"table": "src__sales", "rows": 1_500, "applied": True,
                                                       "previous_rows": 1_000}
-    local = tmp_path / "snap.duckdb"
-    ctx_for("writer").tenant_store(TENANT).get_to_file("warehouse.duckdb", local)
-    with duckdb.connect(str(local), read_only=True) as con:
+    with lake.reader(ctx_for("writer").tenant_store(TENANT)) as con:
         assert con.execute("SELECT count(*) FROM udb_snapshots.src__sales").fetchone()[0] == 1_000
         assert con.execute("SELECT count(*) FROM main.src__sales").fetchone()[0] == 1_500
 

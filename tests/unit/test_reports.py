@@ -28,19 +28,19 @@ def test_analyze_path_imports_no_heavy_library(tmp_path):
         import json, sys
         from pathlib import Path
         import functions.analyze.handler as analyze
-        from shared import duck, events, runtime
+        from shared import duck, events, lake, runtime
         from shared.settings import Settings
 
         home = Path({str(tmp_path)!r})
         settings = Settings.from_env(home=home, log_level="ERROR")
         ctx = runtime.start("analyze", settings)
-        wh = home / "store" / "udb" / "tenants" / "acme" / "warehouse.duckdb"
-        wh.parent.mkdir(parents=True)
+        wh = home / "legacy.duckdb"  # built with plain DuckDB, then made the tenant's lake
         con = duck.connect(wh)
         con.execute("CREATE TABLE weather AS SELECT DATE '2020-01-01' + i::INTEGER AS day, "
                     "(i % 30)::DOUBLE AS temp, ['sun','rain','fog'][i % 3 + 1] AS sky FROM range(1461) t(i)")
         con.execute("CREATE SCHEMA udb_snapshots; CREATE TABLE udb_snapshots.weather AS SELECT * FROM weather")
         con.close()
+        lake.create_from_warehouse(ctx.tenant_store("acme"), wh)
         event = events.make_event(events.ANALYZE_REQUESTED, {{}}, tenant="acme", job_id="job-00000000000000a1", function="test")
         reply = runtime.invoke(analyze.handle, event, ctx)
         doc = ctx.jobs("acme").get("job-00000000000000a1")

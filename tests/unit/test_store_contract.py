@@ -339,6 +339,98 @@ def test_read_modify_write_with_if_match_loses_no_update(store, ns):
     assert json.loads(store.get(key).data) == {"n": 200}
 
 
+# --- the lake's file operations (shared/lake.py) -----------------------------------------------
+
+def test_copy_makes_an_independent_object_with_the_same_bytes(store, ns):
+    store.put(ns + "staging/part-0.parquet", b"staged bytes")
+    etag = store.copy(ns + "staging/part-0.parquet", ns + "lake/main/t/part-0.parquet")
+    assert etag == md5(b"staged bytes")
+    assert store.get(ns + "lake/main/t/part-0.parquet").data == b"staged bytes"
+    # A later put or delete of the source never reaches the copy (sync may restage; prune deletes).
+    store.put(ns + "staging/part-0.parquet", b"restaged")
+    assert store.get(ns + "lake/main/t/part-0.parquet").data == b"staged bytes"
+    store.delete(ns + "staging/part-0.parquet")
+    assert store.get(ns + "lake/main/t/part-0.parquet").etag == etag
+    with pytest.raises(NotFound):
+        store.copy(ns + "staging/missing.parquet", ns + "lake/x.parquet")
+    with pytest.raises(InputError):
+        store.copy(ns + "../escape", ns + "lake/x.parquet")
+
+
+def test_the_lake_reads_and_writes_its_files_in_place(store, tmp_path):
+    """Through DuckDB (httpfs for S3) with the store's own scoped credentials: a table written as
+    Parquet under the tenant's lake/, a copied part registered as a data file, time travel, and
+    DuckLake's maintenance deleting an orphan; the catalog is the only file moved whole."""
+    import duckdb
+
+    from shared import duck, lake
+
+    tenant = "c" + uuid.uuid4().hex[:12]
+    tstore = TenantStore(store, tenant)
+    part = tmp_path / "part.parquet"
+    con = duck.connect()
+    con.execute(f"COPY (SELECT range AS id FROM range(1000)) TO '{part}' (FORMAT parquet)")
+    con.close()
+    tstore.put("staging/j/t/part-0.parquet", part)
+    tstore.copy("staging/j/t/part-0.parquet", "lake/main/t/j-part-0.parquet")
+    catalog = tmp_path / "catalog.ducklake"
+    con = lake.connect(tstore, catalog, threads=1)
+    try:
+        con.execute("CREATE TABLE lake.main.t (id BIGINT)")
+        con.execute(f"CALL ducklake_add_data_files('lake', 't', {duck.literal(tstore.url('lake/main/t/j-part-0.parquet'))})")
+        registered = lake.version(con)
+        # 100 rows: past DuckLake's inlining limit (10), so a Parquet file of its own.
+        con.execute("INSERT INTO lake.main.t SELECT 1000 + range FROM range(100)")
+        assert con.execute("SELECT count(*), sum(id) FROM t").fetchone() == (1100, 499_500 + 104_950)
+        assert con.execute(f"SELECT count(*) FROM t AT (VERSION => {registered})").fetchone() == (1000,)
+        lake.detach(con)
+    finally:
+        con.close()
+    tstore.put(lake.CATALOG, catalog, if_none_match=True)
+    keys = sorted(i.key for i in tstore.list("lake/"))
+    assert keys[0] == "lake/main/t/ducklake-" + keys[0][len("lake/main/t/ducklake-"):] and keys[0].endswith(".parquet")
+    assert keys[1] == "lake/main/t/j-part-0.parquet" and len(keys) == 2
+    # A reader downloads the catalog only and reads the rest in place.
+    with lake.reader(tstore) as con:
+        assert con.execute("SELECT count(*) FROM t").fetchone() == (1100,)
+    # The KPI connection reads the lake with external access off: the tenant's prefix only.
+    from functions.analyze import kpis
+    (tmp_path / "kpi").mkdir()
+    kpi_catalog, _ = lake.fetch_catalog(tstore, tmp_path / "kpi")
+    kcon = kpis.open_kpi_connection(kpi_catalog, store=tstore, threads=1)
+    try:
+        assert kcon.execute("SELECT count(*), sum(id) FROM t").fetchone() == (1100, 499_500 + 104_950)
+        with pytest.raises(duckdb.Error):  # no local file outside the tenant's lake
+            kcon.execute(f"SELECT * FROM read_parquet({duck.literal(str(part))})").fetchall()
+        with pytest.raises(duckdb.Error):  # no URL
+            kcon.execute("SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')").fetchall()
+        with pytest.raises(duckdb.Error):
+            kcon.execute("SET disabled_filesystems = ''")
+    finally:
+        kcon.close()
+    # An orphan (a crashed load's file) is swept by DuckLake's maintenance; the two small files
+    # are compacted into one and, past the grace period, deleted.
+    tstore.put("lake/main/t/orphan.parquet", part)
+    from datetime import datetime, timedelta, timezone
+    result = lake.maintain(tstore, snapshot_days=0, now=datetime.now(timezone.utc) + timedelta(hours=2))
+    assert result == {"expired_snapshots": 0, "merged_files": 1, "deleted_files": 2, "orphans_deleted": 1,
+                      "busy": False}
+    after = [i.key for i in tstore.list("lake/")]
+    assert len(after) == 1 and after[0].startswith("lake/main/t/ducklake-") and after[0] not in keys
+    with lake.reader(tstore) as con:
+        assert con.execute("SELECT count(*), sum(id) FROM t").fetchone() == (1100, 499_500 + 104_950)
+    if tstore.url("x").startswith("s3://"):
+        # The connection's credentials are scoped to this tenant: another prefix is out of reach.
+        other = TenantStore(store, "d" + uuid.uuid4().hex[:12])
+        other.put("lake/x.parquet", part)
+        con = lake.connect(tstore, tmp_path / "c2.ducklake", threads=1)
+        try:
+            with pytest.raises(Exception, match="403|Forbidden|credentials|Access"):
+                con.execute(f"SELECT count(*) FROM read_parquet({duck.literal(other.url('lake/x.parquet'))})").fetchall()
+        finally:
+            con.close()
+
+
 # --- TenantStore ------------------------------------------------------------------------------
 
 @pytest.fixture
