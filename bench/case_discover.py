@@ -91,7 +91,11 @@ def _stages(job: dict) -> str:
     return ", ".join(f"{k} {v:.1f} s" for k, v in job.get("stage_seconds", {}).items())
 
 
-def _through_stack(params: dict, timeout: float = 900) -> dict:
+def _through_stack(params: dict, timeout: float = 900, settle_reports: bool = False) -> dict:
+    """Seconds from the event posted to the stack's broker to `completed`. With
+    `settle_reports`, it then waits (off the clock) until the stack's reports function has
+    finished the job's reports, so their rendering does not load the machine during the next
+    run of another tool."""
     import httpx
     from cloudevents.http import to_binary
 
@@ -120,6 +124,11 @@ def _through_stack(params: dict, timeout: float = 900) -> dict:
                 raise SystemExit(f"job {job_id} did not finish within {timeout:.0f} s")
             time.sleep(0.1)
         seconds = time.perf_counter() - started
+        while settle_reports and (reply.json().get("reports") or {}).get("state") == "pending":
+            if time.perf_counter() - started > timeout:
+                break
+            time.sleep(0.5)
+            reply = client.get(status_url, headers=headers)
     doc = reply.json()
     if doc["state"] != "completed":
         raise SystemExit(f"job {job_id} failed: {doc.get('error')}")

@@ -97,7 +97,7 @@ def run(tool: str, params: dict, run_dir: Path) -> dict:
     if tool == "udb-stack":
         from bench import case_discover
 
-        result = case_discover._through_stack(params, timeout=120)
+        result = case_discover._through_stack(params, timeout=120, settle_reports=True)
         return {**result, "note": "event posted -> completed (core answer); " + result["note"]}
     argv = [sys.executable, "-m", "shared.cli", "run", params["csv"], "--tenant", "bench"]
     if tool == "udb-core":
