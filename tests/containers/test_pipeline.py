@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from cloudevents.http import to_binary, to_structured
 
-from shared import events
+from shared import events, lake
 from shared.tenancy import new_job_id
 from tests.conftest import write_sales
 from tests.containers.conftest import BUCKET, FUNCTION_PORTS, MINIO_PASSWORD, MINIO_USER, containers_env
@@ -92,9 +92,11 @@ def test_csv_in_minio_to_completed_artifacts(containers_stack, tenant, tmp_path)
     assert cols["order_id"]["min"] == 1 and cols["order_id"]["max"] == 20_000
     for entry in index["artifacts"]:
         assert len(fetch(containers_stack, tenant, job_id, entry["name"]).content) == entry["bytes"]
-    # The writer container put the warehouse in MinIO.
-    head = s3.head_object(Bucket=BUCKET, Key=f"tenants/{tenant}/warehouse.duckdb")
+    # The writer container put the tenant's lake in MinIO: its catalog and the table's Parquet.
+    head = s3.head_object(Bucket=BUCKET, Key=f"tenants/{tenant}/{lake.CATALOG}")
     assert head["ContentLength"] > 0
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"tenants/{tenant}/{lake.DATA}")
+    assert [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith(".parquet")]
 
 
 def test_postgres_table_to_completed_artifacts(containers_stack, tenant):
