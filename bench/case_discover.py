@@ -87,6 +87,25 @@ def run(tool: str, params: dict, run_dir: Path) -> dict:
     return _through_stack(params)
 
 
+def _wait_for_idle_renderers(timeout: float) -> None:
+    """After its reports, the stack's reports function starts new renderers that import their
+    engines (seconds of CPU); wait until they are idle, so they do not load the next run."""
+    import psutil
+
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        warm = [p for p in psutil.process_iter(["cmdline"])
+                if "functions.reports.render" in (p.info["cmdline"] or [])]
+        try:
+            busy = sum(p.cpu_percent(interval=None) for p in warm)
+            time.sleep(0.5)
+            busy = sum(p.cpu_percent(interval=None) for p in warm)
+        except psutil.Error:
+            continue
+        if busy < 5:
+            return
+
+
 def _stages(job: dict) -> str:
     return ", ".join(f"{k} {v:.1f} s" for k, v in job.get("stage_seconds", {}).items())
 
@@ -129,6 +148,8 @@ def _through_stack(params: dict, timeout: float = 900, settle_reports: bool = Fa
                 break
             time.sleep(0.5)
             reply = client.get(status_url, headers=headers)
+        if settle_reports:
+            _wait_for_idle_renderers(timeout=60)
     doc = reply.json()
     if doc["state"] != "completed":
         raise SystemExit(f"job {job_id} failed: {doc.get('error')}")
