@@ -34,6 +34,19 @@ def ctx_for(settings):
     return make
 
 
+def create_pg_orders(pg, table: str, rows: int = 15_000) -> None:
+    """A PostgreSQL table with the sales CSV's known answers (order_id 0..rows-1, amount =
+    i % 100, discount NULL when i % 10 = 0, 4 regions, one row per hour), keyed by order_id."""
+    pg.execute(f"DROP TABLE IF EXISTS {table}")
+    pg.execute(f"""CREATE TABLE {table} AS
+        SELECT i AS order_id, (ARRAY['north','south','east','west'])[i % 4 + 1] AS region,
+               TIMESTAMP '2025-01-01' + i * INTERVAL '1 hour' AS ordered_at,
+               (i % 100)::double precision AS amount,
+               CASE WHEN i % 10 = 0 THEN NULL ELSE (i % 7) / 10.0 END::double precision AS discount
+        FROM generate_series(0, {int(rows) - 1}) AS s(i)""")
+    pg.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (order_id)")
+
+
 def write_sales(path: Path, rows: int, *, offset: float = 0.0) -> Path:
     """A sales CSV with known answers: order_id 1..rows, amount = (i % 100) + offset,
     discount NULL when i % 10 = 0, region cycling over 4 values, one row per hour."""

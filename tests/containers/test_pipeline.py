@@ -14,7 +14,7 @@ from cloudevents.http import to_binary, to_structured
 
 from shared import events, lake
 from shared.tenancy import new_job_id
-from tests.conftest import write_sales
+from tests.conftest import create_pg_orders, write_sales
 from tests.containers.conftest import BUCKET, FUNCTION_PORTS, MINIO_PASSWORD, MINIO_USER, containers_env
 
 pytestmark = pytest.mark.containers
@@ -103,13 +103,7 @@ def test_postgres_table_to_completed_artifacts(containers_stack, tenant):
     dsn = containers_stack["postgres"]
     table = f"orders_{tenant}"
     with psycopg.connect(dsn, autocommit=True) as pg:
-        pg.execute(f"""CREATE TABLE {table} AS
-            SELECT i AS order_id, (ARRAY['north','south','east','west'])[i % 4 + 1] AS region,
-                   TIMESTAMP '2025-01-01' + i * INTERVAL '1 hour' AS ordered_at,
-                   (i % 100)::double precision AS amount,
-                   CASE WHEN i % 10 = 0 THEN NULL ELSE (i % 7) / 10.0 END::double precision AS discount
-            FROM generate_series(0, 14999) AS s(i)""")
-        pg.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (order_id)")
+        create_pg_orders(pg, table, 15_000)
 
     job_id, doc = run_job(containers_stack, tenant, f"{dsn}?table=public.{table}")
     assert doc["state"] == "completed", doc.get("error")

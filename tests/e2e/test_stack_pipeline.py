@@ -16,7 +16,7 @@ from cloudevents.http import to_binary, to_structured
 from devstack import services, stack
 from shared import bindings, cli, events
 from shared.tenancy import new_job_id
-from tests.conftest import write_sales
+from tests.conftest import create_pg_orders, write_sales
 from tests.stack_fixtures import auth_headers, wait_for_job, wait_for_reports
 
 pytestmark = pytest.mark.e2e
@@ -101,14 +101,7 @@ def test_postgres_table_matches_the_embedded_run(running_stack, tenant, tmp_path
     dsn = services.endpoints()["postgres"]
     table = f"orders_{tenant}"
     with psycopg.connect(dsn, autocommit=True) as pg:
-        pg.execute(f"DROP TABLE IF EXISTS {table}")
-        pg.execute(f"""CREATE TABLE {table} AS
-            SELECT i AS order_id, (ARRAY['north','south','east','west'])[i % 4 + 1] AS region,
-                   TIMESTAMP '2025-01-01' + i * INTERVAL '1 hour' AS ordered_at,
-                   (i % 100)::double precision AS amount,
-                   CASE WHEN i % 10 = 0 THEN NULL ELSE (i % 7) / 10.0 END::double precision AS discount
-            FROM generate_series(0, 14999) AS s(i)""")
-        pg.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (order_id)")
+        create_pg_orders(pg, table, 15_000)
     hint = f"{dsn}?table=public.{table}"
     job_id, doc = run_through_stack(tenant, hint)
     assert list(doc["tables"].values()) == [{"rows": 15_000}]
