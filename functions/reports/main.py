@@ -11,6 +11,7 @@ app = FunctionApp(FUNCTION, handle)
 
 if app.strict_startup():
     app.startup_check()
+
 _warm_in_pid = None
 
 
