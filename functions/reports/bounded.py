@@ -9,9 +9,9 @@ deadline, and the reason is returned instead of raised.
 The engines take seconds to import, more than most reports take to render, so children are
 started ahead (`warm_up`): each imports its engine and waits for one spec
 (`render.py --warm`), renders it and exits. A child renders one report only, so no tenant's data
-outlives it. `udb run` starts one per engine beside the core analysis; the reports function
-keeps one per engine ready between jobs. Warm children run at a lower CPU priority (nice 10):
-the reports are the side path, and the core analysis of the same or another job goes first.
+outlives it. `udb run` starts one per engine, all at once, when the core answer is out; the
+reports function keeps one per engine ready between jobs. Warm children run at a lower CPU
+priority (nice 10): the reports are the side path, and core work goes first.
 """
 from __future__ import annotations
 
