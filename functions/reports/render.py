@@ -72,14 +72,19 @@ def _frame(con, spec: dict):
     return engines.prepare_frame(frame), sampling
 
 
+def _table_frame(spec: dict):
+    """The table's sampled frame, from a connection opened and closed for it."""
+    con = _connect(spec)
+    try:
+        return _frame(con, spec)
+    finally:
+        con.close()
+
+
 def render_ydata(spec: dict, out: Path) -> dict:
     from functions.reports import engines
 
-    con = _connect(spec)
-    try:
-        frame, sampling = _frame(con, spec)
-    finally:
-        con.close()
+    frame, sampling = _table_frame(spec)
     _fault(spec, "ydata")
     table = spec["table"]
     _write(out, f"ydata-{table}.html", engines.ydata_report_html(frame, table, sampling))
@@ -91,11 +96,7 @@ def render_ydata(spec: dict, out: Path) -> dict:
 def render_evidently_summary(spec: dict, out: Path) -> dict:
     from functions.reports import engines
 
-    con = _connect(spec)
-    try:
-        frame, sampling = _frame(con, spec)
-    finally:
-        con.close()
+    frame, sampling = _table_frame(spec)
     _fault(spec, "evidently-summary")
     table = spec["table"]
     html, result = engines.evidently_summary(frame)
