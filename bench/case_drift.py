@@ -32,26 +32,7 @@ EXPECTED = ["region", "amount"]  # what both tools find (column order of the tab
 
 def make(path: Path, rows: int) -> Path:
     """A DuckDB file with `bench` (the snapshot) and `bench_current`; kept when already made."""
-    import duckdb
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        try:
-            with duckdb.connect(str(path), read_only=True) as con:
-                if con.execute("SELECT count(*) FROM bench_current").fetchone()[0] == rows:
-                    return path
-        except duckdb.Error:
-            pass
-        path.unlink()
-    partial = path.with_suffix(".partial")
-    partial.unlink(missing_ok=True)
-    con = duckdb.connect(str(partial))
-    con.execute(common.TABLE_SQL.format(name="bench", rows=int(rows)))
-    con.execute(DRIFTED_SQL)
-    con.execute("CHECKPOINT")
-    con.close()
-    partial.rename(path)
-    return path
+    return common.make_pair(path, rows, "bench_current", DRIFTED_SQL)
 
 
 def prepare(data: Path, quick: bool) -> dict:

@@ -47,14 +47,21 @@ PEERS = ("duckdb", "dlt", "ydata-profiling", "evidently", "pandas", "pyarrow", "
 
 def make_table(path: Path, rows: int) -> Path:
     """A DuckDB file with `bench` (rows x 10) and `bench_shifted`; kept when already made."""
+    return make_pair(path, rows, "bench_shifted", SHIFTED_SQL)
+
+
+def make_pair(path: Path, rows: int, second: str, second_sql: str) -> Path:
+    """A DuckDB file with `bench` (rows x 10) and `second`, made by `second_sql` from it;
+    kept when both already hold `rows` rows. Written under another name and renamed, so an
+    interrupted run never leaves a half-made file to be kept."""
     import duckdb
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         try:
             with duckdb.connect(str(path), read_only=True) as con:
-                if con.execute("SELECT count(*) FROM bench").fetchone()[0] == rows and \
-                        con.execute("SELECT count(*) FROM bench_shifted").fetchone()[0] == rows:
+                if all(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == rows
+                       for table in ("bench", second)):
                     return path
         except duckdb.Error:
             pass
@@ -63,7 +70,7 @@ def make_table(path: Path, rows: int) -> Path:
     partial.unlink(missing_ok=True)
     con = duckdb.connect(str(partial))
     con.execute(TABLE_SQL.format(name="bench", rows=int(rows)))
-    con.execute(SHIFTED_SQL)
+    con.execute(second_sql)
     con.execute("CHECKPOINT")
     con.close()
     partial.rename(path)
