@@ -12,15 +12,11 @@ redrive.py): a 500 or another 4xx fails the job at once; only outage-like answer
 from __future__ import annotations
 
 import asyncio
-import shutil
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cloudevents.http import from_http
 
 from devstack.broker import Broker
 from shared import events, runtime
@@ -29,40 +25,15 @@ from shared.settings import Settings
 from shared.tenancy import new_job_id
 from tests.conftest import REPO
 from tests.function_server import serve
+from tests.peers.subscriber import Subscriber
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 TENANT = "acme"
 
 
-class Peer:
-    """Stands in for a function: records each delivery (time, type, job) and answers by job."""
-
-    def __init__(self, answers: dict):
-        self.answers, self.received = answers, []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"] or 0))
-                event = from_http(dict(self.headers), body)
-                owner.received.append((time.monotonic(), event["type"], event["jobid"]))
-                status, headers, data = owner.answers.get(event["jobid"], (202, {}, b""))
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def times(self, job: str) -> list[float]:
-        return [t for t, _, j in self.received if j == job]
+def answering_by_job(answers: dict) -> Subscriber:
+    """Stands in for a function: records each delivery and answers by job (202 for others)."""
+    return Subscriber(lambda event: answers.get(event["jobid"], (202, {}, b"")))
 
 
 def eventing_copy(tmp_path: Path, suffix: str) -> Path:
@@ -84,10 +55,10 @@ def test_failed_deliveries_follow_each_triggers_delivery_then_fail_their_jobs(st
     routes = load_routes(eventing, "udb")
     home = tmp_path / "home"
     analyze_500, writer_500, not_an_event = new_job_id(), new_job_id(), new_job_id()
-    analyze = Peer({analyze_500: (500, {}, b"analysis broke"),
+    analyze = answering_by_job({analyze_500: (500, {}, b"analysis broke"),
                     not_an_event: (200, {"Content-Type": "application/json"}, b'{"status": "done"}')})
-    writer = Peer({writer_500: (500, {}, b"load broke")})
-    others = Peer({})
+    writer = answering_by_job({writer_500: (500, {}, b"load broke")})
+    others = answering_by_job({})
     settings = Settings.from_env(env={"UDB_MODE": "stack", "UDB_STORE": "local", "UDB_HOME": str(home),
                                       "UDB_KAFKA_BOOTSTRAP": stack_services["kafka"]})
     ctx = runtime.start("artifacts", settings)
