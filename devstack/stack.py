@@ -36,34 +36,29 @@ def broker_url() -> str:
     return f"http://{HOST}:{BROKER_PORT}/{NAMESPACE}/{BROKER}"
 
 
-def broker_token() -> str:
-    """The stack's UDB_BROKER_TOKEN (functions <-> broker): made once, kept 0600 under .cache/."""
-    path = CACHE / "stack-home" / "broker.token"
+def _stack_secret(name: str, nbytes: int) -> str:
+    """A random secret made once and kept 0600 under .cache/stack-home/NAME."""
+    path = CACHE / "stack-home" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".broker.token.{os.getpid()}")
+        tmp = path.with_name(f".{name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32))
+            fh.write(secrets.token_urlsafe(nbytes))
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)  # whole or not at all; the first process to make one wins
         tmp.unlink()
     return path.read_text().strip()
 
 
+def broker_token() -> str:
+    """The stack's UDB_BROKER_TOKEN (functions <-> broker)."""
+    return _stack_secret("broker.token", 32)
+
+
 def jwt_secret() -> str:
-    """The stack's UDB_JWT_SECRET (signs JWTs and report links): made once, kept 0600 under .cache/."""
-    path = CACHE / "stack-home" / "jwt.secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".jwt.secret.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-        tmp.unlink()
-    return path.read_text().strip()
+    """The stack's UDB_JWT_SECRET (signs JWTs and report links)."""
+    return _stack_secret("jwt.secret", 48)
 
 
 def function_env(name: str) -> dict[str, str]:
