@@ -116,7 +116,7 @@ def run_step(step: str, db: Path, out: Path) -> dict:
         rows = 2 * rows
     elif step in ("udb_drift_first", "udb_drift_second"):
         from functions.reports import engines as reports
-        from shared.store import LocalStore, TenantStore
+        from shared.storage.store import LocalStore, TenantStore
 
         import evidently.presets  # noqa: F401  (imported before the clock starts, as in the other steps)
 

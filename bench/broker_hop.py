@@ -22,7 +22,7 @@ from cloudevents.http import CloudEvent, to_binary
 
 from devstack import services
 from devstack.broker import Broker
-from shared.routing import load_routes
+from shared.core.routing import load_routes
 
 ROUTES = """
 apiVersion: eventing.knative.dev/v1

@@ -22,7 +22,7 @@ def prepare(data: Path, quick: bool) -> dict:
 
 
 def run(tool: str, params: dict, run_dir: Path) -> dict:
-    argv = [sys.executable, "-m", "shared.cli", "run", params["csv"], "--tenant", "bench", "--no-reports"]
+    argv = [sys.executable, "-m", "frontends.cli", "run", params["csv"], "--tenant", "bench", "--no-reports"]
     lines, code = timed_run(argv, common.child_env(run_dir))
     if code != 0:
         raise SystemExit(f"udb run failed with exit code {code}: {[line for _, line in lines][-3:]}")

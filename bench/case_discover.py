@@ -75,7 +75,7 @@ def run(tool: str, params: dict, run_dir: Path) -> dict:
         if tool == "udb-embedded-nopng":
             os.environ["UDB_CHART_PNG"] = "0"
         started = time.perf_counter()
-        from shared import cli
+        from frontends import cli
 
         code = cli.main(["run", params["csv"], "--tenant", "bench"])
         seconds = time.perf_counter() - started
@@ -119,8 +119,8 @@ def _through_stack(params: dict, timeout: float = 900, settle_reports: bool = Fa
     from cloudevents.http import to_binary
 
     from devstack import stack
-    from shared import events
-    from shared.tenancy import new_job_id
+    from shared.core import events
+    from shared.core.tenancy import new_job_id
     from tests.stack_fixtures import auth_headers
 
     tenant = "bench-" + uuid.uuid4().hex[:8]

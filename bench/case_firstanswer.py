@@ -99,7 +99,7 @@ def run(tool: str, params: dict, run_dir: Path) -> dict:
 
         result = case_discover._through_stack(params, timeout=120, settle_reports=True)
         return {**result, "note": "event posted -> completed (core answer); " + result["note"]}
-    argv = [sys.executable, "-m", "shared.cli", "run", params["csv"], "--tenant", "bench"]
+    argv = [sys.executable, "-m", "frontends.cli", "run", params["csv"], "--tenant", "bench"]
     if tool == "udb-core":
         argv.append("--no-reports")
     lines, code = timed_run(argv, common.child_env(run_dir))

@@ -57,9 +57,9 @@ def prepare(data: Path, quick: bool) -> dict:
 
 def _udb_run(hint: str, tenant: str, *args: str) -> dict:
     """`udb run` in this process; the job document of the run (its stage_seconds)."""
-    from shared import cli
-    from shared.settings import Settings
-    from shared.store import open_store
+    from frontends import cli
+    from shared.core.settings import Settings
+    from shared.storage.store import open_store
 
     before = time.perf_counter()
     code = cli.main(["run", hint, "--tenant", tenant, *args])
@@ -73,8 +73,8 @@ def _udb_run(hint: str, tenant: str, *args: str) -> dict:
 
 
 def _bytes(tenant: str, prefix: str) -> int:
-    from shared.settings import Settings
-    from shared.store import open_store
+    from shared.core.settings import Settings
+    from shared.storage.store import open_store
     return sum(i.size for i in open_store(Settings.from_env()).list(f"tenants/{tenant}/{prefix}"))
 
 

@@ -38,8 +38,8 @@ def run(tool: str, params: dict, run_dir: Path) -> dict:
     if tool == "udb":
         from functions.analyze import profile
         from functions.reports import engines as reports
-        from shared.settings import Settings
-        from shared.store import LocalStore, TenantStore
+        from shared.core.settings import Settings
+        from shared.storage.store import LocalStore, TenantStore
 
         sample = Settings.from_env().profile_sample_rows
         con = _connect(params["db"])

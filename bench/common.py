@@ -233,7 +233,7 @@ def udb_load(hint: str, run_dir: Path, *, tenant: str = "bench") -> dict:
     the embedded pipeline up to the warehouse); returns {seconds, rows} with rows counted in
     the warehouse it wrote."""
     started = time.perf_counter()
-    from shared import cli
+    from frontends import cli
 
     code = cli.main(["run", hint, "--no-analyze", "--tenant", tenant])
     seconds = time.perf_counter() - started
@@ -244,7 +244,7 @@ def udb_load(hint: str, run_dir: Path, *, tenant: str = "bench") -> dict:
 
 def udb_warehouse(run_dir: Path, tenant: str = "bench"):
     """The tenant's lake in the run's embedded store (a TenantStore; warehouse_rows reads it)."""
-    from shared.store import LocalStore, TenantStore
+    from shared.storage.store import LocalStore, TenantStore
     return TenantStore(LocalStore(run_dir / "udb" / "store" / "udb"), tenant)
 
 
@@ -256,7 +256,7 @@ def warehouse_rows(path, schema: str = "main", table: str | None = None) -> int:
     if isinstance(path, Path):
         opened = duckdb.connect(str(path), read_only=True)
     else:
-        from shared import lake
+        from shared.storage import lake
         opened = lake.reader(path, references=False)
     with opened as con:
         if table is None:

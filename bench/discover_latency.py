@@ -32,9 +32,10 @@ import psycopg  # noqa: E402
 
 from devstack import services  # noqa: E402
 from functions.discover.handler import discover  # noqa: E402
-from shared import duck, runtime  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.tenancy import new_job_id  # noqa: E402
+from shared.storage import duck  # noqa: E402
+from shared.serving import runtime
+from shared.core.settings import Settings  # noqa: E402
+from shared.core.tenancy import new_job_id  # noqa: E402
 from tests.conftest import write_sales  # noqa: E402
 from tests.peers.rest_api import RestPeer  # noqa: E402
 

@@ -25,10 +25,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devstack import services, stack  # noqa: E402
-from shared import events  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.store import TenantStore, open_store  # noqa: E402
-from shared.tenancy import new_job_id  # noqa: E402
+from shared.core import events  # noqa: E402
+from shared.core.settings import Settings  # noqa: E402
+from shared.storage.store import TenantStore, open_store  # noqa: E402
+from shared.core.tenancy import new_job_id  # noqa: E402
 
 BUCKET = "udb-soak-sources"
 
@@ -38,7 +38,7 @@ def _store():
 
 
 def headers(tenant: str) -> dict:
-    from shared.auth import KeyStore
+    from shared.security.auth import KeyStore
     key = KeyStore(_store()).create(tenant, "admin", "soak")[0]
     return {"Authorization": f"Bearer {key}", "X-UDB-Tenant": tenant}
 

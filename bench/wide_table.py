@@ -88,7 +88,7 @@ def run_pipeline(csv: Path, home: Path, *, env: dict | None = None, timeout: flo
     """`udb run csv [args]` in a fresh process under UDB_HOME=home: the measurement, the job
     document and (when it completed) the artifact index."""
     child_env = {**os.environ, "UDB_HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})}
-    result = measure([sys.executable, "-m", "shared.cli", "run", str(csv), *args], child_env, timeout)
+    result = measure([sys.executable, "-m", "frontends.cli", "run", str(csv), *args], child_env, timeout)
     job = next((line.split()[1] for line in result["output"].splitlines() if line.startswith("job ")), None)
     result["job"] = job
     tenant_dir = home / "store" / "udb" / "tenants" / "demo"

@@ -5,7 +5,7 @@
   by the `partitionkey` extension. 202 when Kafka acknowledged it, 400 for a bad event,
   503 when Kafka is down.
 - Dispatch: one consumer group per Trigger (`knative-trigger-<namespace>-<trigger>`); each
-  record is filtered with `shared.routing` (the code embedded mode uses), delivered over HTTP
+  record is filtered with `shared.core.routing` (the code embedded mode uses), delivered over HTTP
   in binary mode, and a reply CloudEvent goes back into the broker topic.
 - Delivery: the Trigger's `delivery` whole, or else the Broker's (never merged: Knative's
   broker spec); `retry`, `backoffPolicy`, `backoffDelay` and `timeout` per attempt; 5xx,
@@ -45,8 +45,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from cloudevents.http import CloudEvent, from_http
 
-from shared import auth, bindings
-from shared.routing import Routes, Trigger, load_routes
+from shared.security import auth
+from shared.core import bindings
+from shared.core.routing import Routes, Trigger, load_routes
 
 log = logging.getLogger("udb.broker")
 RETRYABLE = {404, 408, 409, 429}

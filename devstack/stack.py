@@ -84,7 +84,7 @@ def function_env(name: str) -> dict[str, str]:
         # renders HTML charts only unless asked. PNGs are tested in embedded mode.
         "UDB_CHART_PNG": os.environ.get("UDB_CHART_PNG", "0"),
         "UDB_BROKER_TOKEN": broker_token(),
-        # GET /status/{jobId} gives a signed report link only with a signing secret (shared/links.py).
+        # GET /status/{jobId} gives a signed report link only with a signing secret (shared/security/links.py).
         "UDB_JWT_SECRET": jwt_secret(),
         # One JSON-lines span file per function process (docs/observability.md); UDB_OTEL_EXPORTER=otlp
         # with UDB_OTEL_ENDPOINT in the caller's environment sends them to a collector instead.

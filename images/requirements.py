@@ -12,7 +12,7 @@ requirements (markers evaluated for Linux / CPython 3.11, extras followed), and 
 `requirements.lock` (or to the installed version where the lock does not list it yet).
 
 Some packages are loaded by name at run time rather than imported: DuckDB's extensions
-(`shared.duck.EXTENSION_PACKAGES`), kaleido behind Plotly's PNG export, and spaCy's English
+(`shared.storage.duck.EXTENSION_PACKAGES`), kaleido behind Plotly's PNG export, and spaCy's English
 model behind `unstructured`. RUNTIME_EXTRAS adds them.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ LOCAL = {"en-core-web-sm": "./packaging/en_core_web_sm"}
 RUNTIME_EXTRAS = {
     ("*", "duckdb"): ("duckdb-extension-httpfs", "duckdb-extension-postgres-scanner", "duckdb-extension-excel"),
     ("reports", "plotly"): ("kaleido",),                            # PNG charts (analyze draws HTML only)
-    # The tenant's warehouse is a DuckLake (shared/lake.py): whoever reads or writes it.
+    # The tenant's warehouse is a DuckLake (shared/storage/lake.py): whoever reads or writes it.
     ("writer", "duckdb"): ("duckdb-extension-ducklake",),
     ("analyze", "duckdb"): ("duckdb-extension-ducklake",),
     ("artifacts", "duckdb"): ("duckdb-extension-ducklake",),
@@ -110,7 +110,7 @@ def imports_of(module: str) -> tuple[tuple[str, bool], ...]:
                 base = ".".join(anchor + ([base] if base else []))
             optional = _is_optional(node, parents)
             for alias in node.names:
-                # `from shared import duck` imports the module shared.duck; `from x import name` imports x.
+                # `from shared import duck` imports the module shared.storage.duck; `from x import name` imports x.
                 sub = f"{base}.{alias.name}"
                 found.append((sub if module_file(sub) else base, optional))
     return tuple(found)
@@ -267,7 +267,7 @@ def copy_sources(function: str, src: Path, dest: Path) -> list[str]:
         (dest / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / relative, dest / relative)
         copied.append(str(relative))
-    for folder, pattern in (("shared/schemas", "*.json"), ("eventing", "*.yaml")):
+    for folder, pattern in (("shared/core/schemas", "*.json"), ("eventing", "*.yaml")):
         for path in sorted((src / folder).glob(pattern)):
             (dest / folder).mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest / folder / path.name)

@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from shared import runtime
-from shared.settings import Settings
+from shared.serving import runtime
+from shared.core.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("UDB_NET_ALLOWLIST", "127.0.0.0/8,::1")  # sources on loopback: services, test peers

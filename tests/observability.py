@@ -10,7 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack import services, stack
-from shared import telemetry
+from shared.observability import telemetry
 
 REPO = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts", "reports")

@@ -60,9 +60,9 @@ def auth_headers(tenant: str, role: str = "admin") -> dict:
     made once per tenant and role in the stack's store, as `udb keys create` does, plus the
     X-UDB-Tenant header (allowed when it names the key's tenant)."""
     if (tenant, role) not in _KEYS:
-        from shared.auth import KeyStore
-        from shared.settings import Settings
-        from shared.store import open_store
+        from shared.security.auth import KeyStore
+        from shared.core.settings import Settings
+        from shared.storage.store import open_store
 
         store = open_store(Settings.from_env(env=stack.function_env("cli")))
         _KEYS[(tenant, role)] = KeyStore(store).create(tenant, role, "tests")[0]
@@ -146,7 +146,7 @@ def topic_records(topic: str, keep) -> list:
 
 def broker_events(tenant: str, job_id: str) -> list:
     """(Kafka headers, CloudEvent) of every event of the job on the broker's topic, in order."""
-    from shared import bindings
+    from shared.core import bindings
 
     records = topic_records(f"knative-broker-{stack.NAMESPACE}-{stack.BROKER}", lambda r: r.key == tenant.encode())
     found = []
@@ -159,14 +159,14 @@ def broker_events(tenant: str, job_id: str) -> list:
 
 def stack_tenant_store(tenant: str):
     """The tenant's view of the stack's bucket, as the functions see it (for reading its lake)."""
-    from shared.s3store import S3Store
-    from shared.store import TenantStore
+    from shared.storage.s3store import S3Store
+    from shared.storage.store import TenantStore
     user, password = services.minio_credentials()
     return TenantStore(S3Store(stack.BUCKET, endpoint=services.endpoints()["s3"], access_key=user,
                                secret_key=password), tenant)
 
 
 def stack_lake(tenant: str):
-    """A read-only connection on the tenant's lake in the stack (shared.lake.reader)."""
-    from shared import lake
+    """A read-only connection on the tenant's lake in the stack (shared.storage.lake.reader)."""
+    from shared.storage import lake
     return lake.reader(stack_tenant_store(tenant))

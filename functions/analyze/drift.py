@@ -1,7 +1,7 @@
 """Drift of a table against its previous snapshot, computed in DuckDB over every row.
 
 The reference is the table as it was before its latest load: the lake's previous snapshot of
-it, by time travel, which readers see as the view `udb_snapshots.<table>` (shared/lake.py); this
+it, by time travel, which readers see as the view `udb_snapshots.<table>` (shared/storage/lake.py); this
 module compares `main.<table>` with it, column by column, and gives each column a distance
 and a verdict. The tests and thresholds are Evidently's defaults (evidently 0.7,
 `legacy/calculations/stattests/registry.py::_get_default_stattest`), so the verdict is the one
@@ -30,8 +30,8 @@ from __future__ import annotations
 import math
 import time
 
-from shared import telemetry
-from shared.duck import literal, quote
+from shared.observability import telemetry
+from shared.storage.duck import literal, quote
 
 from .profile import table_ref
 
@@ -63,7 +63,7 @@ _NUMERIC = {"float", "decimal", "integer"}  # compared as DOUBLE whichever of th
 
 def _reference_version(con, table: str) -> int | None:
     """The lake snapshot the reference view reads (None outside a lake)."""
-    from shared import lake
+    from shared.storage import lake
     try:
         return lake.reference_versions(con).get(table)
     except Exception:  # a plain DuckDB file: no lake attached

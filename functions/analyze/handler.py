@@ -17,11 +17,13 @@ from pathlib import Path
 from cloudevents.http import CloudEvent
 
 from functions.analyze import kpis
-from shared import events, jobindex, lake, metrics, telemetry
-from shared.bounds import Bound, bounded_duckdb_memory
-from shared.errors import NotFound, SourceError
-from shared.jobindex import Artifacts
-from shared.runtime import Context
+from shared.core import events
+from shared.storage import jobindex, lake
+from shared.observability import metrics, telemetry
+from shared.serving.bounds import Bound, bounded_duckdb_memory
+from shared.core.errors import NotFound, SourceError
+from shared.storage.jobindex import Artifacts
+from shared.serving.runtime import Context
 
 FUNCTION = "analyze"
 USER_TABLES_SQL = ("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
@@ -38,7 +40,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     jobs.move(job_id, "analyzing")
 
     settings = ctx.settings
-    # The whole analysis runs under a memory bound and a deadline (shared/bounds.py): a breach
+    # The whole analysis runs under a memory bound and a deadline (shared/serving/bounds.py): a breach
     # fails the job at the step it happened in, instead of growing until the kernel kills it.
     bound = Bound(memory_mb=settings.analyze_memory_mb, deadline_s=settings.analyze_deadline_s,
                   what="analysis", log=ctx.log)
@@ -100,7 +102,8 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
     Each step runs in `bound` (a breach fails it with the step's name); without one, unbounded."""
     bound = bound if bound is not None else Bound(memory_mb=0, deadline_s=0)
     with bound.step("import", "analysis libraries"):
-        from functions.analyze import drift, kpi_defs, profile, summary, textstats
+        from functions.analyze import drift, profile, summary, textstats
+        from shared.analysis import kpi_defs
 
     settings = ctx.settings
     kpi_con = kpi_con if kpi_con is not None else con
@@ -166,7 +169,7 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
     custom = []
     definitions = kpi_defs.KpiDefinitions(out.store).list()
     if definitions:
-        from shared import sqlguard  # sqlglot only for a tenant with KPI definitions
+        from shared.security import sqlguard  # sqlglot only for a tenant with KPI definitions
     for definition in definitions:
         kpi = {"name": definition["name"], "title": definition.get("title") or definition["name"],
                "table": None, "chart": definition["chart"], "sql": definition["sql"], "custom": True}

@@ -12,8 +12,8 @@ from typing import Any
 
 import duckdb
 
-from shared.errors import InputError
-from shared.pii import mask_rows
+from shared.core.errors import InputError
+from shared.security.pii import mask_rows
 
 from .profile import FLOAT_TYPES, INTEGER_TYPES, json_safe, quote_ident, sql_literal, table_label, table_ref
 
@@ -244,7 +244,7 @@ def open_kpi_connection(warehouse: str | Path, *, store=None, memory_limit: str 
             con.execute("USE warehouse")
             con.execute("SET enable_external_access = false")
         else:
-            from shared import duck, lake
+            from shared.storage import duck, lake
             duck.load(con, "ducklake")
             if lake.is_s3(store):
                 duck.load(con, "httpfs")
@@ -254,7 +254,7 @@ def open_kpi_connection(warehouse: str | Path, *, store=None, memory_limit: str 
                 # allowed_directories says, so for a lake in S3 the other file systems are
                 # switched off instead: no local files, no http(s); S3 only, its credentials
                 # scoped to the tenant's prefix and any other s3:// path sent unsigned to the
-                # store's own endpoint (shared/s3store.py), the settings locked below.
+                # store's own endpoint (shared/storage/s3store.py), the settings locked below.
                 con.execute("SET disabled_filesystems = 'LocalFileSystem,HTTPFileSystem,HuggingFaceFileSystem'")
             else:
                 con.execute(f"SET allowed_directories = [{sql_literal(lake.tenant_root(store) + '/')}]")
@@ -380,8 +380,8 @@ def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict, *, timeout_ms: int = DEFA
     pii_columns, max_rows, max_bytes, elapsed_ms} (JSON-safe).
 
     `rows` is a list of lists in `columns` order, PII-masked: by column name and content
-    (shared.pii.mask_rows), and wholly in every column computed from a personal-data column of
-    a table, whatever the SQL did to it (column lineage, shared.pii_lineage; `pii_columns`
+    (shared.security.pii.mask_rows), and wholly in every column computed from a personal-data column of
+    a table, whatever the SQL did to it (column lineage, shared.security.pii_lineage; `pii_columns`
     names them). `personal` knows the personal-data columns (the analysis passes the profiles'
     verdicts); without it they are worked out from this connection. Text cells longer than
     max_cell_chars are cut (`cells_cut`), and rows are kept while their JSON stays within
@@ -430,7 +430,7 @@ class PersonalColumns:
     `known` gives them for the tables profiled in this job ({table: columns whose profile says
     `pii`}: the same verdict the profile shows). Any other table a query reads is classified
     here, once, the way the profile does it: by name, then by content over a reproducible
-    sample of shared.pii.CONTENT_SAMPLE rows.
+    sample of shared.security.pii.CONTENT_SAMPLE rows.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, known: dict[str, Any] | None = None):
@@ -458,7 +458,7 @@ class PersonalColumns:
         return self._known[key]
 
     def _classify(self, table: str) -> set[str]:
-        from shared.pii import CONTENT_SAMPLE, content_kinds, pii_columns
+        from shared.security.pii import CONTENT_SAMPLE, content_kinds, pii_columns
 
         names = next((cols for t, cols in self.schema().items() if t.lower() == table.lower()), [])
         found = set(pii_columns(names))
@@ -473,8 +473,8 @@ class PersonalColumns:
         return found
 
     def outputs(self, sql: str, columns: list[str]) -> set[str]:
-        """The result columns of `sql` computed from a personal-data column (shared.pii_lineage)."""
-        from shared.pii_lineage import personal_outputs, tables_read
+        """The result columns of `sql` computed from a personal-data column (shared.security.pii_lineage)."""
+        from shared.security.pii_lineage import personal_outputs, tables_read
 
         schema = self.schema()
         by_lower = {t.lower(): t for t in schema}
@@ -489,5 +489,5 @@ class PersonalColumns:
                                 personal)
 
 
-# Charts are drawn by shared/charts.py (analyze writes them as HTML, reports renders the PNGs).
-from shared.charts import CHART_TYPES, PLOTLY_JS, chart_figure, chart_html, plotly_js  # noqa: E402,F401
+# Charts are drawn by shared/analysis/charts.py (analyze writes them as HTML, reports renders the PNGs).
+from shared.analysis.charts import CHART_TYPES, PLOTLY_JS, chart_figure, chart_html, plotly_js  # noqa: E402,F401

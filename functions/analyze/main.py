@@ -2,7 +2,7 @@
 import functions_framework
 
 from functions.analyze.handler import FUNCTION, handle
-from shared.httpfn import FunctionApp
+from shared.serving.httpfn import FunctionApp
 
 app = FunctionApp(FUNCTION, handle)
 

@@ -19,9 +19,9 @@ from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 import duckdb
 
-from shared import pii as pii_policy
-from shared.evidentlyresult import json_safe  # one copy, shared with the reports function
-from shared.pii import DATE_LIKE_RE, EMAIL_RE, PHONE_RE, mask_text, mask_value, pii_kind_of_name  # noqa: F401
+from shared.security import pii as pii_policy
+from shared.analysis.evidentlyresult import json_safe  # one copy, shared with the reports function
+from shared.security.pii import DATE_LIKE_RE, EMAIL_RE, PHONE_RE, mask_text, mask_value, pii_kind_of_name  # noqa: F401
 
 # Up to this many rows distinct counts are exact (count(DISTINCT)) and quantiles use
 # quantile_cont; above it approx_count_distinct (HyperLogLog) and approx_quantile
@@ -50,7 +50,7 @@ BATCH_COLUMN_MB = 4
 
 def batch_columns_for(memory_limit: str | None) -> int:
     """Columns per batch that a DuckDB memory_limit ("716MB", "1GB") affords, at most BATCH_COLUMNS."""
-    from shared.bounds import parse_size_mb
+    from shared.serving.bounds import parse_size_mb
     mb = parse_size_mb(memory_limit) if memory_limit else None
     if mb is None:
         return BATCH_COLUMNS
@@ -92,11 +92,11 @@ PATTERNS = {
     ),
 }
 
-# Displayed values (min, max, top values) are masked by shared.pii: emails, IBANs, card numbers,
+# Displayed values (min, max, top values) are masked by shared.security.pii: emails, IBANs, card numbers,
 # national ids and phone numbers inside text, and whole values of personal-data columns. A
 # personal-data column is one whose name announces it, or whose content is mostly such values:
 # emails or phones by the full-table pattern counts, card numbers, IBANs or national ids by
-# shared.pii's validators over a reproducible sample (PII_SAMPLE_ROWS). Of such a column the
+# shared.security.pii's validators over a reproducible sample (PII_SAMPLE_ROWS). Of such a column the
 # profile keeps counts only: every statistic that is, or is computed close to, a value of the
 # column (mean, std, skewness, quantiles, histogram edges and buckets) is withheld (null or
 # empty), and it takes no part in correlations (docs/security.md, docs/profile-schema.md).
@@ -255,7 +255,7 @@ def profile_table(
     the table has at most `exact_max_rows` rows; above that approx_count_distinct and
     approx_quantile are used, and columns that look unique get an exact recount. The
     method used is reported per column (`distinct_method`, `quantile_method`).
-    With mask_values (default) the values shown (min, max, top_k) are PII-masked (shared.pii:
+    With mask_values (default) the values shown (min, max, top_k) are PII-masked (shared.security.pii:
     wholly for a personal-data column, by name or content; else emails, IBANs, card numbers,
     national ids and phones inside text), and of a personal-data column the statistics
     PII_WITHHELD names are withheld; counts and pattern statistics are unaffected. Such a
@@ -593,8 +593,8 @@ def _column_profile(con, source, col, first, second, rows, exact, top_k) -> dict
 
 def _classify_pii(con, source: str, cols: list[dict], first: dict, rows: int) -> None:
     """Mark personal-data columns: col["pii"] = {kind, found_by: name | content, share}.
-    By name (shared.pii.pii_kind_of_name); else by content: emails and phones from the exact
-    pattern counts of the first pass, card numbers, IBANs and national ids by shared.pii's
+    By name (shared.security.pii.pii_kind_of_name); else by content: emails and phones from the exact
+    pattern counts of the first pass, card numbers, IBANs and national ids by shared.security.pii's
     validators over one reproducible reservoir sample of the candidate columns (strings, and
     integers reaching 13 digits)."""
     candidates = []

@@ -13,7 +13,7 @@ import string
 from typing import Any
 
 from .profile import json_safe
-from shared.evidentlyresult import drift_verdict
+from shared.analysis.evidentlyresult import drift_verdict
 
 MAX_ALERTS = 10
 MAX_DRIFT_SCORES = 3

@@ -16,7 +16,7 @@ readable status document are kept and counted as `unknown_age`. `jobs/`, `source
 everything else are never touched. A retention of 0 days keeps that area forever.
 
 The warehouse (each tenant's lake) is pruned by DuckLake's own maintenance, under the writer's
-lease (shared/lake.py `maintain`): snapshots older than UDB_SNAPSHOT_RETENTION_DAYS expire (the
+lease (shared/storage/lake.py `maintain`): snapshots older than UDB_SNAPSHOT_RETENTION_DAYS expire (the
 current one and each table's drift reference never), small adjacent files are compacted, and
 files no longer needed (expired, compacted away, or left by a crashed load) are deleted.
 
@@ -31,10 +31,10 @@ import sys
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
-from shared.errors import NotFound, ValidationError
-from shared.httpfn import json_response
-from shared.runtime import Context
-from shared.tenancy import JOB_RE, TENANT_RE, tenant_prefix
+from shared.core.errors import NotFound, ValidationError
+from shared.serving.httpfn import json_response
+from shared.serving.runtime import Context
+from shared.core.tenancy import JOB_RE, TENANT_RE, tenant_prefix
 
 AREAS = ("staging", "artifacts")
 _KEY_RE = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<area>staging|artifacts)/(?P<job>[^/]+)/.+$")
@@ -102,8 +102,8 @@ def prune(store, *, staging_days: int, artifact_days: int, now: datetime | None 
             if area not in jobs_counted:
                 jobs_counted.add(area)
                 deleted["jobs"] += 1
-    from shared import lake
-    from shared.store import TenantStore
+    from shared.storage import lake
+    from shared.storage.store import TenantStore
     result["lake"] = {t: lake.maintain(TenantStore(store, t), snapshot_days=snapshot_days, now=now, dry_run=dry_run,
                                        lease_seconds=lease_seconds) for t in sorted(lakes)}
     return result
@@ -139,7 +139,7 @@ def _options(request) -> dict:
 
 
 def _caller_tenant(request) -> str | None:
-    from shared import auth  # only where a request has a principal
+    from shared.security import auth  # only where a request has a principal
 
     principal = auth.principal_of(request)
     return principal.tenant if principal is not None else None
@@ -164,8 +164,8 @@ ROUTES = [("POST", "/admin/prune", prune_route)]
 
 def main(argv=None) -> int:
     """`python -m functions.artifacts.admin [--dry-run]`: the same prune from a shell or a CronJob."""
-    from shared.settings import Settings
-    from shared.store import open_store
+    from shared.core.settings import Settings
+    from shared.storage.store import open_store
 
     args = sys.argv[1:] if argv is None else argv
     if any(a not in ("--dry-run",) for a in args):

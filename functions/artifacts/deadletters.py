@@ -19,10 +19,11 @@ import binascii
 from cloudevents.http import CloudEvent
 
 from functions.artifacts import redrive
-from shared import events, jobindex
-from shared.errors import NotFound
-from shared.routing import load_routes
-from shared.runtime import Context
+from shared.core import events
+from shared.storage import jobindex
+from shared.core.errors import NotFound
+from shared.core.routing import load_routes
+from shared.serving.runtime import Context
 
 MAX_REASON = 300
 
@@ -59,7 +60,7 @@ def handle(event: CloudEvent, ctx: Context) -> None:
     return None
 
 
-# It works on completed jobs: shared.runtime.invoke does not skip them for it.
+# It works on completed jobs: shared.serving.runtime.invoke does not skip them for it.
 handle.after_completion = True
 
 

@@ -1,6 +1,6 @@
 """artifacts: HTTP reads of job status, artifact index and artifact files, one tenant at a time.
 
-The caller's tenant is the authenticated principal's (`shared.auth.tenant_of`; with
+The caller's tenant is the authenticated principal's (`shared.security.auth.tenant_of`; with
 authentication off, the `X-UDB-Tenant` header's); every read goes through that tenant's store
 view, so another tenant's job id (guessed or not) is simply not found.
 """
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
-from shared import auth, links
-from shared.errors import NotFound
-from shared.httpfn import json_response
-from shared.runtime import Context
-from shared.tenancy import validate_artifact_name, validate_job_id
+from shared.security import auth, links
+from shared.core.errors import NotFound
+from shared.serving.httpfn import json_response
+from shared.serving.runtime import Context
+from shared.core.tenancy import validate_artifact_name, validate_job_id
 
 FUNCTION = "artifacts"
 # Its CloudEvent entry: the dead letters (main.py; the embedded dispatcher finds it here too).
@@ -27,7 +27,7 @@ def _tenant(request) -> str:
 def status(request, ctx: Context):
     """GET /status/{jobId}: the job document; once the job has artifacts, with `report_link`, a
     signed, expiring link to its report page that a browser opens without a header
-    (shared/links.py; absent where links are off)."""
+    (shared/security/links.py; absent where links are off)."""
     parts = request.path.strip("/").split("/")
     if len(parts) != 2:
         raise NotFound(f"no route {request.path}")

@@ -13,11 +13,11 @@ before it runs it.
 """
 from __future__ import annotations
 
-from functions.analyze.kpi_defs import KpiDefinitions, TooManyKpis, validate_name, warehouse_tables
+from shared.analysis.kpi_defs import KpiDefinitions, TooManyKpis, validate_name, warehouse_tables
 from functions.artifacts.handler import _tenant
-from shared.errors import InputError, NotFound
-from shared.httpfn import json_response
-from shared.runtime import Context
+from shared.core.errors import InputError, NotFound
+from shared.serving.httpfn import json_response
+from shared.serving.runtime import Context
 
 PREFIX = "/kpis"
 

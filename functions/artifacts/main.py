@@ -4,7 +4,7 @@ import functions_framework
 from functions.artifacts import deadletters
 from functions.artifacts.handler import FUNCTION
 from functions.artifacts.routes import ROUTES
-from shared.httpfn import FunctionApp
+from shared.serving.httpfn import FunctionApp
 
 # Its CloudEvent entry takes dead letters (see deadletters.py); the rest is HTTP routes.
 app = FunctionApp(FUNCTION, deadletters.handle, routes=ROUTES)

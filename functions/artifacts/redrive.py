@@ -38,13 +38,13 @@ from urllib.parse import urlsplit
 import httpx
 from cloudevents.http import CloudEvent
 
-from shared import bindings
-from shared.errors import NotFound, PreconditionFailed, TransientError
-from shared.httpfn import json_response
-from shared.jobs import TERMINAL, Jobs, now_iso
-from shared.runtime import Context
-from shared.store import TenantStore
-from shared.tenancy import JOB_RE, TENANT_RE, validate_job_id, validate_tenant
+from shared.core import bindings
+from shared.core.errors import NotFound, PreconditionFailed, TransientError
+from shared.serving.httpfn import json_response
+from shared.storage.jobs import TERMINAL, Jobs, now_iso
+from shared.serving.runtime import Context
+from shared.storage.store import TenantStore
+from shared.core.tenancy import JOB_RE, TENANT_RE, validate_job_id, validate_tenant
 
 # What an outage looks like to the broker: no answer (code 0), a gateway or the function saying
 # "not now". A 500 is the handler failing on this input: retrying later changes nothing.

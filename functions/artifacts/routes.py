@@ -1,6 +1,6 @@
 """Every HTTP route the artifacts function serves: (method, path prefix, handler(request, ctx))."""
 from functions.artifacts import admin, handler, kpis_api, redrive, schedules_api, signed_links, uploads
-from shared import oauth
+from shared.sources import oauth
 
 ROUTES = [
     *handler.ROUTES,

@@ -1,4 +1,4 @@
-"""Per-source sync schedules (shared/schedules.py), served by the artifacts function.
+"""Per-source sync schedules (shared/serving/schedules.py), served by the artifacts function.
 
     PUT    /sources/{source_id}/schedule   {cron, timezone}: 201 created, 200 replaced (analyst)
     GET    /sources/{source_id}/schedule   the schedule, with its next three slots (viewer)
@@ -14,11 +14,12 @@ import json
 from datetime import datetime
 
 from functions.artifacts.handler import _tenant
-from shared import events, schedules
-from shared.errors import InputError, NotFound
-from shared.httpfn import json_response
-from shared.runtime import Context
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.serving import schedules
+from shared.core.errors import InputError, NotFound
+from shared.serving.httpfn import json_response
+from shared.serving.runtime import Context
+from shared.core.tenancy import new_job_id
 
 
 def _source_id(request) -> str:
@@ -70,7 +71,7 @@ def broker_fire(ctx: Context):
 def tick_route(request, ctx: Context):
     """POST /admin/schedules/tick (a ping CloudEvent or a plain POST; the body is ignored)."""
     request.get_data(cache=True)
-    from shared import auth
+    from shared.security import auth
     principal = auth.principal_of(request)
     tenant = principal.tenant if principal is not None else None  # a tenant admin ticks its own
     result = schedules.tick(ctx.store, broker_fire(ctx), log=ctx.log, tenant=tenant).as_dict()

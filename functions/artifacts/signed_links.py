@@ -1,5 +1,5 @@
 """GET /s/{token}/artifact/{jobId}/ and /s/{token}/artifact/{jobId}/{name}: a job's artifacts
-through a signed, expiring link (shared/links.py), for a browser that sends no header.
+through a signed, expiring link (shared/security/links.py), for a browser that sends no header.
 
 The token in the path is the credential (auth.ROUTE_ROLES gives the route SIGNED_LINK, so the
 gatekeeper leaves it to this handler): it names the tenant and the one job it opens. A token
@@ -8,10 +8,10 @@ that does not verify, has expired or was revoked is 401; a good token used for a
 """
 from __future__ import annotations
 
-from shared import auth, links
-from shared.errors import NotFound
-from shared.runtime import Context
-from shared.tenancy import validate_job_id
+from shared.security import auth, links
+from shared.core.errors import NotFound
+from shared.serving.runtime import Context
+from shared.core.tenancy import validate_job_id
 
 from functions.artifacts.handler import serve_artifact
 

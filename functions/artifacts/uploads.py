@@ -17,9 +17,9 @@ from pathlib import Path
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from functions.artifacts.handler import _tenant
-from shared.errors import InputError
-from shared.httpfn import json_response
-from shared.runtime import Context
+from shared.core.errors import InputError
+from shared.serving.httpfn import json_response
+from shared.serving.runtime import Context
 from shared.sources import upload as upload_source
 
 FIELD = "file"

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from shared import netguard
-from shared.errors import SourceError
-from shared.settings import Settings
+from shared.security import netguard
+from shared.core.errors import SourceError
+from shared.core.settings import Settings
 from shared.sources import documents, files, postgres, rest, webdav
 from shared.sources import http as web
 

@@ -12,12 +12,15 @@ import json
 from cloudevents.http import CloudEvent
 
 from functions.discover.detect import detect
-from shared import auth, events, limits, logs, oauth, ratelimit, telemetry
-from shared.errors import InputError, NotFound, SourceError, TransientError
-from shared.httpfn import json_response
-from shared.runtime import Context
+from shared.security import auth, limits, ratelimit
+from shared.core import events
+from shared.observability import logs, telemetry
+from shared.sources import oauth
+from shared.core.errors import InputError, NotFound, SourceError, TransientError
+from shared.serving.httpfn import json_response
+from shared.serving.runtime import Context
 from shared.sources import OAUTH_PROVIDERS, SourceEnv, inspect_source, redact
-from shared.tenancy import new_job_id
+from shared.core.tenancy import new_job_id
 
 FUNCTION = "discover"
 TENANT_HEADER = "X-UDB-Tenant"

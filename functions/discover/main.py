@@ -2,7 +2,7 @@
 import functions_framework
 
 from functions.discover.handler import FUNCTION, ROUTES, handle
-from shared.httpfn import FunctionApp
+from shared.serving.httpfn import FunctionApp
 
 app = FunctionApp(FUNCTION, handle, routes=ROUTES)
 

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from shared import telemetry
-from shared.duck import quote
-from shared.evidentlyresult import drift_verdict, json_safe  # noqa: F401  (drift_verdict: re-exported)
-from shared.pii import mask_frame, mask_text  # noqa: F401  (mask_text: re-exported for callers)
+from shared.observability import telemetry
+from shared.storage.duck import quote
+from shared.analysis.evidentlyresult import drift_verdict, json_safe  # noqa: F401  (drift_verdict: re-exported)
+from shared.security.pii import mask_frame, mask_text  # noqa: F401  (mask_text: re-exported for callers)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +60,7 @@ def table_label(table) -> str:
 
 
 def mask_pii(df: "pd.DataFrame") -> "pd.DataFrame":
-    """A copy of df with PII masked (shared.pii.mask_frame): emails ("a***@domain"), phone
+    """A copy of df with PII masked (shared.security.pii.mask_frame): emails ("a***@domain"), phone
     numbers, card numbers, IBANs and national ids ("***") in text, and whole values of columns
     whose names or contents say personal data (a card number column read as BIGINT included).
     Other numeric columns are left alone."""
@@ -134,7 +134,7 @@ def _rows_text(sampling: dict | None) -> str:
 PREPARED = "udb_prepared"
 PII_NOTE = ("PII is masked: emails keep their first character and domain; phone numbers, card numbers "
             "(Luhn), IBANs (mod 97) and national ids are replaced, and so are the values of columns named "
-            "as personal data or holding mostly such values (shared/pii.py).")
+            "as personal data or holding mostly such values (shared/security/pii.py).")
 
 
 def prepare_frame(df: "pd.DataFrame") -> "pd.DataFrame":

@@ -24,9 +24,11 @@ from pathlib import Path
 
 from cloudevents.http import CloudEvent
 
-from shared import events, jobindex, lake, metrics, telemetry
-from shared.errors import NotFound
-from shared.runtime import Context
+from shared.core import events
+from shared.storage import jobindex, lake
+from shared.observability import metrics, telemetry
+from shared.core.errors import NotFound
+from shared.serving.runtime import Context
 
 FUNCTION = "reports"
 WAREHOUSE = lake.CATALOG
@@ -83,7 +85,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     return _reply(ctx, event, index, todo, started)
 
 
-# It works on completed jobs: shared.runtime.invoke does not skip them for it.
+# It works on completed jobs: shared.serving.runtime.invoke does not skip them for it.
 handle.after_completion = True
 
 

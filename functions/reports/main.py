@@ -5,7 +5,7 @@ import functions_framework
 
 from functions.reports import bounded
 from functions.reports.handler import FUNCTION, handle
-from shared.httpfn import FunctionApp
+from shared.serving.httpfn import FunctionApp
 
 app = FunctionApp(FUNCTION, handle)
 

@@ -1,7 +1,7 @@
 """PNG charts: the Plotly figures of a job's charts rendered by headless Chromium (kaleido).
 
 Only the reports function imports kaleido; analyze writes the same figures as HTML
-(shared/charts.py).
+(shared/analysis/charts.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from shared.charts import PNG_HEIGHT, PNG_WIDTH
+from shared.analysis.charts import PNG_HEIGHT, PNG_WIDTH
 
 _PNG_LOCK = threading.Lock()
 

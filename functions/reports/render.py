@@ -54,7 +54,7 @@ def _write(out: Path, name: str, body: str | bytes) -> None:
 
 
 def _connect(spec: dict):
-    from shared import duck, lake
+    from shared.storage import duck, lake
     if spec.get("lake"):  # the tenant's lake: `warehouse` is the local copy of its catalog
         con = lake.connect(lake.store_from_spec(spec["lake"]), Path(spec["warehouse"]), read_only=True,
                            memory_limit=spec.get("duckdb_memory_limit", "1GB"), threads=int(spec.get("duckdb_threads", 2)))
@@ -119,7 +119,7 @@ class _DirCache:
         self.entries, self.out = entries, out
 
     def get(self, key: str):
-        from shared.store import Blob
+        from shared.storage.store import Blob
 
         if key not in self.entries:
             raise KeyError(key)
@@ -174,7 +174,7 @@ def render_evidently_drift(spec: dict, out: Path) -> dict:
 
 
 def render_png_charts(spec: dict, out: Path) -> dict:
-    from shared import charts
+    from shared.analysis import charts
 
     _fault(spec, "png-charts")
     chromium, why = charts.find_chromium(spec.get("chromium_path") or "")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from cloudevents.http import CloudEvent
 
-from shared import events, metrics, telemetry
-from shared.errors import NotFound, SourceError
-from shared.runtime import Context
+from shared.core import events
+from shared.observability import metrics, telemetry
+from shared.core.errors import NotFound, SourceError
+from shared.serving.runtime import Context
 from shared.sources import SourceEnv, extract_stream
-from shared.tenancy import table_name
+from shared.core.tenancy import table_name
 
 FUNCTION = "sync"
 
@@ -39,7 +40,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
         raise SourceError(f"unknown streams {sorted(unknown)}; the source has "
                           f"{[s['name'] for s in source['streams']]}")
     env = SourceEnv.of(ctx, tenant, source_id=source["id"])  # secrets, uploads, incremental state
-    env.pending_state = {}  # the writer saves it once the batch is loaded (shared/syncstate.py)
+    env.pending_state = {}  # the writer saves it once the batch is loaded (shared/storage/syncstate.py)
     staged = []
     for stream in (s for s in source["streams"] if s["name"] in wanted):
         table = table_name(source["short"], stream["name"])

@@ -1,7 +1,7 @@
 """writer: the only warehouse writer. Lease, download the lake's catalog, load staged batches
 into the lake, upload the catalog if unchanged.
 
-The warehouse is a DuckLake (shared/lake.py): a small catalog file and Parquet data files under
+The warehouse is a DuckLake (shared/storage/lake.py): a small catalog file and Parquet data files under
 the tenant's `lake/`. A load copies the staged parts into `lake/` (server-side) and registers
 them as data files when their schema is the table's (`ducklake_add_data_files`), else inserts
 from them; either way it moves the catalog, never the warehouse. A crash at any point leaves
@@ -18,9 +18,11 @@ from pathlib import Path
 import duckdb
 from cloudevents.http import CloudEvent
 
-from shared import duck, events, lake, lease, metrics, telemetry
-from shared.errors import NotFound, PreconditionFailed, SourceError, TransientError
-from shared.runtime import Context
+from shared.storage import duck, lake, lease
+from shared.core import events
+from shared.observability import metrics, telemetry
+from shared.core.errors import NotFound, PreconditionFailed, SourceError, TransientError
+from shared.serving.runtime import Context
 
 FUNCTION = "writer"
 WAREHOUSE = lake.LEGACY  # the whole-file warehouse of before the lake, migrated on the next load
@@ -213,7 +215,7 @@ def _save_states(store, data: dict, ctx: Context) -> None:
     uploaded catalog (a redelivery saves the same values again)."""
     from types import SimpleNamespace
 
-    from shared import syncstate
+    from shared.storage import syncstate
     env = SimpleNamespace(store=store, source_id=data["source_id"])
     for batch in data["tables"]:
         if batch.get("state") is not None:

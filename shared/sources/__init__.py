@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from shared.errors import NotFound, SourceError
+from shared.core.errors import NotFound, SourceError
 
 # provider -> module of shared.sources, imported when first used: a local file's job need not
 # pay for boto3, the OAuth clients and the REST machinery (images/requirements.py follows these
@@ -30,7 +30,7 @@ PROVIDER_MODULES: dict[str, str] = {"file": "files", "directory": "files", "s3":
                                     "document": "documents", "onedrive": "msgraph", "sharepoint": "msgraph",
                                     "gdrive": "gdrive"}
 PROVIDERS = tuple(PROVIDER_MODULES)
-# Share links read with the tenant's OAuth token (shared/oauth.py): discover without one makes
+# Share links read with the tenant's OAuth token (shared/sources/oauth.py): discover without one makes
 # the job wait for authorization and answers an oauthUrl.
 OAUTH_PROVIDERS = ("onedrive", "sharepoint", "gdrive")
 # Read by discover itself (detect.py: the provider; the OAuth flow: device or browser).
@@ -42,9 +42,9 @@ class SourceEnv:
     """What a provider may use beyond the hint: the request's options, the tenant's store and
     secret store, the settings, and (at sync) the source id that keys incremental state."""
     tenant: str | None = None
-    store: Any = None            # shared.store.TenantStore of the tenant
-    secrets: Any = None          # shared.secrets.SecretStore (all tenants: always used with `tenant`)
-    settings: Any = None         # shared.settings.Settings
+    store: Any = None            # shared.storage.store.TenantStore of the tenant
+    secrets: Any = None          # shared.security.secrets.SecretStore (all tenants: always used with `tenant`)
+    settings: Any = None         # shared.core.settings.Settings
     options: dict = field(default_factory=dict)
     source_id: str | None = None
     # Set by the sync function: incremental state noted here, saved by the writer after the load.
@@ -67,7 +67,7 @@ class SourceEnv:
 
     def resolve_secret(self, value: str) -> str:
         """The value itself, or the secret a `secret://name` reference names."""
-        from shared.secrets import REF_PREFIX
+        from shared.security.secrets import REF_PREFIX
         if not isinstance(value, str) or not value.startswith(REF_PREFIX):
             return value
         name = value[len(REF_PREFIX):]
@@ -78,7 +78,7 @@ class SourceEnv:
 
     def keep_secret(self, name: str, value: str) -> str:
         """Store `value` in the tenant's secret store; returns the `secret://name` reference."""
-        from shared.secrets import ref
+        from shared.security.secrets import ref
         self.secret_store().put(self.tenant, name, value)
         return ref(name)
 

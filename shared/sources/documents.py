@@ -23,8 +23,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from shared.errors import SourceError
-from shared.tenancy import identifier
+from shared.core.errors import SourceError
+from shared.core.tenancy import identifier
 
 PROVIDER = "document"
 FORMATS = {".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html", ".md": "markdown",
@@ -91,7 +91,7 @@ def check(path: Path, fmt: str, name: str | None = None) -> dict:
     if fmt == "docx":
         # A .docx is a zip that unstructured (python-docx) inflates whole: the decompression-bomb
         # check runs first, as for .xlsx (UDB_MAX_UNCOMPRESSED_BYTES, UDB_MAX_COMPRESSION_RATIO).
-        from shared import limits
+        from shared.security import limits
 
         limits.check_zip(path, limits.Limits.from_env(), name=name)
         try:

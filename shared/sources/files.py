@@ -11,9 +11,10 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from shared import duck, limits
-from shared.errors import SourceError
-from shared.tenancy import identifier
+from shared.storage import duck
+from shared.security import limits
+from shared.core.errors import SourceError
+from shared.core.tenancy import identifier
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
            ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".xlsx": "xlsx"}

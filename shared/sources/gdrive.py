@@ -1,4 +1,4 @@
-"""Google Drive links through the Drive API v3, with the tenant's OAuth token (`shared/oauth.py`).
+"""Google Drive links through the Drive API v3, with the tenant's OAuth token (`shared/sources/oauth.py`).
 
 The file id comes from the link: `drive.google.com/file/d/{id}`, `open?id={id}`, `uc?id={id}`,
 `drive/folders/{id}` (also `drive/u/0/folders/{id}`), `docs.google.com/{spreadsheets,document,
@@ -16,12 +16,12 @@ import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, quote, urlsplit
 
-from shared import oauth
-from shared.errors import SourceError
+from shared.sources import oauth
+from shared.core.errors import SourceError
 from shared.sources import documents, files
 from shared.sources import http as web
 from shared.sources.webdav import supported_name
-from shared.tenancy import identifier
+from shared.core.tenancy import identifier
 
 PROVIDER = "gdrive"
 USES_ENV = True

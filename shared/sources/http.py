@@ -20,11 +20,11 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from shared import netguard
-from shared.errors import SourceError
-from shared.settings import Settings
+from shared.security import netguard
+from shared.core.errors import SourceError
+from shared.core.settings import Settings
 from shared.sources import documents, files
-from shared.tenancy import identifier
+from shared.core.tenancy import identifier
 
 PROVIDER = "http"
 USES_ENV = True
@@ -111,7 +111,7 @@ def protect_options(options: dict, env, hint: str) -> dict:
         options.pop("auth", None)
         return options
     auth = dict(auth)
-    from shared.secrets import REF_PREFIX
+    from shared.security.secrets import REF_PREFIX
     for field in SECRET_FIELDS[auth["type"]]:
         value = auth.get(field)
         if isinstance(value, str) and not value.startswith(REF_PREFIX):
@@ -340,7 +340,7 @@ def describe_file(path: Path, fmt: str, *, name: str, location: str, size: int) 
         return documents.stream_for(path, fmt, name=PurePosixPath(name).stem or "document",
                                     location=location, size=size)
     local = _named_copy(path, name, fmt)
-    from shared import duck
+    from shared.storage import duck
     con = duck.connect(extensions=("excel",))
     try:
         stream = files._stream(con, local)  # checks the bytes, describes the columns

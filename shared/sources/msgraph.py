@@ -1,5 +1,5 @@
 """OneDrive and SharePoint share links through Microsoft Graph, with the tenant's OAuth token
-(`shared/oauth.py`).
+(`shared/sources/oauth.py`).
 
 A share link (1drv.ms, onedrive.live.com, *.sharepoint.com) becomes a share id: "u!" + the
 unpadded base64url of the URL. `inspect` reads `GET /shares/{shareId}/driveItem`: a file is one
@@ -16,12 +16,12 @@ import base64
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
-from shared import oauth
-from shared.errors import SourceError
+from shared.sources import oauth
+from shared.core.errors import SourceError
 from shared.sources import documents, files
 from shared.sources import http as web
 from shared.sources.webdav import supported_name
-from shared.tenancy import identifier
+from shared.core.tenancy import identifier
 
 PROVIDERS = ("onedrive", "sharepoint")
 USES_ENV = True

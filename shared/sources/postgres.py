@@ -10,7 +10,7 @@ one. `extract` copies one relation into chunked Parquet with
 Passwords never reach stored JSON, and never cross tenants. A stream's `location` is the DSN
 *without* the password (`postgresql://user@host:port/db?schema=s&table=t`), and `redact(hint)`
 shows a hint's password as `***` for the source document and the job. The password lives in the
-discovering tenant's own secret store (shared/secrets.py), under a name derived from
+discovering tenant's own secret store (shared/security/secrets.py), under a name derived from
 host:port:db:user (`pg-<hash>`), and the streams carry only its reference
 (`options.password = secret://pg-<hash>`):
 - `inspect` of a DSN that carries a password keeps it in the tenant's secret store once the
@@ -29,7 +29,7 @@ A redacted hint (`***` as password) can be discovered again by the same tenant.
 
 Incremental (`options.incremental`: `true` for each table's first cursor candidate, a
 TIMESTAMP/DATE column, or `{cursor_field, initial_value?}`): a sync reads only rows whose cursor
-is greater than the last sync's largest (state per source, shared/syncstate.py), and the
+is greater than the last sync's largest (state per source, shared/storage/syncstate.py), and the
 writer merges them by the table's primary key (an updated row replaces its old version; a
 table without one is appended to). Deletes are not seen.
 
@@ -47,10 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from shared import duck, netguard
-from shared.errors import NotFound, SourceError, TransientError
-from shared import syncstate as state
-from shared.tenancy import identifier
+from shared.storage import duck
+from shared.security import netguard
+from shared.core.errors import NotFound, SourceError, TransientError
+from shared.storage import syncstate as state
+from shared.core.tenancy import identifier
 
 PROVIDER = "postgres"
 USES_ENV = True  # the tenant's secret store holds the password
@@ -237,7 +238,7 @@ def remember_password(dsn: Dsn, env) -> str | None:
 
 
 def ref_of(dsn: Dsn) -> str:
-    from shared.secrets import ref
+    from shared.security.secrets import ref
     return ref(secret_name(dsn))
 
 

@@ -37,12 +37,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from shared import duck
-from shared.errors import NotFound, PreconditionFailed, SourceError
-from shared.settings import Settings
+from shared.storage import duck
+from shared.core.errors import NotFound, PreconditionFailed, SourceError
+from shared.core.settings import Settings
 from shared.sources import http as web
-from shared import syncstate as state
-from shared.tenancy import identifier
+from shared.storage import syncstate as state
+from shared.core.tenancy import identifier
 
 PROVIDER = "rest"
 USES_ENV = True
@@ -521,7 +521,7 @@ def inspect(hint: str, *, env=None) -> dict:
     return {"provider": PROVIDER, "short": identifier((url.host or "api").split(".")[0], "api"), "streams": [stream]}
 
 
-# Incremental state lives in shared/syncstate.py, shared with postgres and s3.
+# Incremental state lives in shared/storage/syncstate.py, shared with postgres and s3.
 load_state = state.load_state
 
 

@@ -10,7 +10,7 @@ any bucket but UDB's own (`UDB_BUCKET` holds every tenant's warehouse, staging a
 a tenant must never read it through a source), and only from `UDB_S3_SOURCE_BUCKETS` when that
 is set. Options name another S3 — `{"endpoint": "https://...", "region": "...",
 "access_key_id": "...", "secret_access_key": "..."}` (each optional) — whose
-endpoint passes the SSRF guard (shared/netguard.py) like every other source host. An inline
+endpoint passes the SSRF guard (shared/security/netguard.py) like every other source host. An inline
 secret key is moved into the tenant's secret store at discovery and only its `secret://`
 reference is kept in the catalogue, events and documents.
 
@@ -25,7 +25,7 @@ the endpoint is spelled.
 Incremental by object (`options.incremental: true`): the hint's objects become ONE stream (one
 table) with an `_s3_key` column naming each row's object. A sync lists the prefix again and reads
 only the objects that are new or changed (ETag or LastModified differ from the last sync's,
-kept per source in shared/syncstate.py); the writer merges the batch by `_s3_key`, so a
+kept per source in shared/storage/syncstate.py); the writer merges the batch by `_s3_key`, so a
 changed object's rows replace its old rows and the other objects' rows stay. An object deleted
 from the bucket keeps its rows (deletes are not seen).
 
@@ -43,11 +43,11 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared import duck
-from shared.errors import SourceError, TransientError
-from shared.settings import Settings
+from shared.storage import duck
+from shared.core.errors import SourceError, TransientError
+from shared.core.settings import Settings
 from shared.sources import files
-from shared.tenancy import identifier
+from shared.core.tenancy import identifier
 
 PROVIDER = "s3"
 USES_ENV = True  # options (another S3), the tenant's secret store, the settings
@@ -68,7 +68,7 @@ class S3Config:
     access_key: str = ""
     secret_key: str = ""
     region: str = "us-east-1"
-    # host:port of a shared.egressproxy.EgressProxy that every connection (boto3's and DuckDB's)
+    # host:port of a shared.security.egressproxy.EgressProxy that every connection (boto3's and DuckDB's)
     # goes through; set for an S3 named in a hint's options, whose redirects UDB cannot trust.
     proxy: str = ""
 
@@ -370,7 +370,7 @@ def source_spec(options: dict, env, hint: str) -> dict | None:
         raise SourceError("options: access_key_id and secret_access_key go together")
     if "endpoint" in spec and not spec["endpoint"].startswith(("http://", "https://")):
         raise SourceError(f"options.endpoint: expected an http(s) URL, found {spec['endpoint']!r}")
-    from shared.secrets import REF_PREFIX
+    from shared.security.secrets import REF_PREFIX
     secret = spec.get("secret_access_key")
     if secret and not secret.startswith(REF_PREFIX):
         import hashlib
@@ -395,7 +395,7 @@ def _this_machine() -> set:
     """The addresses that reach this machine: loopback and unspecified ones, and its own."""
     import socket
 
-    from shared import netguard
+    from shared.security import netguard
     found = set()
     try:
         found.update(netguard.resolve(socket.gethostname()))
@@ -410,7 +410,7 @@ def _addresses(host: str) -> set:
     server listening on all interfaces answers on each of them."""
     import ipaddress
 
-    from shared import netguard
+    from shared.security import netguard
     literal = netguard._literal(host)
     addresses = [literal] if literal is not None else netguard.resolve(host)
     local = None
@@ -456,7 +456,7 @@ def config_for(bucket: str, spec: dict | None, env) -> S3Config:
     if spec:
         endpoint = spec.get("endpoint", "")
         if endpoint:
-            from shared import netguard
+            from shared.security import netguard
             netguard.check_url(endpoint, settings)  # a private or metadata address is refused
         secret = spec.get("secret_access_key", "")
         config = S3Config(endpoint, spec.get("access_key_id", ""),
@@ -483,7 +483,7 @@ def _guarded(config: S3Config, spec: dict | None, env):
     if not spec:
         yield config
         return
-    from shared.egressproxy import EgressProxy
+    from shared.security.egressproxy import EgressProxy
     settings = getattr(env, "settings", None) or Settings.from_env()
     with EgressProxy(settings) as proxy:
         try:
@@ -611,7 +611,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
 def _extract_changed(stream: dict, bucket: str, key: str, config: S3Config, out_dir: Path, part_bytes: int,
                      memory_limit: str, threads: int, env) -> int:
     """Read the objects new or changed since the last sync, each row tagged with its key."""
-    from shared import syncstate as state
+    from shared.storage import syncstate as state
     client = config.client()
     objects = list_objects(bucket, key, config, client)
     seen = state.stream_state(env, stream["name"]).get("objects") or {}

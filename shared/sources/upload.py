@@ -16,9 +16,9 @@ import re
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from shared.errors import NotFound, SourceError
+from shared.core.errors import NotFound, SourceError
 from shared.sources import http as web
-from shared.tenancy import identifier
+from shared.core.tenancy import identifier
 
 PROVIDER = "upload"
 USES_ENV = True

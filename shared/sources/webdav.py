@@ -15,10 +15,10 @@ import httpx
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
-from shared.errors import SourceError
+from shared.core.errors import SourceError
 from shared.sources import documents, files
 from shared.sources import http as web
-from shared.tenancy import identifier
+from shared.core.tenancy import identifier
 
 PROVIDER = "webdav"
 USES_ENV = True

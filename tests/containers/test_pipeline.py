@@ -12,8 +12,9 @@ import psycopg
 import pytest
 from cloudevents.http import to_binary, to_structured
 
-from shared import events, lake
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.storage import lake
+from shared.core.tenancy import new_job_id
 from tests.conftest import create_pg_orders, write_sales
 from tests.containers.conftest import BUCKET, FUNCTION_PORTS, MINIO_PASSWORD, MINIO_USER, containers_env
 
@@ -25,9 +26,9 @@ _KEYS: dict[str, str] = {}
 def auth_headers(stack: dict, tenant: str) -> dict:
     """An admin API key of `tenant` made in the containers' store (as `udb keys create` does)."""
     if tenant not in _KEYS:
-        from shared.auth import KeyStore
-        from shared.settings import Settings
-        from shared.store import open_store
+        from shared.security.auth import KeyStore
+        from shared.core.settings import Settings
+        from shared.storage.store import open_store
 
         env = containers_env("cli", {"s3": stack["s3"], "kafka": stack["kafka"]})
         store = open_store(Settings.from_env(env=env))

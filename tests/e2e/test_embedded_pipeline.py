@@ -7,7 +7,7 @@ import json
 import duckdb
 import pytest
 
-from shared import cli
+from frontends import cli
 from tests.conftest import write_sales
 
 pytestmark = pytest.mark.e2e

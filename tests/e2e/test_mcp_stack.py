@@ -42,7 +42,7 @@ def stack_env(running_stack) -> dict:
 
 def test_round_trip_through_the_stack_over_stdio(stack_env, s3_client, tenant, tmp_path):
     hint = sales_in_minio(s3_client, tenant, tmp_path, ROWS)
-    params = StdioServerParameters(command=sys.executable, args=["-m", "shared.cli", "mcp", "--stack", stack.broker_url()],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "frontends.cli", "mcp", "--stack", stack.broker_url()],
                                    env={**stack_env, "UDB_MCP_TOKEN": key(tenant, "analyst")}, cwd=str(REPO))
     kpi = {**REVENUE_KPI}
 

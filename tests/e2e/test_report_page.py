@@ -20,11 +20,12 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from samples.make_demo import make
-from shared import cli, events
-from shared.charts import find_chromium
-from shared.embedded import Dispatcher
-from shared.settings import Settings
-from shared.tenancy import new_job_id
+from frontends import cli
+from shared.core import events
+from shared.analysis.charts import find_chromium
+from shared.serving.embedded import Dispatcher
+from shared.core.settings import Settings
+from shared.core.tenancy import new_job_id
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,9 @@ from aiokafka import AIOKafkaConsumer
 from cloudevents.http import to_binary, to_structured
 
 from devstack import services, stack
-from shared import bindings, cli, events
-from shared.tenancy import new_job_id
+from shared.core import bindings, events
+from frontends import cli
+from shared.core.tenancy import new_job_id
 from tests.conftest import create_pg_orders, write_sales
 from tests.stack_fixtures import auth_headers, wait_for_job, wait_for_reports
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from devstack import stack
-from shared import bindings, events
-from shared.tenancy import new_job_id
+from shared.core import bindings, events
+from shared.core.tenancy import new_job_id
 from tests.conftest import write_sales
 from tests.observability import ensure_traced_functions, log_offsets, logs_since, wait_for_spans
 from tests.stack_fixtures import auth_headers, broker_events, wait_for_job

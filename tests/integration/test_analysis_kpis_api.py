@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from devstack import stack
-from shared import lake
+from shared.storage import lake
 from tests.stack_fixtures import auth_headers, stack_tenant_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]

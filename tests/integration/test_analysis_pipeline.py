@@ -13,13 +13,15 @@ import pytest
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from shared.charts import find_chromium
+from shared.analysis.charts import find_chromium
 from functions.artifacts.routes import ROUTES
-from shared import cli, events, metrics
-from shared.embedded import Dispatcher
-from shared.httpfn import FunctionApp
-from shared.settings import Settings
-from shared.tenancy import new_job_id
+from frontends import cli
+from shared.core import events
+from shared.observability import metrics
+from shared.serving.embedded import Dispatcher
+from shared.serving.httpfn import FunctionApp
+from shared.core.settings import Settings
+from shared.core.tenancy import new_job_id
 from tests.conftest import write_sales
 
 pytestmark = pytest.mark.integration

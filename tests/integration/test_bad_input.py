@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import cli
+from frontends import cli
 from tests.conftest import write_sales
 
 pytestmark = pytest.mark.integration

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from shared import duck
-from shared.embedded import Dispatcher
-from shared import events
-from shared.tenancy import new_job_id
-from shared import lake
+from shared.storage import duck
+from shared.serving.embedded import Dispatcher
+from shared.core import events
+from shared.core.tenancy import new_job_id
+from shared.storage import lake
 
 pytestmark = pytest.mark.integration
 

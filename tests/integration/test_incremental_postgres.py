@@ -16,12 +16,12 @@ from devstack import services
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
 from functions.writer.handler import handle as writer
-from shared import events
-from shared.errors import SourceError
-from shared.runtime import invoke
+from shared.core import events
+from shared.core.errors import SourceError
+from shared.serving.runtime import invoke
 from shared.sources import SourceEnv, inspect_source, postgres
-from shared.tenancy import new_job_id
-from shared import lake
+from shared.core.tenancy import new_job_id
+from shared.storage import lake
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +159,7 @@ def test_pg_incremental_true_without_a_key_appends(pg_db, ctx_for, tmp_path, mon
 
 
 def test_options_a_provider_does_not_read_are_refused(pg_db, tmp_path, monkeypatch):
-    from shared.secrets import LocalSecretStore
+    from shared.security.secrets import LocalSecretStore
     monkeypatch.delenv("PGPASSWORD", raising=False)
     env = SourceEnv(tenant=TENANT, secrets=LocalSecretStore(tmp_path / "secrets"),
                     options={"incremental": True})

@@ -17,12 +17,13 @@ from devstack import services
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
 from functions.writer.handler import handle as writer
-from shared import events, runtime
-from shared.errors import SourceError
-from shared.runtime import invoke
+from shared.core import events
+from shared.serving import runtime
+from shared.core.errors import SourceError
+from shared.serving.runtime import invoke
 from shared.sources import SourceEnv, inspect_source
-from shared.tenancy import new_job_id
-from shared import lake
+from shared.core.tenancy import new_job_id
+from shared.storage import lake
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from cloudevents.http import CloudEvent, to_binary, to_structured
 
 from devstack.broker import Broker
-from shared import bindings
-from shared.routing import load_routes
+from shared.core import bindings
+from shared.core.routing import load_routes
 from tests.peers.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared import events
-from shared.routing import load_routes
-from shared.settings import Settings
+from shared.core import events
+from shared.core.routing import load_routes
+from shared.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def validator() -> Path:
     return binary
 
 
-# The CloudEvents extensions UDB's events carry (shared/events.make_event, W3C trace context): a
+# The CloudEvents extensions UDB's events carry (shared/core/events.make_event, W3C trace context): a
 # Trigger filtering on any other attribute name matches nothing.
 EXTENSIONS = ("tenant", "jobid", "partitionkey", "traceparent", "tracestate", *events.ROUTING_FLAGS)
 PREVIOUS_RELEASE = REPO / "tests" / "data" / "previous-release"  # 0.1.0's renders, kept as they were
@@ -501,7 +501,7 @@ def test_prune_schedule_reaches_the_prune_endpoint(rendered):
 
 def test_redrive_schedule_reaches_the_redrive_endpoint(rendered):
     from functions.artifacts.routes import ROUTES
-    from shared.auth import SYSTEM_ROUTES
+    from shared.security.auth import SYSTEM_ROUTES
 
     ping = _doc(rendered["base"], "PingSource", "udb-redrive")
     assert ping["spec"]["schedule"] == "* * * * *"  # every minute: a job waits at most ~1 min once its function is back
@@ -511,7 +511,7 @@ def test_redrive_schedule_reaches_the_redrive_endpoint(rendered):
 
 def test_schedules_tick_reaches_the_tick_endpoint(rendered):
     from functions.artifacts.routes import ROUTES
-    from shared.auth import SYSTEM_ROUTES
+    from shared.security.auth import SYSTEM_ROUTES
 
     ping = _doc(rendered["base"], "PingSource", "udb-schedules")
     assert ping["spec"]["schedule"] == "* * * * *"  # one tick a minute: the finest slot a cron names

@@ -1,5 +1,5 @@
 """The MCP server in embedded mode, driven by the `mcp` SDK's own client over both transports:
-stdio (`python -m shared.cli mcp` as a subprocess) and streamable HTTP (`--transport http` on a
+stdio (`python -m frontends.cli mcp` as a subprocess) and streamable HTTP (`--transport http` on a
 free port). Authentication is on, so every call goes through the credentials and the roles of
 the HTTP API: an API key in UDB_MCP_TOKEN over stdio, a JWT or an API key per request over HTTP.
 """
@@ -24,9 +24,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from functions.discover.detect import AMBIGUITY_MARGIN
-from shared import auth
-from shared.settings import Settings
-from shared.store import open_store
+from shared.security import auth
+from shared.core.settings import Settings
+from shared.storage.store import open_store
 from tests.conftest import REPO, write_sales
 from tests.peers.rest_api import RestPeer
 
@@ -86,7 +86,7 @@ def free_port() -> int:
 def start_http_server(env: dict, *args: str) -> tuple[str, subprocess.Popen]:
     """`udb mcp --transport http` as its own process on a free port: (endpoint URL, process)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "shared.cli", "mcp", "--transport", "http", "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "frontends.cli", "mcp", "--transport", "http", "--port", str(port),
                                 *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -110,7 +110,7 @@ def http_server(env):
 
 
 def stdio_client(env: dict, token: str) -> Client:
-    params = StdioServerParameters(command=sys.executable, args=["-m", "shared.cli", "mcp"],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "frontends.cli", "mcp"],
                                    env={**env, "UDB_MCP_TOKEN": token}, cwd=str(REPO))
     return Client(params, read_timeout_seconds=300)
 
@@ -323,7 +323,7 @@ def test_roles_and_tenants_are_enforced(http_server, env, keys, tmp_path):
 def test_stdio_with_authentication_on_needs_a_valid_token(env):
     for token, reason in (("", "authentication is on: set UDB_MCP_TOKEN"),
                           ("udb_000000000000_" + "x" * 43, "invalid credentials")):
-        run = subprocess.run([sys.executable, "-m", "shared.cli", "mcp"], env={**env, "UDB_MCP_TOKEN": token},
+        run = subprocess.run([sys.executable, "-m", "frontends.cli", "mcp"], env={**env, "UDB_MCP_TOKEN": token},
                              cwd=REPO, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert run.returncode == 2 and reason in run.stderr, run.stderr
 
@@ -334,7 +334,7 @@ def test_with_authentication_off_the_caller_is_a_local_admin_of_one_tenant(tmp_p
     X-UDB-Tenant header)."""
     plain = {**{k: v for k, v in os.environ.items() if not k.startswith("UDB_")},
              "UDB_HOME": str(tmp_path / "home"), "UDB_LOG_LEVEL": "WARNING"}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "shared.cli", "mcp", "--tenant", "solo-co"],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "frontends.cli", "mcp", "--tenant", "solo-co"],
                                    env=plain, cwd=str(REPO))
     url, process = start_http_server(plain, "--tenant", "solo-co")
 

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from shared import events, logs, metrics, telemetry
+from shared.core import events
+from shared.observability import logs, metrics, telemetry
 
 pytestmark = pytest.mark.unit
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

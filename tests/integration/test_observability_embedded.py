@@ -1,6 +1,6 @@
 """Observability in one process (embedded mode): OpenLineage run events, log hygiene, traces.
 
-Jobs run through `udb run`'s code path (`shared.cli.run_hint`) with lineage and spans written
+Jobs run through `udb run`'s code path (`frontends.cli.run_hint`) with lineage and spans written
 to files under the test's directory and every log line captured: a PostgreSQL table of people
 (e-mail addresses) behind a DSN with a fresh password, a run without analysis, and two failing
 runs (a wrong password: discovery fails; a header-only CSV: sync fails).
@@ -19,8 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 import pytest
 
-from shared import cli, lineage, logs, metrics, telemetry
-from shared.settings import Settings
+from frontends import cli
+from shared.observability import lineage, logs, metrics, telemetry
+from shared.core.settings import Settings
 from tests.conftest import REPO, write_sales
 
 pytestmark = pytest.mark.integration
@@ -231,7 +232,7 @@ def test_http_transport_posts_each_event_and_a_dead_endpoint_never_fails_the_job
 
 
 def test_lineage_settings_are_checked():
-    from shared.errors import ValidationError
+    from shared.core.errors import ValidationError
     with pytest.raises(ValidationError) as err:
         Settings.from_env(env={"UDB_LINEAGE": "kafka", "UDB_OTEL_EXPORTER": "file"})
     assert set(err.value.problems) == {"UDB_LINEAGE", "UDB_OTEL_FILE"}

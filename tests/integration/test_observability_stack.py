@@ -17,8 +17,9 @@ import psycopg
 import pytest
 
 from devstack import services, stack
-from shared import bindings, events, lineage
-from shared.tenancy import new_job_id
+from shared.core import bindings, events
+from shared.observability import lineage
+from shared.core.tenancy import new_job_id
 from tests.observability import (FUNCTIONS, LINEAGE, TRACES, contract, ensure_traced_functions, family_of,
                                  label_sets, log_offsets, logs_since, sample, scrape, wait_for_spans)
 from tests.stack_fixtures import auth_headers, wait_for_job, wait_for_reports

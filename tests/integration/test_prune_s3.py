@@ -8,7 +8,7 @@ import pytest
 
 from devstack import services
 from functions.artifacts.admin import prune
-from shared.s3store import S3Store
+from shared.storage.s3store import S3Store
 from tests.unit.test_prune import NOW, UNTOUCHABLE, JOB_A, JOB_B, JOB_E, build, job_keys
 
 pytestmark = pytest.mark.integration

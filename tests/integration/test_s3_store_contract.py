@@ -16,10 +16,10 @@ import pytest
 from botocore.config import Config
 
 from devstack import services
-from shared.errors import NotFound, PreconditionFailed, TransientError
-from shared.s3store import S3Store
-from shared.settings import Settings
-from shared.store import open_store
+from shared.core.errors import NotFound, PreconditionFailed, TransientError
+from shared.storage.s3store import S3Store
+from shared.core.settings import Settings
+from shared.storage.store import open_store
 from tests.unit import test_store_contract as contract
 
 pytestmark = pytest.mark.integration

@@ -17,12 +17,12 @@ import pytest
 from functions.discover.detect import detect
 from functions.discover.handler import handle as discover_handle
 from functions.sync.handler import handle as sync_handle
-from shared import events
-from shared.embedded import Dispatcher
-from shared.runtime import invoke
+from shared.core import events
+from shared.serving.embedded import Dispatcher
+from shared.serving.runtime import invoke
 from shared.sources import documents
-from shared.tenancy import new_job_id
-from shared import lake
+from shared.core.tenancy import new_job_id
+from shared.storage import lake
 
 pytestmark = pytest.mark.integration
 

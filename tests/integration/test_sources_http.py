@@ -9,16 +9,17 @@ import pytest
 
 from functions.discover.detect import detect
 from functions.discover.handler import handle as discover_handle
-from shared import duck, events
-from shared.embedded import Dispatcher
-from shared.errors import SourceError
-from shared.runtime import invoke
+from shared.storage import duck
+from shared.core import events
+from shared.serving.embedded import Dispatcher
+from shared.core.errors import SourceError
+from shared.serving.runtime import invoke
 from shared.sources import SourceEnv
 from shared.sources import http as web
-from shared.tenancy import new_job_id
+from shared.core.tenancy import new_job_id
 from tests.conftest import write_sales
 from tests.peers.rest_api import RestPeer
-from shared import lake
+from shared.storage import lake
 
 pytestmark = pytest.mark.integration
 

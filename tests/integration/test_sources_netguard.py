@@ -10,12 +10,13 @@ import httpx
 import pytest
 
 from functions.discover.handler import handle as discover_handle
-from shared import events, netguard
-from shared.errors import SourceError
-from shared.runtime import invoke
-from shared.settings import Settings
+from shared.core import events
+from shared.security import netguard
+from shared.core.errors import SourceError
+from shared.serving.runtime import invoke
+from shared.core.settings import Settings
 from shared.sources import SourceEnv, http as web, postgres, rest
-from shared.tenancy import new_job_id
+from shared.core.tenancy import new_job_id
 from tests.peers.rest_api import RestPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]

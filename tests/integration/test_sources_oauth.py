@@ -5,7 +5,7 @@ Microsoft Graph peer (tests/peers/msgraph_api.py: /shares/{id}/driveItem, childr
 and a Drive v3 peer (tests/peers/gdrive_api.py: files get/list/export, alt=media). The API
 peers accept only bearer tokens the authorization server issued and that have not expired.
 
-The pipeline runs in embedded mode (shared/embedded.py, as `udb run` does); the artifacts
+The pipeline runs in embedded mode (shared/serving/embedded.py, as `udb run` does); the artifacts
 function (its FunctionApp and routes) is served over real HTTP by werkzeug in a thread, so a
 "browser" (httpx following redirects) goes from the oauthUrl discover answered to the
 authorization server and back to `GET /oauth/callback`. The callback stores the tokens and
@@ -34,17 +34,20 @@ from werkzeug.serving import make_server
 from functions.artifacts.routes import ROUTES as ARTIFACT_ROUTES
 from functions.discover.handler import ROUTES as DISCOVER_ROUTES
 from functions.discover.handler import discover
-from shared import events, logs, oauth, runtime
-from shared.embedded import Dispatcher
-from shared.httpfn import FunctionApp
-from shared.secrets import LocalSecretStore
-from shared.settings import Settings
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.observability import logs
+from shared.sources import oauth
+from shared.serving import runtime
+from shared.serving.embedded import Dispatcher
+from shared.serving.httpfn import FunctionApp
+from shared.security.secrets import LocalSecretStore
+from shared.core.settings import Settings
+from shared.core.tenancy import new_job_id
 from tests.conftest import REPO, write_sales
 from tests.peers.gdrive_api import DrivePeer
 from tests.peers.msgraph_api import GraphPeer
 from tests.peers.oauth_server import GOOGLE_CLIENT, GOOGLE_SECRET, MS_CLIENT, OAuthPeer, QuietHandler
-from shared import lake
+from shared.storage import lake
 
 pytestmark = pytest.mark.integration
 
@@ -563,7 +566,7 @@ def test_discover_latency_with_a_token(peers, tmp_path, capsys):
 
 
 def test_udb_run_of_an_unauthorized_share_link_prints_where_to_sign_in(peers, tmp_path, monkeypatch, capsys):
-    from shared import cli
+    from frontends import cli
     monkeypatch.setenv("UDB_HOME", str(tmp_path / "udb"))
     monkeypatch.setenv("UDB_OAUTH_MS_CLIENT_ID", MS_CLIENT)
     monkeypatch.setenv("UDB_OAUTH_MS_AUTHORITY", f"{peers.auth.url}/ms")

@@ -17,17 +17,17 @@ import pytest
 
 from functions.discover.detect import detect
 from functions.discover.handler import handle as discover_handle
-from shared import events
-from shared.embedded import Dispatcher
-from shared.errors import SourceError
-from shared.runtime import invoke
-from shared.secrets import LocalSecretStore
+from shared.core import events
+from shared.serving.embedded import Dispatcher
+from shared.core.errors import SourceError
+from shared.serving.runtime import invoke
+from shared.security.secrets import LocalSecretStore
 from shared.sources import SourceEnv, redact, rest
 from shared.sources import http as web
-from shared.store import LocalStore, TenantStore
-from shared.tenancy import new_job_id
+from shared.storage.store import LocalStore, TenantStore
+from shared.core.tenancy import new_job_id
 from tests.peers.rest_api import RestPeer
-from shared import lake
+from shared.storage import lake
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,9 @@ from devstack import services
 from functions.discover.detect import detect
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
-from shared import events
-from shared.errors import SourceError, TransientError
-from shared.runtime import invoke
+from shared.core import events
+from shared.core.errors import SourceError, TransientError
+from shared.serving.runtime import invoke
 from shared.sources import files, module_for, postgres, redact, s3
 from tests.conftest import write_sales
 
@@ -251,7 +251,7 @@ def _with_udb_s3(settings, s3cfg, **more):
     """Contexts whose settings name the test MinIO as UDB's own object store."""
     from dataclasses import replace
 
-    from shared import runtime
+    from shared.serving import runtime
     settings = replace(settings, s3_endpoint=s3cfg.endpoint, s3_access_key=s3cfg.access_key,
                        s3_secret_key=s3cfg.secret_key, **more)
     return {f: runtime.start(f, settings) for f in ("discover", "sync")}
@@ -311,7 +311,7 @@ def test_s3_udb_own_bucket_is_never_a_source(monkeypatch, s3cfg, bucket, setting
 def test_s3_another_endpoint_in_options_keeps_its_key_secret(monkeypatch, s3cfg, bucket, settings):
     from dataclasses import replace
 
-    from shared import runtime
+    from shared.serving import runtime
     from shared.sources import SourceEnv
     # UDB's own store is not S3 here: the source's S3 comes only from the options.
     for name in ("UDB_S3_ENDPOINT", "UDB_S3_ACCESS_KEY", "UDB_S3_SECRET_KEY"):
@@ -391,7 +391,7 @@ def test_s3_endpoint_redirects_are_checked_by_the_ssrf_guard(settings, tmp_path)
     # it to a metadata service. Every connection goes through the guarded egress proxy instead.
     from dataclasses import replace
 
-    from shared import runtime
+    from shared.serving import runtime
     from shared.sources import SourceEnv
     metadata = http.server.ThreadingHTTPServer(("127.0.0.2", 0), _Metadata)
     _RedirectingS3.target = f"http://127.0.0.2:{metadata.server_address[1]}"
@@ -464,7 +464,7 @@ def pg_db(pg_server):
 @pytest.fixture
 def pg_env(tmp_path, monkeypatch):
     """Tenant acme's provider env: its own secret store, where discovery keeps the password."""
-    from shared.secrets import LocalSecretStore
+    from shared.security.secrets import LocalSecretStore
     from shared.sources import SourceEnv
     monkeypatch.delenv("PGPASSWORD", raising=False)
     return SourceEnv(tenant=TENANT, secrets=LocalSecretStore(tmp_path / "secrets"))

@@ -11,13 +11,14 @@ import pytest
 
 from devstack import services
 from functions.artifacts.routes import ROUTES
-from shared import events, runtime
-from shared.embedded import Dispatcher
-from shared.httpfn import FunctionApp
-from shared.settings import Settings
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.serving import runtime
+from shared.serving.embedded import Dispatcher
+from shared.serving.httpfn import FunctionApp
+from shared.core.settings import Settings
+from shared.core.tenancy import new_job_id
 from tests.conftest import REPO, write_sales
-from shared import lake
+from shared.storage import lake
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +100,7 @@ def discover_upload(dispatcher, tenant, hint, options=None) -> dict:
 
 def test_uploads_of_the_same_stem_never_collide_and_a_table_is_replaced_on_purpose(client, s3_settings, tenant,
                                                                                    tmp_path):
-    from shared import duck
+    from shared.storage import duck
     con = duck.connect(extensions=("excel",))
     xlsx = tmp_path / "x.xlsx"
     con.execute(f"COPY (SELECT i AS id, i * 2 AS twice FROM range(1, 31) t(i)) TO '{xlsx}' (FORMAT xlsx, HEADER true)")

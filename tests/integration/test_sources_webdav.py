@@ -11,13 +11,14 @@ import pytest
 
 from devstack import services
 from functions.discover.detect import detect
-from shared import duck, events
-from shared.embedded import Dispatcher
-from shared.errors import SourceError
+from shared.storage import duck
+from shared.core import events
+from shared.serving.embedded import Dispatcher
+from shared.core.errors import SourceError
 from shared.sources import SourceEnv, webdav
-from shared.tenancy import new_job_id
+from shared.core.tenancy import new_job_id
 from tests.conftest import write_sales
-from shared import lake
+from shared.storage import lake
 
 pytestmark = pytest.mark.integration
 

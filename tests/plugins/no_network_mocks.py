@@ -24,8 +24,8 @@ NETWORK_PACKAGES = ("httpx", "httpcore", "boto3", "botocore", "s3transfer", "aio
                     "ssl", "http.client", "urllib3", "requests", "psycopg", "psycopg2", "asyncpg",
                     "duckdb", "cloudevents.kafka")
 # UDB's own network entry points: every request, connection and resolution goes through these.
-UDB_NETWORK_MODULES = ("shared.netguard", "shared.egressproxy", "shared.s3store", "shared.jobevents",
-                       "shared.oauth", "shared.sources.http", "shared.sources.rest", "shared.sources.s3",
+UDB_NETWORK_MODULES = ("shared.security.netguard", "shared.security.egressproxy", "shared.storage.s3store", "shared.serving.jobevents",
+                       "shared.sources.oauth", "shared.sources.http", "shared.sources.rest", "shared.sources.s3",
                        "shared.sources.postgres", "shared.sources.webdav", "shared.sources.msgraph",
                        "shared.sources.gdrive", "devstack.broker")
 EXEMPT_MARKER = "unit"

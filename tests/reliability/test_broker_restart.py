@@ -16,8 +16,8 @@ import pytest
 from cloudevents.http import to_binary
 
 from devstack import services, stack
-from shared import events
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.core.tenancy import new_job_id
 from tests.stack_fixtures import auth_headers, broker_auth, sales_in_minio, wait_for_job
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
@@ -28,7 +28,7 @@ DELIVERY_BOUND_S = 10.0
 
 
 def jobs_started(function: str, tenant: str) -> float:
-    # GET /metrics needs the metrics or broker token (shared/auth.py) where the stack sets one.
+    # GET /metrics needs the metrics or broker token (shared/security/auth.py) where the stack sets one.
     text = httpx.get(stack.function_url(function) + "/metrics", headers=broker_auth(), timeout=5).text
     found = re.findall(rf'udb_jobs_started_total{{function="{function}",tenant="{tenant}"}} ([0-9.e+]+)', text)
     return float(found[0]) if found else 0.0

@@ -13,12 +13,12 @@ from functions.analyze.handler import handle as analyze
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
 from functions.writer.handler import handle as writer
-from shared import events
-from shared.runtime import invoke
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.serving.runtime import invoke
+from shared.core.tenancy import new_job_id
 from tests.conftest import write_sales
 from tests.stack_fixtures import broker_auth, broker_events, wait_for_job, wait_for_reports
-from shared import lake
+from shared.storage import lake
 
 pytestmark = pytest.mark.reliability
 

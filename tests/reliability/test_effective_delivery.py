@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from devstack.broker import Broker
-from shared import events, runtime
-from shared.routing import load_routes
-from shared.settings import Settings
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.serving import runtime
+from shared.core.routing import load_routes
+from shared.core.settings import Settings
+from shared.core.tenancy import new_job_id
 from tests.conftest import REPO
 from tests.function_server import serve
 from tests.peers.subscriber import Subscriber

@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from shared import auth
-from shared.ratelimit import live_jobs
-from shared.settings import Settings
-from shared.store import TenantStore, open_store
+from shared.security import auth
+from shared.security.ratelimit import live_jobs
+from shared.core.settings import Settings
+from shared.storage.store import TenantStore, open_store
 from tests.conftest import write_sales
 from tests.function_server import JWT_SECRET, free_port, serve
 

@@ -17,8 +17,8 @@ from aiokafka.structs import TopicPartition
 from cloudevents.http import to_binary
 
 from devstack import services, stack
-from shared import events
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.core.tenancy import new_job_id
 from tests.conftest import write_sales
 from tests.stack_fixtures import broker_auth, wait_for_job
 from tests.stack_fixtures import stack_lake

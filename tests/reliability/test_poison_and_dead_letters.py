@@ -13,8 +13,8 @@ import pytest
 from cloudevents.http import to_binary
 
 from devstack import stack
-from shared import events
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.core.tenancy import new_job_id
 from tests.conftest import write_sales
 from tests.stack_fixtures import broker_auth, topic_records, wait_for_job
 

@@ -13,9 +13,11 @@ import time
 import pytest
 
 from functions.reports import handler as reports
-from shared import duck, events, jobindex, runtime
-from shared.settings import Settings
-from shared import lake
+from shared.storage import duck, jobindex
+from shared.core import events
+from shared.serving import runtime
+from shared.core.settings import Settings
+from shared.storage import lake
 
 pytestmark = [pytest.mark.reliability]
 TENANT, JOB = "wide", "job-00000000000000e4"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bench.wide_table import REPO, measure, run_pipeline, value, write_wide_csv
-from shared import lake
-from shared.store import LocalStore, TenantStore
+from shared.storage import lake
+from shared.storage.store import LocalStore, TenantStore
 
 pytestmark = pytest.mark.reliability
 
@@ -24,9 +24,9 @@ TABLE = "wide__wide"
 # One analysis of the loaded warehouse, as the dispatcher runs it after a load.
 ANALYZE = """
 import sys
-from shared import events
-from shared.embedded import Dispatcher
-from shared.settings import Settings
+from shared.core import events
+from shared.serving.embedded import Dispatcher
+from shared.core.settings import Settings
 Dispatcher(Settings.from_env()).publish(events.make_event(
     events.ANALYZE_REQUESTED, {}, tenant="demo", job_id=sys.argv[1], function="test"))
 """
@@ -45,7 +45,7 @@ def wide_csv(tmp_path_factory) -> Path:
 def loaded_home(wide_csv, tmp_path_factory) -> Path:
     """A UDB home whose warehouse holds the wide table (loaded once, not analysed)."""
     home = tmp_path_factory.mktemp("loaded")
-    result = measure([sys.executable, "-m", "shared.cli", "run", str(wide_csv), "--no-analyze"],
+    result = measure([sys.executable, "-m", "frontends.cli", "run", str(wide_csv), "--no-analyze"],
                      {"UDB_HOME": str(home), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, 300)
     assert result["returncode"] == 0, result["output"]
     return home

@@ -10,8 +10,8 @@ from datetime import datetime
 import pytest
 
 from devstack import services, stack
-from shared import events
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.core.tenancy import new_job_id
 from tests.reliability.test_broker_restart import jobs_started
 from tests.reliability.test_writer_crashes import post
 from tests.stack_fixtures import sales_in_minio, wait_for_job

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from functions_framework import create_app
 
-from shared import runtime
-from shared.auth import KeyStore
-from shared.settings import Settings
+from shared.serving import runtime
+from shared.security.auth import KeyStore
+from shared.core.settings import Settings
 from tests.conftest import REPO
 
 JWT_SECRET = "test-secret-" + "x" * 40

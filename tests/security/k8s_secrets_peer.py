@@ -1,5 +1,5 @@
 """A test peer speaking the subset of the Kubernetes Secrets API (core/v1) that
-`shared.secrets.KubernetesSecretStore` uses, over TLS with a bearer token — as the API server
+`shared.security.secrets.KubernetesSecretStore` uses, over TLS with a bearer token — as the API server
 answers a pod's service account:
 
     GET   /api/v1/namespaces/{ns}/secrets/{name}          200 Secret | 404 Status

@@ -11,8 +11,10 @@ import time
 import pytest
 from cloudevents.http import CloudEvent, to_binary
 
-from shared import auth, cli, events
-from shared.settings import Settings
+from shared.security import auth
+from frontends import cli
+from shared.core import events
+from shared.core.settings import Settings
 from tests.security.conftest import JWT_SECRET, bearer, new_key
 
 pytestmark = pytest.mark.security
@@ -43,7 +45,7 @@ def test_udb_auth_defaults_to_off_only_in_embedded_mode(mode, value, expected):
 
 
 def test_bad_auth_settings_are_named():
-    from shared.errors import ValidationError
+    from shared.core.errors import ValidationError
     with pytest.raises(ValidationError) as info:
         Settings.from_env(env={"UDB_AUTH": "maybe", "UDB_JWT_SECRET": "short"})
     assert set(info.value.problems) == {"UDB_AUTH", "UDB_JWT_SECRET"}
@@ -104,7 +106,7 @@ def test_the_role_table_is_one_table_that_names_every_route():
         for method, prefix, _ in app.routes:
             if not auth.listed(method, prefix):
                 unlisted.append(f"{function}: {method} {prefix}")
-    assert unlisted == [], "routes missing from shared/auth.py ROUTE_ROLES (they would need admin)"
+    assert unlisted == [], "routes missing from shared/security/auth.py ROUTE_ROLES (they would need admin)"
 
 
 def test_missing_bad_unknown_and_revoked_credentials_get_401(app_for):

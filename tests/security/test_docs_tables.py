@@ -1,12 +1,12 @@
 """docs/security.md shows the action -> role table and the event -> role table as they are in
-shared/auth.py: one table, in code, mirrored in the docs."""
+shared/security/auth.py: one table, in code, mirrored in the docs."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from shared import auth
+from shared.security import auth
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.security

@@ -1,4 +1,4 @@
-"""The guarded egress proxy (shared/egressproxy.py) that DuckDB and boto3 use for an S3 named in a
+"""The guarded egress proxy (shared/security/egressproxy.py) that DuckDB and boto3 use for an S3 named in a
 hint: every destination, CONNECT or plain http, is checked by the SSRF guard before connecting."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from shared.egressproxy import EgressProxy
-from shared.settings import Settings
+from shared.security.egressproxy import EgressProxy
+from shared.core.settings import Settings
 
 pytestmark = pytest.mark.security
 

@@ -13,7 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from shared import auth
+from shared.security import auth
 from tests.function_server import serve
 
 pytestmark = pytest.mark.security

@@ -15,9 +15,10 @@ import pytest
 from cloudevents.http import CloudEvent, from_http, to_binary, to_structured
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
-from shared import auth, events, limits, sqlguard
-from shared.errors import InputError, ValidationError
-from shared.pii import IBAN_LENGTHS
+from shared.security import auth, limits, sqlguard
+from shared.core import events
+from shared.core.errors import InputError, ValidationError
+from shared.security.pii import IBAN_LENGTHS
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.security
@@ -191,8 +192,8 @@ def test_schema_validation_names_problems_and_never_raises(event_type, data):
 def artifacts_client(tmp_path_factory):
     """The artifacts function's real functions-framework app, authentication on."""
     from functions_framework import create_app
-    from shared import runtime
-    from shared.settings import Settings
+    from shared.serving import runtime
+    from shared.core.settings import Settings
     mp = pytest.MonkeyPatch()
     home = tmp_path_factory.mktemp("fuzz-home")
     for name, value in {"UDB_HOME": str(home), "UDB_LOG_LEVEL": "CRITICAL", "UDB_AUTH": "on",
@@ -320,7 +321,7 @@ def test_the_zip_check_refuses_garbage_with_its_own_error(data, real_zip):
 # ---------------------------------------------------------------- PII masking
 
 def _luhn_completed(body: str) -> str:
-    from shared.pii import luhn_ok
+    from shared.security.pii import luhn_ok
     return next(body + d for d in "0123456789" if luhn_ok(body + d))
 
 
@@ -343,7 +344,7 @@ def test_pii_masking_hides_every_valid_card_and_iban_in_any_text(before, value, 
     """A Luhn-valid card number (13-19 digits, contiguous or printed in groups of four) or an
     IBAN with valid check digits (electronic or print form), anywhere in text, never survives
     mask_text; the text around it does; masking again changes nothing."""
-    from shared.pii import mask_text
+    from shared.security.pii import mask_text
     COUNTS["pii_mask"] += 1
     shown = value
     if separator and value[:2].isdigit() and len(value) in (16, 19):
@@ -361,7 +362,7 @@ def test_pii_masking_hides_every_valid_card_and_iban_in_any_text(before, value, 
 @given(st.text(max_size=120), st.text("0123456789 -", min_size=13, max_size=25))
 def test_pii_masking_never_raises_and_keeps_numbers_that_fail_every_check(text, digits):
     """Any text: a string back, idempotent. A number of 13-19 digits that fails Luhn is kept."""
-    from shared.pii import card_number_ok, mask_text, value_kind
+    from shared.security.pii import card_number_ok, mask_text, value_kind
     COUNTS["pii_any_text"] += 1
     masked = mask_text(text)
     assert isinstance(masked, str) and mask_text(masked) == masked

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from shared import events
-from shared.embedded import Dispatcher
-from shared.errors import NotFound
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.serving.embedded import Dispatcher
+from shared.core.errors import NotFound
+from shared.core.tenancy import new_job_id
 from tests.conftest import REPO, write_sales
 from tests.security.conftest import bearer, new_key
 
@@ -124,11 +124,11 @@ def test_events_naming_another_tenants_source_job_or_tables_fail_in_their_own_te
 
 # Every place that touches the object store outside a tenant's view (TenantStore), and why.
 RAW_STORE_ACCESS = {
-    "shared/runtime.py": "builds the context and TenantStore views over the store",
-    "shared/embedded.py": "shares the store between the embedded contexts",
-    "shared/httpfn.py": "/readyz pings the store",
-    "shared/auth.py": "API key records at auth/keys/<key_id>.json: looked up before the tenant is known",
-    "shared/links.py": "the link generation at auth/links/<tenant>.json (tenant validated): checked beside "
+    "shared/serving/runtime.py": "builds the context and TenantStore views over the store",
+    "shared/serving/embedded.py": "shares the store between the embedded contexts",
+    "shared/serving/httpfn.py": "/readyz pings the store",
+    "shared/security/auth.py": "API key records at auth/keys/<key_id>.json: looked up before the tenant is known",
+    "shared/security/links.py": "the link generation at auth/links/<tenant>.json (tenant validated): checked beside "
                        "the key records, outside tenants/ so no tenant write can change it",
     "functions/writer/handler.py": "the writer lease at locks/<t>/warehouse.lease (lease_key validates t)",
     "functions/artifacts/admin.py": "retention prune over tenants/*/{staging,artifacts}/ (or one tenant's)",
@@ -136,8 +136,8 @@ RAW_STORE_ACCESS = {
                                       "letters are read and claimed through the tenant's TenantStore",
     "functions/artifacts/schedules_api.py": "the schedule tick over tenants/*/schedules/ (or one tenant's): "
                                             "slot markers beside each schedule, the sync sent for that tenant",
-    "shared/cli.py": "`udb schedule run`: the same tick, embedded",
-    "shared/mcp_server.py": "the MCP server (`udb mcp`): verifies the caller's credential against auth/keys/, "
+    "frontends/cli.py": "`udb schedule run`: the same tick, embedded",
+    "frontends/mcp_server.py": "the MCP server (`udb mcp`): verifies the caller's credential against auth/keys/, "
                             "then reads only through TenantStore views of the caller's tenant",
 }
 
@@ -148,7 +148,7 @@ def _raw_store_users() -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
     for path in sorted((REPO / "shared").rglob("*.py")) + sorted((REPO / "functions").rglob("*.py")):
         rel = path.relative_to(REPO).as_posix()
-        if rel in ("shared/store.py", "shared/s3store.py"):
+        if rel in ("shared/storage/store.py", "shared/storage/s3store.py"):
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -174,8 +174,8 @@ def test_every_raw_store_access_is_a_documented_exception():
 
 
 def test_the_lease_key_is_per_tenant_and_validated():
-    from shared.errors import InputError
-    from shared.lease import lease_key
+    from shared.core.errors import InputError
+    from shared.storage.lease import lease_key
     assert lease_key(A) == "locks/acme/warehouse.lease"
     for bad in ("../acme", "acme/../x", "", "A"):
         with pytest.raises(InputError):
@@ -188,8 +188,8 @@ def test_a_tenant_cannot_point_discover_at_the_functions_own_files(settings, sal
     from dataclasses import replace
 
     from functions.discover.handler import handle as discover_handle
-    from shared import runtime
-    from shared.runtime import invoke
+    from shared.serving import runtime
+    from shared.serving.runtime import invoke
     ctx = runtime.start("discover", replace(settings, mode="stack"))
     secret_file = Path(settings.home) / "secrets" / "pgpass"
     secret_file.parent.mkdir(parents=True, exist_ok=True)
@@ -207,8 +207,8 @@ def test_a_tenant_cannot_point_discover_at_the_functions_own_files(settings, sal
 def test_file_roots_admit_one_folder_and_nothing_outside_it(settings, sales_csv, tmp_path):
     from dataclasses import replace
 
-    from shared import limits
-    from shared.errors import SourceError
+    from shared.security import limits
+    from shared.core.errors import SourceError
     rooted = replace(settings, mode="stack", file_roots=str(sales_csv.parent))
     limits.check_local_hint(str(sales_csv), rooted)
     limits.check_local_hint(f"file://{sales_csv}", rooted)

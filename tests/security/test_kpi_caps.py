@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from functions.analyze import kpis
-from functions.analyze.kpi_defs import KpiDefinitions, warehouse_tables
-from shared import events
-from shared.embedded import Dispatcher
-from shared.settings import Settings
-from shared.store import TenantStore, open_store
-from shared.tenancy import new_job_id
+from shared.analysis.kpi_defs import KpiDefinitions, warehouse_tables
+from shared.core import events
+from shared.serving.embedded import Dispatcher
+from shared.core.settings import Settings
+from shared.storage.store import TenantStore, open_store
+from shared.core.tenancy import new_job_id
 from tests.conftest import REPO
 from tests.security.artifacts_process import artifacts_process
 

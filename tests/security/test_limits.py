@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shared import events, limits
-from shared.embedded import Dispatcher
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.security import limits
+from shared.serving.embedded import Dispatcher
+from shared.core.tenancy import new_job_id
 from tests.security.conftest import bearer, new_key
 
 pytestmark = pytest.mark.security
@@ -219,7 +220,7 @@ def test_request_bodies_above_their_cap_get_413(app_for):
     # Chunked (no Content-Length; the server marks the stream terminated, as gunicorn does):
     # the cap applies while the body is read.
     from flask import Request
-    from shared.auth import Gatekeeper
+    from shared.security.auth import Gatekeeper
     body = b'{"hint": "' + b"y" * 5000 + b'"}'
     request = Request({"REQUEST_METHOD": "POST", "PATH_INFO": "/sources/discover_connect", "SERVER_NAME": "x",
                        "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),

@@ -14,7 +14,7 @@ import yaml
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 from hypothesis import HealthCheck, settings
 
-from shared import auth
+from shared.security import auth
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.security
@@ -77,8 +77,8 @@ def artifacts_app(tmp_path_factory):
     """(the real artifacts app, authentication on, tenant acme holding a job and its artifacts;
     an analyst key of acme)."""
     from functions_framework import create_app
-    from shared import runtime
-    from shared.settings import Settings
+    from shared.serving import runtime
+    from shared.core.settings import Settings
     mp = pytest.MonkeyPatch()
     home = tmp_path_factory.mktemp("schemathesis-home")
     for name, value in {"UDB_HOME": str(home), "UDB_LOG_LEVEL": "CRITICAL", "UDB_AUTH": "on",

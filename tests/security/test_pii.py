@@ -1,4 +1,4 @@
-"""PII masking (shared/pii.py, issue 5): the policy's cases, and every artifact of a job over a
+"""PII masking (shared/security/pii.py, issue 5): the policy's cases, and every artifact of a job over a
 table full of personal data — profile, top-k values, ydata-profiling and Evidently reports,
 KPIs, charts, summary — searched for each raw value."""
 from __future__ import annotations
@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from shared import events, pii
-from shared.embedded import Dispatcher
-from shared.settings import Settings
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.security import pii
+from shared.serving.embedded import Dispatcher
+from shared.core.settings import Settings
+from shared.core.tenancy import new_job_id
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.security

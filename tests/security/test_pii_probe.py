@@ -12,15 +12,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from functions.analyze.kpi_defs import KpiDefinitions, warehouse_tables
+from shared.analysis.kpi_defs import KpiDefinitions, warehouse_tables
 from functions.analyze.kpis import PersonalColumns, open_kpi_connection, run_kpi
 from functions.analyze.profile import profile_table
-from shared import events, pii
-from shared.embedded import Dispatcher
-from shared.pii_lineage import personal_outputs
-from shared.settings import Settings
-from shared.store import TenantStore, open_store
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.security import pii
+from shared.serving.embedded import Dispatcher
+from shared.security.pii_lineage import personal_outputs
+from shared.core.settings import Settings
+from shared.storage.store import TenantStore, open_store
+from shared.core.tenancy import new_job_id
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.security

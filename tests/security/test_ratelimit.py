@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared import events, ratelimit
-from shared.embedded import Dispatcher
+from shared.core import events
+from shared.security import ratelimit
+from shared.serving.embedded import Dispatcher
 from tests.security.conftest import bearer, new_key
 
 pytestmark = pytest.mark.security

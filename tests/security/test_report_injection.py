@@ -28,10 +28,10 @@ import httpx
 import pytest
 
 from functions.artifacts.handler import CHART_CSP, SANDBOX_CSP
-from shared import events
-from shared.embedded import Dispatcher
-from shared.settings import Settings
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.serving.embedded import Dispatcher
+from shared.core.settings import Settings
+from shared.core.tenancy import new_job_id
 from tests.conftest import REPO
 from tests.security.artifacts_process import artifacts_process
 
@@ -280,7 +280,7 @@ def test_summary_markdown_shows_payloads_as_text_in_a_markdown_renderer(hostile_
     default "commonmark" preset has html on): the payloads come out as text, never as tags."""
     from markdown_it import MarkdownIt
 
-    from shared.store import TenantStore, open_store
+    from shared.storage.store import TenantStore, open_store
 
     settings, job_id, payloads, _ = hostile_job
     store = TenantStore(open_store(settings), TENANT)

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from shared import auth
-from shared.settings import Settings
-from shared.store import TenantStore, open_store
+from shared.security import auth
+from shared.core.settings import Settings
+from shared.storage.store import TenantStore, open_store
 from tests.function_server import BROKER_TOKEN, JWT_SECRET, free_port, serve
 
 pytestmark = pytest.mark.security

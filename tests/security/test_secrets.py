@@ -16,11 +16,12 @@ import psycopg
 import pytest
 from cloudevents.http import to_structured
 
-from shared import events, logs, metrics
-from shared.embedded import Dispatcher
-from shared.errors import InputError, NotFound, TransientError
-from shared.secrets import KubernetesSecretStore, LocalSecretStore
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.observability import logs, metrics
+from shared.serving.embedded import Dispatcher
+from shared.core.errors import InputError, NotFound, TransientError
+from shared.security.secrets import KubernetesSecretStore, LocalSecretStore
+from shared.core.tenancy import new_job_id
 from tests.security.k8s_secrets_peer import SecretsPeer
 
 pytestmark = pytest.mark.security
@@ -287,7 +288,7 @@ def test_a_rest_token_or_url_password_reaches_no_event_log_document_or_artifact(
 
 
 def test_udb_run_keeps_the_password_out_of_the_job_document(settings, monkeypatch, pg_source, capsys):
-    from shared import cli
+    from frontends import cli
     dsn, password, _ = pg_source
     monkeypatch.setenv("UDB_HOME", str(settings.home))
     assert cli.main(["run", dsn, "--tenant", "acme", "--no-analyze"]) == 0

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from itsdangerous import Signer
 
-from shared import auth
+from shared.security import auth
 from tests.function_server import BROKER_TOKEN, JWT_SECRET, free_port, serve
 
 pytestmark = pytest.mark.security

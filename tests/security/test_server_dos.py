@@ -165,7 +165,7 @@ def test_anonymous_floods_are_limited_per_address(tmp_path):
 
 
 def test_callers_with_credentials_get_the_same_deadline_and_caps(tmp_path):
-    from shared import auth
+    from shared.security import auth
     from tests.function_server import JWT_SECRET
     token = auth.mint_jwt(JWT_SECRET, "acme", "analyst")
     with serve("discover", tmp_path / "home", UDB_BODY_TIMEOUT_SECONDS=2, UDB_MAX_BODY_BYTES=100_000) as server:

@@ -1,4 +1,4 @@
-"""Signed report links (shared/links.py) against the real artifacts function process.
+"""Signed report links (shared/security/links.py) against the real artifacts function process.
 
 A real job is analysed embedded into a local store; the artifacts function runs on that store as
 its own functions-framework process on 127.0.0.1 with authentication on. GET /status/{jobId}
@@ -24,10 +24,12 @@ import httpx
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from shared.charts import find_chromium
-from shared import auth, cli, links, runtime
-from shared.settings import Settings
-from shared.tenancy import new_job_id
+from shared.analysis.charts import find_chromium
+from shared.security import auth, links
+from frontends import cli
+from shared.serving import runtime
+from shared.core.settings import Settings
+from shared.core.tenancy import new_job_id
 from tests.conftest import REPO, write_sales
 from tests.e2e.test_report_page import open_pages
 
@@ -145,7 +147,7 @@ def test_udb_run_and_the_mcp_status_tool_give_links_that_open(served):
     page = _get(url)
     assert page.status_code == 200 and f"UDB analysis {served['acme_job']}" in page.text
 
-    from shared import mcp_server
+    from frontends import mcp_server
 
     settings = Settings.from_env(env={k: v for k, v in served["env"].items() if k.startswith("UDB_")})
     udb = mcp_server.UDB(settings)  # the embedded backend, on the same store

@@ -24,8 +24,8 @@ from devstack import services
 from functions.discover.detect import detect, probe_postgres
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
-from shared import events
-from shared.runtime import invoke
+from shared.core import events
+from shared.serving.runtime import invoke
 from shared.sources import postgres
 
 pytestmark = pytest.mark.security
@@ -235,7 +235,7 @@ def tenant_s3(settings, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     import duckdb
 
-    from shared import duck
+    from shared.storage import duck
     host = duckdb.connect()
     duck.load(host, "httpfs")
     host.execute(f"CREATE PERSISTENT SECRET host_key (TYPE s3, KEY_ID '{HOST_DUCKDB_KEY}', SECRET 'x', "
@@ -243,7 +243,7 @@ def tenant_s3(settings, tmp_path, monkeypatch):
     host.close()
     assert (tmp_path / "home" / ".duckdb" / "stored_secrets" / "host_key.duckdb_secret").is_file()
 
-    from shared.secrets import LocalSecretStore
+    from shared.security.secrets import LocalSecretStore
     from shared.sources import SourceEnv
     allowed = replace(settings, net_allowlist="127.0.0.1")
     store = LocalSecretStore(tmp_path / "secrets")
@@ -345,7 +345,7 @@ class _HostileDav(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_propfind_answer_with_entities_or_a_dtd_is_refused(tmp_path):
-    from shared.errors import SourceError
+    from shared.core.errors import SourceError
     from shared.sources import SourceEnv, webdav
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileDav)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -385,8 +385,8 @@ def minio():
 def test_udbs_own_minio_is_refused_however_its_endpoint_is_spelled(minio, settings, tmp_path):
     import uuid
 
-    from shared.errors import SourceError
-    from shared.secrets import LocalSecretStore
+    from shared.core.errors import SourceError
+    from shared.security.secrets import LocalSecretStore
     from shared.sources import SourceEnv, s3
     endpoint, user, password = minio
     port = endpoint.rsplit(":", 1)[1]

@@ -1,11 +1,11 @@
-"""The SQL guard (shared/sqlguard.py, issue 5) against an attack list, and the locked-down KPI
+"""The SQL guard (shared/security/sqlguard.py, issue 5) against an attack list, and the locked-down KPI
 connection behind it (defence in depth: a query the guard missed still reaches nothing)."""
 from __future__ import annotations
 
 import duckdb
 import pytest
 
-from shared import sqlguard
+from shared.security import sqlguard
 
 pytestmark = pytest.mark.security
 TABLES = ["sales", "Orders"]

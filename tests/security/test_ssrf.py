@@ -1,4 +1,4 @@
-"""The SSRF guard (shared/netguard.py, issue 4), attacked the ways an address can be disguised:
+"""The SSRF guard (shared/security/netguard.py, issue 4), attacked the ways an address can be disguised:
 integer, octal and hex IPv4, short forms, IPv6 and IPv4-mapped literals, names that resolve to
 loopback, userinfo tricks, and redirects from an admitted host to the metadata service — and
 a refusal is a failed job at discover and at sync."""
@@ -10,10 +10,11 @@ import pytest
 
 from functions.discover.handler import handle as discover_handle
 from functions.sync.handler import handle as sync_handle
-from shared import events, netguard
-from shared.errors import SourceError
-from shared.runtime import invoke
-from shared.tenancy import new_job_id
+from shared.core import events
+from shared.security import netguard
+from shared.core.errors import SourceError
+from shared.serving.runtime import invoke
+from shared.core.tenancy import new_job_id
 from tests.peers.rest_api import RestPeer
 
 pytestmark = pytest.mark.security

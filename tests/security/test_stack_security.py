@@ -11,8 +11,8 @@ import pytest
 from cloudevents.http import CloudEvent, to_binary
 
 from devstack import services, stack
-from shared import bindings, events
-from shared.tenancy import new_job_id
+from shared.core import bindings, events
+from shared.core.tenancy import new_job_id
 from tests.stack_fixtures import auth_headers, broker_auth, sales_in_minio, topic_records, wait_for_job
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]

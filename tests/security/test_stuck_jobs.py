@@ -8,10 +8,10 @@ import time
 import httpx
 import pytest
 
-from shared import auth
-from shared.ratelimit import live_jobs
-from shared.settings import Settings
-from shared.store import TenantStore, open_store
+from shared.security import auth
+from shared.security.ratelimit import live_jobs
+from shared.core.settings import Settings
+from shared.storage.store import TenantStore, open_store
 from tests.function_server import JWT_SECRET, serve
 
 pytestmark = pytest.mark.security

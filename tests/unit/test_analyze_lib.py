@@ -486,7 +486,7 @@ def test_kpis_run_on_the_locked_connection(tmp_path):
 
 def test_custom_chart_types_and_png_without_chromium():
     from functions.reports.pngs import render_pngs
-    from shared.charts import chart_figure, find_chromium
+    from shared.analysis.charts import chart_figure, find_chromium
 
     result = {"columns": ["region", "a", "b"], "rows": [["x", 1, 2], ["y", 3, 4]], "row_count": 2, "truncated": True}
     for kind in ("bar", "line", "scatter", "pie"):
@@ -503,7 +503,7 @@ def test_custom_chart_types_and_png_without_chromium():
 
 def test_drift_reference_cache(tmp_path, con):
     from functions.reports.engines import reference_frame
-    from shared.store import LocalStore, TenantStore
+    from shared.storage.store import LocalStore, TenantStore
 
     store = TenantStore(LocalStore(tmp_path / "store"), "acme")
     con.execute("CREATE OR REPLACE TABLE ref AS SELECT * FROM sales")

@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from functions.analyze import kpis, profile
-from shared import events, runtime
-from shared.bounds import Bound, BoundExceeded, bounded_duckdb_memory, parse_size_mb
-from shared.errors import JobFailed, TransientError, is_transient
-from shared.routing import _DURATION_RE
-from shared.settings import Settings
+from shared.core import events
+from shared.serving import runtime
+from shared.serving.bounds import Bound, BoundExceeded, bounded_duckdb_memory, parse_size_mb
+from shared.core.errors import JobFailed, TransientError, is_transient
+from shared.core.routing import _DURATION_RE
+from shared.core.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -191,7 +192,7 @@ def test_transient_or_deterministic():
 
 
 def _broken(event, ctx):
-    from shared import telemetry
+    from shared.observability import telemetry
     with telemetry.stage("render", table="sales"):
         raise ValueError("Too many bins for data range")
 

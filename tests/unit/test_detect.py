@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from functions.discover.detect import AMBIGUITY_MARGIN, detect
-from shared.errors import SourceError
+from shared.core.errors import SourceError
 from shared.sources import module_for, redact, rest, upload
 
 pytestmark = pytest.mark.unit

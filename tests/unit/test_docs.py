@@ -9,14 +9,14 @@ The convention (CONTRIBUTING.md, "Docs"):
   inherited (so embedded mode, data under `./.udb`), within RUNNABLE_TIMEOUT seconds; it must
   exit 0. Keep such blocks cheap and offline.
 - Every `udb ...` command in a shell block (bash, sh, console or unlabelled) parses against the
-  real CLI parser (`shared/cli.py`). Synopsis notation is allowed: `[optional]` parts and
+  real CLI parser (`frontends/cli.py`). Synopsis notation is allowed: `[optional]` parts and
   `a|b|c` alternatives (the first is tried).
 - Every `just <recipe>` in a shell block or an inline code span names a recipe of the justfile.
 - `python` blocks compile, `json` blocks parse, `yaml` blocks parse, `mermaid` blocks name a
   diagram type.
 - An inline code span naming a path under one of the repository's top-level folders (no `<...>`,
-  `*` or `{...}` in it) names a path that exists; `shared/runtime.invoke` names a name defined in
-  `shared/runtime.py`.
+  `*` or `{...}` in it) names a path that exists; `shared/serving/runtime.invoke` names a name defined in
+  `shared/serving/runtime.py`.
 - The newest release in CHANGELOG.md is the version in pyproject.toml.
 
 No network, no services: a few seconds in all.
@@ -263,7 +263,7 @@ class _Parsed(Exception):
 
 def parse_with_cli(argv: list[str], monkeypatch) -> str | None:
     """None when `udb <argv>` parses with the real CLI parser; else argparse's complaint."""
-    from shared import cli
+    from frontends import cli
 
     original = argparse.ArgumentParser.parse_args
 
@@ -310,7 +310,7 @@ def path_problems(doc: Path) -> list[str]:
             if not re.fullmatch(rf"(?:{'|'.join(PATH_ROOTS)})/[\w./-]*", token) or ".." in token:
                 continue
             module, _, attribute = token.rpartition(".")
-            # `shared/runtime.invoke` names a function of shared/runtime.py.
+            # `shared/serving/runtime.invoke` names a function of shared/serving/runtime.py.
             source = ROOT / f"{module}.py"
             as_attribute = (bool(module) and attribute.isidentifier() and source.exists()
                             and re.search(rf"\b{attribute}\b", source.read_text()) is not None)
@@ -437,10 +437,10 @@ def test_checker_reads_blocks_links_and_commands(tmp_path, monkeypatch):
     assert link_problems(doc) == [] and path_problems(doc) == []
     broken = tmp_path / "broken.md"
     broken.write_text("# Top\n\n[a](missing.md), [b](x.md#nowhere), [c](#top), [d](https://example.com)\n"
-                      "`shared/no_such.py`, `shared/runtime.no_such_name`, `tenants/<t>/jobs/`\n")
+                      "`shared/no_such.py`, `shared/serving/runtime.no_such_name`, `tenants/<t>/jobs/`\n")
     assert link_problems(broken) == [f"{broken}:3: link to 'missing.md': no missing.md",
                                      f"{broken}:3: link to 'x.md#nowhere': no heading #nowhere in x.md"]
     assert path_problems(broken) == [f"{broken}:4: `shared/no_such.py` does not exist",
-                                     f"{broken}:4: `shared/runtime.no_such_name` does not exist"]
+                                     f"{broken}:4: `shared/serving/runtime.no_such_name` does not exist"]
     assert slug("The stack on one machine") == "the-stack-on-one-machine"
     assert slug("`udb` and the HTTP interface (v2)") == "udb-and-the-http-interface-v2"

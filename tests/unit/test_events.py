@@ -7,9 +7,9 @@ import json
 import jsonschema
 from cloudevents.http import CloudEvent
 
-from shared import events
-from shared.errors import InputError, ValidationError
-from shared.events import (DISCOVER_REQUESTED, EVENT_TYPES, JOB_FAILED, SCHEMA_DIR, TRACEPARENT_RE,
+from shared.core import events
+from shared.core.errors import InputError, ValidationError
+from shared.core.events import (DISCOVER_REQUESTED, EVENT_TYPES, JOB_FAILED, SCHEMA_DIR, TRACEPARENT_RE,
                            check_event, child_traceparent, event_data, flag, make_event, schema_problems,
                            trace_id_of)
 

@@ -9,9 +9,10 @@ import pytest
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
 from functions.writer.handler import handle as writer
-from shared import events, lake
-from shared.errors import ValidationError
-from shared.runtime import invoke
+from shared.core import events
+from shared.storage import lake
+from shared.core.errors import ValidationError
+from shared.serving.runtime import invoke
 from tests.conftest import write_sales
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,8 @@ import pytest
 from cloudevents.http import from_http, to_binary, to_structured
 from functions_framework import create_app
 
-from shared import events, runtime
+from shared.core import events
+from shared.serving import runtime
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit

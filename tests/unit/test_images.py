@@ -155,7 +155,7 @@ def test_image_python_matches_the_lock():
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_copied_sources_import_the_function(function, tmp_path):
     copied = gen.copy_sources(function, REPO, tmp_path)
-    assert f"functions/{function}/main.py" in copied and "shared/schemas/job.json" in copied
+    assert f"functions/{function}/main.py" in copied and "shared/core/schemas/job.json" in copied
     other = {f for f in FUNCTIONS if f != function and any(c.startswith(f"functions/{f}/") for c in copied)}
     # Only artifacts borrows another function's modules (the KPI definitions of analyze).
     assert other <= ({"analyze"} if function == "artifacts" else set())

@@ -7,10 +7,10 @@ import threading
 
 import jsonschema
 
-from shared.errors import InputError, NotFound
-from shared.events import SCHEMA_DIR
-from shared.jobs import STATES, Jobs, apply_state, can_move, new_job, stage_seconds
-from shared.store import LocalStore, TenantStore
+from shared.core.errors import InputError, NotFound
+from shared.core.events import SCHEMA_DIR
+from shared.storage.jobs import STATES, Jobs, apply_state, can_move, new_job, stage_seconds
+from shared.storage.store import LocalStore, TenantStore
 
 JOB = "job-0123456789abcdef"
 PIPELINE = ["requested", "discovering", "discovered", "syncing", "staged", "loading", "loaded",

@@ -1,4 +1,4 @@
-"""The warehouse as a DuckLake (shared/lake.py), on a real LocalStore: the writer registers staged
+"""The warehouse as a DuckLake (shared/storage/lake.py), on a real LocalStore: the writer registers staged
 parts as data files, appends and merges, keeps loads idempotent, time-travels for the drift
 reference, migrates an old warehouse.duckdb, and prune expires, compacts and sweeps orphans."""
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pytest
 from functions.analyze import kpis
 from functions.artifacts.admin import prune
 from functions.writer.handler import handle as writer
-from shared import duck, events, lake
-from shared.errors import NotFound
-from shared.runtime import invoke
+from shared.storage import duck, lake
+from shared.core import events
+from shared.core.errors import NotFound
+from shared.serving.runtime import invoke
 
 pytestmark = pytest.mark.unit
 TENANT = "acme"
@@ -227,7 +228,7 @@ def test_readers_say_when_a_tenant_has_no_lake(ctx_for):
 
 
 def test_the_kpi_guard_keeps_tenant_sql_off_the_lakes_catalog_and_history():
-    from shared import sqlguard
+    from shared.security import sqlguard
     rejected = {
         "SELECT * FROM ducklake_list_files('lake', 't')":
             "table function ducklake_list_files() is not allowed (allowed: generate_series, range, unnest)",

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from shared import lease
-from shared.errors import TransientError
-from shared.store import LocalStore
+from shared.storage import lease
+from shared.core.errors import TransientError
+from shared.storage.store import LocalStore
 
 pytestmark = pytest.mark.unit
 
@@ -66,8 +66,8 @@ def test_an_expired_lease_is_lost_even_when_the_heartbeat_could_not_run(store):
 HOLD = """
 import sys, time
 from pathlib import Path
-from shared import lease
-from shared.store import LocalStore
+from shared.storage import lease
+from shared.storage.store import LocalStore
 lease.acquire(LocalStore(Path(sys.argv[1])), "acme", seconds=60, wait=0)
 print("held", flush=True)
 if sys.argv[2] == "stay":

@@ -58,7 +58,7 @@ import pytest
 from unittest import mock
 @pytest.mark.reliability
 def test_fake():
-    with mock.patch("shared.s3store.S3Store"):
+    with mock.patch("shared.storage.s3store.S3Store"):
         pass
 ''',
     "fixture_teardown": '''

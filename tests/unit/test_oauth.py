@@ -8,10 +8,11 @@ import re
 
 import pytest
 
-from shared import auth, oauth
-from shared.errors import InputError, SourceError
-from shared.secrets import LocalSecretStore
-from shared.settings import Settings
+from shared.security import auth
+from shared.sources import oauth
+from shared.core.errors import InputError, SourceError
+from shared.security.secrets import LocalSecretStore
+from shared.core.settings import Settings
 from shared.sources import gdrive, msgraph
 
 pytestmark = pytest.mark.unit
@@ -267,7 +268,7 @@ def test_device_code_past_its_expiry_is_not_polled(settings, secrets, monkeypatc
 
 def test_token_calls_go_through_the_ssrf_guard(settings, monkeypatch):
     import dataclasses
-    from shared import netguard
+    from shared.security import netguard
     monkeypatch.setenv("UDB_NET_ALLOWLIST", "")
     local = oauth.config("onedrive", dataclasses.replace(settings, ms_authority="http://127.0.0.1:9/ms"))
     with pytest.raises(netguard.BlockedAddress, match="refused to connect to 127.0.0.1: a loopback address"):

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from shared.pii import luhn_ok, mask_frame, mask_text, mask_value, pii_columns, pii_kind_of_name
+from shared.security.pii import luhn_ok, mask_frame, mask_text, mask_value, pii_columns, pii_kind_of_name
 
 pytestmark = [pytest.mark.unit, pytest.mark.security]
 
@@ -81,7 +81,7 @@ def test_mask_frame_keeps_unhashable_values_working():
 
 
 def test_mask_rows_of_a_query_result():
-    from shared.pii import mask_rows
+    from shared.security.pii import mask_rows
 
     rows, changed = mask_rows(["customer_name", "contact", "total"],
                               [["Ada Lovelace", "ada@example.org", 10], [None, "call 555-123-4567", 2.5]])
@@ -134,7 +134,7 @@ def test_mask_text_cards_ibans_national_ids(text, masked):
 def test_ibans_of_many_countries_are_recognised():
     from faker import Faker
 
-    from shared.pii import iban_ok
+    from shared.security.pii import iban_ok
 
     for locale in ("en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_PT", "fi_FI", "de_AT",
                    "de_CH", "en_IE", "cs_CZ", "sk_SK", "tr_TR", "az_AZ"):
@@ -149,7 +149,7 @@ def test_ibans_of_many_countries_are_recognised():
 
 
 def test_value_kinds_and_column_content():
-    from shared.pii import classify_values, value_kind
+    from shared.security.pii import classify_values, value_kind
 
     assert value_kind(VISA) == value_kind(int(VISA)) == "card_number"
     assert value_kind(ORDER) is None and value_kind(int(ORDER)) is None
@@ -174,7 +174,7 @@ def test_mask_frame_and_rows_find_personal_columns_by_content():
     assert masked["payee"].tolist() == ["D***"] * 6                # IBANs: masked whole
     assert masked["qty"].tolist() == list(range(6)) and masked["order_no"].tolist() == [int(ORDER)] * 6
     assert masked["memo"].tolist() == ["card ***"] * 6
-    from shared.pii import mask_rows
+    from shared.security.pii import mask_rows
 
     rows, changed = mask_rows(["ref", "n"], [[c, 1] for c in cards])
     assert changed and [r[0] for r in rows] == ["4***"] * 6 and [r[1] for r in rows] == [1] * 6

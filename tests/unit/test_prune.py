@@ -10,10 +10,10 @@ from cloudevents.http import CloudEvent, to_binary, to_structured
 from functions_framework import create_app
 
 from functions.artifacts.admin import prune
-from shared.errors import ValidationError
-from shared.jobs import new_job
-from shared.settings import Settings
-from shared.store import LocalStore
+from shared.core.errors import ValidationError
+from shared.storage.jobs import new_job
+from shared.core.settings import Settings
+from shared.storage.store import LocalStore
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from shared import runtime
-from shared.httpfn import FunctionApp
+from shared.serving import runtime
+from shared.serving.httpfn import FunctionApp
 
 pytestmark = pytest.mark.unit
 

@@ -16,8 +16,8 @@ import pytest
 from cloudevents.http import CloudEvent, from_http
 
 from functions.artifacts import deadletters, redrive
-from shared import events
-from shared.routing import PingSource
+from shared.core import events
+from shared.core.routing import PingSource
 
 pytestmark = pytest.mark.unit
 TENANT, JOB = "acme", "job-00000000000000b7"
@@ -188,7 +188,7 @@ def test_ping_schedules(schedule, now, expected):
 
 
 def test_a_tenant_admin_sweeps_only_its_own_tenant(ctx, peer):
-    from shared import auth
+    from shared.security import auth
 
     assert auth.required_role("POST", "/admin/redrive") == "admin"
     assert ("POST", "/admin/redrive") in auth.SYSTEM_ROUTES  # the PingSource (broker token) sweeps all

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from functions.reports import bounded, engines
-from shared import jobindex
+from shared.storage import jobindex
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -28,8 +28,10 @@ def test_analyze_path_imports_no_heavy_library(tmp_path):
         import json, sys
         from pathlib import Path
         import functions.analyze.handler as analyze
-        from shared import duck, events, lake, runtime
-        from shared.settings import Settings
+        from shared.storage import duck, lake
+        from shared.core import events
+        from shared.serving import runtime
+        from shared.core.settings import Settings
 
         home = Path({str(tmp_path)!r})
         settings = Settings.from_env(home=home, log_level="ERROR")

@@ -4,8 +4,8 @@ pytestmark = pytest.mark.unit
 
 from pathlib import Path
 
-from shared.errors import ValidationError
-from shared.routing import Delivery, Trigger, load_routes, parse_duration
+from shared.core.errors import ValidationError
+from shared.core.routing import Delivery, Trigger, load_routes, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTING = REPO / "eventing"
@@ -353,7 +353,7 @@ spec:
   broker: b
   subscriber: {ref: {kind: Service, name: s}}
 """)
-    from shared.routing import load_routes
+    from shared.core.routing import load_routes
 
     routes = load_routes(tmp_path, "b")
     by_name = {t.name: t.delivery for t in routes.triggers}

@@ -1,4 +1,4 @@
-"""Per-source schedules (shared/schedules.py): validation naming every problem, slots in a time
+"""Per-source schedules (shared/serving/schedules.py): validation naming every problem, slots in a time
 zone, and the tick: each due slot fires exactly once, a missed tick is caught up once (the latest
 slot only), a refused fire frees its slot, and a schedule set after a slot does not fire it."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared import schedules
-from shared.errors import NotFound, ValidationError
-from shared.store import LocalStore, TenantStore
+from shared.serving import schedules
+from shared.core.errors import NotFound, ValidationError
+from shared.storage.store import LocalStore, TenantStore
 
 pytestmark = pytest.mark.unit
 

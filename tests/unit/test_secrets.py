@@ -1,7 +1,7 @@
 import pytest
 
-from shared.errors import InputError, NotFound
-from shared.secrets import LocalSecretStore, ref
+from shared.core.errors import InputError, NotFound
+from shared.security.secrets import LocalSecretStore, ref
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ import pytest
 from cloudevents.http import CloudEvent
 
 from devstack.broker import Broker, ServiceQueue, service_queues
-from shared.routing import Delivery, Routes, Trigger
+from shared.core.routing import Delivery, Routes, Trigger
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]

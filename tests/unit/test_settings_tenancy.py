@@ -7,11 +7,11 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from shared import lease
-from shared.errors import InputError, TransientError, ValidationError
-from shared.settings import Settings
-from shared.store import LocalStore
-from shared.tenancy import (DEFAULT_TENANT, identifier, new_job_id, table_name, tenant_prefix,
+from shared.storage import lease
+from shared.core.errors import InputError, TransientError, ValidationError
+from shared.core.settings import Settings
+from shared.storage.store import LocalStore
+from shared.core.tenancy import (DEFAULT_TENANT, identifier, new_job_id, table_name, tenant_prefix,
                             validate_artifact_name, validate_job_id, validate_tenant)
 
 # `$` in TENANT_RE / JOB_RE / ARTIFACT_NAME_RE also matches before a trailing "\n", and the

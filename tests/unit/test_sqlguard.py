@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from functions.analyze.kpis import KpiError, open_kpi_connection, run_kpi, run_query
-from shared.sqlguard import SQLRejected, check_select
+from shared.security.sqlguard import SQLRejected, check_select
 
 pytestmark = [pytest.mark.unit, pytest.mark.security]
 

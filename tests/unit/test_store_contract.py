@@ -2,7 +2,7 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-# Contract of the ObjectStore interface (shared/store.py), and of the tenant-scoped view.
+# Contract of the ObjectStore interface (shared/storage/store.py), and of the tenant-scoped view.
 #
 # Every backend must pass the same suite. Today only the local-directory backend runs here.
 #
@@ -18,8 +18,8 @@ import threading
 import uuid
 from pathlib import Path
 
-from shared.errors import InputError, NotFound, PreconditionFailed
-from shared.store import (LocalStore, ObjectInfo, TenantStore, check_key, get_with_etag,
+from shared.core.errors import InputError, NotFound, PreconditionFailed
+from shared.storage.store import (LocalStore, ObjectInfo, TenantStore, check_key, get_with_etag,
                           put_if_absent, put_if_match)
 
 STORE_KINDS = ["local"]  # add "s3" here once tests/conftest.py provides an `s3_store` fixture
@@ -339,7 +339,7 @@ def test_read_modify_write_with_if_match_loses_no_update(store, ns):
     assert json.loads(store.get(key).data) == {"n": 200}
 
 
-# --- the lake's file operations (shared/lake.py) -----------------------------------------------
+# --- the lake's file operations (shared/storage/lake.py) -----------------------------------------------
 
 def test_copy_makes_an_independent_object_with_the_same_bytes(store, ns):
     store.put(ns + "staging/part-0.parquet", b"staged bytes")
@@ -363,7 +363,7 @@ def test_the_lake_reads_and_writes_its_files_in_place(store, tmp_path):
     DuckLake's maintenance deleting an orphan; the catalog is the only file moved whole."""
     import duckdb
 
-    from shared import duck, lake
+    from shared.storage import duck, lake
 
     tenant = "c" + uuid.uuid4().hex[:12]
     tstore = TenantStore(store, tenant)

@@ -1,0 +1,1 @@
+"""Logs, Prometheus metrics, OpenTelemetry traces and OpenLineage events."""

@@ -1,0 +1,245 @@
+"""Traces: one OpenTelemetry trace per job, carried from event to event in the CloudEvent
+`traceparent` extension (HTTP `ce-traceparent`, Kafka `ce_traceparent`).
+
+- `setup(settings, service)` gives the process its tracer provider and exporter
+  (`UDB_OTEL_EXPORTER` = none | otlp | file); `runtime.start` calls it.
+- `handler_span(function, attrs)` is the span of one handler, a child of the span that sent the
+  incoming event (its `traceparent`); `runtime.invoke` opens it around every handler.
+- `stage(name)` / `staged(name)` is a child span of the current span for one stage of the work
+  (probe, extract, stage, lease, load, profile, quality, kpi, render), and observes
+  `udb_stage_duration_seconds{function, stage}` with the same clock.
+- `current_traceparent()` is the W3C traceparent of the current span: `events.make_event` puts
+  it on every reply, so the next handler's span is a child of this one.
+
+Only the OpenTelemetry API is imported at module level (events import this module); the SDK
+and the exporters are imported by `setup`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import opentelemetry.trace as trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from shared.observability import logs, metrics
+
+EXPORTERS = ("none", "otlp", "file")
+TRACER_NAME = "udb"
+
+_lock = threading.Lock()
+_provider = None  # the SDK TracerProvider of the current configuration
+_config: tuple | None = None
+
+
+def setup(settings, service: str) -> None:
+    """Configure this process's tracer for `service` (`udb-<function>`) from the settings.
+
+    Idempotent for the same settings; a different configuration (tests, an embedded run with
+    other settings) replaces the provider, so spans from then on go to the new exporter.
+    """
+    global _provider, _config
+    config = (settings.otel_exporter, settings.otel_endpoint, str(settings.otel_file), service)
+    with _lock:
+        if config == _config:
+            return
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        old = _provider
+        provider = TracerProvider(resource=Resource.create({"service.name": f"udb-{service}",
+                                                            "service.namespace": "udb"}),
+                                  shutdown_on_exit=settings.otel_exporter == "otlp")
+        if settings.otel_exporter == "file":
+            # Synchronous: a span is on disk when it ends (one short append per span), so a test
+            # or an operator tailing the file sees a finished job's whole trace at once.
+            provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(settings.otel_file)))
+        elif settings.otel_exporter == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            exporter = OTLPSpanExporter(endpoint=settings.otel_endpoint or None)  # None: OTEL_EXPORTER_OTLP_* env
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        _provider, _config = provider, config
+    if old is not None:
+        old.force_flush()
+
+
+def tracer():
+    """The tracer of the configured provider (a provider without exporter until `setup`:
+    span ids are real either way, so events carry a proper trace context)."""
+    global _provider
+    if _provider is None:
+        with _lock:
+            if _provider is None:
+                from opentelemetry.sdk.trace import TracerProvider
+                _provider = TracerProvider(shutdown_on_exit=False)
+    return _provider.get_tracer(TRACER_NAME)
+
+
+def flush(timeout_millis: int = 5000) -> bool:
+    """Export every finished span now (before a process exits, or before a test reads spans)."""
+    return _provider.force_flush(timeout_millis) if _provider is not None else True
+
+
+def parse_traceparent(traceparent: str | None) -> SpanContext | None:
+    """The remote span context a W3C `traceparent` names, or None when absent or malformed."""
+    if not traceparent:
+        return None
+    parts = str(traceparent).strip().split("-")
+    if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    context = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+    return context if context.is_valid else None
+
+
+def format_traceparent(context: SpanContext) -> str:
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current span; None outside any span."""
+    context = trace.get_current_span().get_span_context()
+    return format_traceparent(context) if context.is_valid else None
+
+
+@contextmanager
+def handler_span(function: str, attrs: dict):
+    """The span of one handler run on one event, parented by the event's `traceparent`."""
+    parent = parse_traceparent(attrs.get("traceparent"))
+    parent_context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+    attributes = {"udb.function": function, "udb.tenant": str(attrs.get("tenant")),
+                  "udb.job": str(attrs.get("jobid")), "cloudevents.event_type": str(attrs.get("type")),
+                  "cloudevents.event_id": str(attrs.get("id")), "cloudevents.event_source": str(attrs.get("source"))}
+    with tracer().start_as_current_span(f"{function} {attrs.get('type')}", context=parent_context,
+                                        kind=SpanKind.CONSUMER, attributes=attributes) as span:
+        yield span
+
+
+@contextmanager
+def request_span(function: str, name: str, traceparent: str | None = None, **attributes):
+    """The span of an HTTP entry point that starts work itself (e.g. POST /sources/discover_connect):
+    a child of the caller's `traceparent` header when it sent one, else the root of a new trace."""
+    parent = parse_traceparent(traceparent)
+    parent_context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+    attrs = {"udb.function": function, **{f"udb.{k}": v for k, v in attributes.items() if v is not None}}
+    with tracer().start_as_current_span(f"{function} {name}", context=parent_context, kind=SpanKind.SERVER,
+                                        attributes=attrs) as span:
+        yield span
+
+
+@contextmanager
+def stage(name: str, **attributes):
+    """A child span of the current span for one stage, timed into udb_stage_duration_seconds."""
+    function = logs.function_var.get() or "unknown"
+    attrs = {"udb.stage": name, "udb.function": function,
+             **{f"udb.{k}": v for k, v in attributes.items() if v is not None}}
+    started = time.perf_counter()
+    try:
+        with tracer().start_as_current_span(name, attributes=attrs) as span:
+            yield span
+    except BaseException as exc:
+        mark_step(exc, " ".join([name, *(f"{k}={v}" for k, v in attributes.items() if v is not None)]))
+        raise
+    finally:
+        metrics.stage_seconds.labels(function, name).observe(time.perf_counter() - started)
+
+
+def mark_step(exc: BaseException, step: str) -> None:
+    """Remember on `exc` the innermost stage it escaped from (the job document names it)."""
+    if getattr(exc, "udb_step", None) is None:
+        try:
+            exc.udb_step = step
+        except (AttributeError, TypeError):  # an exception type without a __dict__
+            pass
+
+
+def step_of(exc: BaseException) -> str | None:
+    """The stage an exception escaped from, if it passed through `stage`."""
+    return getattr(exc, "udb_step", None)
+
+
+def staged(name: str, describe=None):
+    """Decorator form of `stage`; `describe(*args, **kwargs)` may return span attributes."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with stage(name, **(describe(*args, **kwargs) if describe else {})):
+                return fn(*args, **kwargs)
+        return run
+    return wrap
+
+
+def mark_failed(reason: str) -> None:
+    """Set the current span's status to ERROR (a job failed here without an exception escaping)."""
+    trace.get_current_span().set_status(Status(StatusCode.ERROR, reason[:500]))
+
+
+def _iso(nanos: int | None) -> str | None:
+    if nanos is None:
+        return None
+    return datetime.fromtimestamp(nanos / 1e9, timezone.utc).isoformat(timespec="microseconds")
+
+
+def span_record(span) -> dict:
+    """One finished span as a flat JSON object: what the file exporter writes per line."""
+    context = span.get_span_context()
+    return {
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+        "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name") if span.resource else None,
+        "start": _iso(span.start_time),
+        "end": _iso(span.end_time),
+        "duration_ms": round((span.end_time - span.start_time) / 1e6, 3) if span.end_time else None,
+        "status": span.status.status_code.name,
+        "status_message": span.status.description,
+        "attributes": dict(span.attributes or {}),
+        "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
+        "pid": os.getpid(),
+    }
+
+
+class JsonLinesSpanExporter:
+    """Appends each finished span as one JSON line to a file (UDB_OTEL_FILE), one file per process."""
+
+    def __init__(self, path):
+        from opentelemetry.sdk.trace.export import SpanExportResult
+        self._result = SpanExportResult
+        self.path = Path(path)
+        self.lock = threading.Lock()
+
+    def export(self, spans) -> "object":
+        lines = "".join(json.dumps(span_record(s), default=str) + "\n" for s in spans)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.lock, open(self.path, "a") as fh:
+                fh.write(lines)
+        except OSError:
+            return self._result.FAILURE  # tracing must never fail the work it watches
+        return self._result.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def read_spans(path) -> list[dict]:
+    """Every span in a file the file exporter wrote (tests and tools)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,168 @@
+"""The job status document (`tenants/<t>/jobs/<job>.json`) and its state machine."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Callable
+
+from shared.core.errors import InputError, NotFound, PreconditionFailed
+from shared.storage.store import TenantStore
+from shared.core.tenancy import validate_job_id
+
+STATES = ("requested", "discovering", "discovered", "syncing", "staged", "loading", "loaded",
+          "analyzing", "completed", "failed")
+TERMINAL = ("completed", "failed")
+# A stage runs from its "-ing" state to its done state; its duration is reported per stage.
+STAGES = {"discover": ("discovering", "discovered"), "sync": ("syncing", "staged"),
+          "load": ("loading", "loaded"), "analyze": ("analyzing", "completed")}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def can_move(current: str, new: str) -> bool:
+    """Forward only (a job may start mid-pipeline, e.g. analyze.requested), `failed` from any
+    live state, nothing out of a terminal state. Staying put is allowed (redelivery)."""
+    if new not in STATES:
+        return False
+    if current == new:
+        return True
+    if current in TERMINAL:
+        return False
+    if new == "failed":
+        return True
+    return STATES.index(new) > STATES.index(current)
+
+
+def new_job(job_id: str, tenant: str, *, hint: str | None = None, traceparent: str | None = None,
+            **fields) -> dict:
+    at = now_iso()
+    return {"job_id": job_id, "tenant": tenant, "state": "requested", "hint": hint or "",
+            "created_at": at, "updated_at": at, "history": [{"state": "requested", "at": at}],
+            "stage_seconds": {}, "error": None, "source_id": None, "tables": {},
+            "artifacts_index": None, "traceparent": traceparent, "version": 1, **fields}
+
+
+def held_by_broker(doc: dict) -> bool:
+    """False for a job a client door started (`accepted: false` until the broker takes its
+    event) that got past discovery without the broker taking it: the send failed, or the
+    process died before it. Such a job never reached the pipeline and counts against no cap."""
+    return doc.get("accepted") is not False or doc.get("state") in ("requested", "discovering")
+
+
+def apply_state(doc: dict, state: str, *, error: dict | None = None, **fields) -> dict:
+    if not can_move(doc["state"], state):
+        raise InputError(f"job {doc['job_id']}: cannot move from {doc['state']} to {state}")
+    at = now_iso()
+    if state != doc["state"]:
+        doc["history"].append({"state": state, "at": at})
+    doc["state"] = state
+    doc["updated_at"] = at
+    if error is not None:
+        doc["error"] = error
+    for key, value in fields.items():
+        if key == "tables" and value:
+            doc["tables"].update(value)
+        elif value is not None:
+            doc[key] = value
+    doc["stage_seconds"] = stage_seconds(doc["history"])
+    doc["version"] += 1
+    return doc
+
+
+def stage_seconds(history: list[dict]) -> dict:
+    seen = {}
+    for entry in history:
+        seen.setdefault(entry["state"], datetime.fromisoformat(entry["at"]))
+    out = {}
+    for stage, (start, end) in STAGES.items():
+        if start in seen and end in seen:
+            out[stage] = round((seen[end] - seen[start]).total_seconds(), 3)
+    return out
+
+
+class Jobs:
+    """Reads and moves job documents with optimistic concurrency (put-if-match), and tells
+    `on_change` (the job-events publisher) about every state change."""
+
+    def __init__(self, store: TenantStore, on_change: Callable[[dict], None] | None = None):
+        self.store = store
+        self.on_change = on_change or (lambda doc: None)
+
+    def _key(self, job_id: str) -> str:
+        return f"jobs/{validate_job_id(job_id)}.json"
+
+    def get(self, job_id: str) -> dict:
+        try:
+            return json.loads(self.store.get(self._key(job_id)).data)
+        except NotFound:
+            raise NotFound(f"no job {job_id} for tenant {self.store.tenant}") from None
+
+    def create(self, job_id: str, *, hint: str | None = None, traceparent: str | None = None, **fields) -> dict:
+        doc = new_job(job_id, self.store.tenant, hint=hint, traceparent=traceparent, **fields)
+        try:
+            self.store.put(self._key(job_id), _dump(doc), if_none_match=True, content_type="application/json")
+        except PreconditionFailed:
+            return self.get(job_id)  # redelivered request: the job already exists
+        self.on_change(doc)
+        return doc
+
+    def ensure(self, job_id: str, **kw) -> dict:
+        try:
+            return self.get(job_id)
+        except NotFound:
+            return self.create(job_id, **kw)
+
+    def move(self, job_id: str, state: str, **kw) -> dict:
+        """Move to `state`; quietly keeps a job already past it (a late redelivery)."""
+        for _ in range(20):
+            blob = self.store.get(self._key(job_id))
+            doc = json.loads(blob.data)
+            if doc["state"] == state and not kw:
+                return doc
+            if doc["state"] in TERMINAL or not can_move(doc["state"], state):
+                return doc  # a finished job keeps its outcome; a late redelivery changes nothing
+            apply_state(doc, state, **kw)
+            try:
+                self.store.put(self._key(job_id), _dump(doc), if_match=blob.etag, content_type="application/json")
+            except PreconditionFailed:
+                continue  # someone else moved it: read again and retry
+            self.on_change(doc)
+            return doc
+        raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
+
+    def annotate(self, job_id: str, *, live_only: bool = False, **fields) -> dict:
+        """Set fields of the document without moving its state. `live_only` leaves a finished job
+        as it is (e.g. `redrive`: waiting for a function to come back)."""
+        for _ in range(20):
+            blob = self.store.get(self._key(job_id))
+            doc = json.loads(blob.data)
+            if (live_only and doc["state"] in TERMINAL) or all(doc.get(k) == v for k, v in fields.items()):
+                return doc
+            doc.update(fields)
+            doc["updated_at"] = now_iso()
+            doc["version"] += 1
+            try:
+                self.store.put(self._key(job_id), _dump(doc), if_match=blob.etag, content_type="application/json")
+            except PreconditionFailed:
+                continue
+            return doc
+        raise PreconditionFailed(f"job {job_id}: too many concurrent updates")
+
+    def set_reports(self, job_id: str, reports: dict) -> dict:
+        """Record the state of the job's reports (functions/reports) without moving the job:
+        a completed job stays completed whatever its reports do. Not a state change, so not
+        published to udb.job-events (the reports function's `dev.udb.reports.rendered` is)."""
+        return self.annotate(job_id, reports=reports)
+
+    def fail(self, job_id: str, *, stage: str, function: str, reason: str, **cause) -> dict:
+        """Fail the job; `cause` (error_type, step, raised_at) is kept beside the reason."""
+        self.ensure(job_id)
+        error = {"stage": stage, "function": function, "reason": reason,
+                 **{k: v for k, v in cause.items() if v is not None}}
+        return self.move(job_id, "failed", error=error)
+
+
+def _dump(doc: dict) -> bytes:
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
