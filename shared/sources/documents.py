@@ -155,11 +155,25 @@ def _offline() -> None:
                           f"UDB does not download models at run time")
 
 
+def _require_pdf_support() -> None:
+    # unstructured's PDF module imports unstructured-inference, which is not a declared
+    # dependency (its own requirements pull torch; README "Installing without just"): without
+    # it every PDF would fail with a bare ModuleNotFoundError.
+    try:
+        import unstructured_inference  # noqa: F401  (what unstructured.partition.pdf imports)
+    except ImportError:
+        raise SourceError("PDF documents need unstructured-inference, installed without its "
+                          "dependencies: pip install --no-deps unstructured-inference==1.6.14 "
+                          "(`just install` does it)") from None
+
+
 def elements(path: Path, fmt: str, name: str | None = None) -> list:
     """unstructured's elements of the document (fast strategy, English, no OCR)."""
     name = name or path.name
     _offline()
     kwargs = {"filename": str(path), "languages": ["eng"]}
+    if fmt == "pdf":
+        _require_pdf_support()
     try:
         if fmt == "pdf":
             from unstructured.partition.pdf import partition_pdf
