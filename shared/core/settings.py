@@ -151,7 +151,7 @@ class Settings:
     max_upload_bytes: int = _setting("UDB_MAX_UPLOAD_BYTES", 1024 ** 3, "largest file accepted by POST /uploads (1 GiB)")
     max_page_bytes: int = _setting("UDB_MAX_PAGE_BYTES", 64 * 1024 ** 2,
                                    "largest single response page of a REST/JSON API (64 MiB)")
-    # OAuth for OneDrive/SharePoint (Microsoft identity platform v2) and Google Drive (README "OAuth").
+    # OAuth for OneDrive/SharePoint (Microsoft identity platform v2) and Google Drive (docs/providers.md, "OAuth").
     oauth_redirect_url: str = _setting("UDB_OAUTH_REDIRECT_URL", "http://127.0.0.1:18085/oauth/callback",
                                        "the artifacts function's public URL + /oauth/callback, as registered "
                                        "with Microsoft and Google")
