@@ -158,13 +158,14 @@ def _offline() -> None:
 def _require_pdf_support() -> None:
     # unstructured's PDF module imports unstructured-inference, which is not a declared
     # dependency (its own requirements pull torch; README "Installing without just"): without
-    # it every PDF would fail with a bare ModuleNotFoundError.
-    try:
-        import unstructured_inference  # noqa: F401  (what unstructured.partition.pdf imports)
-    except ImportError:
+    # it every PDF would fail with a bare ModuleNotFoundError. Looked up, not imported: an import
+    # statement would make images/requirements.py put it, and its declared torch, in the images.
+    import importlib.util
+
+    if importlib.util.find_spec("unstructured_inference") is None:
         raise SourceError("PDF documents need unstructured-inference, installed without its "
                           "dependencies: pip install --no-deps unstructured-inference==1.6.14 "
-                          "(`just install` does it)") from None
+                          "(`just install` does it)")
 
 
 def elements(path: Path, fmt: str, name: str | None = None) -> list:
