@@ -32,9 +32,13 @@ import os
 import threading
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from shared.observability import metrics
+
+if TYPE_CHECKING:  # the client is imported with the first event, not with this module
+    from openlineage.client.event_v2 import OutputDataset
 
 SPEC = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 SCHEMA_URL = f"{SPEC}#/$defs/RunEvent"
@@ -98,17 +102,20 @@ def warehouse_dataset(tenant: str, table: str, rows: int | None = None) -> dict:
     return _to_dict(_output(tenant, table, rows))
 
 
-def _output(tenant: str, table: str, rows: int | None):
+def _output(tenant: str, table: str, rows: int | None) -> OutputDataset:
     from openlineage.client.event_v2 import OutputDataset
-    from openlineage.client.generated.output_statistics_output_dataset import OutputStatisticsOutputDatasetFacet
+    from openlineage.client.generated.base import OutputDatasetFacet
+    from openlineage.client.generated.output_statistics_output_dataset import (
+        OutputStatisticsOutputDatasetFacet,
+    )
 
-    facets = None  # no statistics: no outputFacets key at all (None is dropped by Serde)
+    facets: dict[str, OutputDatasetFacet] | None = None  # None: no outputFacets key (Serde drops it)
     if rows is not None:
         facets = {"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=int(rows), producer=PRODUCER)}
     return OutputDataset(namespace=f"duckdb://udb/{tenant}", name=table, facets={}, outputFacets=facets)
 
 
-def _to_dict(model) -> dict:
+def _to_dict(model: object) -> dict:
     from openlineage.client.serde import Serde
 
     return Serde.to_dict(model)
@@ -118,10 +125,11 @@ def run_event(event_type: str, doc: dict, event_time: str | None = None) -> dict
     """The OpenLineage RunEvent of `event_type` (START, COMPLETE, FAIL) for a job document, as
     the JSON object sent; `event_time` defaults to the document's `updated_at`."""
     from openlineage.client.event_v2 import InputDataset, Job, Run, RunEvent, RunState
+    from openlineage.client.generated.base import RunFacet
     from openlineage.client.generated.error_message_run import ErrorMessageRunFacet
 
     tenant = doc["tenant"]
-    run_facets = {}
+    run_facets: dict[str, RunFacet] = {}
     if event_type == "FAIL" and doc.get("error"):
         error = doc["error"]
         run_facets["errorMessage"] = ErrorMessageRunFacet(

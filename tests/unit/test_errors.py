@@ -3,8 +3,16 @@ from __future__ import annotations
 
 import pytest
 
-from shared.core.errors import (InputError, JobFailed, JobNotAccepted, NotFound, SourceError, TransientError,
-                                ValidationError, is_transient)
+from shared.core.errors import (
+    InputError,
+    JobFailed,
+    JobNotAccepted,
+    NotFound,
+    SourceError,
+    TransientError,
+    ValidationError,
+    is_transient,
+)
 
 pytestmark = pytest.mark.unit
 

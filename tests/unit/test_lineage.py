@@ -10,9 +10,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+from openlineage.client.event_v2 import (
+    InputDataset,
+    Job,
+    OutputDataset,
+    Run,
+    RunEvent,
+    RunState,
+)
 from openlineage.client.generated.error_message_run import ErrorMessageRunFacet
-from openlineage.client.generated.output_statistics_output_dataset import OutputStatisticsOutputDatasetFacet
+from openlineage.client.generated.output_statistics_output_dataset import (
+    OutputStatisticsOutputDatasetFacet,
+)
 from openlineage.client.serde import Serde
 
 from shared.core.settings import Settings
