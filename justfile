@@ -23,9 +23,10 @@ install:
     if [ ! -x "{{bin}}/python" ]; then {{python}} -m venv "{{venv}}"; fi
     "{{bin}}/python" -m pip install --quiet --upgrade pip
     "{{bin}}/python" -m pip install --quiet -c requirements.lock -e ".[dev]"
-    # unstructured's declared dependencies pull torch and CUDA: install it bare (its real
-    # run-time needs are in pyproject.toml) and alias spaCy's model so nothing downloads later.
-    "{{bin}}/python" -m pip install --quiet --no-deps unstructured==0.27.35 unstructured-inference==1.6.14 ./packaging/en_core_web_sm
+    # unstructured-inference (imported by unstructured's PDF path) declares torch, transformers
+    # and CUDA, which the `fast` strategy never runs: install it bare (its real run-time needs are
+    # in pyproject.toml) and alias spaCy's model so nothing downloads later.
+    "{{bin}}/python" -m pip install --quiet --no-deps unstructured-inference==1.6.14 ./packaging/en_core_web_sm
     # Debian's Chromium renders the PNG charts offline (kaleido); skipped with a note if absent.
     bash scripts/ensure-chromium.sh
     rm -f "{{venv}}"/.udb-installed-*

@@ -133,7 +133,7 @@ class Settings:
     strict_startup: bool = _setting("UDB_STRICT_STARTUP", False, "exit at start when a required dependency is down")
     ready_cache_seconds: float = _setting("UDB_READY_CACHE_SECONDS", 5.0,
                                           "how old /readyz's dependency report may be (refreshed in the background)")
-    log_level: str = _setting("UDB_LOG_LEVEL", "INFO", "log level")
+    log_level: str = _setting("UDB_LOG_LEVEL", "INFO", "level of the JSON-lines logs on stderr (the CLI: ERROR unless set)")
     function: str = _setting("UDB_FUNCTION", "", "which function this process serves (stack/cluster)")
     # Retention (POST /admin/prune on the artifacts function, daily from eventing/prune.yaml); 0 keeps forever.
     staging_retention_days: int = _setting("UDB_STAGING_RETENTION_DAYS", 2,
@@ -151,7 +151,7 @@ class Settings:
     max_upload_bytes: int = _setting("UDB_MAX_UPLOAD_BYTES", 1024 ** 3, "largest file accepted by POST /uploads (1 GiB)")
     max_page_bytes: int = _setting("UDB_MAX_PAGE_BYTES", 64 * 1024 ** 2,
                                    "largest single response page of a REST/JSON API (64 MiB)")
-    # OAuth for OneDrive/SharePoint (Microsoft identity platform v2) and Google Drive (README "OAuth").
+    # OAuth for OneDrive/SharePoint (Microsoft identity platform v2) and Google Drive (docs/providers.md, "OAuth").
     oauth_redirect_url: str = _setting("UDB_OAUTH_REDIRECT_URL", "http://127.0.0.1:18085/oauth/callback",
                                        "the artifacts function's public URL + /oauth/callback, as registered "
                                        "with Microsoft and Google")
@@ -275,7 +275,7 @@ class Settings:
 
     @classmethod
     def documented(cls) -> list[tuple[str, str, str]]:
-        """(env var, default, meaning) for every setting: the README table is built from this."""
+        """(env var, default, meaning) for every setting: the docs/settings.md table is generated from this."""
         return [(f.metadata["env"], str(f.default), f.metadata["doc"]) for f in fields(cls)]
 
 

@@ -13,6 +13,12 @@ Emitted from one place, the job state machine (`Context.jobs` -> `Jobs.on_change
   and an end event per run: a job that fails before it started (discovery could not name the
   source) sends a START, dated when the job was created, just before its FAIL.
 
+Built with the OpenLineage Python client's generated event classes (`openlineage.client.event_v2`
+and its facets) and serialised by its `Serde`, so an event the client's model would refuse is
+never sent; the client is imported on the first event, not when a function starts. Its
+transports are not used: the two UDB needs are a few lines each below, and the client's
+would bring their own configuration path beside `Settings`.
+
 Sent per `UDB_LINEAGE`: `http` POSTs each event to `UDB_LINEAGE_URL` (Marquez's
 `/api/v1/lineage`, or any OpenLineage HTTP consumer), `file` appends JSON lines to
 `UDB_LINEAGE_FILE`, `none` sends nothing. Lineage watches the work: a failure to send is
@@ -26,9 +32,13 @@ import os
 import threading
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from shared.observability import metrics
+
+if TYPE_CHECKING:  # the client is imported with the first event, not with this module
+    from openlineage.client.event_v2 import OutputDataset
 
 SPEC = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 SCHEMA_URL = f"{SPEC}#/$defs/RunEvent"
@@ -88,38 +98,57 @@ def source_dataset(hint: str) -> dict | None:
 
 
 def warehouse_dataset(tenant: str, table: str, rows: int | None = None) -> dict:
-    dataset = {"namespace": f"duckdb://udb/{tenant}", "name": table, "facets": {}}
+    """A warehouse table as an OpenLineage output dataset (with its row count when known)."""
+    return _to_dict(_output(tenant, table, rows))
+
+
+def _output(tenant: str, table: str, rows: int | None) -> OutputDataset:
+    from openlineage.client.event_v2 import OutputDataset
+    from openlineage.client.generated.base import OutputDatasetFacet
+    from openlineage.client.generated.output_statistics_output_dataset import (
+        OutputStatisticsOutputDatasetFacet,
+    )
+
+    facets: dict[str, OutputDatasetFacet] | None = None  # None: no outputFacets key (Serde drops it)
     if rows is not None:
-        dataset["outputFacets"] = {"outputStatistics": {"_producer": PRODUCER, "_schemaURL": OUTPUT_STATS_URL,
-                                                        "rowCount": int(rows)}}
-    return dataset
+        facets = {"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=int(rows), producer=PRODUCER)}
+    return OutputDataset(namespace=f"duckdb://udb/{tenant}", name=table, facets={}, outputFacets=facets)
 
 
-def run_event(event_type: str, doc: dict) -> dict:
-    """The OpenLineage RunEvent of `event_type` (START, COMPLETE, FAIL) for a job document."""
+def _to_dict(model: object) -> dict:
+    from openlineage.client.serde import Serde
+
+    return Serde.to_dict(model)
+
+
+def run_event(event_type: str, doc: dict, event_time: str | None = None) -> dict:
+    """The OpenLineage RunEvent of `event_type` (START, COMPLETE, FAIL) for a job document, as
+    the JSON object sent; `event_time` defaults to the document's `updated_at`."""
+    from openlineage.client.event_v2 import InputDataset, Job, Run, RunEvent, RunState
+    from openlineage.client.generated.base import RunFacet
+    from openlineage.client.generated.error_message_run import ErrorMessageRunFacet
+
     tenant = doc["tenant"]
-    run = {"runId": run_id(tenant, doc["job_id"]), "facets": {}}
+    run_facets: dict[str, RunFacet] = {}
     if event_type == "FAIL" and doc.get("error"):
         error = doc["error"]
-        run["facets"]["errorMessage"] = {"_producer": PRODUCER, "_schemaURL": ERROR_FACET_URL,
-                                         "message": f"{error.get('stage')} in {error.get('function')}: "
-                                                    f"{error.get('reason')}",
-                                         "programmingLanguage": "python"}
+        run_facets["errorMessage"] = ErrorMessageRunFacet(
+            message=f"{error.get('stage')} in {error.get('function')}: {error.get('reason')}",
+            programmingLanguage="python", producer=PRODUCER)
     source = source_dataset(doc.get("hint", ""))
+    inputs = [InputDataset(namespace=source["namespace"], name=source["name"], facets={}, inputFacets=None)] \
+        if source else []
     outputs = []
     if event_type == "COMPLETE":
-        outputs = [warehouse_dataset(tenant, table, (info or {}).get("rows"))
+        outputs = [_output(tenant, table, (info or {}).get("rows"))
                    for table, info in sorted((doc.get("tables") or {}).items())]
-    return {
-        "eventType": event_type,
-        "eventTime": doc["updated_at"],
-        "run": run,
-        "job": {"namespace": f"udb/{tenant}", "name": job_name(doc), "facets": {}},
-        "inputs": [{**source, "facets": {}}] if source else [],
-        "outputs": outputs,
-        "producer": PRODUCER,
-        "schemaURL": SCHEMA_URL,
-    }
+    event = RunEvent(eventType=RunState(event_type), eventTime=event_time or doc["updated_at"],
+                     run=Run(runId=run_id(tenant, doc["job_id"]), facets=run_facets),
+                     job=Job(namespace=f"udb/{tenant}", name=job_name(doc), facets={}),
+                     inputs=inputs, outputs=outputs, producer=PRODUCER)
+    if event.schemaURL != SCHEMA_URL:  # the client moved to another spec version: say so, loudly
+        raise RuntimeError(f"openlineage-python builds {event.schemaURL}, UDB promises {SCHEMA_URL}")
+    return _to_dict(event)
 
 
 def event_types_for(doc: dict, analysed: bool = True) -> list[str]:
@@ -160,9 +189,9 @@ class Lineage:
         sent = []
         types = event_types_for(doc, analysed)
         for event_type in types:
-            event = run_event(event_type, doc)
-            if event_type == "START" and len(types) > 1:
-                event["eventTime"] = doc["created_at"]  # the run began when the job was made
+            # A START sent together with its end event is dated when the job was made.
+            when = doc["created_at"] if event_type == "START" and len(types) > 1 else None
+            event = run_event(event_type, doc, when)
             self.send(event)
             sent.append(event)
         return sent

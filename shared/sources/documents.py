@@ -155,11 +155,26 @@ def _offline() -> None:
                           f"UDB does not download models at run time")
 
 
+def _require_pdf_support() -> None:
+    # unstructured's PDF module imports unstructured-inference, which is not a declared
+    # dependency (its own requirements pull torch; README "Installing without just"): without
+    # it every PDF would fail with a bare ModuleNotFoundError. Looked up, not imported: an import
+    # statement would make images/requirements.py put it, and its declared torch, in the images.
+    import importlib.util
+
+    if importlib.util.find_spec("unstructured_inference") is None:
+        raise SourceError("PDF documents need unstructured-inference, installed without its "
+                          "dependencies: pip install --no-deps unstructured-inference==1.6.14 "
+                          "(`just install` does it)")
+
+
 def elements(path: Path, fmt: str, name: str | None = None) -> list:
     """unstructured's elements of the document (fast strategy, English, no OCR)."""
     name = name or path.name
     _offline()
     kwargs = {"filename": str(path), "languages": ["eng"]}
+    if fmt == "pdf":
+        _require_pdf_support()
     try:
         if fmt == "pdf":
             from unstructured.partition.pdf import partition_pdf

@@ -7,7 +7,7 @@ checked in the objects it produces. It is built once and cached under
 .cache/knative-validator/<hash of go.mod, go.sum and *.go>/.
 
 Then what Knative cannot know: the writer's scale and concurrency, probes, the routing table
-against the functions' code, and the settings against the ConfigMap and the README.
+against the functions' code, and the settings against the ConfigMap and docs/settings.md.
 """
 from __future__ import annotations
 
@@ -622,18 +622,18 @@ def configured_settings() -> set[str]:
     return names
 
 
-def readme_settings() -> set[str]:
-    text = (REPO / "README.md").read_text()
-    table = text.split("## Settings", 1)[1].split("\n## ", 1)[0]
+def documented_settings() -> set[str]:
+    text = (REPO / "docs" / "settings.md").read_text()
+    table = text.split("<!-- settings:begin", 1)[1].split("<!-- settings:end", 1)[0]
     return {name for line in table.splitlines() if line.startswith("| `")
             for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
 
 
 def test_every_setting_is_configured_or_documented():
     declared = {env for env, _, _ in Settings.documented()}
-    configured, documented = configured_settings(), readme_settings()
+    configured, documented = configured_settings(), documented_settings()
     missing = sorted(declared - configured - documented)
-    assert missing == [], f"set these in knative/base/config.yaml or list them in the README's settings table: {missing}"
+    assert missing == [], f"set these in knative/base/config.yaml or list them in docs/settings.md's table: {missing}"
     # And nothing configured or documented that the code does not read (a typo is a silent default).
     runtime_only = {"THREADS"}  # functions-framework's gunicorn threads
     assert sorted(configured - declared - runtime_only) == []

@@ -404,6 +404,24 @@ def test_readme_links_every_doc():
     assert not missing, f"README.md's Documentation section links no {', '.join(missing)}"
 
 
+def test_settings_table_is_generated():
+    """docs/settings.md's table is what `python scripts/settings_doc.py` makes from Settings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("settings_doc", ROOT / "scripts" / "settings_doc.py")
+    settings_doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(settings_doc)
+    current = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert current == settings_doc.rendered(current), \
+        "docs/settings.md is out of date: run python scripts/settings_doc.py"
+    from shared.core.settings import Settings
+
+    rows = [line for line in settings_doc.render_table().splitlines()[2:]]
+    assert len(rows) == len(Settings.documented())
+    assert "| `UDB_MODE` | `embedded` | embedded \\| stack \\| cluster |" in rows
+    assert "| `UDB_EVENTING_DIR` | `eventing/` | folder of Knative Eventing YAML read for routes |" in rows
+
+
 def test_top_level_docs_exist():
     assert [n for n in TOP_DOCS if not (ROOT / n).exists()] == []
 

@@ -1,4 +1,4 @@
-"""The ObjectStore contract suite (tests/unit/test_store_contract.py) against S3Store on a real
+"""The ObjectStore contract suite (tests/unit/test_store.py) against S3Store on a real
 MinIO, plus what only the S3 backend has: bucket creation, transient errors, 412 mapping.
 
 Every contract test that takes a `store` is imported here unchanged; this module's own `store`
@@ -20,7 +20,7 @@ from shared.core.errors import NotFound, PreconditionFailed, TransientError
 from shared.storage.s3store import S3Store
 from shared.core.settings import Settings
 from shared.storage.store import open_store
-from tests.unit import test_store_contract as contract
+from tests.unit import test_store as contract
 
 pytestmark = pytest.mark.integration
 
