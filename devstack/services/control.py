@@ -53,7 +53,7 @@ def down(names=None) -> None:
 
 def status(names=None) -> dict[str, dict]:
     """name -> {"state": "up" | "down" | "unhealthy", "endpoint": ..., "pid": ...}."""
-    result = {}
+    result: dict[str, dict] = {}
     for name in _names(names):
         if use_containers() and name in CONTAINER_SERVICES:
             state = "up" if name in containers.running() else "down"

@@ -27,6 +27,14 @@ def _pg_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+def _pg_bin_required() -> Path:
+    """The PostgreSQL binaries' folder; ServiceError when PostgreSQL is not installed."""
+    found = _pg_bin()
+    if found is None:
+        raise ServiceError("postgres: no /usr/lib/postgresql/*/bin/initdb (run `python -m devstack.services up postgres`)")
+    return found
+
+
 def _pg_user() -> str | None:
     # initdb and postgres refuse to run as root.
     return "postgres" if os.geteuid() == 0 else None
@@ -83,7 +91,7 @@ def _initdb(data: Path) -> None:
     try:
         _own(Path(pwfile.name), user)
         run_step("postgres", "initdb", [
-            str(_pg_bin() / "initdb"), "-D", str(data), "-U", POSTGRES_USER, f"--pwfile={pwfile.name}",
+            str(_pg_bin_required() / "initdb"), "-D", str(data), "-U", POSTGRES_USER, f"--pwfile={pwfile.name}",
             "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256",
         ], user=user, cwd=data, timeout=300)
     finally:
@@ -95,13 +103,13 @@ def _launch_postgres() -> int:
     user = _pg_user()
     version_file = data / "PG_VERSION"
     # The cluster is disposable: re-create it when missing or made by another major version.
-    if not version_file.exists() or version_file.read_text().strip() != _pg_bin().parent.name:
+    if not version_file.exists() or version_file.read_text().strip() != _pg_bin_required().parent.name:
         shutil.rmtree(data, ignore_errors=True)
         _initdb(data)
     sockets.mkdir(parents=True, exist_ok=True)
     _own(sockets, user)
     return spawn("postgres", [
-        str(_pg_bin() / "postgres"), "-D", str(data), "-p", str(POSTGRES_PORT),
+        str(_pg_bin_required() / "postgres"), "-D", str(data), "-p", str(POSTGRES_PORT),
         "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={sockets}",
         # Disposable dev/test data: durability is not worth the fsync cost.
         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
@@ -110,7 +118,7 @@ def _launch_postgres() -> int:
 
 def _psql(sql: str, database: str = POSTGRES_DB, timeout: float = 10) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(_pg_bin() / "psql"), "-h", HOST, "-p", str(POSTGRES_PORT), "-U", POSTGRES_USER,
+        [str(_pg_bin_required() / "psql"), "-h", HOST, "-p", str(POSTGRES_PORT), "-U", POSTGRES_USER,
          "-d", database, "-tAc", sql],
         env={**os.environ, "PGPASSWORD": POSTGRES_PASSWORD, "PGCONNECT_TIMEOUT": "3"},
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,

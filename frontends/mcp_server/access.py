@@ -21,6 +21,9 @@ class Caller:
 
     @property
     def tenant(self) -> str:
+        # Access makes no caller without a tenant (the broker is refused; auth off names one).
+        if self.principal.tenant is None:
+            raise auth.Forbidden("these credentials name no tenant")
         return self.principal.tenant
 
     def headers(self) -> dict:

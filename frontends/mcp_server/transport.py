@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from mcp.server import MCPServer
 
@@ -26,12 +26,13 @@ INSTRUCTIONS = (
     "analyze(job) writes reports, KPIs and a summary; get_artifact(job, name) reads them. "
     "list_tables, describe_table and run_kpi(sql) query the warehouse (one read-only SELECT)."
 )
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 
 
 def build_server(udb: UDB) -> MCPServer:
     """The MCPServer with every tool and resource of `udb` registered."""
-    level = udb.settings.log_level if udb.settings.log_level in LOG_LEVELS else "WARNING"
+    level: LogLevel = next((known for known in LOG_LEVELS if known == udb.settings.log_level), "WARNING")
     server = MCPServer(SERVER_NAME, title="UDB — universal data bridge", instructions=INSTRUCTIONS, log_level=level)
     register_tools(server, udb)
     register_resources(server, udb)

@@ -21,7 +21,8 @@ from .columns import EXACT_MAX_ROWS, column_profile, first_pass_aggregates, rech
 from .masking import classify_pii, mask_shown_values, withhold_pii_statistics
 from .quality import (alerts, correlation_aggregates, correlation_columns, correlations, duplicate_rows,
                       size_estimate)
-from .sql import column_kind, describe_columns, quote_ident, select_aggregates, share, table_label, table_ref
+from .sql import (column_kind, describe_columns, fetch_one, quote_ident, select_aggregates, share, table_label,
+                  table_ref)
 
 # Columns profiled per pair of scans. DuckDB's cost of one SELECT grows faster than its number
 # of aggregates (measured on 1.5.5, 20 rows: 200 columns' first pass 2.9 s and 650 MB, 400
@@ -84,7 +85,7 @@ def profile_table(
     started = time.perf_counter()
     source = table_ref(table)
     cols = _column_specs(describe_columns(con, table))
-    rows = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+    rows = fetch_one(con, f"SELECT count(*) FROM {source}")[0]
     exact = rows <= exact_max_rows
 
     with _single_thread_if_small(con, rows):
@@ -147,7 +148,7 @@ def _single_thread_if_small(con: duckdb.DuckDBPyConnection, rows: int) -> Iterat
         yield
         return
     try:
-        previous = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        previous = fetch_one(con, "SELECT current_setting('threads')")[0]
         con.execute("SET threads = 1")
     except duckdb.Error:  # a connection whose configuration is locked: keep its threads
         yield
