@@ -36,7 +36,8 @@ def test_callers_names_are_importable_from_the_package():
 
 def test_log_tail_gives_the_latest_run_only(tmp_path):
     log = tmp_path / "svc.log"
-    log.write_text("\n=== 2026-01-01 00:00:00 starting: a\nold line\n\n=== 2026-01-02 00:00:00 starting: b\nnew 1\nnew 2\n")
+    log.write_text("\n=== 2026-01-01 00:00:00 starting: a\nold line\n"
+                   "\n=== 2026-01-02 00:00:00 starting: b\nnew 1\nnew 2\n")
     assert process.log_tail(log) == "=== 2026-01-02 00:00:00 starting: b\nnew 1\nnew 2"
     assert process.log_tail(log, lines=1) == "new 2"
     assert process.log_tail(tmp_path / "missing.log") == "(no log)"
