@@ -8,7 +8,7 @@ DuckDB steps need none), the seconds the tool itself took, and the peak RSS of t
 
 Steps:
   duckdb_summarize    DuckDB's SUMMARIZE (the floor: one scan, approximate)
-  udb_profile         functions/analyze/profile.py profile_table(): every statistic of
+  udb_profile         functions/analyze/profile/ profile_table(): every statistic of
                       docs/profile-schema.md over the whole table
   ydata_minimal       ydata-profiling ProfileReport(minimal=True).to_html() on the whole table
   ydata_full          ydata-profiling ProfileReport().to_html() on the whole table

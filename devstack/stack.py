@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 from devstack import services
-from devstack.services import CACHE, HOST, ROOT, ServiceError
+from devstack.services import CACHE, HOST, ROOT, ServiceError, process
 
 FUNCTION_PORTS = {"discover": 18081, "sync": 18082, "writer": 18083, "analyze": 18084, "artifacts": 18085,
                   "reports": 18086}
@@ -111,12 +111,12 @@ def _marker(name: str) -> str:
 def _running(name: str) -> int | None:
     """The live master (the process recorded at spawn: functions-framework's gunicorn master,
     or the broker) of `name`."""
-    return services._running_pid(f"fn-{name}", _marker(name))
+    return process.running_pid(f"fn-{name}", _marker(name))
 
 
 def _recorded(name: str) -> int | None:
     try:
-        return int(services._pid_file(f"fn-{name}").read_text().strip())
+        return int(process.pid_file(f"fn-{name}").read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
 
@@ -139,7 +139,7 @@ def _ours(pid: int, name: str) -> bool:
 
 def group(name: str) -> list[int]:
     """Every live process of `name`'s process group: the master and its workers. Each start
-    is its own session (services._spawn), so the group id is the recorded master pid, and the
+    is its own session (process.spawn), so the group id is the recorded master pid, and the
     workers stay in it when the master dies: that is how an orphan is found."""
     pgid = _recorded(name)
     if pgid is None:
@@ -147,7 +147,7 @@ def group(name: str) -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if os.getpgid(proc.pid) == pgid and services._alive(proc.pid) and _marker(name) in _cmdline(proc.pid):
+            if os.getpgid(proc.pid) == pgid and process.alive(proc.pid) and _marker(name) in _cmdline(proc.pid):
                 found.append(proc.pid)
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
@@ -164,7 +164,7 @@ def listeners(port: int) -> list[int]:
 
 
 def _cmdline(pid: int) -> str:
-    return services._cmdline(pid)
+    return process.cmdline(pid)
 
 
 def _port(name: str) -> int:
@@ -172,15 +172,15 @@ def _port(name: str) -> int:
 
 
 def _healthy(url: str) -> bool:
-    return services._http_status(url) == 200
+    return process.http_status(url) == 200
 
 
 def _clear_leftovers(name: str) -> None:
     """Before a start: whatever is left of an earlier run of `name` whose master is gone (an
     orphaned worker still holding the port) is stopped, so `up` works after any single kill."""
-    if _running(name) is None and (group(name) or services._port_busy(_port(name))):
+    if _running(name) is None and (group(name) or process.port_busy(_port(name))):
         stop(name)
-    if services._port_busy(_port(name)):
+    if process.port_busy(_port(name)):
         raise ServiceError(f"{name}: port {_port(name)} is in use by a process not started here "
                            f"(pids {listeners(_port(name)) or '?'})")
 
@@ -191,7 +191,7 @@ def start_function(name: str, timeout: float = 60, extra_env: dict | None = None
         _clear_leftovers(name)
         argv = [str(VENV_BIN / "functions-framework"), "--source", str(ROOT / "functions" / name / "main.py"),
                 "--target", "http", "--host", HOST, "--port", str(FUNCTION_PORTS[name])]
-        pid = services._spawn(f"fn-{name}", argv, env={**function_env(name), **(extra_env or {})}, cwd=ROOT)
+        pid = process.spawn(f"fn-{name}", argv, env={**function_env(name), **(extra_env or {})}, cwd=ROOT)
     _wait(f"fn-{name}", pid, lambda: _healthy(function_url(name) + "/healthz"), timeout)
 
 
@@ -207,26 +207,26 @@ def start_broker(timeout: float = 60) -> None:
         for name in FUNCTION_PORTS:
             argv += ["--subscriber", f"udb-{name}={function_url(name)}/"]
         # The broker checks ingress credentials (API keys live in the store) and sends the token.
-        pid = services._spawn("fn-broker", argv, env=function_env("broker"), cwd=ROOT)
+        pid = process.spawn("fn-broker", argv, env=function_env("broker"), cwd=ROOT)
     _wait("fn-broker", pid, lambda: _healthy(f"http://{HOST}:{BROKER_PORT}/healthz"), timeout)
 
 
 def _wait(name: str, pid: int, check, timeout: float) -> None:
-    services._wait_ready(name, pid, check, timeout, poll=0.2)
+    process.wait_ready(name, pid, check, timeout, poll=0.2)
 
 
 def stop(name: str) -> None:
     """Stop `name` whatever state a kill left it in: the master (SIGTERM, then SIGKILL to the
     whole process group), then any of its group still alive without a master (orphaned
     workers), then, as a last resort, a listener on its port that is this checkout's."""
-    services._stop(f"fn-{name}", timeout=15, marker=_marker(name))
+    process.stop(f"fn-{name}", timeout=15, marker=_marker(name))
     pgid = _recorded(name)
     leftovers = group(name) if pgid is not None else []
     if leftovers:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
         _wait_gone(leftovers)
-    services._pid_file(f"fn-{name}").unlink(missing_ok=True)
+    process.pid_file(f"fn-{name}").unlink(missing_ok=True)
     strays = [pid for pid in listeners(_port(name)) if _ours(pid, name)]
     for pid in strays:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -236,7 +236,7 @@ def stop(name: str) -> None:
 
 def _wait_gone(pids: list[int], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while any(services._alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(process.alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

@@ -259,7 +259,7 @@ def system_packages(function: str) -> list[str]:
 
 
 def copy_sources(function: str, src: Path, dest: Path) -> list[str]:
-    """Copy the UDB modules `function` reaches (and the eventing YAML and JSON Schemas)."""
+    """Copy the UDB modules `function` reaches (and the eventing YAML, JSON Schemas and page templates)."""
     internal, _ = reachable(function)
     copied = []
     for module in sorted(internal):
@@ -267,7 +267,12 @@ def copy_sources(function: str, src: Path, dest: Path) -> list[str]:
         (dest / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / relative, dest / relative)
         copied.append(str(relative))
-    for folder, pattern in (("shared/core/schemas", "*.json"), ("eventing", "*.yaml")):
+    # Data files the modules read at run time: the JSON Schemas, the routing YAML, and the Jinja2
+    # templates of every package copied (a package's pages are rendered from its templates/).
+    data = [("shared/core/schemas", "*.json"), ("eventing", "*.yaml")]
+    packages = sorted({str(Path(c).parent) for c in copied})
+    data += [(f"{package}/templates", "*.html") for package in packages if (src / package / "templates").is_dir()]
+    for folder, pattern in data:
         for path in sorted((src / folder).glob(pattern)):
             (dest / folder).mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest / folder / path.name)

@@ -7,10 +7,11 @@ sections, per-document element counts, the text length distribution and the top 
 """
 from __future__ import annotations
 
-import html
 import time
 
 import duckdb
+
+from shared.core.templating import render
 
 from .profile import json_safe, quote_ident, table_label, table_ref
 
@@ -123,18 +124,6 @@ def text_stats(con: duckdb.DuckDBPyConnection, table, *, top_terms: int = TOP_TE
     return json_safe(result)
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
-header{background:#1d2330;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
-header p{margin:4px 0 0;color:#c5cad6;font-size:13px}main{padding:20px 28px;max-width:1100px}
-section{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:14px 18px;margin-bottom:16px}
-h2{font-size:17px;margin:0 0 10px}table{border-collapse:collapse;font-size:13px}
-td,th{border-bottom:1px solid #eef0f3;padding:3px 10px 3px 0;text-align:left}th{color:#5b6476}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-.bar{background:#5b7bd5;height:10px;display:inline-block;vertical-align:middle}
-"""
-
-
 def _num(value) -> str:
     if value is None:
         return "–"
@@ -143,41 +132,30 @@ def _num(value) -> str:
     return f"{value:,}"
 
 
-def _bars(rows: list[tuple[str, int]]) -> str:
-    if not rows:
-        return "<p>no data</p>"
-    peak = max(n for _, n in rows) or 1
-    return "<table>" + "".join(
-        f"<tr><td>{html.escape(label)}</td><td class='num'>{n:,}</td>"
-        f"<td><span class='bar' style='width:{max(1, round(200 * n / peak))}px'></span></td></tr>"
-        for label, n in rows) + "</table>"
+def _bars(rows: list[tuple[str, int]]) -> list[dict]:
+    """Rows of a bar chart table: label, count and the bar's width in pixels (at most 200)."""
+    peak = max((n for _, n in rows), default=0) or 1
+    return [{"label": label, "count": f"{n:,}", "width": max(1, round(200 * n / peak))} for label, n in rows]
 
 
 def render_text_stats_html(stats: dict) -> str:
-    """One self-contained page (inline CSS, no scripts) for a text_stats() result."""
+    """One self-contained page (inline CSS, no scripts) for a text_stats() result, from
+    templates/text_stats.html (Jinja2, autoescaped)."""
     length = stats["text_length"]
     overview = [("documents", stats["documents"]), ("elements", stats["elements"]), ("pages", stats["pages"]),
                 ("sections", stats["sections"]), ("characters", length["characters"]), ("words", length["words"]),
                 ("elements per document (mean)", stats["elements_per_document"]["mean"])]
     lengths = [("min", length["min"]), ("mean", length["mean"]), ("max", length["max"]),
                *[(k, v) for k, v in length["quantiles"].items()], ("empty", length["empty"]), ("null", length["nulls"])]
-
-    def kv(items):
-        return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td class='num'>{_num(v)}</td></tr>"
-                                   for k, v in items) + "</table>"
-
-    title = html.escape(stats["table"])
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Text statistics: {title}</title><style>{_CSS}</style></head>
-<body><header><h1>Text statistics: {title}</h1><p>Document fragments, computed in DuckDB over all {stats['elements']:,} elements.</p></header>
-<main>
-<section><h2>Overview</h2>{kv(overview)}</section>
-<section><h2>Elements by type</h2>{_bars([(t['element_type'], t['count']) for t in stats['elements_by_type']])}</section>
-<section><h2>Text length (characters)</h2>{kv(lengths)}
-{_bars([(f"{b['lo']:,.0f} – {b['hi']:,.0f}", b['count']) for b in length['histogram']])}</section>
-<section><h2>Top terms</h2><table><tr><th>term</th><th>count</th><th>documents</th></tr>
-{''.join(f"<tr><td>{html.escape(t['term'])}</td><td class='num'>{t['count']:,}</td><td class='num'>{t['documents']:,}</td></tr>" for t in stats['top_terms'])}
-</table></section>
-<section><h2>Largest documents</h2>{_bars([(d['document'], d['elements']) for d in stats['elements_per_document']['top']])}</section>
-</main></body></html>
-"""
+    return render(
+        __package__, "text_stats.html",
+        title=stats["table"],
+        elements=f"{stats['elements']:,}",
+        overview=[(k, _num(v)) for k, v in overview],
+        by_type=_bars([(t["element_type"], t["count"]) for t in stats["elements_by_type"]]),
+        lengths=[(k, _num(v)) for k, v in lengths],
+        length_histogram=_bars([(f"{b['lo']:,.0f} – {b['hi']:,.0f}", b["count"]) for b in length["histogram"]]),
+        terms=[{"term": t["term"], "count": f"{t['count']:,}", "documents": f"{t['documents']:,}"}
+               for t in stats["top_terms"]],
+        documents=_bars([(d["document"], d["elements"]) for d in stats["elements_per_document"]["top"]]),
+    )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from shared.core.templating import render
 from shared.observability import telemetry
 from shared.storage.duck import quote
 from shared.analysis.evidentlyresult import drift_verdict, json_safe  # noqa: F401  (drift_verdict: re-exported)
@@ -227,12 +228,13 @@ def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None, *, 
         html={"use_local_assets": True, "inline": True, "navbar_show": True},
     )
     page = report.to_html()
-    banner = (
-        '<div id="udb-sampling-note" style="background:#fff4e5;color:#5c3b00;padding:10px 16px;'
-        'font:14px system-ui,sans-serif;border-bottom:1px solid #f0c68c">'
-        f"<strong>{'Sample' if sampled else 'Data'}:</strong> {html.escape(note)}</div>"
-    )
-    return _insert_after_body(page, banner)
+    return _insert_after_body(page, sampling_banner(sampled, note))
+
+
+def sampling_banner(sampled: bool, note: str) -> str:
+    """The visible note put at the top of a ydata page: what rows it was computed from
+    (templates/sampling_note.html, autoescaped)."""
+    return render(__package__, "sampling_note.html", sampled=sampled, note=note).rstrip("\n")
 
 
 def _insert_after_body(page: str, fragment: str) -> str:

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Kafka in the container: the same server settings as devstack/services.py, storage formatted on
+# Kafka in the container: the same server settings as devstack/services/kafka.py, storage formatted on
 # first start (a fresh container is a fresh cluster).
 set -eu
 config=/tmp/server.properties

@@ -6,12 +6,15 @@ imported where used; find_chromium needs nothing. kaleido is only in the reports
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 import shutil
 from pathlib import Path
 
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
+
+from shared.core.templating import render
 
 PLOTLY_JS = "plotly.min.js"
 
@@ -107,27 +110,20 @@ def chart_figure(kpi: dict, result: dict):
 
 
 def chart_html(kpi: dict, result: dict, plotlyjs: bool | str = True) -> str:
-    """HTML page with the Plotly chart of a KPI result. `plotlyjs=True` inlines plotly.js (4.5 MB);
-    a file name such as PLOTLY_JS links it beside the page instead (offline all the same)."""
-    spec = chart_spec(kpi, result)
-    title = html.escape(str(kpi.get("title") or kpi.get("name", "")))
-    # JSON in a <script>: "</" would end the script element, so it is written as "<\/".
-    payload = json.dumps(spec, default=str, allow_nan=False).replace("</", "<\\/")
-    script = (f"<script>{plotly_js()}</script>" if plotlyjs is True else
-              f'<script src="{html.escape(str(plotlyjs), quote=True)}"></script>' if plotlyjs else "")
-    return f"""<!DOCTYPE html>
-<html>
-<head><meta charset="utf-8"><title>{title}</title></head>
-<body>
-<div id="chart" style="height:100%;width:100%;min-height:450px"></div>
-{script}
-<script>
-var spec = {payload};
-Plotly.newPlot("chart", spec.data, spec.layout, {{"displaylogo": false, "responsive": true}});
-</script>
-</body>
-</html>
-"""
+    """HTML page with the Plotly chart of a KPI result (templates/chart.html, autoescaped).
+    `plotlyjs=True` inlines plotly.js (4.5 MB); a file name such as PLOTLY_JS links it beside the
+    page instead (offline all the same)."""
+    # The figure as JSON in a <script>: htmlsafe_json_dumps writes <, >, & and ' as \u escapes,
+    # so no value (a group named "</script>") can end the script element.
+    spec = htmlsafe_json_dumps(chart_spec(kpi, result), dumps=json.dumps, default=str, allow_nan=False)
+    return render(
+        __package__, "chart.html",
+        title=str(kpi.get("title") or kpi.get("name", "")),
+        # plotly.js from the installed plotly package: trusted, inlined as it is.
+        plotly_js=Markup(plotly_js()) if plotlyjs is True else None,
+        plotly_src=str(plotlyjs) if plotlyjs and plotlyjs is not True else None,
+        spec=spec,
+    )
 
 
 # ---------------------------------------------------------------- PNG charts

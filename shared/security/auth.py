@@ -102,7 +102,7 @@ EVENT_ROLES = {
     "dev.udb.analyze.requested": "analyst",
 }
 
-# The MCP server's tools and resources (frontends/mcp_server.py) and the role each needs: the same
+# The MCP server's tools and resources (frontends/mcp_server/) and the role each needs: the same
 # roles as the HTTP routes doing the same thing (discover_connect, KPI writes and events need
 # analyst; status, artifacts and warehouse reads need viewer). Unlisted: admin (fail closed).
 MCP_ROLES = {

@@ -22,7 +22,7 @@ compares masked reference data with masked current data):
   keeps that shape instead ("a***@example.com", "***").
 
 Counts computed in the warehouse are never masked; only the values shown are. What a profile
-keeps of a personal-data column is decided in functions/analyze/profile.py (docs/security.md).
+keeps of a personal-data column is decided in functions/analyze/profile/masking.py (docs/security.md).
 """
 from __future__ import annotations
 

@@ -14,12 +14,12 @@ resolve to the other artifacts of the same job. While a report is pending it rel
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 from datetime import datetime, timezone
 
 from shared.observability import metrics
 from shared.core.errors import NotFound, PreconditionFailed
+from shared.core.templating import render
 from shared.storage.store import TenantStore
 
 INDEX_JSON, INDEX_HTML = "index.json", "index.html"
@@ -158,26 +158,6 @@ def fail_pending(index: dict, reason: str) -> None:
 
 # ---------------------------------------------------------------- the page
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
-header{background:#1d2330;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
-header p{margin:4px 0 0;color:#c5cad6;font-size:13px}main{padding:20px 28px;max-width:1200px}
-section{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:14px 18px;margin-bottom:16px}
-h2{font-size:17px;margin:0 0 10px}table{border-collapse:collapse;font-size:13px;width:100%}
-td,th{border-bottom:1px solid #eef0f3;padding:4px 10px 4px 0;text-align:left;vertical-align:top}
-th{color:#5b6476;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-a{color:#2f55c4;text-decoration:none}a:hover{text-decoration:underline}
-.note{background:#fff4e5;color:#5c3b00;border:1px solid #f0c68c;border-radius:6px;padding:8px 12px;margin:0 0 8px}
-.gallery{display:flex;flex-wrap:wrap;gap:12px}.gallery a{display:block;width:270px;font-size:12px}
-.gallery img{width:270px;height:150px;object-fit:contain;border:1px solid #e1e4ea;border-radius:6px;background:#fff}
-ul.facts{margin:0;padding-left:20px;font-size:14px;line-height:1.5}.muted{color:#7a8294;font-size:12px}
-code{background:#eef0f3;border-radius:3px;padding:0 3px}
-.state{display:inline-block;border-radius:4px;padding:0 6px;font-size:12px;font-weight:600}
-.state.pending{background:#e8eefc;color:#2f55c4}.state.ready{background:#e4f5e9;color:#1c6b35}
-.state.failed{background:#fde8e8;color:#a11d1d}.state.skipped{background:#eef0f3;color:#5b6476}
-"""
-
-
 def _size(n: int | None) -> str:
     if n is None:
         return ""
@@ -189,100 +169,69 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
-def _fact_html(text: str) -> str:
-    # Facts mark names with backticks (Markdown); show them as code, everything escaped.
-    parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+def _fact_parts(text: str) -> list[tuple[str, bool]]:
+    """A fact as (text, is_code) runs: facts mark names with backticks (Markdown), which the
+    page shows as code."""
+    return [(part, bool(i % 2)) for i, part in enumerate(text.split("`"))]
 
 
-def _link(name: str) -> str:
-    return f"<a href=\"{html.escape(name, quote=True)}\">{html.escape(name)}</a>"
+def _artifact_rows(entries: list[dict]) -> list[dict]:
+    return [{"name": e["name"], "description": e.get("description") or "", "media_type": e.get("media_type") or "",
+             "size": _size(e.get("bytes"))} for e in entries]
 
 
-def _rows(entries: list[dict]) -> str:
-    return "".join(
-        f"<tr><td>{_link(e['name'])}</td>"
-        f"<td>{html.escape(e.get('description') or '')}</td>"
-        f"<td class='muted'>{html.escape(e.get('media_type') or '')}</td>"
-        f"<td class='num'>{_size(e.get('bytes'))}</td></tr>"
-        for e in entries)
-
-
-def _reports_html(items: list[dict], present: set[str]) -> str:
-    if not items:
-        return ""
+def _report_rows(items: list[dict], present: set[str]) -> list[dict]:
+    """Each report as the page shows it: its links when ready (those stored), the reason when
+    failed or skipped, and its note."""
     rows = []
     for item in items:
-        state = item["state"]
-        if state == "ready":
-            what = ", ".join(_link(a) for a in item["artifacts"] if a in present) or "rendered"
-            if item.get("seconds") is not None:
-                what += f" <span class='muted'>in {item['seconds']:.1f} s</span>"
-        elif state == "pending":
-            what = "rendering&hellip;"
-        else:
-            what = html.escape(item.get("reason") or "")
-        if item.get("note"):
-            what += f"<br><span class='muted'>{html.escape(item['note'])}</span>"
-        rows.append(f"<tr id=\"report-{html.escape(item['id'], quote=True)}\"><td>{html.escape(item['title'])}</td>"
-                    f"<td><span class='state {state}'>{state}</span></td><td>{what}</td></tr>")
-    pending = sum(1 for i in items if i["state"] == "pending")
-    lead = (f"<p class='muted'>{pending} report(s) are rendering; this page reloads itself until they are "
-            f"ready.</p>" if pending else "")
-    return (f"<section id='reports'><h2>Reports</h2>{lead}<table><tr><th>report</th><th>state</th>"
-            f"<th>artifacts or reason</th></tr>{''.join(rows)}</table></section>")
+        seconds = item.get("seconds")
+        rows.append({
+            "id": item["id"], "title": item["title"], "state": item["state"],
+            "links": [a for a in item.get("artifacts") or [] if a in present],
+            "seconds": f"{seconds:.1f}" if seconds is not None else None,
+            "reason": item.get("reason") or "", "note": item.get("note"),
+        })
+    return rows
 
 
-def render_index_html(index: dict, entries: list[dict], facts: list[dict] | None = None) -> str:
-    """The job's report page: notes, the reports (pending, ready with their links, failed with
-    the reason), the summary's facts, a gallery of the PNG charts, and every artifact grouped
-    by table, each with its description, media type and size, plus index.json itself."""
-    job_id, tenant, tables = index["job_id"], index["tenant"], index["tables"]
-    items = index.get("reports", [])
-    notes_html = "".join(f"<p class='note'><strong>{html.escape(n.get('kind', 'note').replace('_', ' '))}:</strong> "
-                         f"{html.escape(n.get('message', ''))}</p>" for n in index.get("notes") or [])
-    facts_html = ""
-    if facts:
-        facts_html = ("<section><h2>Summary</h2><ul class='facts'>"
-                      + "".join(f"<li>{_fact_html(f['text'])}</li>" for f in facts)
-                      + "</ul><p class='muted'>Every sentence is generated from the numbers in "
-                        "<a href='summary.json'>summary.json</a>.</p></section>")
-    pngs = [e for e in entries if e.get("media_type") == "image/png"]
-    gallery = ""
-    if pngs:
-        gallery = "<section><h2>Charts</h2><div class='gallery'>" + "".join(
-            f"<a href=\"{html.escape(e['name'], quote=True)}\"><img src=\"{html.escape(e['name'], quote=True)}\" "
-            f"alt=\"{html.escape(e.get('description') or e['name'], quote=True)}\">{html.escape(e.get('description') or '')}</a>"
-            for e in pngs) + "</div></section>"
+def _table_sections(index: dict, entries: list[dict]) -> list[dict]:
+    """Artifacts grouped by table (the job's tables first, in order), then the job-level ones
+    with index.json itself."""
     groups: dict[str | None, list[dict]] = {}
     for e in entries:
-        if e["name"] == INDEX_HTML:
-            continue
-        groups.setdefault(e.get("table"), []).append(e)
-    head = "<tr><th>artifact</th><th>what it is</th><th>type</th><th>size</th></tr>"
-    sections = []
-    for table in [t for t in tables if t in groups] + [t for t in groups if t is not None and t not in tables]:
-        sections.append(f"<section><h2>Table <code>{html.escape(table)}</code></h2>"
-                        f"<table>{head}{_rows(groups[table])}</table></section>")
+        if e["name"] != INDEX_HTML:
+            groups.setdefault(e.get("table"), []).append(e)
+    tables = index["tables"]
+    order = [t for t in tables if t in groups] + [t for t in groups if t is not None and t not in tables]
+    sections = [{"table": table, "rows": _artifact_rows(groups[table])} for table in order]
     job_level = groups.get(None, []) + [{"name": INDEX_JSON, "media_type": "application/json", "bytes": None,
                                          "description": "Machine-readable index of every artifact of this job "
                                                         "(name, media type, bytes, sha256, description) and "
                                                         "the state of its reports"}]
-    sections.append(f"<section><h2>Job</h2><table>{head}{_rows(job_level)}</table></section>")
-    count = len([e for e in entries if e["name"] != INDEX_HTML]) + 1
-    refresh = (f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
-               if any(i["state"] == "pending" for i in items) else "")
+    sections.append({"table": None, "rows": _artifact_rows(job_level)})
+    return sections
+
+
+def render_index_html(index: dict, entries: list[dict], facts: list[dict] | None = None) -> str:
+    """The job's report page (templates/job_index.html, autoescaped): notes, the reports
+    (pending, ready with their links, failed with the reason), the summary's facts, a gallery
+    of the PNG charts, and every artifact grouped by table, each with its description, media
+    type and size, plus index.json itself."""
+    items = index.get("reports", [])
+    tables = index["tables"]
     present = {e["name"] for e in entries}
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">{refresh}<title>UDB analysis {html.escape(job_id)}</title>
-<style>{_CSS}</style></head>
-<body><header><h1>Analysis {html.escape(job_id)}</h1>
-<p>Tenant {html.escape(tenant)} · {len(tables)} table{'s' if len(tables) != 1 else ''} · {count} artifacts</p></header>
-<main>
-{notes_html}
-{_reports_html(items, present)}
-{facts_html}
-{gallery}
-{''.join(sections)}
-</main></body></html>
-"""
+    return render(
+        __package__, "job_index.html",
+        job_id=index["job_id"], tenant=index["tenant"], tables=len(tables),
+        count=len([e for e in entries if e["name"] != INDEX_HTML]) + 1,
+        refresh=REFRESH_SECONDS if any(i["state"] == "pending" for i in items) else None,
+        notes=[{"kind": n.get("kind", "note").replace("_", " "), "message": n.get("message", "")}
+               for n in index.get("notes") or []],
+        reports=_report_rows(items, present),
+        pending=sum(1 for i in items if i["state"] == "pending"),
+        facts=[_fact_parts(f["text"]) for f in facts or []],
+        pngs=[{"name": e["name"], "description": e.get("description") or ""}
+              for e in entries if e.get("media_type") == "image/png"],
+        sections=_table_sections(index, entries),
+    )

@@ -15,7 +15,8 @@ import httpx
 import pytest
 from cloudevents.http import to_binary
 
-from devstack import services, stack
+from devstack import stack
+from devstack.services import process
 from shared.core import events
 from shared.core.tenancy import new_job_id
 from tests.stack_fixtures import auth_headers, broker_auth, sales_in_minio, wait_for_job
@@ -39,7 +40,7 @@ def kill_broker() -> None:
     assert pid is not None, "the broker is not running"
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while services._alive(pid):
+    while process.alive(pid):
         assert time.monotonic() < deadline, "the killed broker did not exit"
         time.sleep(0.05)
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from devstack import services, stack
-from devstack.services import ROOT
+from devstack.services import ROOT, process
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 PORT = stack.FUNCTION_PORTS["analyze"]
@@ -41,16 +41,16 @@ def wait_until(check, timeout: float, what: str) -> float:
 
 
 def port_free() -> bool:
-    return not services._port_busy(PORT)
+    return not process.port_busy(PORT)
 
 
 def make_orphan() -> int:
     """An orphan of analyze's recorded process group holding its port; returns its pid."""
-    leader = services._spawn("fn-analyze", [sys.executable, "-c", ORPHAN,
+    leader = process.spawn("fn-analyze", [sys.executable, "-c", ORPHAN,
                                             str(ROOT / "functions" / "analyze" / "main.py"), str(PORT)], cwd=ROOT)
     wait_until(lambda: len(stack.group("analyze")) == 2 and not port_free(), 10, "the stand-in never listened")
     os.kill(leader, signal.SIGKILL)
-    wait_until(lambda: not services._alive(leader), 5, "the leader did not die")
+    wait_until(lambda: not process.alive(leader), 5, "the leader did not die")
     (orphan,) = stack.group("analyze")
     return orphan
 
@@ -85,7 +85,7 @@ def test_killing_the_master_leaves_no_worker_serving_and_up_works(analyze_restor
     info = stack.status()["analyze"]
     (worker,) = [pid for pid in info["group"] if pid != info["pid"]]
     os.kill(info["pid"], signal.SIGKILL)
-    gone = wait_until(lambda: not services._alive(worker) and port_free(), 5, "the worker outlived its master")
+    gone = wait_until(lambda: not process.alive(worker) and port_free(), 5, "the worker outlived its master")
     print(f"\nmaster killed -> worker gone and port free in {gone:.2f} s")
     assert stack.status()["analyze"]["state"] == "down"
     up = subprocess.run([sys.executable, "-m", "devstack.stack", "up"], capture_output=True, text=True, cwd=ROOT,
@@ -110,22 +110,22 @@ def test_status_down_and_up_handle_an_orphaned_worker(analyze_restored):
     info = stack.status()["analyze"]
     assert (info["state"], info["pid"], info["group"]) == ("orphaned", None, [orphan])
     stack.stop("analyze")  # what `just stack down` does for each function
-    assert not services._alive(orphan) and port_free()
+    assert not process.alive(orphan) and port_free()
 
     orphan = make_orphan()
     stack.start_function("analyze")  # what `just stack up` does: the orphan is cleared first
-    assert not services._alive(orphan)
+    assert not process.alive(orphan)
     assert httpx.get(stack.function_url("analyze") + "/healthz", timeout=5).status_code == 200
 
 
 def test_a_listener_of_this_checkout_without_a_pid_file_is_stopped_as_a_last_resort(analyze_restored):
     stack.stop("analyze")
     orphan = make_orphan()
-    services._pid_file("fn-analyze").unlink()  # nothing records it any more
+    process.pid_file("fn-analyze").unlink()  # nothing records it any more
     assert stack.status()["analyze"]["state"] == "down" and not port_free()
     assert stack.listeners(PORT) == [orphan]
     stack.stop("analyze")
-    assert not services._alive(orphan) and port_free()
+    assert not process.alive(orphan) and port_free()
 
 
 def test_a_listener_not_of_this_checkout_is_left_alone(analyze_restored):

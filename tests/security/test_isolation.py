@@ -137,7 +137,7 @@ RAW_STORE_ACCESS = {
     "functions/artifacts/schedules_api.py": "the schedule tick over tenants/*/schedules/ (or one tenant's): "
                                             "slot markers beside each schedule, the sync sent for that tenant",
     "frontends/cli.py": "`udb schedule run`: the same tick, embedded",
-    "frontends/mcp_server.py": "the MCP server (`udb mcp`): verifies the caller's credential against auth/keys/, "
+    "frontends/mcp_server/backends.py": "the MCP server (`udb mcp`): verifies the caller's credential against auth/keys/, "
                             "then reads only through TenantStore views of the caller's tenant",
 }
 

@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from cloudevents.http import CloudEvent, to_binary
 
-from devstack import services, stack
+from devstack import stack
+from devstack.services import process
 from shared.core import bindings, events
 from shared.core.tenancy import new_job_id
 from tests.stack_fixtures import auth_headers, broker_auth, sales_in_minio, topic_records, wait_for_job
@@ -148,7 +149,7 @@ def pg_secret_source(stack_services):
 def test_a_source_password_stays_out_of_objects_events_and_logs_in_the_stack(running_stack, s3_client, tenant,
                                                                           pg_secret_source):
     dsn, password = pg_secret_source
-    logs = {name: services._log_file(f"fn-{name}") for name in stack.FUNCTION_PORTS}
+    logs = {name: process.log_file(f"fn-{name}") for name in stack.FUNCTION_PORTS}
     offsets = {name: path.stat().st_size if path.exists() else 0 for name, path in logs.items()}
     response = httpx.post(stack.function_url("discover") + "/sources/discover_connect", json={"hint": dsn},
                           headers=auth_headers(tenant, "analyst"), timeout=60)

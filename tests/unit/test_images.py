@@ -156,6 +156,11 @@ def test_image_python_matches_the_lock():
 def test_copied_sources_import_the_function(function, tmp_path):
     copied = gen.copy_sources(function, REPO, tmp_path)
     assert f"functions/{function}/main.py" in copied and "shared/core/schemas/job.json" in copied
+    # Every page template of a package the image holds travels with it (rendered at run time).
+    for module in [c for c in copied if c.endswith(".py")]:
+        templates = REPO / Path(module).parent / "templates"
+        for template in templates.glob("*.html") if templates.is_dir() else ():
+            assert str(template.relative_to(REPO)) in copied, f"{template} missing from the {function} image"
     other = {f for f in FUNCTIONS if f != function and any(c.startswith(f"functions/{f}/") for c in copied)}
     # Only artifacts borrows another function's modules (the KPI definitions of analyze).
     assert other <= ({"analyze"} if function == "artifacts" else set())
