@@ -25,6 +25,7 @@ NOT_MIRRORED = {
     "shared/analysis/kpi_defs.py": "security/test_kpi_caps.py, integration/test_kpis_api.py",
     "shared/core/bindings.py": "integration/test_local_broker.py, e2e/test_stack_pipeline.py",
     "shared/core/settings.py": "unit/test_settings_tenancy.py (left whole while issue 18 changes settings)",
+    "shared/core/templating.py": "unit/test_pages.py (every page UDB builds, with hostile values)",
     "shared/core/tenancy.py": "unit/test_settings_tenancy.py",
     "shared/observability/logs.py": "integration/test_telemetry.py, integration/test_observability_embedded.py",
     "shared/observability/metrics.py": "integration/test_telemetry.py, integration/test_observability_config.py",
@@ -57,7 +58,12 @@ NOT_MIRRORED = {
     "functions/reports/handler.py": "unit/test_reports.py, reliability/test_wide_reports.py",
     "functions/artifacts/handler.py": "integration/test_analysis_pipeline.py, security/test_report_injection.py",
     "functions/analyze/kpis.py": "unit/test_analyze_lib.py, security/test_kpi_caps.py",
-    "functions/analyze/profile.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
+    "functions/analyze/profile/columns.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
+    "functions/analyze/profile/masking.py": "unit/test_analyze_lib.py",
+    "functions/analyze/profile/page.py": "unit/test_pages.py",
+    "functions/analyze/profile/quality.py": "unit/test_analyze_lib.py",
+    "functions/analyze/profile/sql.py": "unit/test_analyze_lib.py",
+    "functions/analyze/profile/table.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
     "functions/analyze/summary.py": "unit/test_analyze_lib.py",
     "functions/analyze/textstats.py": "unit/test_analyze_lib.py",
     "functions/artifacts/admin.py": "unit/test_prune.py, integration/test_prune_s3.py",
@@ -70,7 +76,13 @@ NOT_MIRRORED = {
     "functions/reports/render.py": "unit/test_reports.py, integration/test_reports_warm.py",
     # frontends/
     "frontends/cli.py": "e2e/test_embedded_pipeline.py, unit/test_docs.py (every documented command)",
-    "frontends/mcp_server.py": "integration/test_mcp.py, e2e/test_mcp_stack.py",
+    "frontends/mcp_server/access.py": "integration/test_mcp.py",
+    "frontends/mcp_server/backends.py": "integration/test_mcp.py, e2e/test_mcp_stack.py",
+    "frontends/mcp_server/resources.py": "integration/test_mcp.py",
+    "frontends/mcp_server/tools.py": "integration/test_mcp.py, e2e/test_mcp_stack.py",
+    "frontends/mcp_server/transport.py": "integration/test_mcp.py",
+    "frontends/mcp_server/udb.py": "integration/test_mcp.py",
+    "frontends/mcp_server/warehouse.py": "integration/test_mcp.py",
 }
 
 
