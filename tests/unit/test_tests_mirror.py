@@ -25,7 +25,7 @@ NOT_MIRRORED = {
     "shared/analysis/kpi_defs.py": "security/test_kpi_caps.py, integration/test_kpis_api.py",
     "shared/core/bindings.py": "integration/test_local_broker.py, e2e/test_stack_pipeline.py",
     "shared/core/settings.py": "unit/test_settings_tenancy.py (left whole while issue 18 changes settings)",
-    "shared/core/templating.py": "unit/test_pages.py (every page UDB builds, hostile values included)",
+    "shared/core/templating.py": "unit/test_pages.py (every page UDB builds and hostile values)",
     "shared/core/tenancy.py": "unit/test_settings_tenancy.py",
     "shared/observability/logs.py": "integration/test_telemetry.py, integration/test_observability_embedded.py",
     "shared/observability/metrics.py": "integration/test_telemetry.py, integration/test_observability_config.py",
