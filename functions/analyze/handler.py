@@ -124,7 +124,7 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
             # Column batches keep DuckDB's memory flat on wide tables; the bound checks itself
             # between batches and names the batch it stopped in.
             prof = profile.profile_table(con, table, batch_columns=profile.batch_columns_for(bound.duckdb_memory),
-                                         step=lambda first, end, total: bound.step(
+                                         step=lambda first, end, total, table=table: bound.step(
                                              "profile", f"{table} columns {first + 1}-{end} of {total:,}"))
             metrics.profile_seconds.observe(time.perf_counter() - started)
         if prof["correlations"].get("note"):

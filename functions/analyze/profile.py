@@ -195,7 +195,7 @@ def _select(con, source: str, aggs: list[tuple[str, str]]) -> dict[str, Any]:
         return {}
     sql = "SELECT " + ", ".join(expr for _, expr in aggs) + f" FROM {source}"
     row = con.execute(sql).fetchone()
-    return {key: value for (key, _), value in zip(aggs, row)}
+    return {key: value for (key, _), value in zip(aggs, row, strict=True)}
 
 
 def _share(part, whole) -> float | None:
@@ -295,7 +295,7 @@ def profile_table(
             con, source, cols, rows, exact, top_k, bins, batch_columns, step)
         duplicate_rows = _duplicate_rows(con, source, rows, [c["name"] for c in cols])
 
-    for col, profiled in zip(cols, column_profiles):
+    for col, profiled in zip(cols, column_profiles, strict=True):
         if col.get("pii"):
             profiled["pii"] = dict(col["pii"])
     if mask_values:
@@ -560,7 +560,7 @@ def _column_profile(con, source, col, first, second, rows, exact, top_k) -> dict
             "mean": first.get(key + "mean"),
             "std": first.get(key + "std"),
             "skewness": first.get(key + "skew"),
-            "quantiles": dict(zip(QUANTILES, quantiles)),
+            "quantiles": dict(zip(QUANTILES, quantiles, strict=True)),
             "quantile_method": "quantile_cont" if exact else "approx_quantile",
             "zeros": first.get(key + "zeros"),
             "zero_share": _share(first.get(key + "zeros"), rows),
@@ -658,7 +658,7 @@ def _withhold_pii_statistics(col: dict) -> None:
         if key == "histogram":
             col[key] = []
         elif key == "quantiles":
-            col[key] = {name: None for name in QUANTILES}
+            col[key] = dict.fromkeys(QUANTILES)
         else:
             col[key] = None
     col["pii"]["withheld"] = withheld

@@ -112,7 +112,7 @@ def text_stats(con: duckdb.DuckDBPyConnection, table, *, top_terms: int = TOP_TE
         "text_length": {
             "count": elements - nulls, "nulls": nulls, "empty": empty,
             "min": lmin, "max": lmax, "mean": lmean,
-            "quantiles": dict(zip(QUANTILES, quantiles or [None] * len(QUANTILES))),
+            "quantiles": dict(zip(QUANTILES, quantiles or [None] * len(QUANTILES), strict=True)),
             "quantile_method": "quantile_cont (exact)",
             "histogram": histogram,
             "characters": characters, "words": words,
@@ -169,14 +169,16 @@ def render_text_stats_html(stats: dict) -> str:
     title = html.escape(stats["table"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Text statistics: {title}</title><style>{_CSS}</style></head>
-<body><header><h1>Text statistics: {title}</h1><p>Document fragments, computed in DuckDB over all {stats['elements']:,} elements.</p></header>
+<body><header><h1>Text statistics: {title}</h1><p>Document fragments, computed in DuckDB over all {
+stats['elements']:,} elements.</p></header>
 <main>
 <section><h2>Overview</h2>{kv(overview)}</section>
 <section><h2>Elements by type</h2>{_bars([(t['element_type'], t['count']) for t in stats['elements_by_type']])}</section>
 <section><h2>Text length (characters)</h2>{kv(lengths)}
 {_bars([(f"{b['lo']:,.0f} – {b['hi']:,.0f}", b['count']) for b in length['histogram']])}</section>
 <section><h2>Top terms</h2><table><tr><th>term</th><th>count</th><th>documents</th></tr>
-{''.join(f"<tr><td>{html.escape(t['term'])}</td><td class='num'>{t['count']:,}</td><td class='num'>{t['documents']:,}</td></tr>" for t in stats['top_terms'])}
+{''.join(f"<tr><td>{html.escape(t['term'])}</td><td class='num'>{t['count']:,}</td>"
+         f"<td class='num'>{t['documents']:,}</td></tr>" for t in stats['top_terms'])}
 </table></section>
 <section><h2>Largest documents</h2>{_bars([(d['document'], d['elements']) for d in stats['elements_per_document']['top']])}</section>
 </main></body></html>
