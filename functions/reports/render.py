@@ -224,7 +224,7 @@ def warm(engine: str, nice: int = 0) -> int:
         for name in ENGINE_MODULES[engine]:
             try:
                 importlib.import_module(name)
-            except Exception:  # noqa: BLE001 -- the report that needs it fails with the reason
+            except Exception:  # warming is best effort: the report that needs it fails with the reason
                 pass
     line = sys.stdin.readline()
     if not line.strip():
