@@ -14,8 +14,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-import duckdb
-
 from shared.core.errors import InputError, NotFound, ValidationError
 from shared.storage.store import TenantStore
 

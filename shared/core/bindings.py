@@ -55,7 +55,7 @@ def to_kafka(event: CloudEvent) -> tuple[bytes | None, bytes, list[tuple[str, by
 
 
 def from_kafka(key, value: bytes, headers) -> CloudEvent:
-    message = ce_kafka.KafkaMessage(headers={k: v for k, v in headers}, key=key, value=value)
+    message = ce_kafka.KafkaMessage(headers=dict(headers), key=key, value=value)
     return ce_kafka.from_binary(message, data_unmarshaller=_unmarshal)
 
 

@@ -88,7 +88,7 @@ class PingSource:
         if len(fields) != 5:
             raise ValidationError("invalid PingSource", {"schedule": f"expected 5 cron fields, found {self.schedule!r}"})
         allowed = [_cron_field(f, lo, hi) for f, (lo, hi) in
-                   zip(fields, ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6)))]
+                   zip(fields, ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6)), strict=True)]
         t = dt.datetime.fromtimestamp(after, dt.timezone.utc).replace(second=0, microsecond=0)
         for _ in range(366 * 24 * 60):
             t += dt.timedelta(minutes=1)
