@@ -94,7 +94,7 @@ def _name_outputs(tree: exp.Expression, columns: list[str]) -> None:
         return
     if any(_is_star(p) for p in select.expressions):
         return
-    for projection, name in zip(list(select.expressions), columns):
+    for projection, name in zip(list(select.expressions), columns, strict=True):
         if projection.alias_or_name != name:
             projection.replace(exp.alias_(projection.unalias().copy(), name, quoted=True))
 
@@ -145,7 +145,7 @@ def personal_outputs(sql: str, columns: Iterable[str], schema: Mapping[str, Mapp
     except SqlglotError:
         return set(columns)  # cannot read it: every column is treated as personal data
     # Types do not matter for lineage; a type sqlglot cannot parse must not stop it.
-    plain_schema = {t: {c: "VARCHAR" for c in cols} for t, cols in schema.items()}
+    plain_schema = {t: dict.fromkeys(cols, "VARCHAR") for t, cols in schema.items()}
     if not _cautious(tree, personal):
         return set()  # no personal column is read outside a cut: nothing to follow
     _name_outputs(tree, columns)

@@ -8,6 +8,7 @@ job already failed with the cause) is 422, which the broker does not retry.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
@@ -171,7 +172,7 @@ class FunctionApp:
             return "openapi", self._guard(lambda: openapi.response(self.function, path))
         for method, prefix, fn in self.routes:
             if request.method == method and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
-                return prefix, self._guard(lambda: self._admit(request, lambda: fn(request, self.ctx)))
+                return prefix, self._guard(functools.partial(self._admit, request, functools.partial(fn, request, self.ctx)))
         if path == "/" and request.method == "POST" and self.handle is not None:
             return "event", self._guard(lambda: self._admit(request, lambda: self._event(request)))
         allowed = sorted({m for m, prefix, _ in self.routes
