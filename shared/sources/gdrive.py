@@ -124,7 +124,7 @@ def inspect(hint: str, *, env=None) -> dict:
                                   f"(Google Sheets, Google Docs, {files.supported()}, {documents.supported()})")
             usable, short = [(item, found)], PROVIDER
         streams = []
-        for i, (entry, (path, name)) in enumerate(sorted(usable, key=lambda u: u[1][1])):
+        for i, (_entry, (path, name)) in enumerate(sorted(usable, key=lambda u: u[1][1])):
             dest = tmp / f"file-{i}"
             ctype, size = session.download(path, dest)
             fmt = web.file_format(name, ctype, dest)

@@ -275,7 +275,7 @@ def _reason(exc: Exception, dsn: Dsn, conninfo: str | None = None, password: str
     if match:
         text = match.group(1)
     text = re.sub(r"^[A-Za-z ]*Error:\s*", "", text.strip())
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     reason = lines[0] if lines else type(exc).__name__
     if "Connection refused" in reason:
         reason += " (is the server running and accepting TCP/IP connections?)"
@@ -385,7 +385,7 @@ def inspect(hint: str, *, env=None) -> dict:
         con.close()
     spec = _incremental_spec(getattr(env, "options", None) or {})
     streams = []
-    for schema, table, kind, size in found:
+    for schema, table, _kind, size in found:
         cols = columns.get((schema, table))
         if not cols:
             continue  # a relation DuckDB cannot type (e.g. no columns at all)

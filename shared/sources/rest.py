@@ -29,7 +29,6 @@ is kept whole as JSON text in one VARCHAR column.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -38,7 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from shared.storage import duck
-from shared.core.errors import NotFound, PreconditionFailed, SourceError
+from shared.core.errors import SourceError
 from shared.core.settings import Settings
 from shared.sources import http as web
 from shared.storage import syncstate as state
@@ -295,7 +294,8 @@ def detect_paginator(url: httpx.URL, response: httpx.Response, body, records: li
                         f"cursor in the body at {path!r} (sent back as ?{param}=)")
         total_path = next((p for p in TOTAL_PATHS if isinstance(_get(body, p), int)), None)
         if isinstance(body.get("offset"), int) or ("offset" in query):
-            limit = body.get("limit") if isinstance(body.get("limit"), int) else (int(query["limit"]) if query.get("limit", "").isdigit() else None)
+            limit = body.get("limit") if isinstance(body.get("limit"), int) else (
+                int(query["limit"]) if query.get("limit", "").isdigit() else None)
             spec = {"type": "offset", "limit": limit or len(records) or None, "total_path": total_path or "total"}
             return {k: v for k, v in spec.items() if v is not None}, "offset/limit in the body" + (
                 f" with a total at {total_path!r}" if total_path else "")
