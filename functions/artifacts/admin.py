@@ -165,7 +165,7 @@ ROUTES = [("POST", "/admin/prune", prune_route)]
 def main(argv=None) -> int:
     """`python -m functions.artifacts.admin [--dry-run]`: the same prune from a shell or a CronJob."""
     from shared.core.settings import Settings
-    from shared.storage.store import open_store
+    from shared.storage.backends import open_store
 
     args = sys.argv[1:] if argv is None else argv
     if any(a not in ("--dry-run",) for a in args):

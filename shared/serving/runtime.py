@@ -23,7 +23,8 @@ from shared.observability import logs, metrics, telemetry
 from shared.core.errors import InputError, JobFailed, TransientError, ValidationError, is_transient
 from shared.storage.jobs import Jobs
 from shared.core.settings import Settings
-from shared.storage.store import ObjectStore, TenantStore, open_store
+from shared.storage.backends import open_store
+from shared.storage.store import ObjectStore, TenantStore
 
 Handler = Callable[[CloudEvent, "Context"], "CloudEvent | None"]
 # The event the current handler is working on (its routing flags decide lineage at `loaded`).
