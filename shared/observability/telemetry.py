@@ -11,7 +11,7 @@
 - `current_traceparent()` is the W3C traceparent of the current span: `events.make_event` puts
   it on every reply, so the next handler's span is a child of this one.
 
-Only the OpenTelemetry API is imported at module level (events import this module); the SDK
+Only the OpenTelemetry API is imported at module level; the SDK
 and the exporters are imported by `setup`.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 import opentelemetry.trace as trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from shared.core import events
 from shared.observability import logs, metrics
 
 EXPORTERS = ("none", "otlp", "file")
@@ -102,14 +103,10 @@ def parse_traceparent(traceparent: str | None) -> SpanContext | None:
     return context if context.is_valid else None
 
 
-def format_traceparent(context: SpanContext) -> str:
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
-
-
-def current_traceparent() -> str | None:
-    """The W3C traceparent of the current span; None outside any span."""
-    context = trace.get_current_span().get_span_context()
-    return format_traceparent(context) if context.is_valid else None
+# The traceparent of a span is part of the event model (shared.core.events, below this layer);
+# named here too because spans are this module's subject.
+format_traceparent = events.format_traceparent
+current_traceparent = events.current_traceparent
 
 
 @contextmanager

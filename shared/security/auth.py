@@ -47,6 +47,7 @@ from itsdangerous import BadSignature, Signer
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.security import limits, ratelimit
+from shared.core import bindings
 from shared.core.errors import InputError, NotFound, PreconditionFailed, UDBError
 from shared.core.tenancy import TENANT_RE, validate_job_id, validate_tenant
 
@@ -382,10 +383,9 @@ def _bearer(headers) -> str | None:
     return key.strip() if key else None
 
 
-def broker_headers(settings) -> dict:
-    """Headers an internal sender adds when it posts an event to the broker (or the broker to
-    a function): the broker token, when one is set."""
-    return {"Authorization": f"Bearer {settings.broker_token}"} if settings.broker_token else {}
+# The header that carries the broker token is part of the HTTP binding (shared.core, below
+# this layer); named here too because this module checks it.
+broker_headers = bindings.broker_headers
 
 
 class Gatekeeper:
@@ -415,7 +415,7 @@ class Gatekeeper:
     @property
     def keys(self) -> KeyStore:
         if self._store is None:
-            from shared.storage.store import open_store
+            from shared.storage.backends import open_store
             self._store = open_store(self.settings)
         return KeyStore(self._store)
 
@@ -671,7 +671,7 @@ def run_cli(args, settings) -> int:
     if args.command == "token":
         print(mint_jwt(settings.jwt_secret, args.tenant, args.role, args.ttl, max_seconds=settings.jwt_max_seconds))
         return 0
-    from shared.storage.store import open_store
+    from shared.storage.backends import open_store
     keys = KeyStore(open_store(settings))
     if args.keys_command == "create":
         key, record = keys.create(args.tenant, args.role, args.name)
