@@ -31,6 +31,7 @@ import math
 import time
 
 from shared.observability import telemetry
+from shared.storage import duck
 from shared.storage.duck import literal, quote
 
 from .profile import table_ref
@@ -74,9 +75,9 @@ def snapshot_drift(con, table: str) -> dict | None:
     """Drift of `main.<table>` against `udb_snapshots.<table>`; None when the table has no
     snapshot yet (its first load)."""
     # A view over the lake's previous snapshot (or a table, in a plain DuckDB file).
-    found = con.execute("SELECT count(*) FROM (SELECT schema_name, table_name AS name FROM duckdb_tables() "
+    found = duck.scalar(con, "SELECT count(*) FROM (SELECT schema_name, table_name AS name FROM duckdb_tables() "
                         "UNION ALL SELECT schema_name, view_name FROM duckdb_views()) "
-                        f"WHERE schema_name = 'udb_snapshots' AND name = {literal(table)}").fetchone()[0]  # no `?`: it imports pandas
+                        f"WHERE schema_name = 'udb_snapshots' AND name = {literal(table)}")  # no `?`: it imports pandas
     if not found:
         return None
     with telemetry.stage("drift", table=table):
@@ -101,8 +102,8 @@ def table_drift(con, current, reference) -> dict:
     cur_sql, ref_sql = _relation(current), _relation(reference)
     cur_types = _types(con, cur_sql)
     ref_types = _types(con, ref_sql)
-    rows_cur = con.execute(f"SELECT count(*) FROM {cur_sql}").fetchone()[0]
-    rows_ref = con.execute(f"SELECT count(*) FROM {ref_sql}").fetchone()[0]
+    rows_cur = duck.scalar(con, f"SELECT count(*) FROM {cur_sql}")
+    rows_ref = duck.scalar(con, f"SELECT count(*) FROM {ref_sql}")
 
     skipped, candidates = [], []
     for name, dtype in cur_types.items():
@@ -333,12 +334,12 @@ def _z_p_value(con, cur_sql, ref_sql, name, family, n_ref, n_cur, values) -> flo
     from scipy.stats import norm
 
     value, keep = _value(name, family)
-    first = con.execute(f"SELECT min(x) FROM (SELECT {value} AS x FROM {ref_sql} WHERE {keep} "
-                        f"UNION ALL SELECT {value} FROM {cur_sql} WHERE {keep})").fetchone()[0]
-    other_ref = con.execute(f"SELECT count(*) FILTER (WHERE {value} <> ?) FROM {ref_sql} WHERE {keep}",
-                            [first]).fetchone()[0]
-    other_cur = con.execute(f"SELECT count(*) FILTER (WHERE {value} <> ?) FROM {cur_sql} WHERE {keep}",
-                            [first]).fetchone()[0]
+    first = duck.scalar(con, f"SELECT min(x) FROM (SELECT {value} AS x FROM {ref_sql} WHERE {keep} "
+                        f"UNION ALL SELECT {value} FROM {cur_sql} WHERE {keep})")
+    other_ref = duck.scalar(con, f"SELECT count(*) FILTER (WHERE {value} <> ?) FROM {ref_sql} WHERE {keep}",
+                            [first])
+    other_cur = duck.scalar(con, f"SELECT count(*) FILTER (WHERE {value} <> ?) FROM {cur_sql} WHERE {keep}",
+                            [first])
     p1, p2 = other_ref / n_ref, other_cur / n_cur
     pooled = (p1 * n_ref + p2 * n_cur) / (n_ref + n_cur)
     z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1.0 / n_ref + 1.0 / n_cur))

@@ -20,6 +20,7 @@ from typing import Any, Callable, ContextManager, Iterable, Sequence
 import duckdb
 
 from shared.security import pii as pii_policy
+from shared.storage import duck
 from shared.analysis.evidentlyresult import json_safe  # one copy, shared with the reports function
 from shared.security.pii import DATE_LIKE_RE, EMAIL_RE, PHONE_RE, mask_text, mask_value, pii_kind_of_name  # noqa: F401
 
@@ -274,7 +275,7 @@ def profile_table(
     started = time.perf_counter()
     source = table_ref(table)
     described = describe_columns(con, table)
-    rows = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+    rows = duck.scalar(con, f"SELECT count(*) FROM {source}")
     exact = rows <= exact_max_rows
 
     cols = []
@@ -337,7 +338,7 @@ def _single_thread_if_small(con, rows: int):
         yield
         return
     try:
-        previous = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        previous = duck.scalar(con, "SELECT current_setting('threads')")
         con.execute("SET threads = 1")
     except duckdb.Error:  # a connection whose configuration is locked: keep its threads
         yield
@@ -689,7 +690,7 @@ def _duplicate_rows(con, source: str, rows: int, names: Sequence[str] = ()) -> i
         queries.insert(0, f"SELECT count(DISTINCT {ROW_ALIAS}) FROM {source} AS {ROW_ALIAS}")
     for sql in queries:
         try:
-            return rows - con.execute(sql).fetchone()[0]
+            return rows - duck.scalar(con, sql)
         except duckdb.InterruptException:
             raise
         except duckdb.Error:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from shared.observability import telemetry
+from shared.storage import duck
 from shared.storage.duck import quote
 from shared.analysis.evidentlyresult import drift_verdict, json_safe  # noqa: F401  (drift_verdict: re-exported)
 from shared.security.pii import mask_frame, mask_text  # noqa: F401  (mask_text: re-exported for callers)
@@ -85,7 +86,7 @@ def sample_frame(
     names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
     kept = names[:max_columns] if max_columns and len(names) > max_columns else names
     select = "*" if kept == names else ", ".join(quote(n) for n in kept)
-    total = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+    total = duck.scalar(con, f"SELECT count(*) FROM {source}")
     if total <= max_rows:
         df = con.execute(f"SELECT {select} FROM {source}").df()
         method, used_seed = "full", None

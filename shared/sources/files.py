@@ -261,7 +261,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
         if fmt in ("csv", "tsv") and not dialect:
             dialect = check_csv_shape(con, path, fmt)
         try:
-            rows = con.execute(
+            rows = duck.scalar(con,
                 # No LIMIT for the row cap: the file is already here, its size bounded by
                 # UDB_MAX_UPLOAD_BYTES or UDB_MAX_DOWNLOAD_BYTES (or it is the user's own, in
                 # embedded mode); its rows are checked after the COPY (check_rows), and a LIMIT
@@ -269,7 +269,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
                 f"COPY ({limits.capped_select(reader_sql(path, fmt, dialect), stream['columns'], name=path.name, cap_rows=False)}) "
                 f"TO {_lit(out_dir)} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
         except Exception as exc:
             limits.raise_if_limit(exc, path.name)  # a row, column or cell cap, named
             match = _CSV_LINE_ERROR.search(str(exc))

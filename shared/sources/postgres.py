@@ -496,10 +496,10 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     try:
         relation = f"pg.{duck.quote(schema)}.{duck.quote(dsn.table)}"
         try:
-            rows = con.execute(
+            rows = duck.scalar(con,
                 f"COPY (SELECT * FROM {relation}{where}) TO {_lit(str(out_dir))} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
         except Exception as exc:
             reason = _reason(exc, dsn, password=password)
             if "does not exist" in reason and "Table" in str(exc):
@@ -509,8 +509,8 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
                 raise TransientError(f"postgres {dsn.where()}: {reason}") from None
             raise SourceError(f"postgres {dsn.where()}: cannot read {schema}.{dsn.table}: {reason}") from None
         if incremental and rows:
-            newest = con.execute(f"SELECT max({duck.quote(field)})::VARCHAR FROM "
-                                 f"read_parquet({_lit(str(Path(out_dir) / '*.parquet'))})").fetchone()[0]
+            newest = duck.scalar(con, f"SELECT max({duck.quote(field)})::VARCHAR FROM "
+                                 f"read_parquet({_lit(str(Path(out_dir) / '*.parquet'))})")
             state.save_stream(env, stream["name"], {"cursor_field": field, "last_value": newest})
     finally:
         con.close()

@@ -437,8 +437,8 @@ def describe_records(records: list, tmp: Path) -> tuple[list[dict], list[str], l
         for c in columns:
             if KEY_NAME.search(c["name"]):
                 q = duck.quote(c["name"])
-                unique = con.execute(f"SELECT count(DISTINCT {q}) = count(*) AND count({q}) = count(*) "
-                                     f"FROM (SELECT {select} FROM {_reader(sample)})").fetchone()[0]
+                unique = duck.scalar(con, f"SELECT count(DISTINCT {q}) = count(*) AND count({q}) = count(*) "
+                                     f"FROM (SELECT {select} FROM {_reader(sample)})")
                 if unique:
                     keys.append(c["name"])
     finally:
@@ -594,10 +594,10 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         con = duck.connect(memory_limit=memory_limit, threads=threads)
         try:
             select, _ = _select_list(con, ndjson)
-            written = con.execute(
+            written = duck.scalar(con,
                 f"COPY (SELECT {select} FROM {_reader(ndjson)}) TO '{out_dir}' "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
         except SourceError:
             raise
         except Exception as exc:
