@@ -56,7 +56,8 @@ def to_kafka(event: CloudEvent) -> tuple[bytes | None, bytes, list[tuple[str, by
     message = ce_kafka.to_binary(event, data_marshaller=_marshal, key_mapper=_key)
     key = message.key.encode() if isinstance(message.key, str) else message.key
     headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in message.headers.items()]
-    return key, message.value, headers
+    value = message.value if isinstance(message.value, bytes) else message.value.encode()
+    return key, value, headers
 
 
 def from_kafka(key, value: bytes, headers) -> CloudEvent:

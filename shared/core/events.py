@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import opentelemetry.trace as trace
 from cloudevents.http import CloudEvent
@@ -59,7 +60,7 @@ def _validator(event_type: str):
 def schema_problems(event_type: str, data) -> dict[str, str]:
     if event_type not in EVENT_TYPES:
         return {"type": f"unknown event type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}"}
-    problems = {}
+    problems: dict[str, str] = {}
     for err in _validator(event_type).iter_errors(data):
         where = "data" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
         problems[where] = f"{problems[where]}; {err.message}" if where in problems else err.message
@@ -156,7 +157,8 @@ def check_event(event: CloudEvent) -> None:
         raise ValidationError(f"invalid {event_type or 'event'}", problems)
 
 
-def event_data(event: CloudEvent) -> dict:
+def event_data(event: CloudEvent) -> Any:
+    """The event's data as JSON (a dict once `check_event` has passed it)."""
     data = event.get_data()
     if isinstance(data, (bytes, str)):
         data = json.loads(data)

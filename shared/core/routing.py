@@ -100,7 +100,7 @@ class PingSource:
 
 def _cron_field(text: str, lo: int, hi: int) -> set:
     """One cron field: `*`, `*/n`, `a`, `a-b`, `a-b/n`, and lists of those."""
-    values = set()
+    values: set[int] = set()
     for part in text.split(","):
         body, _, step = part.partition("/")
         first, last = (lo, hi) if body == "*" else (int(body.split("-")[0]), int(body.split("-")[-1]))
@@ -175,7 +175,7 @@ class Routes:
 
 
 def load_routes(eventing_dir: Path, broker: str = "udb") -> Routes:
-    docs = []
+    docs: list[dict] = []
     for path in sorted(Path(eventing_dir).glob("*.yaml")):
         docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
     brokers = [d for d in docs if d.get("kind") == "Broker" and d["metadata"]["name"] == broker]

@@ -26,6 +26,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from shared.observability import metrics
@@ -98,7 +99,7 @@ def warehouse_dataset(tenant: str, table: str, rows: int | None = None) -> dict:
 def run_event(event_type: str, doc: dict) -> dict:
     """The OpenLineage RunEvent of `event_type` (START, COMPLETE, FAIL) for a job document."""
     tenant = doc["tenant"]
-    run = {"runId": run_id(tenant, doc["job_id"]), "facets": {}}
+    run: dict[str, Any] = {"runId": run_id(tenant, doc["job_id"]), "facets": {}}
     if event_type == "FAIL" and doc.get("error"):
         error = doc["error"]
         run["facets"]["errorMessage"] = {"_producer": PRODUCER, "_schemaURL": ERROR_FACET_URL,
@@ -170,7 +171,9 @@ class Lineage:
     def send(self, event: dict) -> bool:
         try:
             if self.kind == "file":
-                self._append(event)
+                if self.path is None:
+                    raise ValueError("lineage to a file needs UDB_LINEAGE_FILE")
+                self._append(self.path, event)
             elif self.kind == "http":
                 self._post(event)
             else:
@@ -183,12 +186,12 @@ class Lineage:
         metrics.lineage_events.labels(event["eventType"], "sent").inc()
         return True
 
-    def _append(self, event: dict) -> None:
-        key = str(self.path)
+    def _append(self, path: Path, event: dict) -> None:
+        key = str(path)
         with _locks_lock:
             lock = _file_locks.setdefault(key, threading.Lock())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with lock, open(self.path, "a") as fh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with lock, open(path, "a") as fh:
             fh.write(json.dumps(event, sort_keys=True) + "\n")
 
     def _post(self, event: dict) -> None:
