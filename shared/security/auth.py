@@ -148,7 +148,9 @@ def http_error(exc: Exception) -> tuple[dict, int, dict]:
         return {"error": str(exc)}, 413, {}
     if isinstance(exc, RequestEntityTooLarge):
         return {"error": "request body is above its size limit (UDB_MAX_BODY_BYTES / UDB_MAX_UPLOAD_BYTES)"}, 413, {}
-    return {"error": str(exc)}, 429, {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, ratelimit.RateLimited):
+        return {"error": str(exc)}, 429, {"Retry-After": str(exc.retry_after)}
+    raise TypeError(f"not one of HTTP_ERRORS: {type(exc).__name__}") from exc
 
 
 @dataclass(frozen=True)
@@ -324,8 +326,8 @@ def verify_jwt(token: str, secret: str, max_seconds: int = JWT_MAX_SECONDS) -> P
         raise Unauthorized("JWT tenant claim is not a valid tenant id")
     if role not in ROLES:
         raise Unauthorized(f"JWT role claim must be one of {', '.join(ROLES)}")
-    subject = claims.get("sub") if isinstance(claims.get("sub"), str) else ""
-    return Principal(tenant, role, "jwt", subject)
+    sub = claims.get("sub")
+    return Principal(tenant, role, "jwt", sub if isinstance(sub, str) else "")
 
 
 def eventing_oidc_token(token: str) -> bool:
@@ -610,7 +612,7 @@ class Gatekeeper:
         tenant, kind = attributes.get("tenant"), attributes.get("type")
         if tenant != principal.tenant:
             raise Forbidden(f"credentials of tenant {principal.tenant} cannot send events of tenant {tenant!r}")
-        need = EVENT_ROLES.get(kind)
+        need = EVENT_ROLES.get(kind) if isinstance(kind, str) else None
         if need is None:
             raise Forbidden(f"{kind!r} events come from UDB itself (the broker token); a tenant may send "
                             f"{', '.join(sorted(EVENT_ROLES))}")
