@@ -56,7 +56,7 @@ class FunctionApp:
         self.handle = handle
         self.routes = routes or []  # (method, path prefix, fn(request, ctx))
         self.checks = checks or {}
-        self._ctx = None
+        self._ctx: runtime.Context | None = None
         self._lock = threading.Lock()
         # /readyz answers from the last dependency report (Knative's queue-proxy probes every
         # 50 ms with a 100 ms timeout: no store HEAD or Kafka metadata call per probe); a stale
@@ -75,8 +75,9 @@ class FunctionApp:
         from shared.security.bodyguard import BodyGuard
 
         if flask.has_app_context() and not isinstance(flask.current_app.wsgi_app, BodyGuard):
-            flask.current_app.wsgi_app = BodyGuard(flask.current_app.wsgi_app,
-                                                   lambda: auth.Gatekeeper.for_context(self.ctx))
+            guarded = BodyGuard(flask.current_app.wsgi_app, lambda: auth.Gatekeeper.for_context(self.ctx))
+            # Flask's documented way to wrap its WSGI app in middleware; mypy sees a method.
+            flask.current_app.wsgi_app = guarded  # type: ignore[method-assign]
 
     @property
     def ctx(self) -> runtime.Context:
@@ -112,8 +113,7 @@ class FunctionApp:
         when stale, the last one while a single background thread refreshes it (the first probe,
         with no report yet, waits for one)."""
         if self._ready_report is None:
-            self.dependency_report()
-            return self._ready_report
+            return self.dependency_report()
         max_age = self.ctx.settings.ready_cache_seconds
         if time.monotonic() - self._ready_at > max_age and self._ready_refreshing.acquire(blocking=False):
             def refresh():
