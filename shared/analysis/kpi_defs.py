@@ -76,6 +76,7 @@ def validate_definition(name: str, body, tables: list[str]) -> dict:
         problems["chart"] = chart_problem
     if problems:
         raise ValidationError(f"invalid KPI definition {name!r}", problems)
+    assert checked is not None and isinstance(chart, dict)  # no problems: both passed their checks
     return {
         "name": name,
         "title": title.strip(),

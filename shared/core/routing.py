@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import yaml
 
@@ -45,7 +46,7 @@ class Trigger:
     delivery: Delivery = Delivery()
     ordered: bool = False
 
-    def matches(self, attrs: dict) -> bool:
+    def matches(self, attrs: Mapping[str, Any]) -> bool:
         attrs = {k: str(v) for k, v in attrs.items() if v is not None}
         if self.filters:
             return all(_eval(expr, attrs) for expr in self.filters)
@@ -66,7 +67,7 @@ class KafkaSource:
     delivery: Delivery = Delivery()
     ordered: bool = True
 
-    def matches(self, attrs: dict) -> bool:
+    def matches(self, attrs: Mapping[str, Any]) -> bool:
         return True
 
 
@@ -166,7 +167,7 @@ class Routes:
     sources: list = field(default_factory=list)  # KafkaSources: (Trigger-like delivery, topics, group)
     pings: list = field(default_factory=list)  # PingSources (schedules posting to a Service)
 
-    def match(self, attrs: dict) -> list[Trigger]:
+    def match(self, attrs: Mapping[str, Any]) -> list[Trigger]:
         return [t for t in self.triggers if t.matches(attrs)]
 
     @property

@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from contextlib import contextmanager
+from typing import Any, Mapping
 from pathlib import Path
 
 import opentelemetry.trace as trace
@@ -109,7 +110,7 @@ current_traceparent = events.current_traceparent
 
 
 @contextmanager
-def handler_span(function: str, attrs: dict):
+def handler_span(function: str, attrs: Mapping[str, Any]):
     """The span of one handler run on one event, parented by the event's `traceparent`."""
     parent = parse_traceparent(attrs.get("traceparent"))
     parent_context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None

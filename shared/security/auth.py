@@ -40,6 +40,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, Mapping
 from datetime import datetime, timezone
 
 import jwt
@@ -605,7 +606,7 @@ class Gatekeeper:
         limits.check_json_depth(data, self.limits.max_json_depth)
 
     # -- events
-    def check_event(self, principal: Principal | None, attributes: dict) -> None:
+    def check_event(self, principal: Principal | None, attributes: Mapping[str, Any]) -> None:
         """A tenant sending an event itself may send only its own tenant's client events."""
         if principal is None or principal.via in ("broker", "network", "auth-off"):
             return
