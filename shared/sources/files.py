@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from urllib.parse import unquote, urlparse
 
 from shared.storage import duck
@@ -84,7 +84,7 @@ def _sniff_kind(head: bytes) -> str | None:
     return None
 
 
-def _check_text(path: Path, head: bytes) -> None:
+def _check_text(path: PurePath, head: bytes) -> None:
     if b"\x00" in head:
         raise SourceError(f"{path.name}: binary content, not a text file (NUL bytes in the first "
                           f"{min(len(head), SNIFF_BYTES)} bytes)")
@@ -98,7 +98,7 @@ def _check_text(path: Path, head: bytes) -> None:
                                   f"(invalid UTF-8 at byte {exc.start})") from None
 
 
-def _csv_reader_sql(path: Path, fmt: str, dialect: dict | None = None) -> str:
+def _csv_reader_sql(path: Path | str, fmt: str, dialect: dict | None = None) -> str:
     if dialect:
         # The dialect discovery sniffed, stated: DuckDB's sniffer (a few hundred ms per call, most
         # of a small file's load) runs once per job instead of four times. skip = 0: discovery
@@ -115,7 +115,7 @@ def _str(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def reader_sql(path: Path, fmt: str, dialect: dict | None = None) -> str:
+def reader_sql(path: Path | str, fmt: str, dialect: dict | None = None) -> str:
     """A DuckDB table function call that reads the whole file (a CSV with the dialect
     discovery sniffed, when given)."""
     if fmt in ("csv", "tsv"):
@@ -131,7 +131,7 @@ def reader_sql(path: Path, fmt: str, dialect: dict | None = None) -> str:
     raise SourceError(f"unsupported format {fmt!r}")
 
 
-def _lit(path: Path) -> str:
+def _lit(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -342,7 +343,7 @@ def parse_json(data: bytes, url, ctype: str):
 
 def fetch_page(http: httpx.Client, url: httpx.URL, params: dict, headers: dict, auth, cap: int, log=None):
     """(response, body) of one page, refusing a page larger than `cap` bytes."""
-    kwargs = {"params": params or None, "headers": {"Accept": "application/json", **headers}}
+    kwargs: dict[str, Any] = {"params": params or None, "headers": {"Accept": "application/json", **headers}}
     if auth is not None:
         kwargs["auth"] = auth
     response = web.request(http, "GET", url, stream=True, log=log, **kwargs)
