@@ -28,6 +28,7 @@ p-values of the small-reference tests need scipy, imported then.
 from __future__ import annotations
 
 import math
+from typing import Any
 import time
 
 from shared.observability import telemetry
@@ -125,7 +126,7 @@ def table_drift(con, current, reference) -> dict:
     # every statistic come from those counts. (Running columns concurrently on cursors measured
     # no faster on two cores: each query already uses the connection's threads.)
     outcomes = [_column(con, cur_sql, ref_sql, *candidate) for candidate in candidates]
-    columns = []
+    columns: list[dict] = []
     for outcome in outcomes:
         (skipped if "reason" in outcome else columns).append(outcome)
     drifted = [c["column"] for c in columns if c["drifted"]]
@@ -174,7 +175,7 @@ def _family(dtype: str) -> str | None:
     return None
 
 
-def _value(name: str, family: str) -> str:
+def _value(name: str, family: str) -> tuple[str, str]:
     """The column as compared, and the filter that keeps what Evidently keeps (no null, NaN, inf)."""
     q = quote(name)
     if family == "float":
@@ -234,7 +235,13 @@ def _column(con, cur_sql: str, ref_sql: str, name: str, dtype: str, family: str)
     ECDF query first, and the categories query only when Evidently would test them as
     categories (an integer of <= 10 values, or <= 5 values in all): it costs a second pass,
     but a column of a million distinct numbers skips its Jensen-Shannon terms."""
-    wasserstein = ks = std_ref = js = chi = unseen = None
+    # DuckDB's answers: the numbers' statistics or the categories', the others stay None.
+    wasserstein: Any = None
+    ks: Any = None
+    std_ref: Any = None
+    js: Any = None
+    chi: Any = None
+    unseen: Any = None
     if family in _NUMERIC:
         n_ref, n_cur, values, distinct_cur, wasserstein, ks, std_ref = con.execute(
             _numbers_sql(cur_sql, ref_sql, name, family)).fetchone()
@@ -261,7 +268,7 @@ def _column(con, cur_sql: str, ref_sql: str, name: str, dtype: str, family: str)
     if tested == "categorical" and js is None:
         _, _, _, _, js, chi, unseen = con.execute(_categories_sql(cur_sql, ref_sql, name, family)).fetchone()
 
-    stats: dict[str, float | int | None] = {}
+    stats: dict[str, float] = {}
     if kind == "numerical":
         norm = max(float(std_ref or 0.0), 0.001)  # Evidently: max(np.std(reference), 0.001)
         stats.update({"wasserstein": float(wasserstein), "reference_std": float(std_ref or 0.0),
@@ -282,9 +289,8 @@ def _column(con, cur_sql: str, ref_sql: str, name: str, dtype: str, family: str)
             stats["z_p_value"] = _z_p_value(con, cur_sql, ref_sql, name, family, n_ref, n_cur, values)
     else:
         method = "jensenshannon"
-    score = {"wasserstein": stats.get("wasserstein_norm"), "jensenshannon": stats.get("jensenshannon"),
-             "ks": stats.get("ks_p_value"), "chisquare": stats.get("chisquare_p_value"),
-             "z": stats.get("z_p_value")}[method]
+    score = stats[{"wasserstein": "wasserstein_norm", "jensenshannon": "jensenshannon", "ks": "ks_p_value",
+                   "chisquare": "chisquare_p_value", "z": "z_p_value"}[method]]
     test, threshold = METHODS[method]
     if method in ("wasserstein", "jensenshannon"):
         drifted = score >= threshold

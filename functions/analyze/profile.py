@@ -278,7 +278,7 @@ def profile_table(
     rows = duck.scalar(con, f"SELECT count(*) FROM {source}")
     exact = rows <= exact_max_rows
 
-    cols = []
+    cols: list[dict[str, Any]] = []
     for index, (name, duck_type) in enumerate(described):
         kind = column_kind(duck_type)
         ident = quote_ident(name)
