@@ -217,8 +217,10 @@ def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None, *, 
         summary_pandas.tqdm = functools.partial(summary_pandas.tqdm, disable=True)
 
     note = sampling_text(sampling) + " " + PII_NOTE
-    sampled = bool(sampling) and sampling.get("method") != "full"
-    full_title = f"{title} (sample {sampling['sampled_rows']:,} of {sampling['total_rows']:,} rows)" if sampled else title
+    sampled, full_title = False, title
+    if sampling and sampling.get("method") != "full":
+        sampled = True
+        full_title = f"{title} (sample {sampling['sampled_rows']:,} of {sampling['total_rows']:,} rows)"
     report = ProfileReport(
         prepare_frame(df),
         minimal=minimal,
@@ -323,7 +325,7 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table) -> str:
 
     source = table_ref(table)
     schema = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
-    rows, digest = con.execute(f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {source} AS t").fetchone()
+    rows, digest = duck.one(con, f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {source} AS t")
     text = json.dumps([[list(c[:2]) for c in schema], rows, str(digest)])
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -179,7 +179,7 @@ def render_png_charts(spec: dict, out: Path) -> dict:
     _fault(spec, "png-charts")
     chromium, why = charts.find_chromium(spec.get("chromium_path") or "")
     figures = [(c["base"], charts.chart_figure(c["item"], c["item"]["result"])) for c in spec["charts"]]
-    rendered = {}
+    rendered: dict[str, bytes] = {}
     if chromium:
         from functions.reports.pngs import render_pngs
 
