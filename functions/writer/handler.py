@@ -28,7 +28,7 @@ FUNCTION = "writer"
 WAREHOUSE = lake.LEGACY  # the whole-file warehouse of before the lake, migrated on the next load
 
 
-def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
+def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     data = events.event_data(event)
     attrs = event.get_attributes()
     tenant, job_id = attrs["tenant"], attrs["jobid"]
@@ -53,6 +53,8 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     try:
         with keeper, tempfile.TemporaryDirectory(prefix="udb-writer-") as tmp:
             local = Path(tmp) / lake.CATALOG
+            base_etag: str | None
+            new_etag: str | None
             try:
                 base_etag = store.get_to_file(lake.CATALOG, local)
             except NotFound:

@@ -13,7 +13,7 @@ import json
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from cloudevents.http import from_http, to_binary
 
@@ -50,11 +50,11 @@ def _json_framework_errors() -> None:
 class FunctionApp:
     """One function: its context (built once), its event handler and its extra routes."""
 
-    def __init__(self, function: str, handle=None, routes: list[tuple[str, str, Route]] | None = None,
+    def __init__(self, function: str, handle=None, routes: Sequence[tuple[str, str, Route]] | None = None,
                  checks: dict[str, Callable[[runtime.Context], None]] | None = None):
         self.function = function
         self.handle = handle
-        self.routes = routes or []  # (method, path prefix, fn(request, ctx))
+        self.routes = list(routes or [])  # (method, path prefix, fn(request, ctx))
         self.checks = checks or {}
         self._ctx: runtime.Context | None = None
         self._lock = threading.Lock()
