@@ -14,6 +14,12 @@ demo: install
 test *ARGS: install
     {{bin}}/python -m pytest {{ARGS}}
 
+# ruff, mypy and the import contract (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]); CI runs it before the tests
+lint: install
+    {{bin}}/ruff check shared functions
+    {{bin}}/mypy
+    {{bin}}/lint-imports
+
 # Create .venv and install UDB with the pinned dependency tree (skipped when up to date)
 install:
     #!/usr/bin/env bash

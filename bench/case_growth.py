@@ -59,7 +59,7 @@ def _udb_run(hint: str, tenant: str, *args: str) -> dict:
     """`udb run` in this process; the job document of the run (its stage_seconds)."""
     from frontends import cli
     from shared.core.settings import Settings
-    from shared.storage.store import open_store
+    from shared.storage.backends import open_store
 
     before = time.perf_counter()
     code = cli.main(["run", hint, "--tenant", tenant, *args])
@@ -74,7 +74,7 @@ def _udb_run(hint: str, tenant: str, *args: str) -> dict:
 
 def _bytes(tenant: str, prefix: str) -> int:
     from shared.core.settings import Settings
-    from shared.storage.store import open_store
+    from shared.storage.backends import open_store
     return sum(i.size for i in open_store(Settings.from_env()).list(f"tenants/{tenant}/{prefix}"))
 
 

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devstack import services, stack  # noqa: E402
 from shared.core import events  # noqa: E402
 from shared.core.settings import Settings  # noqa: E402
-from shared.storage.store import TenantStore, open_store  # noqa: E402
+from shared.storage.backends import open_store  # noqa: E402
+from shared.storage.store import TenantStore  # noqa: E402
 from shared.core.tenancy import new_job_id  # noqa: E402
 
 BUCKET = "udb-soak-sources"

@@ -62,7 +62,7 @@ def auth_headers(tenant: str, role: str = "admin") -> dict:
     if (tenant, role) not in _KEYS:
         from shared.security.auth import KeyStore
         from shared.core.settings import Settings
-        from shared.storage.store import open_store
+        from shared.storage.backends import open_store
 
         store = open_store(Settings.from_env(env=stack.function_env("cli")))
         _KEYS[(tenant, role)] = KeyStore(store).create(tenant, role, "tests")[0]

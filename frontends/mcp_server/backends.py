@@ -118,7 +118,7 @@ class Stack:
     mode = "stack"
 
     def __init__(self, settings: Settings, broker_url: str):
-        from shared.storage.store import open_store
+        from shared.storage.backends import open_store
         self.settings = settings
         self.broker_url = broker_url
         self.discover_url = settings.discover_url.rstrip("/")

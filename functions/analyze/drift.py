@@ -28,9 +28,11 @@ p-values of the small-reference tests need scipy, imported then.
 from __future__ import annotations
 
 import math
+from typing import Any
 import time
 
 from shared.observability import telemetry
+from shared.storage import duck
 from shared.storage.duck import literal, quote
 
 from .profile import table_ref
@@ -74,9 +76,9 @@ def snapshot_drift(con, table: str) -> dict | None:
     """Drift of `main.<table>` against `udb_snapshots.<table>`; None when the table has no
     snapshot yet (its first load)."""
     # A view over the lake's previous snapshot (or a table, in a plain DuckDB file).
-    found = con.execute("SELECT count(*) FROM (SELECT schema_name, table_name AS name FROM duckdb_tables() "
+    found = duck.scalar(con, "SELECT count(*) FROM (SELECT schema_name, table_name AS name FROM duckdb_tables() "
                         "UNION ALL SELECT schema_name, view_name FROM duckdb_views()) "
-                        f"WHERE schema_name = 'udb_snapshots' AND name = {literal(table)}").fetchone()[0]  # no `?`: it imports pandas
+                        f"WHERE schema_name = 'udb_snapshots' AND name = {literal(table)}")  # no `?`: it imports pandas
     if not found:
         return None
     with telemetry.stage("drift", table=table):
@@ -101,8 +103,8 @@ def table_drift(con, current, reference) -> dict:
     cur_sql, ref_sql = _relation(current), _relation(reference)
     cur_types = _types(con, cur_sql)
     ref_types = _types(con, ref_sql)
-    rows_cur = con.execute(f"SELECT count(*) FROM {cur_sql}").fetchone()[0]
-    rows_ref = con.execute(f"SELECT count(*) FROM {ref_sql}").fetchone()[0]
+    rows_cur = duck.scalar(con, f"SELECT count(*) FROM {cur_sql}")
+    rows_ref = duck.scalar(con, f"SELECT count(*) FROM {ref_sql}")
 
     skipped, candidates = [], []
     for name, dtype in cur_types.items():
@@ -124,7 +126,7 @@ def table_drift(con, current, reference) -> dict:
     # every statistic come from those counts. (Running columns concurrently on cursors measured
     # no faster on two cores: each query already uses the connection's threads.)
     outcomes = [_column(con, cur_sql, ref_sql, *candidate) for candidate in candidates]
-    columns = []
+    columns: list[dict] = []
     for outcome in outcomes:
         (skipped if "reason" in outcome else columns).append(outcome)
     drifted = [c["column"] for c in columns if c["drifted"]]
@@ -173,7 +175,7 @@ def _family(dtype: str) -> str | None:
     return None
 
 
-def _value(name: str, family: str) -> str:
+def _value(name: str, family: str) -> tuple[str, str]:
     """The column as compared, and the filter that keeps what Evidently keeps (no null, NaN, inf)."""
     q = quote(name)
     if family == "float":
@@ -233,7 +235,13 @@ def _column(con, cur_sql: str, ref_sql: str, name: str, dtype: str, family: str)
     ECDF query first, and the categories query only when Evidently would test them as
     categories (an integer of <= 10 values, or <= 5 values in all): it costs a second pass,
     but a column of a million distinct numbers skips its Jensen-Shannon terms."""
-    wasserstein = ks = std_ref = js = chi = unseen = None
+    # DuckDB's answers: the numbers' statistics or the categories', the others stay None.
+    wasserstein: Any = None
+    ks: Any = None
+    std_ref: Any = None
+    js: Any = None
+    chi: Any = None
+    unseen: Any = None
     if family in _NUMERIC:
         n_ref, n_cur, values, distinct_cur, wasserstein, ks, std_ref = con.execute(
             _numbers_sql(cur_sql, ref_sql, name, family)).fetchone()
@@ -260,7 +268,7 @@ def _column(con, cur_sql: str, ref_sql: str, name: str, dtype: str, family: str)
     if tested == "categorical" and js is None:
         _, _, _, _, js, chi, unseen = con.execute(_categories_sql(cur_sql, ref_sql, name, family)).fetchone()
 
-    stats: dict[str, float | int | None] = {}
+    stats: dict[str, float] = {}
     if kind == "numerical":
         norm = max(float(std_ref or 0.0), 0.001)  # Evidently: max(np.std(reference), 0.001)
         stats.update({"wasserstein": float(wasserstein), "reference_std": float(std_ref or 0.0),
@@ -281,9 +289,8 @@ def _column(con, cur_sql: str, ref_sql: str, name: str, dtype: str, family: str)
             stats["z_p_value"] = _z_p_value(con, cur_sql, ref_sql, name, family, n_ref, n_cur, values)
     else:
         method = "jensenshannon"
-    score = {"wasserstein": stats.get("wasserstein_norm"), "jensenshannon": stats.get("jensenshannon"),
-             "ks": stats.get("ks_p_value"), "chisquare": stats.get("chisquare_p_value"),
-             "z": stats.get("z_p_value")}[method]
+    score = stats[{"wasserstein": "wasserstein_norm", "jensenshannon": "jensenshannon", "ks": "ks_p_value",
+                   "chisquare": "chisquare_p_value", "z": "z_p_value"}[method]]
     test, threshold = METHODS[method]
     if method in ("wasserstein", "jensenshannon"):
         drifted = score >= threshold
@@ -333,12 +340,12 @@ def _z_p_value(con, cur_sql, ref_sql, name, family, n_ref, n_cur, values) -> flo
     from scipy.stats import norm
 
     value, keep = _value(name, family)
-    first = con.execute(f"SELECT min(x) FROM (SELECT {value} AS x FROM {ref_sql} WHERE {keep} "
-                        f"UNION ALL SELECT {value} FROM {cur_sql} WHERE {keep})").fetchone()[0]
-    other_ref = con.execute(f"SELECT count(*) FILTER (WHERE {value} <> ?) FROM {ref_sql} WHERE {keep}",
-                            [first]).fetchone()[0]
-    other_cur = con.execute(f"SELECT count(*) FILTER (WHERE {value} <> ?) FROM {cur_sql} WHERE {keep}",
-                            [first]).fetchone()[0]
+    first = duck.scalar(con, f"SELECT min(x) FROM (SELECT {value} AS x FROM {ref_sql} WHERE {keep} "
+                        f"UNION ALL SELECT {value} FROM {cur_sql} WHERE {keep})")
+    other_ref = duck.scalar(con, f"SELECT count(*) FILTER (WHERE {value} <> ?) FROM {ref_sql} WHERE {keep}",
+                            [first])
+    other_cur = duck.scalar(con, f"SELECT count(*) FILTER (WHERE {value} <> ?) FROM {cur_sql} WHERE {keep}",
+                            [first])
     p1, p2 = other_ref / n_ref, other_cur / n_cur
     pooled = (p1 * n_ref + p2 * n_cur) / (n_ref + n_cur)
     z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1.0 / n_ref + 1.0 / n_cur))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, ContextManager
 
 from cloudevents.http import CloudEvent
 
@@ -30,7 +31,7 @@ USER_TABLES_SQL = ("SELECT table_name FROM duckdb_tables() WHERE schema_name = '
                    "AND database_name = current_database() ORDER BY table_name")  # the lake, in use
 
 
-def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
+def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     data = events.event_data(event)
     attrs = event.get_attributes()
     tenant, job_id = attrs["tenant"], attrs["jobid"]
@@ -109,7 +110,7 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
     kpi_con = kpi_con if kpi_con is not None else con
     # One catalogue of personal-data columns for every KPI of the job (column lineage masks
     # what is computed from them); it learns each table's verdicts from its profile below.
-    limits = {"timeout_ms": settings.kpi_timeout_ms, "max_rows": settings.kpi_max_rows,
+    limits: dict[str, Any] = {"timeout_ms": settings.kpi_timeout_ms, "max_rows": settings.kpi_max_rows,
               "max_bytes": settings.kpi_max_bytes, "max_cell_chars": settings.kpi_max_cell_chars,
               "personal": kpis.PersonalColumns(kpi_con)}
     profiles, kpi_results, drift_all, text_all, notes = [], [], {}, [], []
@@ -123,9 +124,11 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
             started = time.perf_counter()
             # Column batches keep DuckDB's memory flat on wide tables; the bound checks itself
             # between batches and names the batch it stopped in.
+            def batch_step(first: int, end: int, total: int, table: str = table) -> ContextManager:
+                return bound.step("profile", f"{table} columns {first + 1}-{end} of {total:,}")
+
             prof = profile.profile_table(con, table, batch_columns=profile.batch_columns_for(bound.duckdb_memory),
-                                         step=lambda first, end, total: bound.step(
-                                             "profile", f"{table} columns {first + 1}-{end} of {total:,}"))
+                                         step=batch_step)
             metrics.profile_seconds.observe(time.perf_counter() - started)
         if prof["correlations"].get("note"):
             notes.append({"kind": "correlations_capped", "message": f"{table}: {prof['correlations']['note']}"})

@@ -355,7 +355,8 @@ def cap_bytes(rows: list[list], max_bytes: int, max_cell_chars: int) -> tuple[li
 
     A list or struct cell whose JSON is longer than max_cell_chars is replaced by that JSON cut
     like a text cell. Returns (rows kept, whether rows were dropped, cells cut here)."""
-    kept, total, cut = [], 2, 0  # "[" and "]"
+    kept: list[list] = []
+    total, cut = 2, 0  # "[" and "]"
     for row in rows:
         cells = []
         for value in row:
@@ -397,8 +398,8 @@ def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict, *, timeout_ms: int = DEFA
         personal = PersonalColumns(con)
     derived = personal.outputs(kpi["sql"], columns)
     # Results leave the warehouse (JSON, charts, the summary): PII masked as everywhere else.
-    rows, masked = mask_rows(columns, json_safe([list(r) for r in rows]), personal=derived)
-    rows, dropped, cut = cap_bytes(rows, max_bytes, max_cell_chars)
+    masked_rows, masked = mask_rows(columns, json_safe([list(r) for r in rows]), personal=derived)
+    kept, dropped, cut = cap_bytes(masked_rows, max_bytes, max_cell_chars)
     if dropped:
         truncated, capped_by = True, "bytes"
     return {
@@ -407,8 +408,8 @@ def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict, *, timeout_ms: int = DEFA
         "table": kpi.get("table"),
         "chart": kpi.get("chart"),
         "columns": columns,
-        "rows": rows,
-        "row_count": len(rows),
+        "rows": kept,
+        "row_count": len(kept),
         "truncated": truncated,
         "capped_by": capped_by,
         "cells_cut": stats.get("cells_cut", 0) + cut,

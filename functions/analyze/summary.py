@@ -206,14 +206,14 @@ def _headline(result: dict) -> tuple[str, dict, Any]:
             data["change"] = (ys[-1] - ys[-2]) / abs(ys[-2])
             template += " ({change:spct} vs previous {x_name})"
         return template + ", over {points:num} {x_name}s.", data, ys[-1]
-    numeric = [(x, y) for x, y in zip(xs, ys) if _is_number(y)]
+    numeric = [(x, y) for x, y in zip(xs, ys, strict=True) if _is_number(y)]
     if len(rows) > 1 and numeric:
         x_top, y_top = max(numeric, key=lambda xy: xy[1])
         data.update(top=x_top, top_value=y_top, groups=len(rows))
         return "{title}: highest is {top:code} with {top_value:num} ({groups:num} groups shown).", data, y_top
     first_numeric = next((v for v in rows[0] if _is_number(v)), rows[0][0])
-    data["pairs"] = "; ".join(f"{c} = {_fmt(v)}" for c, v in zip(columns, rows[0]))
-    data["row"] = dict(zip(columns, rows[0]))
+    data["pairs"] = "; ".join(f"{c} = {_fmt(v)}" for c, v in zip(columns, rows[0], strict=True))
+    data["row"] = dict(zip(columns, rows[0], strict=True))
     return "{title}: {pairs}.", data, first_numeric
 
 

@@ -12,6 +12,7 @@ import time
 import duckdb
 
 from shared.core.templating import render
+from shared.storage import duck
 
 from .profile import json_safe, quote_ident, table_label, table_ref
 
@@ -67,22 +68,22 @@ def text_stats(con: duckdb.DuckDBPyConnection, table, *, top_terms: int = TOP_TE
     doc, kind, text, page, section = col["document"], col["element_type"], col["text"], col["page"], col["section"]
     points = "[" + ", ".join(str(p) for p in QUANTILES.values()) + "]"
     (elements, documents, pages, sections, nulls, empty, lmin, lmax, lmean, quantiles,
-     characters, words) = con.execute(f"""
+     characters, words) = duck.one(con, f"""
         SELECT count(*), count(DISTINCT {doc}), count(DISTINCT ({doc}, {page})) FILTER (WHERE {page} IS NOT NULL),
                count(DISTINCT ({doc}, {section})) FILTER (WHERE {section} IS NOT NULL),
                count(*) FILTER (WHERE {text} IS NULL), count(*) FILTER (WHERE {text} = ''),
                min(length({text})), max(length({text})), avg(length({text})),
                quantile_cont(length({text}), {points}),
                sum(length({text})), sum(len(regexp_extract_all({text}, '[[:alpha:]]+')))
-        FROM {source}""").fetchone()
+        FROM {source}""")
     by_type = con.execute(
         f"SELECT coalesce({kind}::VARCHAR, '(none)') AS t, count(*) AS n FROM {source} GROUP BY 1 ORDER BY n DESC, t"
     ).fetchall()
-    per_doc = con.execute(f"""
+    per_doc = duck.one(con, f"""
         WITH d AS (SELECT {doc} AS document, count(*) AS n FROM {source} GROUP BY 1)
         SELECT min(n), avg(n), max(n),
                (SELECT list({{'document': document, 'elements': n}} ORDER BY n DESC, document)[1:{TOP_DOCUMENTS}] FROM d)
-        FROM d""").fetchone()
+        FROM d""")
     histogram = []
     if lmax is not None:
         width = max(1.0, (lmax - lmin) / bins) if lmax > lmin else 1.0
@@ -113,7 +114,7 @@ def text_stats(con: duckdb.DuckDBPyConnection, table, *, top_terms: int = TOP_TE
         "text_length": {
             "count": elements - nulls, "nulls": nulls, "empty": empty,
             "min": lmin, "max": lmax, "mean": lmean,
-            "quantiles": dict(zip(QUANTILES, quantiles or [None] * len(QUANTILES))),
+            "quantiles": dict(zip(QUANTILES, quantiles or [None] * len(QUANTILES), strict=True)),
             "quantile_method": "quantile_cont (exact)",
             "histogram": histogram,
             "characters": characters, "words": words,

@@ -30,6 +30,7 @@ import re
 import sys
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from shared.core.errors import NotFound, ValidationError
 from shared.serving.httpfn import json_response
@@ -77,7 +78,7 @@ def prune(store, *, staging_days: int, artifact_days: int, now: datetime | None 
         if match and TENANT_RE.fullmatch(match["tenant"]) and JOB_RE.fullmatch(match["job"]):
             by_job[(match["tenant"], match["job"])].append((match["area"], info))
 
-    result = {
+    result: dict[str, Any] = {
         "dry_run": dry_run,
         "retention_days": days,
         "deleted": {area: {"jobs": 0, "objects": 0, "bytes": 0} for area in AREAS},
@@ -91,7 +92,8 @@ def prune(store, *, staging_days: int, artifact_days: int, now: datetime | None 
             if updated is None:
                 result["unknown_age"]["objects"] += 1
                 continue
-            if cutoff[area] is None or updated >= cutoff[area]:
+            limit = cutoff[area]
+            if limit is None or updated >= limit:
                 result["kept"][area]["objects"] += 1
                 continue
             if not dry_run:
@@ -165,7 +167,7 @@ ROUTES = [("POST", "/admin/prune", prune_route)]
 def main(argv=None) -> int:
     """`python -m functions.artifacts.admin [--dry-run]`: the same prune from a shell or a CronJob."""
     from shared.core.settings import Settings
-    from shared.storage.store import open_store
+    from shared.storage.backends import open_store
 
     args = sys.argv[1:] if argv is None else argv
     if any(a not in ("--dry-run",) for a in args):

@@ -7,7 +7,8 @@ job is not failed: the dead letter is *parked* under
     tenants/<t>/deadletters/<job>/<event-key>.json
 
 with an empty marker `redrive/<t>/<job>/<event-key>` beside `locks/` (the sweep lists that small
-prefix, not every tenant's objects, once a minute), and the job document gets `redrive: {state: waiting, function, reason, since, redrives}`.
+prefix, not every tenant's objects, once a minute), and the job document gets
+`redrive: {state: waiting, function, reason, since, redrives}`.
 `POST /admin/redrive` (the `udb-redrive` PingSource, every minute; the stack's local broker
 runs the same PingSource) sweeps the parked letters: once the function that failed answers its
 `/readyz` with 200, its event goes back to the broker, which delivers it with the Trigger's full
@@ -41,7 +42,7 @@ from cloudevents.http import CloudEvent
 from shared.core import bindings
 from shared.core.errors import NotFound, PreconditionFailed, TransientError
 from shared.serving.httpfn import json_response
-from shared.storage.jobs import TERMINAL, Jobs, now_iso
+from shared.storage.jobs import TERMINAL, now_iso
 from shared.serving.runtime import Context
 from shared.storage.store import TenantStore
 from shared.core.tenancy import JOB_RE, TENANT_RE, validate_job_id, validate_tenant

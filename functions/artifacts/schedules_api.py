@@ -10,7 +10,6 @@ The tenant comes from the caller's credential (`X-UDB-Tenant` with authenticatio
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from functions.artifacts.handler import _tenant

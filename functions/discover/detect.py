@@ -311,10 +311,10 @@ def _classify_body(url: httpx.URL, response: httpx.Response, ctype: str, head: b
 
 def _probe_webdav(url: str, scores: _Scores, only: bool = False) -> str | None:
     """PROPFIND Depth 0: 207 Multi-Status means WebDAV."""
-    url, auth = _without_userinfo(url)
+    target, auth = _without_userinfo(url)
     try:
         with _probe_client() as http:
-            entries = webdav.propfind(http, str(url), depth="0", **auth)
+            entries = webdav.propfind(http, str(target), depth="0", **auth)
     except netguard.BlockedAddress as exc:
         return str(exc) if only else None
     except SourceError as exc:

@@ -77,7 +77,7 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
     return source, found
 
 
-def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
+def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     data = events.event_data(event)
     attrs = event.get_attributes()
     autosync, autoanalyze = data.get("autosync", True), data.get("autoanalyze", True)

@@ -70,9 +70,11 @@ def run(spec: dict, workdir: Path, *, deadline: float, memory_mb: int, log=None)
     engine = ENGINE_OF[spec["kind"]]
     child, err_path = POOL.take(engine)
     started = time.perf_counter()
+    stdin = child.stdin
+    assert stdin is not None  # the pool starts every child with stdin=PIPE
     try:
-        child.stdin.write((json.dumps({"spec": str(spec_path), "env": _child_env()}) + "\n").encode())
-        child.stdin.close()
+        stdin.write((json.dumps({"spec": str(spec_path), "env": _child_env()}) + "\n").encode())
+        stdin.close()
     except BrokenPipeError:
         pass  # it died while waiting: reported below from its exit code
     proc = psutil.Process(child.pid)

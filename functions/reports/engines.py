@@ -23,6 +23,7 @@ import duckdb
 
 from shared.core.templating import render
 from shared.observability import telemetry
+from shared.storage import duck
 from shared.storage.duck import quote
 from shared.analysis.evidentlyresult import drift_verdict, json_safe  # noqa: F401  (drift_verdict: re-exported)
 from shared.security.pii import mask_frame, mask_text  # noqa: F401  (mask_text: re-exported for callers)
@@ -86,7 +87,7 @@ def sample_frame(
     names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
     kept = names[:max_columns] if max_columns and len(names) > max_columns else names
     select = "*" if kept == names else ", ".join(quote(n) for n in kept)
-    total = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+    total = duck.scalar(con, f"SELECT count(*) FROM {source}")
     if total <= max_rows:
         df = con.execute(f"SELECT {select} FROM {source}").df()
         method, used_seed = "full", None
@@ -217,8 +218,10 @@ def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None, *, 
         summary_pandas.tqdm = functools.partial(summary_pandas.tqdm, disable=True)
 
     note = sampling_text(sampling) + " " + PII_NOTE
-    sampled = bool(sampling) and sampling.get("method") != "full"
-    full_title = f"{title} (sample {sampling['sampled_rows']:,} of {sampling['total_rows']:,} rows)" if sampled else title
+    sampled, full_title = False, title
+    if sampling and sampling.get("method") != "full":
+        sampled = True
+        full_title = f"{title} (sample {sampling['sampled_rows']:,} of {sampling['total_rows']:,} rows)"
     report = ProfileReport(
         prepare_frame(df),
         minimal=minimal,
@@ -324,7 +327,7 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table) -> str:
 
     source = table_ref(table)
     schema = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
-    rows, digest = con.execute(f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {source} AS t").fetchone()
+    rows, digest = duck.one(con, f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {source} AS t")
     text = json.dumps([[list(c[:2]) for c in schema], rows, str(digest)])
     return hashlib.sha256(text.encode()).hexdigest()
 

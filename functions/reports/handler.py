@@ -19,6 +19,7 @@ import json
 import tempfile
 import threading
 import time
+from typing import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     lock = threading.Lock()
 
     def record(item: dict, state: str, *, reason: str | None = None, seconds: float | None = None,
-               note: str | None = None, entries: list[dict] = (), peak_rss_mb: float | None = None) -> None:
+               note: str | None = None, entries: Sequence[dict] = (), peak_rss_mb: float | None = None) -> None:
         def change(ix: dict) -> None:
             names = {e["name"] for e in entries}
             ix["artifacts"] = [e for e in ix["artifacts"] if e["name"] not in names] + list(entries)
@@ -85,8 +86,9 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     return _reply(ctx, event, index, todo, started)
 
 
-# It works on completed jobs: shared.serving.runtime.invoke does not skip them for it.
-handle.after_completion = True
+# It works on completed jobs: shared.serving.runtime.invoke does not skip them for it. (A marker
+# attribute on the function, which runtime.invoke reads with getattr.)
+handle.after_completion = True  # type: ignore[attr-defined]
 
 
 def _render_all(todo: list[dict], specs: dict, work: Path, store, ctx: Context, record, job_id: str) -> None:

@@ -48,7 +48,7 @@ def render_pngs(figures: list[tuple[str, Any]], chromium: str | None, *,
                     jobs, kopts={"path": chromium, "mathjax": False, "timeout": timeout_s})
         except Exception as exc:  # a browser that does not start, crashes or hangs
             return {}, f"Chromium at {chromium} could not render charts: {type(exc).__name__}: {exc}"
-        for (name, _), job in zip(figures, jobs):
+        for (name, _), job in zip(figures, jobs, strict=True):
             path = Path(job["path"])
             if path.is_file() and path.stat().st_size:
                 out[name] = path.read_bytes()

@@ -179,7 +179,7 @@ def render_png_charts(spec: dict, out: Path) -> dict:
     _fault(spec, "png-charts")
     chromium, why = charts.find_chromium(spec.get("chromium_path") or "")
     figures = [(c["base"], charts.chart_figure(c["item"], c["item"]["result"])) for c in spec["charts"]]
-    rendered = {}
+    rendered: dict[str, bytes] = {}
     if chromium:
         from functions.reports.pngs import render_pngs
 
@@ -224,7 +224,7 @@ def warm(engine: str, nice: int = 0) -> int:
         for name in ENGINE_MODULES[engine]:
             try:
                 importlib.import_module(name)
-            except Exception:  # noqa: BLE001 -- the report that needs it fails with the reason
+            except Exception:  # warming is best effort: the report that needs it fails with the reason
                 pass
     line = sys.stdin.readline()
     if not line.strip():

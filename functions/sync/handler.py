@@ -18,7 +18,7 @@ from shared.core.tenancy import table_name
 FUNCTION = "sync"
 
 
-def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
+def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     data = events.event_data(event)
     attrs = event.get_attributes()
     tenant, job_id = attrs["tenant"], attrs["jobid"]

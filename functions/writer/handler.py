@@ -28,7 +28,7 @@ FUNCTION = "writer"
 WAREHOUSE = lake.LEGACY  # the whole-file warehouse of before the lake, migrated on the next load
 
 
-def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
+def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     data = events.event_data(event)
     attrs = event.get_attributes()
     tenant, job_id = attrs["tenant"], attrs["jobid"]
@@ -53,6 +53,8 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent:
     try:
         with keeper, tempfile.TemporaryDirectory(prefix="udb-writer-") as tmp:
             local = Path(tmp) / lake.CATALOG
+            base_etag: str | None
+            new_etag: str | None
             try:
                 base_etag = store.get_to_file(lake.CATALOG, local)
             except NotFound:
@@ -133,7 +135,7 @@ def _load(con: duckdb.DuckDBPyConnection, tables: list[dict], store, ctx: Contex
         q = duck.quote(table)
         # Literals, not `?` parameters: binding a Python value makes DuckDB import pandas (duck.literal).
         if con.execute(f"SELECT 1 FROM lake.udb_meta.batches WHERE batch_id = {duck.literal(batch['batch_id'])}").fetchone():
-            rows = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0]
+            rows = duck.scalar(con, f"SELECT count(*) FROM lake.main.{q}")
             results.append({"table": table, "rows": rows, "applied": False, "previous_rows": None})
             ctx.log.info("batch %s already applied; skipped", batch["batch_id"])
             continue
@@ -149,11 +151,11 @@ def _load(con: duckdb.DuckDBPyConnection, tables: list[dict], store, ctx: Contex
                 raise SourceError(f"staged part {key} is missing") from None
             files.append(store.url(target))
         source = f"read_parquet({duck.literal(files)})"
-        exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND schema_name = 'main' "
-                             f"AND table_name = {duck.literal(table)}").fetchone()[0]
+        exists = duck.scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND schema_name = 'main' "
+                             f"AND table_name = {duck.literal(table)}")
         previous = previous_version = None
         if exists:
-            previous = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0]
+            previous = duck.scalar(con, f"SELECT count(*) FROM lake.main.{q}")
             # The table as it is now stays readable as this snapshot: the next analysis's drift
             # reference, by time travel.
             previous_version = _version(con)
@@ -165,18 +167,18 @@ def _load(con: duckdb.DuckDBPyConnection, tables: list[dict], store, ctx: Contex
                     _append(con, q, table, files, source)
                 except duckdb.Error as exc:
                     raise SourceError(f"{table}: cannot append the incremental batch: {exc}") from None
-                added = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0] - previous
+                added = duck.scalar(con, f"SELECT count(*) FROM lake.main.{q}") - previous
             elif batch.get("mode") == "merge" and exists:
                 # Incremental by key: rows of the batch replace the stored rows with their key
                 # (updates), the others are new; in one transaction with the catalogue entry.
                 keys = ", ".join(duck.quote(k) for k in batch["primary_key"])
                 try:
-                    replaced = con.execute(
-                        f"DELETE FROM lake.main.{q} WHERE ({keys}) IN (SELECT ({keys}) FROM {source})").fetchone()[0]
+                    replaced = duck.scalar(con,
+                        f"DELETE FROM lake.main.{q} WHERE ({keys}) IN (SELECT ({keys}) FROM {source})")
                     con.execute(f"INSERT INTO lake.main.{q} BY NAME SELECT * FROM {source}")
                 except duckdb.Error as exc:
                     raise SourceError(f"{table}: cannot merge the incremental batch: {exc}") from None
-                added = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0] - previous + replaced
+                added = duck.scalar(con, f"SELECT count(*) FROM lake.main.{q}") - previous + replaced
                 ctx.log.info("%s: merged %d rows (%d replaced)", table, batch["rows"], replaced)
             else:
                 # Replace: a new table whose data files are the staged parts as they are.
@@ -184,7 +186,7 @@ def _load(con: duckdb.DuckDBPyConnection, tables: list[dict], store, ctx: Contex
                 _append(con, q, table, files, source)
                 added = None
             ctx.fault("mid_load")
-            rows = con.execute(f"SELECT count(*) FROM lake.main.{q}").fetchone()[0]
+            rows = duck.scalar(con, f"SELECT count(*) FROM lake.main.{q}")
             if (added if added is not None else rows) != batch["rows"]:
                 raise SourceError(f"{table}: staged {batch['rows']} rows but read {added or rows}")
             values = ", ".join(duck.literal(v) for v in (batch["batch_id"], job, table, rows,

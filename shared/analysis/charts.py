@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
@@ -26,6 +27,8 @@ def plotly_js() -> str:
     import importlib.util
 
     spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("plotly is not installed: its plotly.min.js draws the charts")
     root = Path(list(spec.submodule_search_locations)[0])
     return (root / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
 
@@ -48,19 +51,20 @@ def chart_spec(kpi: dict, result: dict) -> dict:
     type is bar | line | scatter | pie | indicator; y is one column or a list of columns
     (one trace each); x is the category/time column (the labels of a pie).
     """
-    chart = kpi.get("chart") or {}
+    chart: dict[str, Any] = kpi.get("chart") or {}
     columns, rows = result.get("columns", []), result.get("rows", [])
 
-    def values(name):
+    def values(name: Any) -> list:
         if name not in columns:
             return []
         index = columns.index(name)
         return [row[index] for row in rows]
 
     kind = chart.get("type")
-    ys_names = chart.get("y") if isinstance(chart.get("y"), list) else [chart.get("y")]
+    ys_names: list = chart["y"] if isinstance(chart.get("y"), list) else [chart.get("y")]
     title = kpi.get("title") or kpi.get("name", "")
-    data, annotations = [], []
+    data: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     layout = {**json.loads(json.dumps(WHITE)), "margin": {"l": 60, "r": 30, "t": 70, "b": 60}}
     if not rows:
         annotations.append({"text": "No data", "showarrow": False, "font": {"size": 20}})
@@ -70,7 +74,7 @@ def chart_spec(kpi: dict, result: dict) -> dict:
         subtitle = ""
         if chart.get("x") and values(chart["x"]):
             subtitle = f"<br><span style='font-size:0.7em'>{chart['x']}: {values(chart['x'])[0]}</span>"
-        trace = {"type": "indicator", "mode": "number", "title": {"text": f"{title}{subtitle}"}}
+        trace: dict[str, Any] = {"type": "indicator", "mode": "number", "title": {"text": f"{title}{subtitle}"}}
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             trace["value"] = value
         data.append(trace)

@@ -14,8 +14,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-import duckdb
-
 from shared.core.errors import InputError, NotFound, ValidationError
 from shared.storage.store import TenantStore
 
@@ -78,6 +76,7 @@ def validate_definition(name: str, body, tables: list[str]) -> dict:
         problems["chart"] = chart_problem
     if problems:
         raise ValidationError(f"invalid KPI definition {name!r}", problems)
+    assert checked is not None and isinstance(chart, dict)  # no problems: both passed their checks
     return {
         "name": name,
         "title": title.strip(),

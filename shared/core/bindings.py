@@ -15,16 +15,21 @@ def to_http(event: CloudEvent) -> tuple[dict, bytes]:
     return dict(headers), body
 
 
+def broker_headers(settings) -> dict:
+    """Headers an internal sender adds when it posts an event to the broker (or the broker to
+    a function): the broker token, when one is set. Checked by `shared.security.auth`."""
+    return {"Authorization": f"Bearer {settings.broker_token}"} if settings.broker_token else {}
+
+
 def send_to_broker(settings, event: CloudEvent) -> None:
     """POST an event UDB originates (not a reply) to the broker at K_SINK, with the broker
     token where one is set. The broker being away is a TransientError: the caller's own caller
     (a user's request, a delivery) may try again."""
     import httpx
 
-    from shared.security import auth
     from shared.core.errors import TransientError
     headers, body = to_http(event)
-    headers.update(auth.broker_headers(settings))
+    headers.update(broker_headers(settings))
     try:
         response = httpx.post(settings.broker_url, headers=headers, content=body, timeout=10)
     except httpx.HTTPError as exc:
@@ -51,11 +56,12 @@ def to_kafka(event: CloudEvent) -> tuple[bytes | None, bytes, list[tuple[str, by
     message = ce_kafka.to_binary(event, data_marshaller=_marshal, key_mapper=_key)
     key = message.key.encode() if isinstance(message.key, str) else message.key
     headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in message.headers.items()]
-    return key, message.value, headers
+    value = message.value if isinstance(message.value, bytes) else message.value.encode()
+    return key, value, headers
 
 
 def from_kafka(key, value: bytes, headers) -> CloudEvent:
-    message = ce_kafka.KafkaMessage(headers={k: v for k, v in headers}, key=key, value=value)
+    message = ce_kafka.KafkaMessage(headers=dict(headers), key=key, value=value)
     return ce_kafka.from_binary(message, data_unmarshaller=_unmarshal)
 
 

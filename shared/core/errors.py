@@ -76,7 +76,7 @@ _TRANSIENT_WORDS = ("Connect", "Timeout", "TimedOut", "Unavailable", "NotReady",
                     "Endpoint")
 
 
-def is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException | None) -> bool:
     """True when `exc` (or an exception it was raised from) says a dependency is unavailable:
     a TransientError, a connection or timeout error, or such an error of a client library."""
     seen = 0

@@ -13,10 +13,12 @@ import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import opentelemetry.trace as trace
 from cloudevents.http import CloudEvent
+from opentelemetry.trace import SpanContext
 
-from shared.observability import telemetry
 from shared.core.errors import ValidationError
 from shared.core.tenancy import JOB_RE, TENANT_RE
 
@@ -58,7 +60,7 @@ def _validator(event_type: str):
 def schema_problems(event_type: str, data) -> dict[str, str]:
     if event_type not in EVENT_TYPES:
         return {"type": f"unknown event type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}"}
-    problems = {}
+    problems: dict[str, str] = {}
     for err in _validator(event_type).iter_errors(data):
         where = "data" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
         problems[where] = f"{problems[where]}; {err.message}" if where in problems else err.message
@@ -80,11 +82,22 @@ def child_traceparent(traceparent: str | None) -> str:
     return new_traceparent(trace_id_of(traceparent))
 
 
+def format_traceparent(context: SpanContext) -> str:
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current OpenTelemetry span; None outside any span. Read here
+    through the OpenTelemetry API (not shared.observability, which sits above the event model)."""
+    context = trace.get_current_span().get_span_context()
+    return format_traceparent(context) if context.is_valid else None
+
+
 def outgoing_traceparent(traceparent: str | None) -> str:
     """The traceparent of an event sent in answer to one carrying `traceparent`: the current
     span's context (the handler or entry-point span, so the next handler is its child) when
     it belongs to the same trace; outside any span, a new span id in the same trace."""
-    current = telemetry.current_traceparent()
+    current = current_traceparent()
     if current and trace_id_of(traceparent) in (None, trace_id_of(current)):
         return current
     return child_traceparent(traceparent)
@@ -144,7 +157,8 @@ def check_event(event: CloudEvent) -> None:
         raise ValidationError(f"invalid {event_type or 'event'}", problems)
 
 
-def event_data(event: CloudEvent) -> dict:
+def event_data(event: CloudEvent) -> Any:
+    """The event's data as JSON (a dict once `check_event` has passed it)."""
     data = event.get_data()
     if isinstance(data, (bytes, str)):
         data = json.loads(data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import yaml
 
@@ -45,7 +46,7 @@ class Trigger:
     delivery: Delivery = Delivery()
     ordered: bool = False
 
-    def matches(self, attrs: dict) -> bool:
+    def matches(self, attrs: Mapping[str, Any]) -> bool:
         attrs = {k: str(v) for k, v in attrs.items() if v is not None}
         if self.filters:
             return all(_eval(expr, attrs) for expr in self.filters)
@@ -66,7 +67,7 @@ class KafkaSource:
     delivery: Delivery = Delivery()
     ordered: bool = True
 
-    def matches(self, attrs: dict) -> bool:
+    def matches(self, attrs: Mapping[str, Any]) -> bool:
         return True
 
 
@@ -88,7 +89,7 @@ class PingSource:
         if len(fields) != 5:
             raise ValidationError("invalid PingSource", {"schedule": f"expected 5 cron fields, found {self.schedule!r}"})
         allowed = [_cron_field(f, lo, hi) for f, (lo, hi) in
-                   zip(fields, ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6)))]
+                   zip(fields, ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6)), strict=True)]
         t = dt.datetime.fromtimestamp(after, dt.timezone.utc).replace(second=0, microsecond=0)
         for _ in range(366 * 24 * 60):
             t += dt.timedelta(minutes=1)
@@ -100,7 +101,7 @@ class PingSource:
 
 def _cron_field(text: str, lo: int, hi: int) -> set:
     """One cron field: `*`, `*/n`, `a`, `a-b`, `a-b/n`, and lists of those."""
-    values = set()
+    values: set[int] = set()
     for part in text.split(","):
         body, _, step = part.partition("/")
         first, last = (lo, hi) if body == "*" else (int(body.split("-")[0]), int(body.split("-")[-1]))
@@ -166,7 +167,7 @@ class Routes:
     sources: list = field(default_factory=list)  # KafkaSources: (Trigger-like delivery, topics, group)
     pings: list = field(default_factory=list)  # PingSources (schedules posting to a Service)
 
-    def match(self, attrs: dict) -> list[Trigger]:
+    def match(self, attrs: Mapping[str, Any]) -> list[Trigger]:
         return [t for t in self.triggers if t.matches(attrs)]
 
     @property
@@ -175,7 +176,7 @@ class Routes:
 
 
 def load_routes(eventing_dir: Path, broker: str = "udb") -> Routes:
-    docs = []
+    docs: list[dict] = []
     for path in sorted(Path(eventing_dir).glob("*.yaml")):
         docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
     brokers = [d for d in docs if d.get("kind") == "Broker" and d["metadata"]["name"] == broker]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Mapping
 
 from shared.core.errors import InputError, ValidationError
 
@@ -194,7 +195,7 @@ class Settings:
                                   "(status, artifacts, KPIs) and signed report links point at it")
 
     @classmethod
-    def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         env = os.environ if env is None else env
         values, problems = {}, {}
         for f in fields(cls):

@@ -199,7 +199,9 @@ class Lineage:
     def send(self, event: dict) -> bool:
         try:
             if self.kind == "file":
-                self._append(event)
+                if self.path is None:
+                    raise ValueError("lineage to a file needs UDB_LINEAGE_FILE")
+                self._append(self.path, event)
             elif self.kind == "http":
                 self._post(event)
             else:
@@ -212,12 +214,12 @@ class Lineage:
         metrics.lineage_events.labels(event["eventType"], "sent").inc()
         return True
 
-    def _append(self, event: dict) -> None:
-        key = str(self.path)
+    def _append(self, path: Path, event: dict) -> None:
+        key = str(path)
         with _locks_lock:
             lock = _file_locks.setdefault(key, threading.Lock())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with lock, open(self.path, "a") as fh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with lock, open(path, "a") as fh:
             fh.write(json.dumps(event, sort_keys=True) + "\n")
 
     def _post(self, event: dict) -> None:

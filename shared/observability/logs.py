@@ -50,23 +50,27 @@ def _span_ids() -> tuple[str | None, str | None]:
     return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 
 
+# The level `setup` last set on the "udb" logger; None until it first runs in this process.
+_set_level: int | None = None
+
+
 def setup(level: str = "INFO", stream=None) -> None:
+    global _set_level
     root = logging.getLogger("udb")
-    if getattr(root, "_udb_configured", False):
+    if _set_level is not None:
         # Every context started in this process calls this (embedded mode starts one per
         # function, some lazily, mid-job): it follows the setting, but a level someone else set
         # since (the host application, a test raising it to DEBUG) is theirs and stays.
-        if root.level == root._udb_level:
+        if root.level == _set_level:
             root.setLevel(level)
-            root._udb_level = root.level
+            _set_level = root.level
         return
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
-    root._udb_configured = True
-    root._udb_level = root.level
+    _set_level = root.level
 
 
 def get(name: str) -> logging.Logger:

@@ -11,23 +11,23 @@
 - `current_traceparent()` is the W3C traceparent of the current span: `events.make_event` puts
   it on every reply, so the next handler's span is a child of this one.
 
-Only the OpenTelemetry API is imported at module level (events import this module); the SDK
+Only the OpenTelemetry API is imported at module level; the SDK
 and the exporters are imported by `setup`.
 """
 from __future__ import annotations
 
 import functools
 import json
-import os
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from typing import Any, Mapping
 from pathlib import Path
 
 import opentelemetry.trace as trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from shared.core import events
 from shared.observability import logs, metrics
 
 EXPORTERS = ("none", "otlp", "file")
@@ -60,6 +60,7 @@ def setup(settings, service: str) -> None:
         if settings.otel_exporter == "file":
             # Synchronous: a span is on disk when it ends (one short append per span), so a test
             # or an operator tailing the file sees a finished job's whole trace at once.
+            from shared.observability.spanfile import JsonLinesSpanExporter
             provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(settings.otel_file)))
         elif settings.otel_exporter == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -102,18 +103,14 @@ def parse_traceparent(traceparent: str | None) -> SpanContext | None:
     return context if context.is_valid else None
 
 
-def format_traceparent(context: SpanContext) -> str:
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
-
-
-def current_traceparent() -> str | None:
-    """The W3C traceparent of the current span; None outside any span."""
-    context = trace.get_current_span().get_span_context()
-    return format_traceparent(context) if context.is_valid else None
+# The traceparent of a span is part of the event model (shared.core.events, below this layer);
+# named here too because spans are this module's subject.
+format_traceparent = events.format_traceparent
+current_traceparent = events.current_traceparent
 
 
 @contextmanager
-def handler_span(function: str, attrs: dict):
+def handler_span(function: str, attrs: Mapping[str, Any]):
     """The span of one handler run on one event, parented by the event's `traceparent`."""
     parent = parse_traceparent(attrs.get("traceparent"))
     parent_context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
@@ -158,7 +155,8 @@ def mark_step(exc: BaseException, step: str) -> None:
     """Remember on `exc` the innermost stage it escaped from (the job document names it)."""
     if getattr(exc, "udb_step", None) is None:
         try:
-            exc.udb_step = step
+            # A dynamic attribute by design: any exception type can carry the step it escaped.
+            exc.udb_step = step  # type: ignore[attr-defined]
         except (AttributeError, TypeError):  # an exception type without a __dict__
             pass
 
@@ -182,59 +180,6 @@ def staged(name: str, describe=None):
 def mark_failed(reason: str) -> None:
     """Set the current span's status to ERROR (a job failed here without an exception escaping)."""
     trace.get_current_span().set_status(Status(StatusCode.ERROR, reason[:500]))
-
-
-def _iso(nanos: int | None) -> str | None:
-    if nanos is None:
-        return None
-    return datetime.fromtimestamp(nanos / 1e9, timezone.utc).isoformat(timespec="microseconds")
-
-
-def span_record(span) -> dict:
-    """One finished span as a flat JSON object: what the file exporter writes per line."""
-    context = span.get_span_context()
-    return {
-        "trace_id": f"{context.trace_id:032x}",
-        "span_id": f"{context.span_id:016x}",
-        "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else None,
-        "name": span.name,
-        "kind": span.kind.name,
-        "service": span.resource.attributes.get("service.name") if span.resource else None,
-        "start": _iso(span.start_time),
-        "end": _iso(span.end_time),
-        "duration_ms": round((span.end_time - span.start_time) / 1e6, 3) if span.end_time else None,
-        "status": span.status.status_code.name,
-        "status_message": span.status.description,
-        "attributes": dict(span.attributes or {}),
-        "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
-        "pid": os.getpid(),
-    }
-
-
-class JsonLinesSpanExporter:
-    """Appends each finished span as one JSON line to a file (UDB_OTEL_FILE), one file per process."""
-
-    def __init__(self, path):
-        from opentelemetry.sdk.trace.export import SpanExportResult
-        self._result = SpanExportResult
-        self.path = Path(path)
-        self.lock = threading.Lock()
-
-    def export(self, spans) -> "object":
-        lines = "".join(json.dumps(span_record(s), default=str) + "\n" for s in spans)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.lock, open(self.path, "a") as fh:
-                fh.write(lines)
-        except OSError:
-            return self._result.FAILURE  # tracing must never fail the work it watches
-        return self._result.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 def read_spans(path) -> list[dict]:

@@ -40,6 +40,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, Mapping
 from datetime import datetime, timezone
 
 import jwt
@@ -47,6 +48,7 @@ from itsdangerous import BadSignature, Signer
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.security import limits, ratelimit
+from shared.core import bindings
 from shared.core.errors import InputError, NotFound, PreconditionFailed, UDBError
 from shared.core.tenancy import TENANT_RE, validate_job_id, validate_tenant
 
@@ -147,7 +149,9 @@ def http_error(exc: Exception) -> tuple[dict, int, dict]:
         return {"error": str(exc)}, 413, {}
     if isinstance(exc, RequestEntityTooLarge):
         return {"error": "request body is above its size limit (UDB_MAX_BODY_BYTES / UDB_MAX_UPLOAD_BYTES)"}, 413, {}
-    return {"error": str(exc)}, 429, {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, ratelimit.RateLimited):
+        return {"error": str(exc)}, 429, {"Retry-After": str(exc.retry_after)}
+    raise TypeError(f"not one of HTTP_ERRORS: {type(exc).__name__}") from exc
 
 
 @dataclass(frozen=True)
@@ -323,8 +327,8 @@ def verify_jwt(token: str, secret: str, max_seconds: int = JWT_MAX_SECONDS) -> P
         raise Unauthorized("JWT tenant claim is not a valid tenant id")
     if role not in ROLES:
         raise Unauthorized(f"JWT role claim must be one of {', '.join(ROLES)}")
-    subject = claims.get("sub") if isinstance(claims.get("sub"), str) else ""
-    return Principal(tenant, role, "jwt", subject)
+    sub = claims.get("sub")
+    return Principal(tenant, role, "jwt", sub if isinstance(sub, str) else "")
 
 
 def eventing_oidc_token(token: str) -> bool:
@@ -382,10 +386,9 @@ def _bearer(headers) -> str | None:
     return key.strip() if key else None
 
 
-def broker_headers(settings) -> dict:
-    """Headers an internal sender adds when it posts an event to the broker (or the broker to
-    a function): the broker token, when one is set."""
-    return {"Authorization": f"Bearer {settings.broker_token}"} if settings.broker_token else {}
+# The header that carries the broker token is part of the HTTP binding (shared.core, below
+# this layer); named here too because this module checks it.
+broker_headers = bindings.broker_headers
 
 
 class Gatekeeper:
@@ -415,7 +418,7 @@ class Gatekeeper:
     @property
     def keys(self) -> KeyStore:
         if self._store is None:
-            from shared.storage.store import open_store
+            from shared.storage.backends import open_store
             self._store = open_store(self.settings)
         return KeyStore(self._store)
 
@@ -603,14 +606,14 @@ class Gatekeeper:
         limits.check_json_depth(data, self.limits.max_json_depth)
 
     # -- events
-    def check_event(self, principal: Principal | None, attributes: dict) -> None:
+    def check_event(self, principal: Principal | None, attributes: Mapping[str, Any]) -> None:
         """A tenant sending an event itself may send only its own tenant's client events."""
         if principal is None or principal.via in ("broker", "network", "auth-off"):
             return
         tenant, kind = attributes.get("tenant"), attributes.get("type")
         if tenant != principal.tenant:
             raise Forbidden(f"credentials of tenant {principal.tenant} cannot send events of tenant {tenant!r}")
-        need = EVENT_ROLES.get(kind)
+        need = EVENT_ROLES.get(kind) if isinstance(kind, str) else None
         if need is None:
             raise Forbidden(f"{kind!r} events come from UDB itself (the broker token); a tenant may send "
                             f"{', '.join(sorted(EVENT_ROLES))}")
@@ -671,7 +674,7 @@ def run_cli(args, settings) -> int:
     if args.command == "token":
         print(mint_jwt(settings.jwt_secret, args.tenant, args.role, args.ttl, max_seconds=settings.jwt_max_seconds))
         return 0
-    from shared.storage.store import open_store
+    from shared.storage.backends import open_store
     keys = KeyStore(open_store(settings))
     if args.keys_command == "create":
         key, record = keys.create(args.tenant, args.role, args.name)

@@ -100,7 +100,7 @@ class EgressProxy:
     @property
     def address(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host!s}:{port}"
 
     @property
     def refused(self) -> list[str]:

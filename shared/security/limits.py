@@ -74,7 +74,8 @@ def check_body_size(size: int | None, limit: int, setting: str) -> None:
 
 def read_capped(stream, limit: int, setting: str, chunk: int = CHUNK) -> bytes:
     """Read a stream of unknown length (chunked upload) into memory, refusing past `limit`."""
-    parts, total = [], 0
+    parts: list[bytes] = []
+    total = 0
     while True:
         block = stream.read(chunk)
         if not block:

@@ -95,7 +95,7 @@ class Guard:
         host = host.lower().rstrip(".")
         return host in self.hosts or any(host.endswith(w) for w in self.wildcards)
 
-    def refusal(self, ip: ipaddress._BaseAddress) -> str | None:
+    def refusal(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         """Why `ip` is refused, or None when UDB may connect to it."""
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
@@ -182,7 +182,7 @@ def resolve(host: str, port: int | None = None, timeout: float = DNS_TIMEOUT) ->
         raise SourceError(f"cannot resolve host {host!r}: DNS did not answer within {timeout:.0f} s") from None
     except socket.gaierror as exc:
         raise SourceError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from None
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+    addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos))
     if not addresses:
         raise SourceError(f"cannot resolve host {host!r}: no addresses")
     return addresses

@@ -99,11 +99,13 @@ DEFAULT_NATIONAL_IDS = {
 NAME_KINDS = {
     # Most specific first: "ip_address" is an IP address, not a postal one.
     "ip_address": r"ip|ip_?address|ipv4|ipv6",
-    "person_name": r"(first|last|full|given|family|middle|maiden|customer|contact|user|person|account_holder|holder)_?name|surname|forename",
+    "person_name": r"(first|last|full|given|family|middle|maiden|customer|contact|user|person|account_holder|holder)"
+                   r"_?name|surname|forename",
     "email": r"e_?mail(_?address)?|mail_?address",
     "phone": r"phone(_?number)?|mobile(_?number)?|telephone|tel|fax|msisdn|cell_?phone",
     "address": r"(street|home|postal|mailing|billing|shipping)_?address|street|address(_?line_?\d)?|addr",
-    "national_id": r"ssn|social_security(_?number)?|national_?id|passport(_?number)?|tax_?id|tin|nin|driver_?licen[cs]e(_?number)?|id_?card(_?number)?",
+    "national_id": r"ssn|social_security(_?number)?|national_?id|passport(_?number)?|tax_?id|tin|nin|"
+                   r"driver_?licen[cs]e(_?number)?|id_?card(_?number)?",
     "financial": r"iban|credit_?card(_?number)?|card_?number|cc_?number|account_?number|bank_?account",
     "birth_date": r"date_?of_?birth|birth_?date|birthdate|dob|birthday",
 }
@@ -473,7 +475,7 @@ def mask_rows(columns: list[str], rows: list[list], personal: Iterable[str] = ()
     changed = False
     out = []
     for row in rows:
-        masked = [v if v is None else mask_value(v, kind) for v, kind in zip(row, kinds)]
+        masked = [v if v is None else mask_value(v, kind) for v, kind in zip(row, kinds, strict=True)]
         if not changed and masked != list(row):
             changed = True
         out.append(masked)

@@ -30,14 +30,14 @@ DIALECT = "duckdb"
 COUNTS = (exp.Count, exp.CountIf, exp.ApproxDistinct)
 
 
-def _is_cut(node: exp.Expression) -> bool:
+def _is_cut(node: exp.Expr) -> bool:
     if isinstance(node, COUNTS):
         return True
     # `x IS NULL` / `x IS NOT NULL` (NOT wraps the IS): presence only. `x IS TRUE` is the value.
     return isinstance(node, exp.Is) and isinstance(node.expression, exp.Null)
 
 
-def _under_cut(column: exp.Column, top: exp.Expression) -> bool:
+def _under_cut(column: exp.Column, top: exp.Expr) -> bool:
     node = column.parent
     while node is not None:
         if _is_cut(node):
@@ -48,7 +48,7 @@ def _under_cut(column: exp.Column, top: exp.Expression) -> bool:
     return False
 
 
-def _exposed_refs(expression: exp.Expression) -> set[str]:
+def _exposed_refs(expression: exp.Expr) -> set[str]:
     """`table.column` (lower case) of the column references in `expression` not under a cut."""
     return {f"{c.table}.{c.name}".lower() for c in expression.find_all(exp.Column)
             if not _under_cut(c, expression)}
@@ -76,14 +76,14 @@ def _reaches_personal(node: Node, personal: Mapping[str, set[str]]) -> bool:
     return False
 
 
-def _is_star(projection: exp.Expression) -> bool:
+def _is_star(projection: exp.Expr) -> bool:
     """`*`, `t.*`, `* EXCLUDE (...)`, `COLUMNS(...)` as a projection (not count(*))."""
     inner = projection.unalias()
     return (isinstance(inner, (exp.Star, exp.Columns))
             or isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star))
 
 
-def _name_outputs(tree: exp.Expression, columns: list[str]) -> None:
+def _name_outputs(tree: exp.Expr, columns: list[str]) -> None:
     """Alias the projections of the outermost SELECT (the first one of a set operation) with
     the names DuckDB gave the result columns ("count_star()", "upper(name)"), so lineage finds
     them by those names. Left alone when a star makes positions unknowable."""
@@ -94,12 +94,12 @@ def _name_outputs(tree: exp.Expression, columns: list[str]) -> None:
         return
     if any(_is_star(p) for p in select.expressions):
         return
-    for projection, name in zip(list(select.expressions), columns):
+    for projection, name in zip(list(select.expressions), columns, strict=True):
         if projection.alias_or_name != name:
             projection.replace(exp.alias_(projection.unalias().copy(), name, quoted=True))
 
 
-def _cautious(tree: exp.Expression, personal: Mapping[str, set[str]]) -> bool:
+def _cautious(tree: exp.Expr, personal: Mapping[str, set[str]]) -> bool:
     """True when the query reads a personal-data column outside a cut anywhere, or selects a
     star straight from a table holding one."""
     names = {c for cols in personal.values() for c in cols}
@@ -136,24 +136,24 @@ def personal_outputs(sql: str, columns: Iterable[str], schema: Mapping[str, Mapp
     schema: {table: {column: type}} of the tenant's tables; personal: {table: personal-data
     columns}. Names compare case-insensitively, as DuckDB's do.
     """
-    personal = {t.lower(): {c.lower() for c in cols} for t, cols in personal.items() if cols}
+    by_table = {t.lower(): {c.lower() for c in cols} for t, cols in personal.items() if cols}
     columns = list(columns)
-    if not personal or not columns:
+    if not by_table or not columns:
         return set()
     try:
         tree = parse_one(sql, dialect=DIALECT)
     except SqlglotError:
         return set(columns)  # cannot read it: every column is treated as personal data
     # Types do not matter for lineage; a type sqlglot cannot parse must not stop it.
-    plain_schema = {t: {c: "VARCHAR" for c in cols} for t, cols in schema.items()}
-    if not _cautious(tree, personal):
+    plain_schema = {t: dict.fromkeys(cols, "VARCHAR") for t, cols in schema.items()}
+    if not _cautious(tree, by_table):
         return set()  # no personal column is read outside a cut: nothing to follow
     _name_outputs(tree, columns)
     out = set()
     for name in columns:
         try:
             node = lineage(name, tree.copy(), schema=plain_schema, dialect=DIALECT)
-            if _reaches_personal(node, personal):
+            if _reaches_personal(node, by_table):
                 out.add(name)
         except (SqlglotError, _Unresolved, KeyError, ValueError, AttributeError):
             out.add(name)  # not resolvable; _cautious said a personal column is read

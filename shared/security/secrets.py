@@ -15,10 +15,13 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shared.core.errors import InputError, NotFound, TransientError
 from shared.core.tenancy import validate_tenant
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: only the kubernetes store needs it
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 REF_PREFIX = "secret://"
@@ -120,8 +123,10 @@ class KubernetesSecretStore:
         self.api = api
         self.namespace = namespace or (self.SA / "namespace").read_text().strip()
         self._lock = threading.Lock()
-        self._token, self._token_stamp = "", None
-        self._http, self._ca_stamp = None, None
+        self._token = ""
+        self._token_stamp: tuple | None = None
+        self._http: httpx.Client | None = None
+        self._ca_stamp: tuple | None = None
         self._refresh(force=True)
 
     @staticmethod

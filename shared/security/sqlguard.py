@@ -101,7 +101,7 @@ def _is_denied_function(name: str) -> bool:
     return name in DENIED_FUNCTION_NAMES or bool(DENIED_FUNCTION_RE.search(name))
 
 
-def _cte_names(root: exp.Expression) -> set[str]:
+def _cte_names(root: exp.Expr) -> set[str]:
     return {cte.alias_or_name.lower() for cte in root.find_all(exp.CTE) if cte.alias_or_name}
 
 

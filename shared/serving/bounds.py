@@ -35,7 +35,7 @@ import ctypes
 import os
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Literal
 
 import psutil
 
@@ -46,6 +46,8 @@ from shared.core.errors import InputError
 class BoundExceeded(InputError):
     """The work broke its memory bound or its deadline. Deterministic: the same input would
     break it again, so the job fails with this reason and delivery is not retried."""
+
+    udb_step: str | None = None  # the step it stopped in (telemetry.step_of reads it)
 
 
 def _descendants(pid: int) -> list[int] | None:
@@ -184,7 +186,7 @@ class Bound:
             self._watchdog.start()
         return self
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def __exit__(self, kind, exc, tb) -> Literal[False]:
         self._disarm()
         if exc is not None and self.breach and not isinstance(exc, BoundExceeded) or (
                 isinstance(exc, BoundExceeded) and not exc.args):

@@ -8,11 +8,12 @@ job already failed with the cause) is 422, which the broker does not retry.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from cloudevents.http import from_http, to_binary
 
@@ -49,13 +50,13 @@ def _json_framework_errors() -> None:
 class FunctionApp:
     """One function: its context (built once), its event handler and its extra routes."""
 
-    def __init__(self, function: str, handle=None, routes: list[tuple[str, str, Route]] | None = None,
+    def __init__(self, function: str, handle=None, routes: Sequence[tuple[str, str, Route]] | None = None,
                  checks: dict[str, Callable[[runtime.Context], None]] | None = None):
         self.function = function
         self.handle = handle
-        self.routes = routes or []  # (method, path prefix, fn(request, ctx))
+        self.routes = list(routes or [])  # (method, path prefix, fn(request, ctx))
         self.checks = checks or {}
-        self._ctx = None
+        self._ctx: runtime.Context | None = None
         self._lock = threading.Lock()
         # /readyz answers from the last dependency report (Knative's queue-proxy probes every
         # 50 ms with a 100 ms timeout: no store HEAD or Kafka metadata call per probe); a stale
@@ -74,8 +75,9 @@ class FunctionApp:
         from shared.security.bodyguard import BodyGuard
 
         if flask.has_app_context() and not isinstance(flask.current_app.wsgi_app, BodyGuard):
-            flask.current_app.wsgi_app = BodyGuard(flask.current_app.wsgi_app,
-                                                   lambda: auth.Gatekeeper.for_context(self.ctx))
+            guarded = BodyGuard(flask.current_app.wsgi_app, lambda: auth.Gatekeeper.for_context(self.ctx))
+            # Flask's documented way to wrap its WSGI app in middleware; mypy sees a method.
+            flask.current_app.wsgi_app = guarded  # type: ignore[method-assign]
 
     @property
     def ctx(self) -> runtime.Context:
@@ -111,8 +113,7 @@ class FunctionApp:
         when stale, the last one while a single background thread refreshes it (the first probe,
         with no report yet, waits for one)."""
         if self._ready_report is None:
-            self.dependency_report()
-            return self._ready_report
+            return self.dependency_report()
         max_age = self.ctx.settings.ready_cache_seconds
         if time.monotonic() - self._ready_at > max_age and self._ready_refreshing.acquire(blocking=False):
             def refresh():
@@ -171,7 +172,7 @@ class FunctionApp:
             return "openapi", self._guard(lambda: openapi.response(self.function, path))
         for method, prefix, fn in self.routes:
             if request.method == method and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
-                return prefix, self._guard(lambda: self._admit(request, lambda: fn(request, self.ctx)))
+                return prefix, self._guard(functools.partial(self._admit, request, functools.partial(fn, request, self.ctx)))
         if path == "/" and request.method == "POST" and self.handle is not None:
             return "event", self._guard(lambda: self._admit(request, lambda: self._event(request)))
         allowed = sorted({m for m, prefix, _ in self.routes

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import uuid
+from typing import Any
 from datetime import datetime, timezone
 
 from cloudevents.http import CloudEvent
@@ -36,7 +37,7 @@ class KafkaJobEvents:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="udb-job-events", daemon=True)
         self._thread.start()
-        self._producer = None
+        self._producer: Any = None  # aiokafka's AIOKafkaProducer once started (aiokafka is untyped)
         self._lock = threading.Lock()
 
     def _run(self, coro):

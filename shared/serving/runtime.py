@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from cloudevents.http import CloudEvent
 
@@ -23,11 +24,20 @@ from shared.observability import logs, metrics, telemetry
 from shared.core.errors import InputError, JobFailed, TransientError, ValidationError, is_transient
 from shared.storage.jobs import Jobs
 from shared.core.settings import Settings
-from shared.storage.store import ObjectStore, TenantStore, open_store
+from shared.storage.backends import open_store
+from shared.storage.store import ObjectStore, TenantStore
 
 Handler = Callable[[CloudEvent, "Context"], "CloudEvent | None"]
 # The event the current handler is working on (its routing flags decide lineage at `loaded`).
 incoming_event: contextvars.ContextVar = contextvars.ContextVar("incoming_event", default=None)
+
+
+class JobEvents(Protocol):
+    """Where job-state changes go: the `udb.job-events` Kafka topic or, embedded, a file."""
+
+    def publish(self, doc: dict) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class LocalJobEvents:
@@ -53,8 +63,8 @@ class Context:
     function: str
     settings: Settings
     store: ObjectStore
-    job_events: object = None
-    log: object = None
+    job_events: JobEvents | None = None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("udb"))
     extras: dict = field(default_factory=dict)
 
     @property
@@ -131,6 +141,7 @@ def start(function: str, settings: Settings | None = None, **extras) -> Context:
     logs.setup(settings.log_level)
     telemetry.setup(settings, function)
     store = open_store(settings)
+    job_events: JobEvents
     if settings.kafka_bootstrap:
         from shared.serving.jobevents import KafkaJobEvents  # aiokafka only where it is used
         job_events = KafkaJobEvents(settings.kafka_bootstrap, settings.job_events_topic)

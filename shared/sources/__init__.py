@@ -49,6 +49,8 @@ class SourceEnv:
     source_id: str | None = None
     # Set by the sync function: incremental state noted here, saved by the writer after the load.
     pending_state: dict | None = None
+    # The function context the secret store is opened from on first use (SourceEnv.of).
+    _ctx: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, ctx, tenant: str, options: dict | None = None, source_id: str | None = None) -> "SourceEnv":
@@ -59,7 +61,7 @@ class SourceEnv:
         return env
 
     def secret_store(self):
-        if self.secrets is None and getattr(self, "_ctx", None) is not None:
+        if self.secrets is None and self._ctx is not None:
             self.secrets = self._ctx.secrets
         if self.secrets is None or not self.tenant:
             raise SourceError("this source needs the secret store, and none is configured here")

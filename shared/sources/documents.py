@@ -22,6 +22,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from shared.core.errors import SourceError
 from shared.core.tenancy import identifier
@@ -172,7 +173,7 @@ def elements(path: Path, fmt: str, name: str | None = None) -> list:
     """unstructured's elements of the document (fast strategy, English, no OCR)."""
     name = name or path.name
     _offline()
-    kwargs = {"filename": str(path), "languages": ["eng"]}
+    kwargs: dict[str, Any] = {"filename": str(path), "languages": ["eng"]}
     if fmt == "pdf":
         _require_pdf_support()
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from urllib.parse import unquote, urlparse
 
 from shared.storage import duck
@@ -84,7 +84,7 @@ def _sniff_kind(head: bytes) -> str | None:
     return None
 
 
-def _check_text(path: Path, head: bytes) -> None:
+def _check_text(path: PurePath, head: bytes) -> None:
     if b"\x00" in head:
         raise SourceError(f"{path.name}: binary content, not a text file (NUL bytes in the first "
                           f"{min(len(head), SNIFF_BYTES)} bytes)")
@@ -98,7 +98,7 @@ def _check_text(path: Path, head: bytes) -> None:
                                   f"(invalid UTF-8 at byte {exc.start})") from None
 
 
-def _csv_reader_sql(path: Path, fmt: str, dialect: dict | None = None) -> str:
+def _csv_reader_sql(path: Path | str, fmt: str, dialect: dict | None = None) -> str:
     if dialect:
         # The dialect discovery sniffed, stated: DuckDB's sniffer (a few hundred ms per call, most
         # of a small file's load) runs once per job instead of four times. skip = 0: discovery
@@ -115,7 +115,7 @@ def _str(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def reader_sql(path: Path, fmt: str, dialect: dict | None = None) -> str:
+def reader_sql(path: Path | str, fmt: str, dialect: dict | None = None) -> str:
     """A DuckDB table function call that reads the whole file (a CSV with the dialect
     discovery sniffed, when given)."""
     if fmt in ("csv", "tsv"):
@@ -131,7 +131,7 @@ def reader_sql(path: Path, fmt: str, dialect: dict | None = None) -> str:
     raise SourceError(f"unsupported format {fmt!r}")
 
 
-def _lit(path: Path) -> str:
+def _lit(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
@@ -261,7 +261,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
         if fmt in ("csv", "tsv") and not dialect:
             dialect = check_csv_shape(con, path, fmt)
         try:
-            rows = con.execute(
+            rows = duck.scalar(con,
                 # No LIMIT for the row cap: the file is already here, its size bounded by
                 # UDB_MAX_UPLOAD_BYTES or UDB_MAX_DOWNLOAD_BYTES (or it is the user's own, in
                 # embedded mode); its rows are checked after the COPY (check_rows), and a LIMIT
@@ -269,7 +269,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
                 f"COPY ({limits.capped_select(reader_sql(path, fmt, dialect), stream['columns'], name=path.name, cap_rows=False)}) "
                 f"TO {_lit(out_dir)} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
         except Exception as exc:
             limits.raise_if_limit(exc, path.name)  # a row, column or cell cap, named
             match = _CSV_LINE_ERROR.search(str(exc))

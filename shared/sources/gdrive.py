@@ -51,7 +51,7 @@ def file_id(hint: str) -> str:
     match = PATH_ID.search(parts.path)
     found = (match.group(1) or match.group(2)) if match else None
     if not found:
-        found = (parse_qs(parts.query).get("id") or [None])[0]
+        found = next(iter(parse_qs(parts.query).get("id") or []), None)
     if not found or not ID_RE.fullmatch(found):
         raise SourceError(f"{link}: no Drive file id in the link (expected /file/d/<id>, open?id=<id>, "
                           f"/drive/folders/<id> or docs.google.com/spreadsheets/d/<id>)")
@@ -68,7 +68,8 @@ def _get(session: oauth.ApiSession, fid: str) -> dict:
 
 def listing(session: oauth.ApiSession, folder: str) -> list[dict]:
     """Every file in the folder, page after page (nextPageToken)."""
-    items, token = [], None
+    items: list[dict] = []
+    token = None
     for _ in range(MAX_PAGES):
         params = {"q": f"'{folder}' in parents and trashed = false", "fields": f"nextPageToken, files({FIELDS})",
                   "pageSize": "200", "supportsAllDrives": "true", "includeItemsFromAllDrives": "true",
@@ -124,7 +125,7 @@ def inspect(hint: str, *, env=None) -> dict:
                                   f"(Google Sheets, Google Docs, {files.supported()}, {documents.supported()})")
             usable, short = [(item, found)], PROVIDER
         streams = []
-        for i, (entry, (path, name)) in enumerate(sorted(usable, key=lambda u: u[1][1])):
+        for i, (_entry, (path, name)) in enumerate(sorted(usable, key=lambda u: u[1][1])):
             dest = tmp / f"file-{i}"
             ctype, size = session.download(path, dest)
             fmt = web.file_format(name, ctype, dest)

@@ -321,13 +321,13 @@ def file_format(name: str, ctype: str, path: Path) -> str:
 
 def _looks_tabular(head: bytes) -> bool:
     """Text whose first lines split into the same number (> 1) of fields on one delimiter."""
-    lines = [l for l in head.decode("utf-8", "replace").splitlines()[:20] if l.strip()]
+    lines = [line for line in head.decode("utf-8", "replace").splitlines()[:20] if line.strip()]
     if len(head) >= files.SNIFF_BYTES and len(lines) > 1:
         lines = lines[:-1]
     if len(lines) < 2:
         return False
     for delim in (",", "\t", ";", "|"):
-        counts = {l.count(delim) for l in lines}
+        counts = {line.count(delim) for line in lines}
         if len(counts) == 1 and counts.pop() > 0:
             return True
     return False

@@ -79,17 +79,19 @@ def _content_path(item: dict, sid: str, top: bool) -> str:
 
 def children(session: oauth.ApiSession, sid: str) -> list[dict]:
     """Every child of the shared folder, page after page (@odata.nextLink)."""
-    items, page = [], f"/shares/{sid}/driveItem/children"
-    params = {"$select": ITEM_FIELDS, "$top": "200"}
+    items: list[dict] = []
+    page = f"/shares/{sid}/driveItem/children"
+    params: dict[str, str] | None = {"$select": ITEM_FIELDS, "$top": "200"}
     for _ in range(MAX_PAGES):
         body = session.get_json(page, params=params, headers=SHARE_HEADERS)
         value = body.get("value")
         if not isinstance(value, list):
             raise SourceError(f"{session.source_provider}: a children page without a 'value' array")
         items.extend(v for v in value if isinstance(v, dict))
-        page, params = body.get("@odata.nextLink"), None
-        if not page:
+        next_link = body.get("@odata.nextLink")
+        if not next_link:
             return items
+        page, params = str(next_link), None
     raise SourceError(f"{session.source_provider}: more than {MAX_PAGES} pages of children")
 
 

@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -380,6 +381,8 @@ def complete_authorization(settings, secrets, state: str, *, code: str | None, e
     state, AuthorizationRefused for a provider's error or a state already used."""
     principal = verify_state(settings, secrets, state)
     tenant = principal.tenant
+    if tenant is None:  # verify_state's principals always name the state's tenant
+        raise auth.Unauthorized("the OAuth state names no tenant")
     name = pending_name(state)
     pending = _get_json(secrets, tenant, name)
     if pending is None:
@@ -640,7 +643,8 @@ def request_authorization(ctx, tenant: str, job_id: str, source_provider: str, r
     cfg = config(source_provider, ctx.settings)
     _put_json(secrets, tenant, job_name(job_id),
               {**resume, "source_provider": source_provider, "expires_at": time.time() + ctx.settings.live_job_seconds})
-    wait = {"waiting": "authorization", "provider": source_provider, "stage": "discover", "function": "discover"}
+    wait: dict[str, Any] = {"waiting": "authorization", "provider": source_provider, "stage": "discover",
+                            "function": "discover"}
     if device:
         started = device_start(ctx.settings, secrets, tenant, source_provider, job_id=job_id)
         wait["device"] = started
@@ -754,12 +758,14 @@ def callback(request, ctx):
                                                     error_description=args.get("error_description"))
     except AuthorizationRefused as exc:
         job_id = exc.principal.subject
-        if exc.source_provider:  # the flow ended: its job cannot go on
+        if exc.source_provider and exc.principal.tenant:  # the flow ended: its job cannot go on
             fail_waiting_job(ctx, exc.principal.tenant, job_id, str(exc))
         ctx.log.warning("oauth callback for job %s refused: %s", job_id, exc)
         return json_response({"jobId": job_id, "state": "failed" if exc.source_provider else "unchanged",
                               "error": str(exc)}, 400)
     tenant, job_id = principal.tenant, principal.subject
+    if tenant is None:  # complete_authorization refuses a state without one
+        raise auth.Unauthorized("the OAuth state names no tenant")
     ctx.log.info("oauth: %s authorized for tenant %s (job %s)", pending["provider"], tenant, job_id)
     resumed = resume_job(ctx, tenant, job_id)
     body = {"jobId": job_id, "provider": pending["source_provider"], "authorized": True, **resumed}

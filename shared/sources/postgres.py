@@ -45,6 +45,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from shared.storage import duck
@@ -265,7 +266,7 @@ def _reason(exc: Exception, dsn: Dsn, conninfo: str | None = None, password: str
     text = str(exc)
     if conninfo:
         text = text.replace(conninfo, "")
-    for secret in {dsn.password, password} - {None, ""}:
+    for secret in {s for s in (dsn.password, password) if s}:
         if secret not in f"{dsn.user} {dsn.dbname} {dsn.host}":
             # Belt and braces; skipped when the password is also a public part of the DSN,
             # where it would only garble the message.
@@ -275,7 +276,7 @@ def _reason(exc: Exception, dsn: Dsn, conninfo: str | None = None, password: str
     if match:
         text = match.group(1)
     text = re.sub(r"^[A-Za-z ]*Error:\s*", "", text.strip())
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     reason = lines[0] if lines else type(exc).__name__
     if "Connection refused" in reason:
         reason += " (is the server running and accepting TCP/IP connections?)"
@@ -384,8 +385,8 @@ def inspect(hint: str, *, env=None) -> dict:
     finally:
         con.close()
     spec = _incremental_spec(getattr(env, "options", None) or {})
-    streams = []
-    for schema, table, kind, size in found:
+    streams: list[dict] = []
+    for schema, table, _kind, size in found:
         cols = columns.get((schema, table))
         if not cols:
             continue  # a relation DuckDB cannot type (e.g. no columns at all)
@@ -397,7 +398,7 @@ def inspect(hint: str, *, env=None) -> dict:
                         "sync_modes": ["full", "incremental"] if cursors else ["full"],
                         "cursor_candidates": cursors,
                         "primary_key_candidates": keys.get((schema, table), []), "bytes": size})
-        options = {"password": reference} if reference else {}  # the tenant's secret, by reference
+        options: dict[str, Any] = {"password": reference} if reference else {}  # the tenant's secret, by reference
         if spec is not None:
             incremental = _stream_incremental(spec, streams[-1], dsn, several=len(found) > 1)
             if incremental:
@@ -406,9 +407,9 @@ def inspect(hint: str, *, env=None) -> dict:
             streams[-1]["options"] = options
     if not streams:
         raise SourceError(f"postgres {dsn.where()}: no tables with readable columns")
-    names = [s["name"] for s in streams]
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
+    table_names = [s["name"] for s in streams]
+    if len(set(table_names)) != len(table_names):
+        dupes = sorted({n for n in table_names if table_names.count(n) > 1})
         raise SourceError(f"postgres {dsn.where()}: two tables map to the same name ({', '.join(dupes)}); "
                           f"name one with ?table=schema.name")
     return {"provider": PROVIDER, "short": identifier(dsn.dbname, "db"), "streams": streams}
@@ -496,10 +497,10 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     try:
         relation = f"pg.{duck.quote(schema)}.{duck.quote(dsn.table)}"
         try:
-            rows = con.execute(
+            rows = duck.scalar(con,
                 f"COPY (SELECT * FROM {relation}{where}) TO {_lit(str(out_dir))} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
         except Exception as exc:
             reason = _reason(exc, dsn, password=password)
             if "does not exist" in reason and "Table" in str(exc):
@@ -509,8 +510,8 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
                 raise TransientError(f"postgres {dsn.where()}: {reason}") from None
             raise SourceError(f"postgres {dsn.where()}: cannot read {schema}.{dsn.table}: {reason}") from None
         if incremental and rows:
-            newest = con.execute(f"SELECT max({duck.quote(field)})::VARCHAR FROM "
-                                 f"read_parquet({_lit(str(Path(out_dir) / '*.parquet'))})").fetchone()[0]
+            newest = duck.scalar(con, f"SELECT max({duck.quote(field)})::VARCHAR FROM "
+                                 f"read_parquet({_lit(str(Path(out_dir) / '*.parquet'))})")
             state.save_stream(env, stream["name"], {"cursor_field": field, "last_value": newest})
     finally:
         con.close()

@@ -29,16 +29,16 @@ is kept whole as JSON text in one VARCHAR column.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
 from shared.storage import duck
-from shared.core.errors import NotFound, PreconditionFailed, SourceError
+from shared.core.errors import SourceError
 from shared.core.settings import Settings
 from shared.sources import http as web
 from shared.storage import syncstate as state
@@ -295,7 +295,8 @@ def detect_paginator(url: httpx.URL, response: httpx.Response, body, records: li
                         f"cursor in the body at {path!r} (sent back as ?{param}=)")
         total_path = next((p for p in TOTAL_PATHS if isinstance(_get(body, p), int)), None)
         if isinstance(body.get("offset"), int) or ("offset" in query):
-            limit = body.get("limit") if isinstance(body.get("limit"), int) else (int(query["limit"]) if query.get("limit", "").isdigit() else None)
+            limit = body.get("limit") if isinstance(body.get("limit"), int) else (
+                int(query["limit"]) if query.get("limit", "").isdigit() else None)
             spec = {"type": "offset", "limit": limit or len(records) or None, "total_path": total_path or "total"}
             return {k: v for k, v in spec.items() if v is not None}, "offset/limit in the body" + (
                 f" with a total at {total_path!r}" if total_path else "")
@@ -342,7 +343,7 @@ def parse_json(data: bytes, url, ctype: str):
 
 def fetch_page(http: httpx.Client, url: httpx.URL, params: dict, headers: dict, auth, cap: int, log=None):
     """(response, body) of one page, refusing a page larger than `cap` bytes."""
-    kwargs = {"params": params or None, "headers": {"Accept": "application/json", **headers}}
+    kwargs: dict[str, Any] = {"params": params or None, "headers": {"Accept": "application/json", **headers}}
     if auth is not None:
         kwargs["auth"] = auth
     response = web.request(http, "GET", url, stream=True, log=log, **kwargs)
@@ -437,8 +438,8 @@ def describe_records(records: list, tmp: Path) -> tuple[list[dict], list[str], l
         for c in columns:
             if KEY_NAME.search(c["name"]):
                 q = duck.quote(c["name"])
-                unique = con.execute(f"SELECT count(DISTINCT {q}) = count(*) AND count({q}) = count(*) "
-                                     f"FROM (SELECT {select} FROM {_reader(sample)})").fetchone()[0]
+                unique = duck.scalar(con, f"SELECT count(DISTINCT {q}) = count(*) AND count({q}) = count(*) "
+                                     f"FROM (SELECT {select} FROM {_reader(sample)})")
                 if unique:
                     keys.append(c["name"])
     finally:
@@ -594,10 +595,10 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         con = duck.connect(memory_limit=memory_limit, threads=threads)
         try:
             select, _ = _select_list(con, ndjson)
-            written = con.execute(
+            written = duck.scalar(con,
                 f"COPY (SELECT {select} FROM {_reader(ndjson)}) TO '{out_dir}' "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
         except SourceError:
             raise
         except Exception as exc:

@@ -625,10 +625,10 @@ def _extract_changed(stream: dict, bucket: str, key: str, config: S3Config, out_
             if fmt in ("csv", "tsv"):
                 check_csv_shape(con, url, fmt, _range(client, bucket, obj["key"], f"bytes=0-{SNIFF_BYTES - 1}", config))
             try:
-                rows += con.execute(
+                rows += duck.scalar(con,
                     f"COPY (SELECT *, {_str(obj['key'])} AS {KEY_COLUMN} FROM {files.reader_sql(url, fmt)}) "
                     f"TO {_str(str(out_dir))} (FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
-                    f"FILENAME_PATTERN 'object{i:05d}-part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+                    f"FILENAME_PATTERN 'object{i:05d}-part-{{i}}', OVERWRITE_OR_IGNORE)")
             except Exception as exc:
                 raise _duck_error(exc, url, fmt) from None
     finally:
@@ -657,10 +657,10 @@ def _extract(url: str, fmt: str, bucket: str, key: str, config: S3Config, out_di
             head = _range(client, bucket, key, f"bytes=0-{SNIFF_BYTES - 1}", config)
             check_csv_shape(con, url, fmt, head)
         try:
-            rows = con.execute(
+            rows = duck.scalar(con,
                 f"COPY (SELECT * FROM {files.reader_sql(url, fmt)}) TO {_str(str(out_dir))} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]
+                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
         except Exception as exc:
             raise _duck_error(exc, url, fmt) from None
     finally:

@@ -9,6 +9,7 @@ Auth as the other web sources: `options.auth` (basic, bearer), or user:password 
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -46,7 +47,7 @@ def redact(hint: str) -> str:
 
 def propfind(http: httpx.Client, url, *, depth: str = "1", headers=None, auth=None) -> list[dict]:
     """The entries a PROPFIND answers: [{href, url, collection, size, content_type, etag}]."""
-    kwargs = {"headers": {"Depth": depth, "Content-Type": "application/xml", **(headers or {})},
+    kwargs: dict[str, Any] = {"headers": {"Depth": depth, "Content-Type": "application/xml", **(headers or {})},
               "content": PROPFIND_BODY}
     if auth is not None:
         kwargs["auth"] = auth
@@ -90,7 +91,7 @@ def parse_multistatus(data: bytes, base: httpx.URL) -> list[dict]:
         ctype = props.get(f"{DAV}getcontenttype")
         etag = props.get(f"{DAV}getetag")
         entries.append({"href": href, "url": base.join(href), "collection": collection,
-                        "size": int(size.text) if size is not None and (size.text or "").isdigit() else None,
+                        "size": int(size.text) if size is not None and size.text and size.text.isdigit() else None,
                         "content_type": (ctype.text or "").split(";")[0].strip().lower() if ctype is not None else "",
                         "etag": (etag.text or "").strip('"') if etag is not None else None})
     if not entries:
@@ -128,7 +129,7 @@ def inspect(hint: str, *, env=None) -> dict:
         else:
             usable = [(self_entry, unquote(PurePosixPath(url.path).name))]
             short = unquote(PurePosixPath(PurePosixPath(url.path).parent).name) or (url.host or "dav")
-        streams = []
+        streams: list[dict] = []
         cap = web.max_download_bytes()
         for i, (entry, name) in enumerate(sorted(usable, key=lambda en: en[1])):
             dest = tmp / f"file-{i}"
@@ -139,9 +140,10 @@ def inspect(hint: str, *, env=None) -> dict:
             if keep:
                 stream["options"] = keep
             streams.append(stream)
-    names = [s["name"] for s in streams]
-    if len(set(names)) != len(names):
-        raise SourceError(f"{web.redact(str(url))}: two files map to the same table name ({', '.join(names)})")
+    table_names = [s["name"] for s in streams]
+    if len(set(table_names)) != len(table_names):
+        raise SourceError(f"{web.redact(str(url))}: two files map to the same table name "
+                          f"({', '.join(table_names)})")
     return {"provider": PROVIDER, "short": identifier(short, "dav"), "streams": streams}
 
 

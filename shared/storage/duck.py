@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -44,7 +45,7 @@ def _no_stored_secrets() -> Path:
 
 def connect(path: str | Path = ":memory:", *, read_only: bool = False, memory_limit: str = "1GB",
             threads: int = 2, extensions: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
-    config = {
+    config: dict[str, str | bool | int | float | list[str]] = {
         # Nothing may download at run time: no extension repository, ever.
         "autoinstall_known_extensions": False,
         "allow_unsigned_extensions": False,
@@ -59,6 +60,19 @@ def connect(path: str | Path = ":memory:", *, read_only: bool = False, memory_li
     for name in extensions:
         load(con, name)
     return con
+
+
+def one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple:
+    """The one row of a query that always returns one (an aggregate, a COPY's row count)."""
+    row = con.execute(sql, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"expected one row, found none: {sql[:120]}")
+    return row
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> Any:
+    """The first column of `one(con, sql)`, e.g. `scalar(con, "SELECT count(*) FROM t")`."""
+    return one(con, sql, params)[0]
 
 
 def load(con: duckdb.DuckDBPyConnection, name: str) -> None:

@@ -31,7 +31,8 @@ class Artifacts:
     """Writes one job's artifacts and remembers them for index.json."""
 
     def __init__(self, store: TenantStore, job_id: str):
-        self.store, self.job_id, self.entries = store, job_id, []
+        self.store, self.job_id = store, job_id
+        self.entries: list[dict] = []
 
     def put(self, name: str, body: bytes | str, media_type: str, description: str, table: str | None = None,
             **extra):

@@ -72,7 +72,7 @@ def apply_state(doc: dict, state: str, *, error: dict | None = None, **fields) -
 
 
 def stage_seconds(history: list[dict]) -> dict:
-    seen = {}
+    seen: dict[str, datetime] = {}
     for entry in history:
         seen.setdefault(entry["state"], datetime.fromisoformat(entry["at"]))
     out = {}

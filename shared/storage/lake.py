@@ -149,8 +149,8 @@ def tables(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def reference_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Per table, the snapshot before its latest applied load (only tables loaded before)."""
-    if not con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE database_name = '{NAME}' "
-                       "AND schema_name = 'udb_meta' AND table_name = 'batches'").fetchone()[0]:
+    if not duck.scalar(con, f"SELECT count(*) FROM duckdb_tables() WHERE database_name = '{NAME}' "
+                       "AND schema_name = 'udb_meta' AND table_name = 'batches'"):
         return {}
     rows = con.execute(
         f"SELECT table_name, arg_max(previous_version, applied_at) FROM {NAME}.udb_meta.batches "
@@ -174,8 +174,8 @@ def create_reference_views(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def has_reference(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE database_name = 'memory' "
-                            f"AND schema_name = 'udb_snapshots' AND view_name = {duck.literal(table)}").fetchone()[0])
+    return bool(duck.scalar(con, "SELECT count(*) FROM duckdb_views() WHERE database_name = 'memory' "
+                            f"AND schema_name = 'udb_snapshots' AND view_name = {duck.literal(table)}"))
 
 
 def require(store: TenantStore, message: str) -> None:
@@ -208,7 +208,7 @@ def store_from_spec(spec: dict) -> TenantStore:
 
 def version(con: duckdb.DuckDBPyConnection) -> int:
     """The lake's current snapshot id."""
-    return con.execute(f"SELECT max(snapshot_id) FROM {NAME}.snapshots()").fetchone()[0]
+    return duck.scalar(con, f"SELECT max(snapshot_id) FROM {NAME}.snapshots()")
 
 
 def import_warehouse(con: duckdb.DuckDBPyConnection, path: Path) -> int:
@@ -243,10 +243,10 @@ def import_warehouse(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         for table in tables:
             # A table must have a batch for its reference to be found: the migration's own when
             # the old catalogue had none.
-            known = con.execute(f"SELECT count(*) FROM {NAME}.udb_meta.batches "
-                                f"WHERE table_name = {duck.literal(table)}").fetchone()[0]
+            known = duck.scalar(con, f"SELECT count(*) FROM {NAME}.udb_meta.batches "
+                                f"WHERE table_name = {duck.literal(table)}")
             if not known:
-                rows = con.execute(f"SELECT count(*) FROM {NAME}.main.{duck.quote(table)}").fetchone()[0]
+                rows = duck.scalar(con, f"SELECT count(*) FROM {NAME}.main.{duck.quote(table)}")
                 con.execute(f"INSERT INTO {NAME}.udb_meta.batches VALUES ({duck.literal('migrated/' + table)}, "
                             f"'migrated', {duck.literal(table)}, {rows}, '', now(), NULL)")
         for table, snapshot in previous.items():
@@ -363,5 +363,5 @@ def maintain(store: TenantStore, *, snapshot_days: int, now=None, dry_run: bool 
 
 
 def _file_count(con: duckdb.DuckDBPyConnection) -> int:
-    return sum(con.execute(f"SELECT count(*) FROM ducklake_list_files('{NAME}', {duck.literal(t)})").fetchone()[0]
+    return sum(duck.scalar(con, f"SELECT count(*) FROM ducklake_list_files('{NAME}', {duck.literal(t)})")
                for t in tables(con))

@@ -127,7 +127,7 @@ class S3Store:
                 time.sleep(delay)
                 delay *= 2
                 body = kw.get("Body")
-                if hasattr(body, "seek"):
+                if body is not None and hasattr(body, "seek"):
                     body.seek(0)
             except (ClientError, BotoCoreError) as exc:
                 raise self._translate(exc, key, conditional=True) from None

@@ -254,9 +254,3 @@ class TenantStore:
     def artifact_key(self, job_id: str, name: str) -> str:
         return f"artifacts/{job_id}/{validate_artifact_name(name)}"
 
-
-def open_store(settings) -> ObjectStore:
-    if settings.store == "s3":
-        from shared.storage.s3store import S3Store  # boto3 only where it is used
-        return S3Store.from_settings(settings)
-    return LocalStore(Path(settings.home) / "store" / settings.bucket)

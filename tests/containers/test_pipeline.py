@@ -28,7 +28,7 @@ def auth_headers(stack: dict, tenant: str) -> dict:
     if tenant not in _KEYS:
         from shared.security.auth import KeyStore
         from shared.core.settings import Settings
-        from shared.storage.store import open_store
+        from shared.storage.backends import open_store
 
         env = containers_env("cli", {"s3": stack["s3"], "kafka": stack["kafka"]})
         store = open_store(Settings.from_env(env=env))

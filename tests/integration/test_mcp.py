@@ -26,7 +26,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from functions.discover.detect import AMBIGUITY_MARGIN
 from shared.security import auth
 from shared.core.settings import Settings
-from shared.storage.store import open_store
+from shared.storage.backends import open_store
 from tests.conftest import REPO, write_sales
 from tests.peers.rest_api import RestPeer
 

@@ -19,7 +19,7 @@ from devstack import services
 from shared.core.errors import NotFound, PreconditionFailed, TransientError
 from shared.storage.s3store import S3Store
 from shared.core.settings import Settings
-from shared.storage.store import open_store
+from shared.storage.backends import open_store
 from tests.unit import test_store as contract
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,8 @@ import pytest
 from shared.security import auth
 from shared.security.ratelimit import live_jobs
 from shared.core.settings import Settings
-from shared.storage.store import TenantStore, open_store
+from shared.storage.backends import open_store
+from shared.storage.store import TenantStore
 from tests.conftest import write_sales
 from tests.function_server import JWT_SECRET, free_port, serve
 

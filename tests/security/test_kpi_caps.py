@@ -18,7 +18,8 @@ from shared.analysis.kpi_defs import KpiDefinitions, warehouse_tables
 from shared.core import events
 from shared.serving.embedded import Dispatcher
 from shared.core.settings import Settings
-from shared.storage.store import TenantStore, open_store
+from shared.storage.backends import open_store
+from shared.storage.store import TenantStore
 from shared.core.tenancy import new_job_id
 from tests.conftest import REPO
 from tests.security.artifacts_process import artifacts_process

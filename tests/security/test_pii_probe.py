@@ -20,7 +20,8 @@ from shared.security import pii
 from shared.serving.embedded import Dispatcher
 from shared.security.pii_lineage import personal_outputs
 from shared.core.settings import Settings
-from shared.storage.store import TenantStore, open_store
+from shared.storage.backends import open_store
+from shared.storage.store import TenantStore
 from shared.core.tenancy import new_job_id
 from tests.conftest import REPO
 

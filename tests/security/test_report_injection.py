@@ -280,7 +280,9 @@ def test_summary_markdown_shows_payloads_as_text_in_a_markdown_renderer(hostile_
     default "commonmark" preset has html on): the payloads come out as text, never as tags."""
     from markdown_it import MarkdownIt
 
-    from shared.storage.store import TenantStore, open_store
+    from shared.storage.backends import open_store
+
+    from shared.storage.store import TenantStore
 
     settings, job_id, payloads, _ = hostile_job
     store = TenantStore(open_store(settings), TENANT)

@@ -14,7 +14,8 @@ import pytest
 
 from shared.security import auth
 from shared.core.settings import Settings
-from shared.storage.store import TenantStore, open_store
+from shared.storage.backends import open_store
+from shared.storage.store import TenantStore
 from tests.function_server import BROKER_TOKEN, JWT_SECRET, free_port, serve
 
 pytestmark = pytest.mark.security

@@ -11,7 +11,8 @@ import pytest
 from shared.security import auth
 from shared.security.ratelimit import live_jobs
 from shared.core.settings import Settings
-from shared.storage.store import TenantStore, open_store
+from shared.storage.backends import open_store
+from shared.storage.store import TenantStore
 from tests.function_server import JWT_SECRET, serve
 
 pytestmark = pytest.mark.security

@@ -331,7 +331,7 @@ def _numeric_statistics(col: dict, first: dict, second: dict, rows: int, exact: 
         "mean": first.get(key + "mean"),
         "std": first.get(key + "std"),
         "skewness": first.get(key + "skew"),
-        "quantiles": dict(zip(QUANTILES, quantiles)),
+        "quantiles": dict(zip(QUANTILES, quantiles, strict=True)),
         "quantile_method": "quantile_cont" if exact else "approx_quantile",
         "zeros": first.get(key + "zeros"),
         "zero_share": share(first.get(key + "zeros"), rows),

@@ -102,7 +102,7 @@ def withhold_pii_statistics(col: dict) -> None:
         if key == "histogram":
             col[key] = []
         elif key == "quantiles":
-            col[key] = {name: None for name in QUANTILES}
+            col[key] = dict.fromkeys(QUANTILES)
         else:
             col[key] = None
     col["pii"]["withheld"] = withheld

@@ -8,7 +8,9 @@ from typing import Any
 
 import duckdb
 
-from .sql import fetch_one, is_float_type, is_integer_type, share
+from shared.storage import duck
+
+from .sql import is_float_type, is_integer_type, share
 
 NULL_ALERT_SHARE = 0.2
 ZERO_ALERT_SHARE = 0.5
@@ -163,7 +165,7 @@ def duplicate_rows(con: duckdb.DuckDBPyConnection, source: str, rows: int, names
         queries.insert(0, f"SELECT count(DISTINCT {ROW_ALIAS}) FROM {source} AS {ROW_ALIAS}")
     for sql in queries:
         try:
-            return rows - fetch_one(con, sql)[0]
+            return rows - duck.scalar(con, sql)
         except duckdb.InterruptException:
             raise
         except duckdb.Error:

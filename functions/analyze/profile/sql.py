@@ -9,6 +9,8 @@ from typing import Any
 
 import duckdb
 
+from shared.storage import duck
+
 INTEGER_TYPES = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
     "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
@@ -88,20 +90,12 @@ def describe_columns(con: duckdb.DuckDBPyConnection, table: str | Sequence[str])
     return [(r[0], r[1]) for r in rows]
 
 
-def fetch_one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
-    """The one row of an aggregate query (a SELECT of aggregates always returns exactly one)."""
-    row = con.execute(sql).fetchone()
-    if row is None:
-        raise duckdb.InvalidInputException(f"no row from an aggregate query: {sql[:200]}")
-    return row
-
-
 def select_aggregates(con: duckdb.DuckDBPyConnection, source: str, aggs: list[tuple[str, str]]) -> dict[str, Any]:
     """Run one SELECT holding many aggregates `[(key, expression)]`; return {key: value}."""
     if not aggs:
         return {}
-    row = fetch_one(con, "SELECT " + ", ".join(expr for _, expr in aggs) + f" FROM {source}")
-    return {key: value for (key, _), value in zip(aggs, row)}
+    row = duck.one(con, "SELECT " + ", ".join(expr for _, expr in aggs) + f" FROM {source}")
+    return {key: value for (key, _), value in zip(aggs, row, strict=True)}
 
 
 def share(part: float | None, whole: float | None) -> float | None:

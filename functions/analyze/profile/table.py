@@ -16,12 +16,13 @@ from contextlib import AbstractContextManager
 import duckdb
 
 from shared.analysis.evidentlyresult import json_safe  # one copy, shared with the reports function
+from shared.storage import duck
 
 from .columns import EXACT_MAX_ROWS, column_profile, first_pass_aggregates, recheck_unique, second_pass_aggregates
 from .masking import classify_pii, mask_shown_values, withhold_pii_statistics
 from .quality import (alerts, correlation_aggregates, correlation_columns, correlations, duplicate_rows,
                       size_estimate)
-from .sql import (column_kind, describe_columns, fetch_one, quote_ident, select_aggregates, share, table_label,
+from .sql import (column_kind, describe_columns, quote_ident, select_aggregates, share, table_label,
                   table_ref)
 
 # Columns profiled per pair of scans. DuckDB's cost of one SELECT grows faster than its number
@@ -85,14 +86,14 @@ def profile_table(
     started = time.perf_counter()
     source = table_ref(table)
     cols = _column_specs(describe_columns(con, table))
-    rows = fetch_one(con, f"SELECT count(*) FROM {source}")[0]
+    rows = duck.scalar(con, f"SELECT count(*) FROM {source}")
     exact = rows <= exact_max_rows
 
     with _single_thread_if_small(con, rows):
         column_profiles, corr = _profile_columns(con, source, cols, rows, exact, top_k, bins, batch_columns, step)
         duplicates = duplicate_rows(con, source, rows, [c["name"] for c in cols])
 
-    for col, profiled in zip(cols, column_profiles):
+    for col, profiled in zip(cols, column_profiles, strict=True):
         if col.get("pii"):
             profiled["pii"] = dict(col["pii"])
     if mask_values:
@@ -148,7 +149,7 @@ def _single_thread_if_small(con: duckdb.DuckDBPyConnection, rows: int) -> Iterat
         yield
         return
     try:
-        previous = fetch_one(con, "SELECT current_setting('threads')")[0]
+        previous = duck.scalar(con, "SELECT current_setting('threads')")
         con.execute("SET threads = 1")
     except duckdb.Error:  # a connection whose configuration is locked: keep its threads
         yield
