@@ -490,4 +490,4 @@ class PersonalColumns:
 
 
 # Charts are drawn by shared/charts.py (analyze writes them as HTML, reports renders the PNGs).
-from shared.charts import CHART_TYPES, PLOTLY_JS, chart_figure, chart_html, plotly_js  # noqa: E402,F401
+from shared.charts import CHART_TYPES, PLOTLY_JS, chart_html, plotly_js  # noqa: E402,F401
