@@ -55,6 +55,8 @@ RUNTIME_EXTRAS = {
 }
 # UDB module -> (distribution, files it reads from that distribution's package without importing it).
 PACKAGE_DATA = {"shared.charts": ("plotly", ("plotly/package_data/plotly.min.js",))}
+# The module whose literal tables name each function's DuckDB extensions (read, not imported).
+DUCK_MODULE = "shared.duck"
 # The image's own tools, not imports of the code.
 ALWAYS = ("functions-framework",)
 # (function or "*", distribution) -> Debian packages the distribution needs at run time.
@@ -244,13 +246,15 @@ def requirements(function: str) -> tuple[dict[str, str], list[str]]:
 
 @lru_cache(maxsize=None)
 def duck_table(name: str):
-    """A literal table of shared/duck.py (EXTENSION_PACKAGES, FUNCTION_EXTENSIONS), read without
+    """A literal table of DUCK_MODULE (EXTENSION_PACKAGES, FUNCTION_EXTENSIONS), read without
     importing UDB."""
-    tree = ast.parse((ROOT / "shared" / "duck.py").read_text())
-    for node in tree.body:
+    path = module_file(DUCK_MODULE)
+    if path is None:
+        raise SystemExit(f"images/requirements.py: no module {DUCK_MODULE} (DUCK_MODULE)")
+    for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
             return ast.literal_eval(node.value)
-    raise SystemExit(f"images/requirements.py: shared/duck.py has no {name}")
+    raise SystemExit(f"images/requirements.py: {DUCK_MODULE} has no {name}")
 
 
 def package_data(function: str) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -260,6 +264,8 @@ def package_data(function: str) -> dict[str, tuple[str, tuple[str, ...]]]:
     installed = requirements(function)[0]
     pins, found = locked(), {}
     for module, (dist, files) in PACKAGE_DATA.items():
+        if module_file(module) is None:  # renamed: a silent miss would leave the file out of the image
+            raise SystemExit(f"images/requirements.py: PACKAGE_DATA names {module}, which does not exist")
         dist = canonicalize_name(dist)
         if module in internal and dist not in installed:
             version = pins.get(dist) or _dist(dist).version

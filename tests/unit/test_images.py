@@ -100,12 +100,12 @@ def test_what_each_image_must_carry():
 
 def _extension_names(function: str) -> set[str]:
     """The DuckDB extension names the function's modules use (`extensions=(...)`, `duck.load`),
-    shared/duck.py's own tables and the readiness check that reads them aside."""
+    the table module itself aside."""
     from shared import duck
 
     internal, _ = gen.reachable(function)
     found = set()
-    for module in internal - {"shared.duck", "shared.httpfn"}:
+    for module in internal - {gen.DUCK_MODULE}:
         tree = ast.parse(gen.module_file(module).read_text())
         found |= {node.value for node in ast.walk(tree)
                   if isinstance(node, ast.Constant) and node.value in duck.EXTENSION_PACKAGES}
