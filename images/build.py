@@ -18,9 +18,16 @@ Steps, each cached under .cache/images/ (ignored by git):
    .cache/images/wheels/. The builds install from those wheels offline, so no build talks to
    PyPI and no CA bundle enters a build stage, let alone a final layer.
 3. functions: one image per function (images/Dockerfile), tagged ghcr.io/udb/udb-<f>:<version>
-   as knative/base/services.yaml names them. The wheels are split into three layers (core: in
-   every function; documents: in discover, sync and artifacts; function: the rest), so a build
-   of all six installs each wheel once per layer and the images share those layers.
+   as knative/base/services.yaml names them. The wheels are split into three layers (core: what
+   all six import, DuckDB, httpfs, Kafka, S3, functions-framework ...; documents: what discover,
+   sync and artifacts share, unstructured, spaCy, pandas, the PostgreSQL and Excel extensions ...;
+   function: the rest), so a build of all six installs each wheel once per layer and the images
+   share those layers. A file a function reads from a package it never imports (analyze's
+   plotly.js) is taken from the pinned wheel (images/requirements/<f>.data) instead of the
+   package. Nothing is stripped from the installed wheels: their bytecode stays (the root
+   filesystem is read-only at run time and a cold start must not compile), and so do the test
+   suites some wheels ship (deleting files pip installed leaves its RECORD wrong and saves less
+   than leaving out whole packages that are not imported).
 4. services: Kafka (the Maven Central jars devstack resolves, Debian's JRE), MinIO (devstack's
    pinned `go install` build) and PostgreSQL (Debian's packages): udb-local/<name>:<version>.
 
