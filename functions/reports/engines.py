@@ -26,7 +26,8 @@ from shared.observability import telemetry
 from shared.storage import duck
 from shared.storage.duck import quote
 from shared.analysis.evidentlyresult import drift_verdict, json_safe  # noqa: F401  (drift_verdict: re-exported)
-from shared.security.pii import mask_frame, mask_text  # noqa: F401  (mask_text: re-exported for callers)
+from shared.security.pii import CONTENT_SAMPLE, classify_values, content_candidate, is_missing, mask_value, pii_columns
+from shared.security.pii import mask_text  # noqa: F401  (re-exported for callers)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,8 +62,52 @@ def table_label(table) -> str:
 # ---------------------------------------------------------------- masking
 
 
+def mask_frame(df: "pd.DataFrame") -> "pd.DataFrame":
+    """A copy of df with PII masked by shared.security.pii's rules: personal-data columns (by name, or by
+    the content of their first CONTENT_SAMPLE non-null values) wholly, and emails, IBANs, card
+    numbers, national ids and phone numbers inside every other text column. Other numeric
+    columns are left alone. The input is not changed. Here rather than in shared.security.pii because
+    only this function makes frames: shared.security.pii stays free of pandas, which analyze lacks."""
+    import pandas as pd
+
+    out = df.copy()
+    kinds = pii_columns(out.columns)
+    for name in out.columns:
+        if name in kinds:
+            continue
+        column = out[name]
+        if pd.api.types.is_bool_dtype(column) or pd.api.types.is_float_dtype(column):
+            continue
+        if not (pd.api.types.is_integer_dtype(column) or pd.api.types.is_object_dtype(column)
+                or pd.api.types.is_string_dtype(column)):
+            continue
+        sample = [v.item() if hasattr(v, "item") else v for v in column.dropna().head(CONTENT_SAMPLE).tolist()]
+        result = classify_values(sample) if content_candidate(sample) else None
+        if result:
+            kinds[name] = result[0]
+    for name in out.columns:
+        column = out[name]
+        kind = kinds.get(name)
+        is_text = pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)
+        if not kind and not is_text:
+            continue
+        try:
+            # Mask each distinct value once: categories repeat a lot.
+            uniques = column.dropna().unique()
+            mapping = {v: mask_value(v, kind) for v in uniques}
+        except TypeError:  # unhashable values (lists, dicts): one by one
+            out[name] = pd.Series([v if is_missing(v) else mask_value(v, kind) for v in column],
+                                  index=column.index, dtype=object)
+            continue
+        if kind or any(mapping[v] != v for v in uniques):
+            # Missing values (None, NaN, NaT) stay exactly as they were.
+            out[name] = pd.Series([mapping.get(v, v) if not is_missing(v) else v for v in column],
+                                  index=column.index, dtype=object)
+    return out
+
+
 def mask_pii(df: "pd.DataFrame") -> "pd.DataFrame":
-    """A copy of df with PII masked (shared.security.pii.mask_frame): emails ("a***@domain"), phone
+    """A copy of df with PII masked (mask_frame): emails ("a***@domain"), phone
     numbers, card numbers, IBANs and national ids ("***") in text, and whole values of columns
     whose names or contents say personal data (a card number column read as BIGINT included).
     Other numeric columns are left alone."""

@@ -11,9 +11,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from shared.analysis.charts import PNG_HEIGHT, PNG_WIDTH
+from shared.analysis.charts import PNG_HEIGHT, PNG_WIDTH, chart_spec
 
 _PNG_LOCK = threading.Lock()
+
+
+def chart_figure(kpi: dict, result: dict):
+    """A KPI chart's figure (shared.analysis.charts.chart_spec, the one the HTML chart draws) as a
+    plotly.graph_objects.Figure, for kaleido's PNG export. Here, not in shared.analysis.charts, so that
+    only the reports function imports the plotly package."""
+    import plotly.graph_objects as go
+
+    return go.Figure(chart_spec(kpi, result))
 
 
 def render_pngs(figures: list[tuple[str, Any]], chromium: str | None, *,

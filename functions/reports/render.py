@@ -174,15 +174,14 @@ def render_evidently_drift(spec: dict, out: Path) -> dict:
 
 
 def render_png_charts(spec: dict, out: Path) -> dict:
+    from functions.reports.pngs import chart_figure, render_pngs
     from shared.analysis import charts
 
     _fault(spec, "png-charts")
     chromium, why = charts.find_chromium(spec.get("chromium_path") or "")
-    figures = [(c["base"], charts.chart_figure(c["item"], c["item"]["result"])) for c in spec["charts"]]
+    figures = [(c["base"], chart_figure(c["item"], c["item"]["result"])) for c in spec["charts"]]
     rendered: dict[str, bytes] = {}
     if chromium:
-        from functions.reports.pngs import render_pngs
-
         rendered, why = render_pngs(figures, chromium, timeout_s=float(spec.get("deadline") or 60))
     artifacts = []
     for chart in spec["charts"]:

@@ -1,8 +1,10 @@
 """KPI charts: the Plotly figure of a KPI result (analyze writes it as an HTML page, the
 reports function as PNG through functions/reports/pngs.py), and where Chromium is.
 
-Shared by both functions so the PNG shows exactly the figure of the HTML chart. Plotly is
-imported where used; find_chromium needs nothing. kaleido is only in the reports function.
+Shared by both functions so the PNG shows exactly the figure of the HTML chart. Nothing here
+imports plotly: the figure is plain JSON for plotly.js, and the Plotly object kaleido needs is
+made in functions/reports/pngs.py, so the analyze image carries plotly.js alone, not the plotly
+package (images/requirements.py PACKAGE_DATA). kaleido is only in the reports function.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ PLOTLY_JS = "plotly.min.js"
 def plotly_js() -> str:
     """plotly.js as shipped in the plotly package (offline), written once per job as an artifact.
     Read from the package's data without importing plotly (its import and figure validation
-    cost seconds on the core path)."""
+    cost seconds on the core path). The analyze and artifacts images hold only this file of the
+    pinned plotly wheel, at its place in the package, which find_spec finds all the same."""
     import importlib.util
 
     spec = importlib.util.find_spec("plotly")
@@ -104,13 +107,6 @@ def chart_spec(kpi: dict, result: dict) -> dict:
     if annotations:
         layout["annotations"] = annotations
     return {"data": data, "layout": layout}
-
-
-def chart_figure(kpi: dict, result: dict):
-    """The same figure as a plotly.graph_objects.Figure (for kaleido's PNG export)."""
-    import plotly.graph_objects as go
-
-    return go.Figure(chart_spec(kpi, result))
 
 
 def chart_html(kpi: dict, result: dict, plotlyjs: bool | str = True) -> str:

@@ -23,6 +23,8 @@ compares masked reference data with masked current data):
 
 Counts computed in the warehouse are never masked; only the values shown are. What a profile
 keeps of a personal-data column is decided in functions/analyze/profile/masking.py (docs/security.md).
+A pandas frame is masked by functions/reports/engines.py::mask_frame with these rules: this
+module, which every function imports, never imports pandas (the writer and analyze images have none).
 """
 from __future__ import annotations
 
@@ -30,10 +32,7 @@ import functools
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Iterable
-
-if TYPE_CHECKING:
-    import pandas as pd
+from typing import Iterable
 
 MASK = "***"
 
@@ -353,7 +352,7 @@ def classify_values(values: Iterable, min_share: float = CONTENT_SHARE) -> tuple
     counts: dict[str, int] = {}
     total = 0
     for value in values:
-        if _missing(value):
+        if is_missing(value):
             continue
         total += 1
         kind = value_kind(value)
@@ -390,7 +389,8 @@ def mask_value(value, kind: str | None = None):
     return mask_text(value) if isinstance(value, str) else value
 
 
-def _missing(value) -> bool:
+def is_missing(value) -> bool:
+    """None, NaN or NaT."""
     if value is None:
         return True
     try:
@@ -399,7 +399,8 @@ def _missing(value) -> bool:
         return False
 
 
-def _content_candidate(values) -> bool:
+def content_candidate(values) -> bool:
+    """Whether a sample may be classified by content: it holds strings or integers."""
     return any(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values)
 
 
@@ -414,49 +415,6 @@ def content_kinds(columns: dict[str, list]) -> dict[str, str]:
     return found
 
 
-def mask_frame(df: "pd.DataFrame") -> "pd.DataFrame":
-    """A copy of df with PII masked: personal-data columns (by name, or by the content of their
-    first CONTENT_SAMPLE non-null values) wholly, and emails, IBANs, card numbers, national ids
-    and phone numbers inside every other text column. Other numeric columns are left alone.
-    The input is not changed."""
-    import pandas as pd
-
-    out = df.copy()
-    kinds = pii_columns(out.columns)
-    for name in out.columns:
-        if name in kinds:
-            continue
-        column = out[name]
-        if pd.api.types.is_bool_dtype(column) or pd.api.types.is_float_dtype(column):
-            continue
-        if not (pd.api.types.is_integer_dtype(column) or pd.api.types.is_object_dtype(column)
-                or pd.api.types.is_string_dtype(column)):
-            continue
-        sample = [v.item() if hasattr(v, "item") else v for v in column.dropna().head(CONTENT_SAMPLE).tolist()]
-        result = classify_values(sample) if _content_candidate(sample) else None
-        if result:
-            kinds[name] = result[0]
-    for name in out.columns:
-        column = out[name]
-        kind = kinds.get(name)
-        is_text = pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)
-        if not kind and not is_text:
-            continue
-        try:
-            # Mask each distinct value once: categories repeat a lot.
-            uniques = column.dropna().unique()
-            mapping = {v: mask_value(v, kind) for v in uniques}
-        except TypeError:  # unhashable values (lists, dicts): one by one
-            out[name] = pd.Series([v if _missing(v) else mask_value(v, kind) for v in column],
-                                  index=column.index, dtype=object)
-            continue
-        if kind or any(mapping[v] != v for v in uniques):
-            # Missing values (None, NaN, NaT) stay exactly as they were.
-            out[name] = pd.Series([mapping.get(v, v) if not _missing(v) else v for v in column],
-                                  index=column.index, dtype=object)
-    return out
-
-
 def mask_rows(columns: list[str], rows: list[list], personal: Iterable[str] = ()) -> tuple[list[list], bool]:
     """Mask a query result (a KPI's): personal-data columns (by name, or by content: mostly
     card numbers, IBANs, ... of their values, or named in `personal`: computed from a
@@ -467,7 +425,7 @@ def mask_rows(columns: list[str], rows: list[list], personal: Iterable[str] = ()
     for index, kind in enumerate(kinds):
         if kind is None and rows:
             sample = [row[index] for row in rows[:CONTENT_SAMPLE] if index < len(row)]
-            result = classify_values(sample) if _content_candidate(sample) else None
+            result = classify_values(sample) if content_candidate(sample) else None
             if result:
                 kinds[index] = result[0]
         if kinds[index] is None and columns[index] in personal:

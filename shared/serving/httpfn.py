@@ -130,9 +130,8 @@ class FunctionApp:
         checks = {"object_store": lambda c: c.store.ping(), **self.checks}
         if hasattr(ctx.job_events, "ping"):
             checks["kafka"] = lambda c: c.job_events.ping()
-        # ducklake only where the warehouse is read or written: the other images do not ship it.
-        checks["duckdb_extensions"] = lambda c: [duck.extension_path(n) for n in duck.EXTENSION_PACKAGES
-                                                 if n != "ducklake" or c.function in duck.LAKE_FUNCTIONS]
+        # The extensions this function loads: its image ships no others.
+        checks["duckdb_extensions"] = lambda c: [duck.extension_path(n) for n in duck.function_extensions(c.function)]
         for name, check in checks.items():
             try:
                 check(ctx)

@@ -16,8 +16,24 @@ EXTENSION_PACKAGES = {
     "excel": "duckdb_extension_excel",
     "ducklake": "duckdb_extension_ducklake",
 }
-# The functions that open the tenant's lake (shared/storage/lake.py), and so ship the ducklake package.
-LAKE_FUNCTIONS = ("writer", "analyze", "artifacts", "reports")
+# The extensions each function loads, so the packages its image ships (images/requirements.py)
+# and checks at /readyz (shared/serving/httpfn.py): ducklake, and httpfs for a lake in S3, where the
+# tenant's lake is read or written (shared/storage/lake.py, analyze's KPI connection); postgres_scanner,
+# excel and httpfs where sources are read (shared/sources). tests/unit/test_images.py checks it
+# against the extension names each function's modules use. Any other name gets all of them.
+FUNCTION_EXTENSIONS = {
+    "discover": ("httpfs", "postgres_scanner", "excel"),
+    "sync": ("httpfs", "postgres_scanner", "excel"),
+    "writer": ("httpfs", "ducklake"),
+    "analyze": ("httpfs", "ducklake"),
+    "artifacts": ("httpfs", "postgres_scanner", "excel", "ducklake"),
+    "reports": ("httpfs", "ducklake"),
+}
+
+
+def function_extensions(function: str) -> tuple[str, ...]:
+    """The extensions `function` loads (FUNCTION_EXTENSIONS); every one for any other name."""
+    return FUNCTION_EXTENSIONS.get(function, tuple(EXTENSION_PACKAGES))
 
 
 def extension_path(name: str) -> Path:

@@ -42,19 +42,32 @@ def test_function_image_holds_no_build_tools_and_runs_as_udb(built_images, name)
 
 
 def test_each_function_image_carries_its_own_packages(built_images):
+    # A package with code (origin set): analyze's plotly.js alone makes `plotly` a bare namespace.
     probe = ("python3 -c \"import importlib.util as u; "
              "print(' '.join(m for m in ('duckdb', 'functions_framework', 'unstructured', 'spacy', 'ydata_profiling', "
-             "'kaleido', 'scipy', 'psycopg') if u.find_spec(m)))\"")
+             "'kaleido', 'scipy', 'psycopg', 'pandas', 'plotly') if getattr(u.find_spec(m), 'origin', None)))\"")
     found = {name: set(run_in(built_images[name], probe).split()) for name in images.FUNCTIONS}
     assert all({"duckdb", "functions_framework"} <= mods for mods in found.values()), found
     assert found["writer"] == {"duckdb", "functions_framework"}
     assert found["analyze"] == {"duckdb", "functions_framework", "scipy"}
-    assert {"unstructured", "spacy", "psycopg"} <= found["discover"]
-    assert {"ydata_profiling", "kaleido", "scipy"} <= found["reports"]
+    assert {"unstructured", "spacy", "psycopg", "pandas"} <= found["discover"]
+    assert {"ydata_profiling", "kaleido", "scipy", "pandas", "plotly"} <= found["reports"]
     assert not {"ydata_profiling", "kaleido"} & (found["discover"] | found["sync"] | found["analyze"] | found["artifacts"])
     # Chromium for the PNG charts only where the reports are drawn.
     assert run_in(built_images["reports"], "test -x /usr/bin/chromium && echo yes").strip() == "yes"
     assert run_in(built_images["analyze"], "test -e /usr/bin/chromium || echo no").strip() == "no"
+
+
+def test_analyze_and_artifacts_serve_plotly_js_without_the_plotly_package(built_images):
+    """Their charts link plotly.js, which they read from the one file of the pinned plotly wheel
+    their images carry (images/requirements/<f>.data); the same bytes as the package's."""
+    from shared.analysis.charts import plotly_js
+
+    expected = len(plotly_js().encode())
+    for name in ("analyze", "artifacts"):
+        out = run_in(built_images[name], "python3 -c \"from shared.analysis.charts import plotly_js; "
+                                         "print(len(plotly_js().encode()))\"")
+        assert int(out) == expected, (name, out)
 
 
 def test_function_images_share_their_wheel_layers(built_images):

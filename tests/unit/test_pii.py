@@ -6,7 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from shared.security.pii import luhn_ok, mask_frame, mask_text, mask_value, pii_columns, pii_kind_of_name
+from functions.reports.engines import mask_frame
+from shared.security.pii import luhn_ok, mask_text, mask_value, pii_columns, pii_kind_of_name
 
 pytestmark = [pytest.mark.unit, pytest.mark.security]
 
