@@ -273,6 +273,11 @@ class Settings:
                 problems[env] = f"expected 0 (keep forever) or more days, found {days}"
         return problems
 
+    def problems(self) -> dict[str, str]:
+        """Every problem of these settings by variable (empty when valid): a function's start
+        checks settings it was handed, which `dataclasses.replace` may have changed unchecked."""
+        return self._problems()
+
     @classmethod
     def documented(cls) -> list[tuple[str, str, str]]:
         """(env var, default, meaning) for every setting: the README table is built from this."""

@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from cloudevents.http import CloudEvent
 
@@ -25,9 +27,23 @@ from shared.storage.jobs import Jobs
 from shared.core.settings import Settings
 from shared.storage.store import ObjectStore, TenantStore, open_store
 
+if TYPE_CHECKING:  # the helpers a context opens on first use, imported there
+    from shared.observability.lineage import Lineage
+    from shared.security.auth import Gatekeeper
+    from shared.security.links import Links
+    from shared.security.secrets import SecretStore
+    from shared.serving.embedded import Dispatcher
+
 Handler = Callable[[CloudEvent, "Context"], "CloudEvent | None"]
 # The event the current handler is working on (its routing flags decide lineage at `loaded`).
 incoming_event: contextvars.ContextVar = contextvars.ContextVar("incoming_event", default=None)
+
+
+class JobEvents(Protocol):
+    """Where job-state changes go: the `udb.job-events` Kafka topic, or a local file."""
+
+    def publish(self, doc: dict) -> None: ...
+    def close(self) -> None: ...
 
 
 class LocalJobEvents:
@@ -48,22 +64,84 @@ class LocalJobEvents:
         pass
 
 
-@dataclass
+@dataclass(eq=False)
 class Context:
+    """What a handler works with: built once by `start` (a function's Lifecycle calls it),
+    closed by `close`. The helpers only some handlers need (secrets, lineage, the gatekeeper,
+    signed links, an in-process dispatcher) are opened on first use, once per context."""
+
     function: str
     settings: Settings
     store: ObjectStore
-    job_events: object = None
-    log: object = None
-    extras: dict = field(default_factory=dict)
+    job_events: JobEvents | None = None
+    log: logging.Logger = field(default_factory=lambda: logs.get("runtime"))
+    # Embedded `udb run` only: called with each report item as the reports function lands it.
+    report_landed: Callable[[dict], None] | None = None
+    _opened: list = field(default_factory=list, init=False, repr=False)  # closed by close_helpers
 
-    @property
-    def secrets(self):
-        """The secret store, opened on first use (most handlers never need it)."""
-        if "secrets" not in self.extras:
-            from shared.security.secrets import open_secrets
-            self.extras["secrets"] = open_secrets(self.settings)
-        return self.extras["secrets"]
+    @cached_property
+    def secrets(self) -> SecretStore:
+        """The secret store (most handlers never need it; the kubernetes backend reads the
+        pod's service-account files, which only the functions holding secrets mount)."""
+        from shared.security.secrets import open_secrets
+        return open_secrets(self.settings)
+
+    @cached_property
+    def lineage(self) -> Lineage:
+        """The OpenLineage emitter of these settings (shared.observability.lineage)."""
+        from shared.observability.lineage import Lineage
+        return Lineage(self.settings)
+
+    @cached_property
+    def gatekeeper(self) -> Gatekeeper:
+        """Authentication, authorization, rate and body limits of this context's process."""
+        from shared.security.auth import Gatekeeper
+        return Gatekeeper(self.settings, self.store)
+
+    @cached_property
+    def links(self) -> Links:
+        """Signs and verifies this context's report links."""
+        from shared.security.links import Links
+        return Links(self.settings, self.store)
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        """An embedded dispatcher over these settings, for work a handler runs in this process
+        (an OAuth callback resuming a job where there is no broker). A caller may set its own,
+        which stays the caller's to close."""
+        from shared.serving.embedded import Dispatcher
+        dispatcher = Dispatcher(self.settings)
+        self._opened.append(dispatcher)
+        return dispatcher
+
+    def sibling(self, function: str) -> "Context":
+        """A context of another function over the same store and job events (embedded mode runs
+        every function in one process), with its own log, gatekeeper, links and secrets."""
+        return Context(function=function, settings=self.settings, store=self.store,
+                       job_events=self.job_events, log=logs.get(function))
+
+    def close_helpers(self) -> None:
+        """Close what this context opened on first use (a secret store's HTTP client, an
+        in-process dispatcher), not the store and job events a sibling shares."""
+        secrets = self.__dict__.get("secrets")
+        opened, self._opened = [*self._opened, *([secrets] if secrets is not None else [])], []
+        self._close_all(opened)
+
+    def close(self) -> None:
+        """Release everything this context holds: its helpers, the job-events producer (after
+        flushing), the store's connection pools."""
+        self.close_helpers()
+        self._close_all([self.job_events, self.store])
+
+    def _close_all(self, resources: list) -> None:
+        for resource in resources:
+            close = getattr(resource, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception as exc:  # one resource failing to close must not keep the others open
+                self.log.warning("closing %s failed: %s", type(resource).__name__, exc)
 
     def fault(self, point: str) -> None:
         """Die here, abruptly, when the tests asked for it (UDB_FAULTS=writer.after_lease,...):
@@ -81,14 +159,6 @@ class Context:
 
     def tenant_store(self, tenant: str) -> TenantStore:
         return TenantStore(self.store, tenant)
-
-    @property
-    def lineage(self):
-        """The OpenLineage emitter of these settings (shared.observability.lineage), made on first use."""
-        if "lineage" not in self.extras:
-            from shared.observability.lineage import Lineage
-            self.extras["lineage"] = Lineage(self.settings)
-        return self.extras["lineage"]
 
     def jobs(self, tenant: str) -> Jobs:
         return Jobs(self.tenant_store(tenant), on_change=self._job_changed)
@@ -125,19 +195,21 @@ class Context:
                                  flags=flags or None)
 
 
-def start(function: str, settings: Settings | None = None, **extras) -> Context:
-    """Open connections once; bad config fails here, before any traffic is served."""
-    settings = settings or Settings.from_env()
+def start(function: str, settings: Settings) -> Context:
+    """Open a function's context: logging and tracing set up, the object store and the
+    job-events producer opened (Kafka connects on first use). A function process does this
+    through its Lifecycle (shared/serving/lifecycle.py), which also validates, stops and probes."""
     logs.setup(settings.log_level)
     telemetry.setup(settings, function)
     store = open_store(settings)
+    job_events: JobEvents
     if settings.kafka_bootstrap:
         from shared.serving.jobevents import KafkaJobEvents  # aiokafka only where it is used
         job_events = KafkaJobEvents(settings.kafka_bootstrap, settings.job_events_topic)
     else:
         job_events = LocalJobEvents(Path(settings.home) / "job-events.jsonl")
     return Context(function=function, settings=settings, store=store, job_events=job_events,
-                   log=logs.get(function), extras=dict(extras))
+                   log=logs.get(function))
 
 
 def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | None:
