@@ -102,10 +102,12 @@ class Lifecycle:
             self._ctx, self._owned, self.settings, self._report = ctx, False, ctx.settings, None
 
     def stop(self) -> None:
-        """Close what start opened and run the stop hooks. Idempotent."""
+        """Close what start opened and run the stop hooks; nothing when not running."""
         with self._lock:
             ctx, owned, self._ctx, self._report = self._ctx, self._owned, None, None
-        if ctx is not None and owned:
+        if ctx is None:
+            return
+        if owned:
             ctx.close()
         for hook in self.on_stop:
             try:
