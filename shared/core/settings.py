@@ -293,6 +293,8 @@ def _convert(raw: str, kind: type):
         raise ValueError(raw)
     if kind is int:
         return int(raw)
+    if kind is float:  # UDB_READY_CACHE_SECONDS: a string here broke /readyz's age comparison
+        return float(raw)
     if issubclass(kind, Path):
         return Path(raw)
     return raw

@@ -120,6 +120,21 @@ class Context:
         return Context(function=function, settings=self.settings, store=self.store,
                        job_events=self.job_events, log=logs.get(function))
 
+    def after_fork(self) -> None:
+        """In a process forked from the one that opened this context (gunicorn's worker): the
+        job-events producer's event-loop thread did not survive the fork, so it is made anew; the
+        store's pooled connections are the parent's, so they are dropped (its clients reconnect
+        on first use: a second boto3 client costs about half a second of a cold start); helpers
+        made on first use are made again here."""
+        from shared.serving.jobevents import KafkaJobEvents
+        if isinstance(self.job_events, KafkaJobEvents):  # not closed: that would wait on the dead loop
+            self.job_events = KafkaJobEvents(self.job_events.bootstrap, self.job_events.topic,
+                                             self.job_events.timeout)
+        self.store.close()
+        for name in ("secrets", "lineage", "gatekeeper", "links", "dispatcher"):
+            self.__dict__.pop(name, None)
+        self._opened = []
+
     def close_helpers(self) -> None:
         """Close what this context opened on first use (a secret store's HTTP client, an
         in-process dispatcher), not the store and job events a sibling shares."""

@@ -161,3 +161,11 @@ def test_the_context_has_typed_helpers_made_once(settings):
     assert sibling.store is ctx.store and sibling.job_events is ctx.job_events
     assert sibling.gatekeeper is not ctx.gatekeeper and sibling.report_landed is None
     lifecycle.stop()
+
+
+def test_the_readiness_cache_setting_is_read_as_a_number():
+    from shared.core.errors import ValidationError
+    from shared.core.settings import Settings
+    assert Settings.from_env(env={"UDB_READY_CACHE_SECONDS": "0.5"}).ready_cache_seconds == 0.5
+    with pytest.raises(ValidationError, match="UDB_READY_CACHE_SECONDS: expected float, found 'soon'"):
+        Settings.from_env(env={"UDB_READY_CACHE_SECONDS": "soon"})
