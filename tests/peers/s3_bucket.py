@@ -62,7 +62,8 @@ class S3Bucket:
 
     def head_bucket_count(self) -> int:
         with self.lock:
-            return sum(1 for method, path in self.requests if method == "HEAD" and path.rstrip("/") == f"/{self.bucket}")
+            return sum(1 for method, path in self.requests
+                       if method == "HEAD" and path.rstrip("/") == f"/{self.bucket}")
 
     def __enter__(self) -> "S3Bucket":
         self._thread.start()
