@@ -169,3 +169,25 @@ def test_the_readiness_cache_setting_is_read_as_a_number():
     assert Settings.from_env(env={"UDB_READY_CACHE_SECONDS": "0.5"}).ready_cache_seconds == 0.5
     with pytest.raises(ValidationError, match="UDB_READY_CACHE_SECONDS: expected float, found 'soon'"):
         Settings.from_env(env={"UDB_READY_CACHE_SECONDS": "soon"})
+
+
+def test_after_a_fork_the_context_drops_what_the_parent_owns(settings, bucket):
+    """What gunicorn's worker does right after the fork (Lifecycle._forked_child), called in
+    this process: a new job-events producer, the store's pooled connections dropped (the next
+    call opens its own), helpers made again; the same store client and settings."""
+    from shared.serving.jobevents import KafkaJobEvents
+    lifecycle = Lifecycle("sync")
+    # Kafka connects on first use: nothing listens there and nothing is dialled.
+    ctx = lifecycle.start(_s3(settings, bucket, kafka_bootstrap="127.0.0.1:9", job_events_topic="udb.job-events"))
+    producer, store, gate = ctx.job_events, ctx.store, ctx.gatekeeper
+    assert isinstance(producer, KafkaJobEvents) and bucket.open == 1
+    ctx.after_fork()
+    assert isinstance(ctx.job_events, KafkaJobEvents) and ctx.job_events is not producer
+    assert (ctx.job_events.bootstrap, ctx.job_events.topic) == ("127.0.0.1:9", "udb.job-events")
+    assert ctx.store is store and ctx.gatekeeper is not gate
+    assert _wait(lambda: bucket.open == 0)
+    store.ping()  # reconnects: a second connection, the first one gone
+    assert bucket.connections == 2 and bucket.open == 1
+    producer.close()  # here the "parent's" producer is ours to close
+    lifecycle.stop()
+    assert _wait(lambda: bucket.open == 0)
