@@ -1,4 +1,5 @@
-"""What every function shares: its context, its lifecycle, and how a handler is invoked.
+"""What every function shares: its context and how a handler is invoked (the process side of
+a function, start / stop / alive / ready, is shared/serving/lifecycle.py).
 
 A handler is `handle(event, ctx) -> CloudEvent | None`. `invoke` wraps it the same way for
 the HTTP target, the embedded dispatcher and the tests: it checks the incoming event, binds
@@ -125,7 +126,7 @@ class Context:
         job-events producer's event-loop thread did not survive the fork, so it is made anew; the
         store's pooled connections are the parent's, so they are dropped (its clients reconnect
         on first use: a second boto3 client costs about half a second of a cold start); helpers
-        made on first use are made again here."""
+        made on first use are dropped, to be made again in this process."""
         from shared.serving.jobevents import KafkaJobEvents
         if isinstance(self.job_events, KafkaJobEvents):  # not closed: that would wait on the dead loop
             self.job_events = KafkaJobEvents(self.job_events.bootstrap, self.job_events.topic,
