@@ -5,12 +5,13 @@
 Per function, with the stack's settings (devstack.stack.function_env: MinIO and Kafka must be
 up, e.g. `just services up`):
 - import: a fresh interpreter imports functions/<f>/main.py (what functions-framework does
-  before it listens);
+  before it listens; the function's lifecycle starts there: settings checked, object store
+  and Kafka producer opened);
 - /healthz: from spawning `functions-framework --source functions/<f>/main.py --target http
-  --port <free>` to its first 200 on /healthz (interpreter, imports, gunicorn);
-- /readyz: the first /readyz after that: the context is built (object store, Kafka producer)
-  and every dependency checked, as the queue-proxy's readiness probe does before the first
-  request is routed;
+  --port <free>` to its first 200 on /healthz (interpreter, imports and start, gunicorn);
+- /readyz: the first /readyz after that: every dependency checked (Kafka over the producer's
+  first connection), as the queue-proxy's readiness probe does before the first request is
+  routed;
 - cold: spawn to /readyz answered, compared with the target.
 Targets: discover and artifacts under 1 s, sync and writer under 1.5 s, analyze under 3 s.
 """

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from shared.security import auth, links
 from shared.core import events
@@ -16,6 +18,8 @@ from shared.storage.jobs import TERMINAL
 from shared.core.settings import Settings
 from shared.core.tenancy import DEFAULT_TENANT, new_job_id, validate_tenant
 
+if TYPE_CHECKING:
+    from shared.serving.runtime import Context
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _context(settings: Settings):
-    from shared.serving import runtime
-    return runtime.start("cli", settings)
+@contextlib.contextmanager
+def _context(settings: Settings) -> Iterator[Context]:
+    """A context for one command, stopped when it is done."""
+    from shared.serving.lifecycle import Lifecycle
+    lifecycle = Lifecycle("cli")
+    try:
+        yield lifecycle.start(settings)
+    finally:
+        lifecycle.stop()
 
 
 TOP_FACTS = 5
@@ -158,49 +168,49 @@ def run_hint(settings: Settings, hint: str, tenant: str, *, analyze: bool = True
         progress.clear()
         _print_report(settings, ctx, tenant, job_id, item, time.perf_counter() - started)
 
-    dispatcher = Dispatcher(settings, on_event=on_event, skip=() if reports else ("udb-reports",))
-    dispatcher.context("reports").extras["report_landed"] = on_report
-    request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint, "autosync": True, "autoanalyze": analyze},
-                                tenant=tenant, job_id=job_id, function="cli")
-    ctx = dispatcher.context("cli")
-    # The job document shows the hint as discover would: never a password in it.
-    ctx.jobs(tenant).create(job_id, hint=redact(hint), traceparent=request["traceparent"])
-    print(f"job {job_id} (tenant {tenant})", flush=True)
-    try:
-        dispatcher.publish(request)
-    finally:
-        progress.close()
-    doc = ctx.jobs(tenant).get(job_id)
-    if doc["state"] == "failed":
-        print(f"udb: error: {doc['error']['reason']}", file=sys.stderr)
-        print(f"job {job_id} failed in {doc['error']['stage']}")
-        return 1
-    waiting = (doc.get("error") or {}).get("waiting")
-    if waiting:
-        # A share link the tenant has not authorized yet: the reason says where to sign in (the
-        # oauthUrl, or the device code); the callback then resumes this job.
-        print(f"job {job_id} {doc['error']['reason']}")  # "waiting for authorization: ..."
-        if doc["error"].get("oauthUrl"):
-            print(f"oauthUrl {doc['error']['oauthUrl']}")
-        return 3
-    if state["core"] is None:  # not analysed (--no-analyze): the load is the answer
-        for table, info in sorted(doc["tables"].items()):
-            print(f"table {table}: {info['rows']:,} rows")
-        print(f"{doc['state']} in {time.perf_counter() - started:.1f}s")
+    with Dispatcher(settings, on_event=on_event, skip=() if reports else ("udb-reports",)) as dispatcher:
+        dispatcher.context("reports").report_landed = on_report
+        request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint, "autosync": True, "autoanalyze": analyze},
+                                    tenant=tenant, job_id=job_id, function="cli")
+        ctx = dispatcher.context("cli")
+        # The job document shows the hint as discover would: never a password in it.
+        ctx.jobs(tenant).create(job_id, hint=redact(hint), traceparent=request["traceparent"])
+        print(f"job {job_id} (tenant {tenant})", flush=True)
+        try:
+            dispatcher.publish(request)
+        finally:
+            progress.close()
+        doc = ctx.jobs(tenant).get(job_id)
+        if doc["state"] == "failed":
+            print(f"udb: error: {doc['error']['reason']}", file=sys.stderr)
+            print(f"job {job_id} failed in {doc['error']['stage']}")
+            return 1
+        waiting = (doc.get("error") or {}).get("waiting")
+        if waiting:
+            # A share link the tenant has not authorized yet: the reason says where to sign in (the
+            # oauthUrl, or the device code); the callback then resumes this job.
+            print(f"job {job_id} {doc['error']['reason']}")  # "waiting for authorization: ..."
+            if doc["error"].get("oauthUrl"):
+                print(f"oauthUrl {doc['error']['oauthUrl']}")
+            return 3
+        if state["core"] is None:  # not analysed (--no-analyze): the load is the answer
+            for table, info in sorted(doc["tables"].items()):
+                print(f"table {table}: {info['rows']:,} rows")
+            print(f"{doc['state']} in {time.perf_counter() - started:.1f}s")
+            return 0
+        if not reports:
+            _skip_reports(ctx, tenant, job_id)
+            return 0
+        summary = doc.get("reports") or {}
+        counts = summary.get("counts") or {}
+        total = sum(counts.values())
+        if summary.get("state") == "ready":
+            print(f"reports ready in {time.perf_counter() - started:.1f}s ({counts.get('ready', 0)} of {total})")
+        elif summary:
+            print(f"reports {summary.get('state')} in {time.perf_counter() - started:.1f}s: "
+                  f"{counts.get('ready', 0)} of {total} ready, {counts.get('failed', 0)} failed "
+                  f"(reasons on the report page)")
         return 0
-    if not reports:
-        _skip_reports(ctx, tenant, job_id)
-        return 0
-    summary = doc.get("reports") or {}
-    counts = summary.get("counts") or {}
-    total = sum(counts.values())
-    if summary.get("state") == "ready":
-        print(f"reports ready in {time.perf_counter() - started:.1f}s ({counts.get('ready', 0)} of {total})")
-    elif summary:
-        print(f"reports {summary.get('state')} in {time.perf_counter() - started:.1f}s: "
-              f"{counts.get('ready', 0)} of {total} ready, {counts.get('failed', 0)} failed "
-              f"(reasons on the report page)")
-    return 0
 
 
 def _print_core(settings: Settings, ctx, tenant: str, job_id: str, seconds: float, reports: bool) -> None:
@@ -256,43 +266,43 @@ def run_schedule(settings: Settings, args) -> int:
     from shared.serving import schedules
     from shared.serving.embedded import Dispatcher
 
-    dispatcher = Dispatcher(settings)
-    ctx = dispatcher.context("cli")
-    if args.schedule_command != "run":
-        table = schedules.Schedules(ctx.tenant_store(args.tenant))
-        if args.schedule_command == "set":
-            doc, _ = table.put(args.source_id, {"cron": args.cron, "timezone": args.timezone})
-        elif args.schedule_command == "show":
-            doc = table.get(args.source_id)
-        else:
-            table.delete(args.source_id)
-            doc = {"deleted": args.source_id}
-        print(json.dumps(doc, indent=2))
-        return 0
+    with Dispatcher(settings) as dispatcher:
+        ctx = dispatcher.context("cli")
+        if args.schedule_command != "run":
+            table = schedules.Schedules(ctx.tenant_store(args.tenant))
+            if args.schedule_command == "set":
+                doc, _ = table.put(args.source_id, {"cron": args.cron, "timezone": args.timezone})
+            elif args.schedule_command == "show":
+                doc = table.get(args.source_id)
+            else:
+                table.delete(args.source_id)
+                doc = {"deleted": args.source_id}
+            print(json.dumps(doc, indent=2))
+            return 0
 
-    def fire(tenant, source_id, slot, autoanalyze=True):
-        job_id = new_job_id()
-        event = events.make_event(events.SYNC_REQUESTED, {"source_id": source_id, "autoanalyze": autoanalyze},
-                                  tenant=tenant, job_id=job_id, function="scheduler",
-                                  flags={"autoanalyze": autoanalyze})
-        ctx.jobs(tenant).create(job_id, traceparent=event["traceparent"], source_id=source_id,
-                                scheduled_slot=slot.isoformat())
-        dispatcher.publish(event)
-        state = ctx.jobs(tenant).get(job_id)["state"]
-        print(f"{slot.isoformat()} {tenant}/{source_id}: job {job_id} {state}", flush=True)
-        return job_id
+        def fire(tenant, source_id, slot, autoanalyze=True):
+            job_id = new_job_id()
+            event = events.make_event(events.SYNC_REQUESTED, {"source_id": source_id, "autoanalyze": autoanalyze},
+                                      tenant=tenant, job_id=job_id, function="scheduler",
+                                      flags={"autoanalyze": autoanalyze})
+            ctx.jobs(tenant).create(job_id, traceparent=event["traceparent"], source_id=source_id,
+                                    scheduled_slot=slot.isoformat())
+            dispatcher.publish(event)
+            state = ctx.jobs(tenant).get(job_id)["state"]
+            print(f"{slot.isoformat()} {tenant}/{source_id}: job {job_id} {state}", flush=True)
+            return job_id
 
-    ticks = 0
-    print("udb schedule run: firing due syncs each minute (Ctrl-C stops)", file=sys.stderr, flush=True)
-    try:
-        while True:
-            schedules.tick(ctx.store, fire, log=ctx.log)
-            ticks += 1
-            if args.ticks and ticks >= args.ticks:
-                return 0
-            time.sleep(60 - time.time() % 60 + 0.05)  # the next whole minute
-    except KeyboardInterrupt:
-        return 0
+        ticks = 0
+        print("udb schedule run: firing due syncs each minute (Ctrl-C stops)", file=sys.stderr, flush=True)
+        try:
+            while True:
+                schedules.tick(ctx.store, fire, log=ctx.log)
+                ticks += 1
+                if args.ticks and ticks >= args.ticks:
+                    return 0
+                time.sleep(60 - time.time() % 60 + 0.05)  # the next whole minute
+        except KeyboardInterrupt:
+            return 0
 
 
 def _artifact_path(settings: Settings, ctx, tenant: str, key: str) -> str:
@@ -311,20 +321,21 @@ def _print_artifacts(settings: Settings, ctx, tenant: str, job_id: str) -> None:
 
 
 def show_status(settings: Settings, tenant: str, job_id: str) -> int:
-    doc = _context(settings).jobs(tenant).get(job_id)
+    with _context(settings) as ctx:
+        doc = ctx.jobs(tenant).get(job_id)
     print(json.dumps(doc, indent=2))
     return 1 if doc["state"] == "failed" else 0
 
 
 def show_artifacts(settings: Settings, tenant: str, job_id: str) -> int:
-    ctx = _context(settings)
-    doc = ctx.jobs(tenant).get(job_id)
-    if not doc.get("artifacts_index"):
-        state = doc["state"]
-        print(f"udb: error: job {job_id} has no artifacts (state {state}"
-              + (")" if state not in TERMINAL else f", {doc.get('error') or 'not analysed'})"), file=sys.stderr)
-        return 1
-    _print_artifacts(settings, ctx, tenant, job_id)
+    with _context(settings) as ctx:
+        doc = ctx.jobs(tenant).get(job_id)
+        if not doc.get("artifacts_index"):
+            state = doc["state"]
+            print(f"udb: error: job {job_id} has no artifacts (state {state}"
+                  + (")" if state not in TERMINAL else f", {doc.get('error') or 'not analysed'})"), file=sys.stderr)
+            return 1
+        _print_artifacts(settings, ctx, tenant, job_id)
     return 0
 
 

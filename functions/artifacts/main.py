@@ -4,13 +4,12 @@ import functions_framework
 from functions.artifacts import deadletters
 from functions.artifacts.handler import FUNCTION
 from functions.artifacts.routes import ROUTES
+from shared.core.settings import Settings
 from shared.serving.httpfn import FunctionApp
 
 # Its CloudEvent entry takes dead letters (see deadletters.py); the rest is HTTP routes.
-app = FunctionApp(FUNCTION, deadletters.handle, routes=ROUTES)
-
-if app.strict_startup():
-    app.startup_check()
+# Started here, before functions-framework binds the port: bad configuration exits with status 1.
+app = FunctionApp(FUNCTION, deadletters.handle, routes=ROUTES).serve(Settings.from_env)
 
 
 @functions_framework.http

@@ -27,9 +27,9 @@ def open_link(request, ctx: Context):
     # learns nothing about routes or jobs (401), as at every other door.
     token = parts[2] if len(parts) > 2 else ""
     shaped = len(parts) in (5, 6) and parts[3] == "artifact"
-    gate = auth.Gatekeeper.for_context(ctx)
+    gate = ctx.gatekeeper
     try:
-        tenant = links.Links.for_context(ctx).verify(token, parts[4] if shaped else None)
+        tenant = ctx.links.verify(token, parts[4] if shaped else None)
     except links.LinkRefused as exc:
         gate.limiter.take(f"ip:{request.remote_addr or '?'}", "failed authentications")
         if exc.status == 403 and not shaped:

@@ -51,7 +51,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     if not todo:
         return None  # a redelivery after the reports were rendered, or nothing planned
     started = time.perf_counter()
-    landed = ctx.extras.get("report_landed")  # embedded: `udb run` prints each report as it lands
+    landed = ctx.report_landed  # embedded: `udb run` prints each report as it lands
     lock = threading.Lock()
 
     def record(item: dict, state: str, *, reason: str | None = None, seconds: float | None = None,

@@ -5,12 +5,14 @@ import functions_framework
 
 from functions.reports import bounded
 from functions.reports.handler import FUNCTION, handle
+from shared.core.settings import Settings
 from shared.serving.httpfn import FunctionApp
+from shared.serving.lifecycle import Lifecycle
 
-app = FunctionApp(FUNCTION, handle)
-
-if app.strict_startup():
-    app.startup_check()
+# Started here, before functions-framework binds the port: bad configuration exits with status 1.
+# Stopping also ends the warm renderer children (bounded.POOL), which would otherwise outlive us.
+app = FunctionApp(FUNCTION, handle, lifecycle=Lifecycle(FUNCTION, on_stop=[bounded.POOL.close])) \
+    .serve(Settings.from_env)
 
 _warm_in_pid = None
 
@@ -19,8 +21,9 @@ _warm_in_pid = None
 def http(request):
     # One child per report engine imports it ahead, and another after each report, so a job's
     # reports do not wait seconds for imports (functions/reports/bounded.py). Started by the
-    # first request (the probes come first) in the process that serves: gunicorn imports this
-    # module in its master and forks the worker, which could not use the master's children.
+    # first request (the probes come first) in the process that serves, not by start: gunicorn
+    # imports this module in its master and forks the worker, which could not use the master's
+    # children (and the master's would import the engines for nothing).
     global _warm_in_pid
     if _warm_in_pid != os.getpid():
         _warm_in_pid = os.getpid()

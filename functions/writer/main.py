@@ -2,12 +2,11 @@
 import functions_framework
 
 from functions.writer.handler import FUNCTION, handle
+from shared.core.settings import Settings
 from shared.serving.httpfn import FunctionApp
 
-app = FunctionApp(FUNCTION, handle)
-
-if app.strict_startup():
-    app.startup_check()
+# Started here, before functions-framework binds the port: bad configuration exits with status 1.
+app = FunctionApp(FUNCTION, handle).serve(Settings.from_env)
 
 
 @functions_framework.http

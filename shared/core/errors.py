@@ -69,6 +69,16 @@ class JobFailed(UDBError):
         self.cause = dict(cause or {})
 
 
+class StartupError(UDBError):
+    """A function cannot start: its configuration is invalid, or (UDB_STRICT_STARTUP) a required
+    dependency is down. `lines` says each problem in a line of its own, for stderr."""
+
+    def __init__(self, message: str, lines: list[str]):
+        super().__init__(f"{message}: " + "; ".join(lines) if lines else message)
+        self.message = message
+        self.lines = list(lines)
+
+
 # Exception types of the libraries UDB talks to dependencies through whose names say the
 # dependency was not reached (in case one escapes the store's and the job events' own wrapping).
 _TRANSIENT_MODULES = ("botocore", "urllib3", "httpx", "httpcore", "aiokafka", "kafka")

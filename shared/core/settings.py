@@ -274,6 +274,11 @@ class Settings:
                 problems[env] = f"expected 0 (keep forever) or more days, found {days}"
         return problems
 
+    def problems(self) -> dict[str, str]:
+        """Every problem of these settings by variable (empty when valid): a function's start
+        checks settings it was handed, which `dataclasses.replace` may have changed unchecked."""
+        return self._problems()
+
     @classmethod
     def documented(cls) -> list[tuple[str, str, str]]:
         """(env var, default, meaning) for every setting: the docs/settings.md table is generated from this."""
@@ -289,6 +294,8 @@ def _convert(raw: str, kind: type):
         raise ValueError(raw)
     if kind is int:
         return int(raw)
+    if kind is float:  # UDB_READY_CACHE_SECONDS: a string here broke /readyz's age comparison
+        return float(raw)
     if issubclass(kind, Path):
         return Path(raw)
     return raw

@@ -404,13 +404,6 @@ class Gatekeeper:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_context(cls, ctx) -> "Gatekeeper":
-        gate = ctx.extras.get("gatekeeper")
-        if gate is None:
-            gate = ctx.extras["gatekeeper"] = cls(ctx.settings, ctx.store)
-        return gate
-
-    @classmethod
     def from_env(cls) -> "Gatekeeper":
         from shared.core.settings import Settings
         return cls(Settings.from_env())

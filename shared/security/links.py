@@ -107,13 +107,6 @@ class Links:
         self._cache: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
-    @classmethod
-    def for_context(cls, ctx) -> "Links":
-        links = ctx.extras.get("links")
-        if links is None:
-            links = ctx.extras["links"] = cls(ctx.settings, ctx.store)
-        return links
-
     def _generation(self, tenant: str) -> str:
         now = time.monotonic()
         with self._lock:
@@ -167,4 +160,4 @@ def report_link(ctx, tenant: str, job_id: str) -> dict | None:
     """A signed link to a job's report page, or None where links are off (no secret)."""
     if not enabled(ctx.settings):
         return None
-    return Links.for_context(ctx).sign(tenant, job_id)
+    return ctx.links.sign(tenant, job_id)

@@ -37,6 +37,19 @@ def ref(name: str) -> str:
     return REF_PREFIX + validate_name(name)
 
 
+def key_problem(key: str) -> str | None:
+    """What is wrong with a UDB_SECRET_KEY, or None: checked when a function starts, not when
+    its first secret is read."""
+    if not key:
+        return None  # the local store makes its own key file
+    from cryptography.fernet import Fernet
+    try:
+        Fernet(key.encode())
+    except ValueError:
+        return "expected a url-safe base64 Fernet key of 32 bytes"
+    return None
+
+
 class SecretStore(Protocol):
     def put(self, tenant: str, name: str, value: str) -> None: ...
     def get(self, tenant: str, name: str) -> str: ...
@@ -154,6 +167,13 @@ class KubernetesSecretStore:
                 if old is not None:
                     old.close()
             return self._http, self._token
+
+    def close(self) -> None:
+        """Close the HTTP client (a function's lifecycle stop)."""
+        with self._lock:
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     def _request(self, method: str, url: str, **kwargs):
         headers = dict(kwargs.pop("headers", None) or {})

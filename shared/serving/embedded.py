@@ -21,6 +21,7 @@ from typing import Callable
 from cloudevents.http import CloudEvent
 
 from shared.serving import runtime
+from shared.serving.lifecycle import Lifecycle
 from shared.core.errors import ValidationError
 from shared.core.routing import Routes, load_routes
 from shared.core.settings import Settings
@@ -42,16 +43,27 @@ class Dispatcher:
         self.routes: Routes = load_routes(settings.eventing_dir, settings.broker_name)
         self.on_event = on_event or (lambda event: None)
         self.skip = set(skip)  # subscribers not called (`udb run --no-reports`: udb-reports)
-        base = runtime.start("embedded", settings)
+        # One lifecycle for the process: every function's context shares its store and job events.
+        self.lifecycle = Lifecycle("embedded")
+        self._base = self.lifecycle.start(settings)
         self.contexts: dict[str, runtime.Context] = {}
-        self._base = base
 
     def context(self, function: str) -> runtime.Context:
         if function not in self.contexts:
-            b = self._base
-            self.contexts[function] = runtime.Context(function=function, settings=b.settings, store=b.store,
-                                                      job_events=b.job_events, log=runtime.logs.get(function))
+            self.contexts[function] = self._base.sibling(function)
         return self.contexts[function]
+
+    def __enter__(self) -> "Dispatcher":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every function's helpers, then the shared store and job events. Idempotent."""
+        for ctx in self.contexts.values():
+            ctx.close_helpers()
+        self.lifecycle.stop()
 
     def publish(self, event: CloudEvent) -> list[CloudEvent]:
         """Deliver `event` and every reply it causes; returns all events in delivery order."""

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
-import threading
 import time
 from typing import Callable, Sequence
 
 from cloudevents.http import from_http, to_binary
 
+from shared.core.settings import Settings
 from shared.security import auth, links
-from shared.storage import duck
-from shared.observability import metrics
+from shared.observability import logs, metrics
 from shared.serving import openapi, orphans, runtime
+from shared.serving.lifecycle import Check, Lifecycle, report_ok
 from shared.core.errors import InputError, JobFailed, JobNotAccepted, NotFound, TransientError, ValidationError
 
 Route = Callable[["object", runtime.Context], "tuple"]
@@ -48,22 +47,16 @@ def _json_framework_errors() -> None:
 
 
 class FunctionApp:
-    """One function: its context (built once), its event handler and its extra routes."""
+    """One function over HTTP: its lifecycle (shared/serving/lifecycle.py), its event handler
+    and its extra routes. main.py builds it and starts it with `serve` before serving."""
 
     def __init__(self, function: str, handle=None, routes: Sequence[tuple[str, str, Route]] | None = None,
-                 checks: dict[str, Callable[[runtime.Context], None]] | None = None):
+                 checks: dict[str, Check] | None = None, *, lifecycle: Lifecycle | None = None):
         self.function = function
         self.handle = handle
         self.routes = list(routes or [])  # (method, path prefix, fn(request, ctx))
-        self.checks = checks or {}
-        self._ctx: runtime.Context | None = None
-        self._lock = threading.Lock()
-        # /readyz answers from the last dependency report (Knative's queue-proxy probes every
-        # 50 ms with a 100 ms timeout: no store HEAD or Kafka metadata call per probe); a stale
-        # report is refreshed by one background thread while probes keep the last answer.
-        self._ready_report: dict | None = None
-        self._ready_at = 0.0
-        self._ready_refreshing = threading.Lock()
+        self.lifecycle = lifecycle or Lifecycle(function, checks=checks)
+        self.log = logs.get(function)
         _json_framework_errors()
         self._guard_bodies()
         orphans.die_with_parent()  # a killed server master takes its worker along
@@ -75,80 +68,37 @@ class FunctionApp:
         from shared.security.bodyguard import BodyGuard
 
         if flask.has_app_context() and not isinstance(flask.current_app.wsgi_app, BodyGuard):
-            guarded = BodyGuard(flask.current_app.wsgi_app, lambda: auth.Gatekeeper.for_context(self.ctx))
             # Flask's documented way to wrap its WSGI app in middleware; mypy sees a method.
-            flask.current_app.wsgi_app = guarded  # type: ignore[method-assign]
+            flask.current_app.wsgi_app = BodyGuard(  # type: ignore[method-assign]
+                flask.current_app.wsgi_app, self._gate)
+
+    def _gate(self) -> auth.Gatekeeper:
+        if self.lifecycle.alive():
+            return self.ctx.gatekeeper
+        # Not serving (a worker that failed to start): the probes still get their 503 answers.
+        return auth.Gatekeeper(self.lifecycle.settings or Settings())
+
+    def serve(self, settings: Callable[[], Settings]) -> "FunctionApp":
+        """Start the function for this process (main.py, at import): `settings` is the entry
+        point's reader (Settings.from_env); bad configuration exits here with status 1."""
+        self.lifecycle.start_process(settings)
+        return self
 
     @property
     def ctx(self) -> runtime.Context:
-        with self._lock:
-            if self._ctx is None:
-                self._ctx = runtime.start(self.function)
-            return self._ctx
+        return self.lifecycle.ctx
 
     def use(self, ctx: runtime.Context) -> "FunctionApp":
-        self._ctx = ctx
+        """Serve a context started elsewhere (tests that share it with the app)."""
+        self.lifecycle.adopt(ctx)
         return self
-
-    def strict_startup(self) -> bool:
-        from shared.core.settings import Settings
-        return Settings.from_env().strict_startup
-
-    def startup_check(self) -> None:
-        """With UDB_STRICT_STARTUP=1, refuse to start while a required dependency is down, so
-        the pod never serves traffic (called at import, before the server forks)."""
-        report = self.dependency_report()
-        down = {k: v for k, v in report.items() if v != "up"}
-        if self._ctx is not None and self._ctx.job_events is not None:
-            self._ctx.job_events.close()
-        self._ctx = None  # the serving process builds its own context after the fork
-        self._ready_report = None
-        if down:
-            for name, reason in down.items():
-                print(f"udb-{self.function}: required dependency {name} is {reason}", file=sys.stderr)
-            raise SystemExit(1)
-
-    def cached_report(self) -> dict:
-        """The dependency report for /readyz: at most UDB_READY_CACHE_SECONDS old when fresh;
-        when stale, the last one while a single background thread refreshes it (the first probe,
-        with no report yet, waits for one)."""
-        if self._ready_report is None:
-            return self.dependency_report()
-        max_age = self.ctx.settings.ready_cache_seconds
-        if time.monotonic() - self._ready_at > max_age and self._ready_refreshing.acquire(blocking=False):
-            def refresh():
-                try:
-                    self.dependency_report()
-                finally:
-                    self._ready_refreshing.release()
-            threading.Thread(target=refresh, name="udb-readyz-refresh", daemon=True).start()
-        return self._ready_report
-
-    def dependency_report(self) -> dict:
-        ctx = self.ctx
-        report = {}
-        checks = {"object_store": lambda c: c.store.ping(), **self.checks}
-        if hasattr(ctx.job_events, "ping"):
-            checks["kafka"] = lambda c: c.job_events.ping()
-        # The extensions this function loads: its image ships no others.
-        checks["duckdb_extensions"] = lambda c: [duck.extension_path(n) for n in duck.function_extensions(c.function)]
-        for name, check in checks.items():
-            try:
-                check(ctx)
-                report[name] = "up"
-                metrics.dependency_up.labels(name).set(1)
-            except Exception as exc:  # any failure means "down", with the reason
-                report[name] = f"down: {exc}"
-                metrics.dependency_up.labels(name).set(0)
-        self._ready_report, self._ready_at = report, time.monotonic()
-        return report
 
     def __call__(self, request):
         started = time.perf_counter()
         route, (body, status, headers) = self._dispatch(request)
         metrics.http_requests.labels(self.function, route, str(status)).inc()
-        self.ctx.log.debug("http %s %s -> %s in %.1f ms", request.method, links.redact_path(request.path), status,
-                           (time.perf_counter() - started) * 1000)
+        self.log.debug("http %s %s -> %s in %.1f ms", request.method, links.redact_path(request.path), status,
+                       (time.perf_counter() - started) * 1000)
         return body, status, headers
 
     def _dispatch(self, request):
@@ -157,13 +107,18 @@ class FunctionApp:
             return "unknown", json_response({"error": f"{request.method} is not allowed on {path}; allowed: GET"},
                                             405, {"Allow": "GET"})
         if path == "/healthz":
+            if not self.lifecycle.alive():
+                return "healthz", ("stopped", 503, {"Content-Type": "text/plain"})
             return "healthz", ("ok", 200, {"Content-Type": "text/plain"})
         if path in ("/readyz", "/startupz"):
             # /startupz (the startupProbe, a few calls per pod) checks afresh; /readyz is cached.
-            report = self.dependency_report() if path == "/startupz" else self.cached_report()
-            ok = all(v == "up" for v in report.values())
+            report = self.lifecycle.ready(fresh=path == "/startupz")
+            ok = report_ok(report)
             return path[1:], json_response({"function": self.function, "ready": ok, "dependencies": report},
                                            200 if ok else 503)
+        if not self.lifecycle.alive():  # stopping (after SIGTERM) or its worker failed to start
+            return "unknown", json_response({"error": f"udb-{self.function} is not serving"}, 503,
+                                            {"Retry-After": "1"})
         if path == "/metrics":  # its labels name every tenant: the metrics or broker token (auth.METRICS)
             return "metrics", self._guard(lambda: self._admit(request, lambda: (
                 metrics.exposition(), 200, {"Content-Type": "text/plain; version=0.0.4"})))
@@ -188,7 +143,7 @@ class FunctionApp:
             event = from_http(dict(request.headers), request.get_data())
         except Exception as exc:  # the SDK raises several types for malformed input
             return json_response({"error": "malformed CloudEvent", "problems": {"event": str(exc)}}, 400)
-        auth.Gatekeeper.for_context(self.ctx).check_event(auth.principal_of(request), event.get_attributes())
+        self.ctx.gatekeeper.check_event(auth.principal_of(request), event.get_attributes())
         reply = runtime.invoke(self.handle, event, self.ctx)
         if reply is None:
             return "", 202, {}
@@ -197,7 +152,7 @@ class FunctionApp:
 
     def _admit(self, request, then):
         """Authenticate, authorize (auth.ROUTE_ROLES), rate-limit and size-check, then run `then`."""
-        auth.Gatekeeper.for_context(self.ctx).admit(request)
+        self.ctx.gatekeeper.admit(request)
         return then()
 
     def _guard(self, fn):
@@ -216,12 +171,12 @@ class FunctionApp:
                                  {"Retry-After": str(JOB_RETRY_AFTER)})
         except TransientError as exc:
             # The detail (an internal endpoint, a bucket) goes to the log, never to the caller.
-            self.ctx.log.warning("dependency unavailable: %s", exc)
+            self.log.warning("dependency unavailable: %s", exc)
             return json_response({"error": "a dependency of UDB is unavailable; retry later"}, 503,
                                  {"Retry-After": "1"})
         except JobFailed as exc:
             # Deterministic: the job is already failed with its cause; 422 is not retried.
             return json_response({"error": exc.reason, **exc.cause}, 422)
         except Exception as exc:
-            self.ctx.log.exception("unhandled error")
+            self.log.exception("unhandled error")
             return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)

@@ -48,8 +48,28 @@ class KafkaJobEvents:
 
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                     request_timeout_ms=int(self.timeout * 1000))
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # its client's tasks and half-open connections go too
+            raise
         return producer
+
+    def _producer_now(self):
+        """The one long-lived producer, started on first use (publish or ping)."""
+        with self._lock:
+            if self._producer is None:
+                self._producer = self._run(self._start())
+            return self._producer
+
+    def _drop_producer(self) -> None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                self._run(producer.stop())
+            except Exception:
+                pass
 
     def publish(self, doc: dict, patience: float = 30.0) -> None:
         """Publish one job-state change, riding out a short Kafka restart; past `patience`
@@ -58,43 +78,28 @@ class KafkaJobEvents:
         deadline = time.monotonic() + patience
         while True:
             try:
-                with self._lock:
-                    if self._producer is None:
-                        self._producer = self._run(self._start())
-                self._run(self._producer.send_and_wait(self.topic, value=value, key=key, headers=headers))
+                producer = self._producer_now()
+                self._run(producer.send_and_wait(self.topic, value=value, key=key, headers=headers))
                 return
             except Exception as exc:  # aiokafka and futures raise several types when Kafka is away
-                with self._lock:
-                    producer, self._producer = self._producer, None
-                if producer is not None:
-                    try:
-                        self._run(producer.stop())
-                    except Exception:
-                        pass
+                self._drop_producer()
                 if time.monotonic() > deadline:
                     raise TransientError(f"kafka: cannot publish job event: {exc}") from exc
                 time.sleep(1)
 
     def ping(self) -> None:
-        """Raise when Kafka does not answer (used by /startupz)."""
-        async def check():
-            from aiokafka.admin import AIOKafkaAdminClient
-
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
-            await admin.start()
-            try:
-                await admin.list_topics()
-            finally:
-                await admin.close()
-        self._run(check())
+        """Raise when Kafka does not answer (the readiness checks). A metadata request over the
+        producer's own connections: a probe never opens a client of its own (an admin client
+        per probe was a new TCP connection, a bootstrap and an API-version handshake each)."""
+        producer = self._producer_now()
+        self._run(producer.client.fetch_all_metadata())
 
     def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._run(self._producer.stop())
-            except Exception:
-                pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        """Stop the producer (flushing what it holds) and the event loop's thread."""
+        self._drop_producer()
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
 
 
 def decode(value: bytes) -> dict:

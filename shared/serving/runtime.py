@@ -1,4 +1,5 @@
-"""What every function shares: its context, its lifecycle, and how a handler is invoked.
+"""What every function shares: its context and how a handler is invoked (the process side of
+a function, start / stop / alive / ready, is shared/serving/lifecycle.py).
 
 A handler is `handle(event, ctx) -> CloudEvent | None`. `invoke` wraps it the same way for
 the HTTP target, the embedded dispatcher and the tests: it checks the incoming event, binds
@@ -14,8 +15,9 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from cloudevents.http import CloudEvent
 
@@ -27,16 +29,29 @@ from shared.core.settings import Settings
 from shared.storage.backends import open_store
 from shared.storage.store import ObjectStore, TenantStore
 
+if TYPE_CHECKING:  # the helpers a context opens on first use, imported there
+    from shared.observability.lineage import Lineage
+    from shared.security.auth import Gatekeeper
+    from shared.security.links import Links
+    from shared.security.secrets import SecretStore
+
+class InProcess(Protocol):
+    """Delivers an event to the functions in this process (shared/serving/embedded.Dispatcher)."""
+
+    def publish(self, event: CloudEvent) -> list[CloudEvent]: ...
+
+    def close(self) -> None: ...
+
+
 Handler = Callable[[CloudEvent, "Context"], "CloudEvent | None"]
 # The event the current handler is working on (its routing flags decide lineage at `loaded`).
 incoming_event: contextvars.ContextVar = contextvars.ContextVar("incoming_event", default=None)
 
 
 class JobEvents(Protocol):
-    """Where job-state changes go: the `udb.job-events` Kafka topic or, embedded, a file."""
+    """Where job-state changes go: the `udb.job-events` Kafka topic, or a local file."""
 
     def publish(self, doc: dict) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -58,22 +73,98 @@ class LocalJobEvents:
         pass
 
 
-@dataclass
+@dataclass(eq=False)
 class Context:
+    """What a handler works with: built once by `start` (a function's Lifecycle calls it),
+    closed by `close`. The helpers only some handlers need (secrets, lineage, the gatekeeper,
+    signed links, an in-process dispatcher) are opened on first use, once per context."""
+
     function: str
     settings: Settings
     store: ObjectStore
     job_events: JobEvents | None = None
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("udb"))
-    extras: dict = field(default_factory=dict)
+    log: logging.Logger = field(default_factory=lambda: logs.get("runtime"))
+    # Embedded `udb run` only: called with each report item as the reports function lands it.
+    report_landed: Callable[[dict], None] | None = None
+    # Work a handler runs in this process where there is no broker (an OAuth callback resuming a
+    # job): made by the caller that needs one (shared/sources/oauth.py), which serving cannot
+    # import; a caller may set its own, which stays the caller's to close.
+    dispatcher: InProcess | None = None
+    _opened: list = field(default_factory=list, init=False, repr=False)  # closed by close_helpers
 
-    @property
-    def secrets(self):
-        """The secret store, opened on first use (most handlers never need it)."""
-        if "secrets" not in self.extras:
-            from shared.security.secrets import open_secrets
-            self.extras["secrets"] = open_secrets(self.settings)
-        return self.extras["secrets"]
+    @cached_property
+    def secrets(self) -> SecretStore:
+        """The secret store (most handlers never need it; the kubernetes backend reads the
+        pod's service-account files, which only the functions holding secrets mount)."""
+        from shared.security.secrets import open_secrets
+        return open_secrets(self.settings)
+
+    @cached_property
+    def lineage(self) -> Lineage:
+        """The OpenLineage emitter of these settings (shared.observability.lineage)."""
+        from shared.observability.lineage import Lineage
+        return Lineage(self.settings)
+
+    @cached_property
+    def gatekeeper(self) -> Gatekeeper:
+        """Authentication, authorization, rate and body limits of this context's process."""
+        from shared.security.auth import Gatekeeper
+        return Gatekeeper(self.settings, self.store)
+
+    @cached_property
+    def links(self) -> Links:
+        """Signs and verifies this context's report links."""
+        from shared.security.links import Links
+        return Links(self.settings, self.store)
+
+    def opened(self, helper):
+        """Keep `helper` (anything with close()) to be closed with this context's helpers."""
+        self._opened.append(helper)
+        return helper
+
+    def sibling(self, function: str) -> "Context":
+        """A context of another function over the same store and job events (embedded mode runs
+        every function in one process), with its own log, gatekeeper, links and secrets."""
+        return Context(function=function, settings=self.settings, store=self.store,
+                       job_events=self.job_events, log=logs.get(function))
+
+    def after_fork(self) -> None:
+        """In a process forked from the one that opened this context (gunicorn's worker): the
+        job-events producer's event-loop thread did not survive the fork, so it is made anew; the
+        store's pooled connections are the parent's, so they are dropped (its clients reconnect
+        on first use: a second boto3 client costs about half a second of a cold start); helpers
+        made on first use are dropped, to be made again in this process."""
+        from shared.serving.jobevents import KafkaJobEvents
+        if isinstance(self.job_events, KafkaJobEvents):  # not closed: that would wait on the dead loop
+            self.job_events = KafkaJobEvents(self.job_events.bootstrap, self.job_events.topic,
+                                             self.job_events.timeout)
+        self.store.close()
+        for name in ("secrets", "lineage", "gatekeeper", "links", "dispatcher"):
+            self.__dict__.pop(name, None)
+        self._opened = []
+
+    def close_helpers(self) -> None:
+        """Close what this context opened on first use (a secret store's HTTP client, an
+        in-process dispatcher), not the store and job events a sibling shares."""
+        secrets = self.__dict__.get("secrets")
+        opened, self._opened = [*self._opened, *([secrets] if secrets is not None else [])], []
+        self._close_all(opened)
+
+    def close(self) -> None:
+        """Release everything this context holds: its helpers, the job-events producer (after
+        flushing), the store's connection pools."""
+        self.close_helpers()
+        self._close_all([self.job_events, self.store])
+
+    def _close_all(self, resources: list) -> None:
+        for resource in resources:
+            close = getattr(resource, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception as exc:  # one resource failing to close must not keep the others open
+                self.log.warning("closing %s failed: %s", type(resource).__name__, exc)
 
     def fault(self, point: str) -> None:
         """Die here, abruptly, when the tests asked for it (UDB_FAULTS=writer.after_lease,...):
@@ -91,14 +182,6 @@ class Context:
 
     def tenant_store(self, tenant: str) -> TenantStore:
         return TenantStore(self.store, tenant)
-
-    @property
-    def lineage(self):
-        """The OpenLineage emitter of these settings (shared.observability.lineage), made on first use."""
-        if "lineage" not in self.extras:
-            from shared.observability.lineage import Lineage
-            self.extras["lineage"] = Lineage(self.settings)
-        return self.extras["lineage"]
 
     def jobs(self, tenant: str) -> Jobs:
         return Jobs(self.tenant_store(tenant), on_change=self._job_changed)
@@ -135,9 +218,10 @@ class Context:
                                  flags=flags or None)
 
 
-def start(function: str, settings: Settings | None = None, **extras) -> Context:
-    """Open connections once; bad config fails here, before any traffic is served."""
-    settings = settings or Settings.from_env()
+def start(function: str, settings: Settings) -> Context:
+    """Open a function's context: logging and tracing set up, the object store and the
+    job-events producer opened (Kafka connects on first use). A function process does this
+    through its Lifecycle (shared/serving/lifecycle.py), which also validates, stops and probes."""
     logs.setup(settings.log_level)
     telemetry.setup(settings, function)
     store = open_store(settings)
@@ -148,7 +232,7 @@ def start(function: str, settings: Settings | None = None, **extras) -> Context:
     else:
         job_events = LocalJobEvents(Path(settings.home) / "job-events.jsonl")
     return Context(function=function, settings=settings, store=store, job_events=job_events,
-                   log=logs.get(function), extras=dict(extras))
+                   log=logs.get(function))
 
 
 def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | None:

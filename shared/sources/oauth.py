@@ -720,11 +720,10 @@ def resume_job(ctx, tenant: str, job_id: str) -> dict:
         # tokens are kept, so discovering the link again goes straight through.
         ctx.send_job(tenant, job_id, event, "discover")
         return {"resumed": True, "via": "broker", "state": "discovering"}
-    dispatcher = ctx.extras.get("dispatcher")
-    if dispatcher is None:
+    if ctx.dispatcher is None:
         from shared.serving.embedded import Dispatcher
-        dispatcher = ctx.extras["dispatcher"] = Dispatcher(ctx.settings)
-    dispatcher.publish(event)
+        ctx.dispatcher = ctx.opened(Dispatcher(ctx.settings))
+    ctx.dispatcher.publish(event)
     doc = jobs.get(job_id)
     out = {"resumed": True, "via": "in-process", "state": doc["state"]}
     if doc["state"] == "failed":

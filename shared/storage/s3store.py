@@ -157,6 +157,11 @@ class S3Store:
             return
         self._call(None, self._s3.head_bucket, Bucket=self.bucket)
 
+    def close(self) -> None:
+        """Close both clients' connection pools (a function's lifecycle stop)."""
+        for client in (self._s3, self._s3_once):
+            client.close()
+
     # ------------------------------------------------------------------ reads
 
     def get(self, key: str) -> Blob:

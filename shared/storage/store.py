@@ -45,6 +45,7 @@ class ObjectStore(Protocol):
     def duckdb_secret(self, scope_key: str) -> str | None: ...
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
     def ping(self) -> None: ...
+    def close(self) -> None: ...
 
 
 def get_with_etag(store: ObjectStore, key: str) -> Blob:
@@ -83,6 +84,9 @@ class LocalStore:
     def ping(self) -> None:
         if not self.root.is_dir():
             raise NotFound(f"store root {self.root} is missing")
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own files."""
 
     def get(self, key: str) -> Blob:
         path = self._path(key)

@@ -148,7 +148,7 @@ class Udb:
         self.seen: list = []
         self.dispatcher = Dispatcher(self.settings, on_event=self.seen.append)
         self.ctx = runtime.start("artifacts", self.settings)
-        self.ctx.extras["dispatcher"] = self.dispatcher  # resumed jobs run here, their events seen
+        self.ctx.dispatcher = self.dispatcher  # resumed jobs run here, their events seen
         self.holder["app"] = FunctionApp("artifacts", routes=ARTIFACT_ROUTES).use(self.ctx)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -126,7 +126,7 @@ def test_events_naming_another_tenants_source_job_or_tables_fail_in_their_own_te
 RAW_STORE_ACCESS = {
     "shared/serving/runtime.py": "builds the context and TenantStore views over the store",
     "shared/serving/embedded.py": "shares the store between the embedded contexts",
-    "shared/serving/httpfn.py": "/readyz pings the store",
+    "shared/serving/lifecycle.py": "/readyz and /startupz ping the store",
     "shared/security/auth.py": "API key records at auth/keys/<key_id>.json: looked up before the tenant is known",
     "shared/security/links.py": "the link generation at auth/links/<tenant>.json (tenant validated): checked beside "
                        "the key records, outside tenants/ so no tenant write can change it",

@@ -220,7 +220,6 @@ def test_request_bodies_above_their_cap_get_413(app_for):
     # Chunked (no Content-Length; the server marks the stream terminated, as gunicorn does):
     # the cap applies while the body is read.
     from flask import Request
-    from shared.security.auth import Gatekeeper
     body = b'{"hint": "' + b"y" * 5000 + b'"}'
     request = Request({"REQUEST_METHOD": "POST", "PATH_INFO": "/sources/discover_connect", "SERVER_NAME": "x",
                        "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
@@ -228,7 +227,7 @@ def test_request_bodies_above_their_cap_get_413(app_for):
                        "HTTP_AUTHORIZATION": f"Bearer {key}"})
     assert request.content_length is None
     with pytest.raises(limits.RequestTooLarge, match="above the limit of 1,000 bytes"):
-        Gatekeeper.for_context(ctx).admit(request)
+        ctx.gatekeeper.admit(request)
 
 
 def test_uploads_have_their_own_cap(app_for):

@@ -282,6 +282,6 @@ def test_without_a_broker_a_stack_function_keeps_the_tokens_but_does_not_resume(
     import dataclasses
     from types import SimpleNamespace
     ctx = SimpleNamespace(settings=dataclasses.replace(settings, mode="cluster"), secrets=secrets,
-                          jobs=lambda tenant: None, extras={})
+                          jobs=lambda tenant: None)
     assert oauth.resume_job(ctx, TENANT, JOB) == {
         "resumed": False, "state": None, "error": "no broker (K_SINK) here to resume the job: discover the link again"}

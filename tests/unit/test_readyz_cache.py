@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from shared.serving import runtime
-from shared.serving.httpfn import FunctionApp
+from shared.serving.lifecycle import Lifecycle
 
 pytestmark = pytest.mark.unit
 
@@ -25,32 +24,33 @@ def _app(settings, ttl: float, state: dict):
         if state.get("down"):
             raise ConnectionError("peer away")
 
-    ctx = runtime.start("analyze", dataclasses.replace(settings, ready_cache_seconds=ttl))
-    return FunctionApp("analyze", checks={"probe": probe}).use(ctx), calls
+    lifecycle = Lifecycle("analyze", checks={"probe": probe})
+    lifecycle.start(dataclasses.replace(settings, ready_cache_seconds=ttl))
+    return lifecycle, calls
 
 
 def test_readyz_probes_within_the_ttl_reuse_one_report(settings):
     app, calls = _app(settings, ttl=60, state={})
-    reports = [app.cached_report() for _ in range(200)]
+    reports = [app.ready() for _ in range(200)]
     assert len(calls) == 1 and all(r["probe"] == "up" for r in reports)
-    app.dependency_report()  # what /startupz runs: a fresh check, every time
+    app.ready(fresh=True)  # what /startupz runs: a fresh check, every time
     assert len(calls) == 2
 
 
 def test_a_stale_report_is_answered_at_once_and_refreshed_in_the_background(settings):
     state = {}
     app, calls = _app(settings, ttl=0.05, state=state)
-    assert app.cached_report()["probe"] == "up"
+    assert app.ready()["probe"] == "up"
     state.update(down=True, slow=0.5)
     time.sleep(0.06)
     started = time.monotonic()
-    answers = [app.cached_report()["probe"] for _ in range(50)]
+    answers = [app.ready()["probe"] for _ in range(50)]
     took = time.monotonic() - started
     # The probe never waits for the 0.5 s check: the last report answers while one thread refreshes.
     assert answers == ["up"] * 50 and took < 0.1, took
     assert len(calls) <= 2  # at most one refresh under way, not one per stale probe
     deadline = time.monotonic() + 5
-    while app.cached_report()["probe"] == "up" and time.monotonic() < deadline:
+    while app.ready()["probe"] == "up" and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert app.cached_report()["probe"] == "down: peer away"
+    assert app.ready()["probe"] == "down: peer away"
     assert [t.name for t in threading.enumerate()].count("udb-readyz-refresh") <= 1
