@@ -25,9 +25,10 @@ from shared.core.errors import SourceError
 from shared.core.settings import Settings
 from shared.sources import documents, files
 from shared.core.tenancy import identifier
+from shared.sources.detection import Hint, Scores, Signals
+from shared.sources.registry import Connector, register
 
 PROVIDER = "http"
-USES_ENV = True
 OPTIONS = frozenset({"auth", "headers"})
 SCHEMES = ("http", "https")
 REDACTED = "***"
@@ -44,6 +45,8 @@ DATA_TYPES = {
     "text/html": "html", "text/markdown": "markdown", "text/x-markdown": "markdown", "text/plain": None,
 }
 DATA_FORMATS = frozenset(files.FORMATS.values())
+# URL path extensions that name a data file (.txt and .json could as well be an API's answer).
+DATA_EXTENSIONS = frozenset(ext for ext in files.FORMATS if ext not in (".txt", ".json"))
 
 
 # ---------------------------------------------------------------- hints
@@ -304,33 +307,19 @@ def file_format(name: str, ctype: str, path: Path) -> str:
     fmt = documents.FORMATS.get(ext) if ext != ".txt" else None
     fmt = fmt or files.FORMATS.get(ext)
     if ext == ".txt":
-        fmt = "csv" if _looks_tabular(head) else "text"
+        fmt = "csv" if files.looks_tabular(head) else "text"
     if fmt is None and ctype in DATA_TYPES:
         fmt = DATA_TYPES[ctype]
         if fmt == "json" and head.lstrip()[:1] == b"{" and b"\n{" in head:
             fmt = "ndjson"
     if fmt is None:
         fmt = documents.sniff(head) or files._sniff_kind(head)
-        if fmt == "csv" and not _looks_tabular(head):
+        if fmt == "csv" and not files.looks_tabular(head):
             fmt = "text"
     if fmt is None:
         raise SourceError(f"{name}: cannot tell the file type (Content-Type {ctype or 'none'}, "
                           f"supported: {files.supported()}, {documents.supported()})")
     return fmt
-
-
-def _looks_tabular(head: bytes) -> bool:
-    """Text whose first lines split into the same number (> 1) of fields on one delimiter."""
-    lines = [l for l in head.decode("utf-8", "replace").splitlines()[:20] if l.strip()]
-    if len(head) >= files.SNIFF_BYTES and len(lines) > 1:
-        lines = lines[:-1]
-    if len(lines) < 2:
-        return False
-    for delim in (",", "\t", ";", "|"):
-        counts = {l.count(delim) for l in lines}
-        if len(counts) == 1 and counts.pop() > 0:
-            return True
-    return False
 
 
 def describe_file(path: Path, fmt: str, *, name: str, location: str, size: int) -> dict:
@@ -429,3 +418,86 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         download(http, url, dest, cap=max_download_bytes(), headers=headers, params=params, auth=auth)
         return extract_file(dest, stream, out_dir, name=name, part_bytes=part_bytes,
                             memory_limit=memory_limit, threads=threads)
+
+
+def url_file_kind(url: httpx.URL) -> tuple[str | None, str]:
+    """What the extension of an http(s) URL's path names, and the extension: ("data", ".csv"),
+    ("document", ".pdf"), ("json", ".json"), or (None, ext) for anything else (an API, a page)."""
+    ext = PurePosixPath(PurePosixPath(url.path).name).suffix.lower()
+    if ext in DATA_EXTENSIONS:
+        return "data", ext
+    if ext in documents.FORMATS and ext != ".txt":
+        return "document", ext
+    if ext == ".json":
+        return "json", ext
+    return None, ext
+
+
+@register
+class HttpConnector(Connector):
+    """A file at an http(s) URL: data (CSV, Parquet, JSON, Excel...) or a document."""
+    providers = (PROVIDER,)
+    options = OPTIONS
+
+    def signals(self, hint: Hint) -> Signals | None:
+        if not hint.is_web:
+            return None
+        kind, ext = url_file_kind(hint.url)
+        if kind == "data":
+            return Signals().add(PROVIDER, 0.75, f"URL path ends in a data file extension ({ext})")
+        if kind == "document":
+            return Signals().add(PROVIDER, 0.75, f"URL path ends in a document extension ({ext})")
+        if kind == "json":
+            return Signals().add(PROVIDER, 0.6, "URL path ends in .json (a JSON file)")
+        return Signals().add(PROVIDER, 0.3, "an http(s) URL")
+
+    def probe(self, hint: Hint, scores: Scores) -> str | None:
+        """The shared GET's content: magic bytes, content type, JSON lines, text."""
+        if not hint.is_web:
+            return None
+        answer = hint.web_answer()
+        if answer.unreachable or answer.error:
+            return answer.unreachable
+        if answer.status >= 400:
+            if answer.status not in (401, 403):
+                scores.note(PROVIDER, f"GET answered {answer.status}")
+            return None
+        kind, ctype = answer.kind, answer.ctype
+        if kind == "parquet":
+            scores.add(PROVIDER, 0.95, "content starts with PAR1 (Parquet)")
+        elif kind == "pdf":
+            scores.add(PROVIDER, 0.95, "content starts with %PDF- (a PDF document)")
+        elif kind == "zip":
+            scores.add(PROVIDER, 0.9, "content is a zip container (Excel .xlsx or Word .docx)")
+        elif kind == "data":
+            mapped = answer.data_format
+            scores.add(PROVIDER, 0.95 if mapped in ("csv", "tsv", "parquet", "xlsx") else 0.8,
+                       f"Content-Type {ctype} ({mapped})")
+        elif kind == "ndjson":
+            scores.add(PROVIDER, 0.9, "newline-delimited JSON (one object per line)")
+        elif kind == "json" and not answer.complete:
+            scores.add(PROVIDER, 0.6, "a large JSON document")
+        elif kind == "json" and PurePosixPath(answer.url.path).name.lower().endswith(".json"):
+            from shared.sources import rest  # records in a static .json file: also a file to read
+
+            try:
+                rest.find_records(answer.json_body())
+            except (ValueError, SourceError):
+                return None
+            scores.add(PROVIDER, 0.8, "a .json file URL")
+        elif kind == "html":
+            scores.add(PROVIDER, 0.6, "Content-Type text/html (a web page: read as a document)")
+        elif kind == "text":
+            tabular = files.looks_tabular(answer.head)
+            scores.add(PROVIDER, 0.8 if tabular else 0.6,
+                       f"Content-Type {ctype}, {'delimited columns (CSV)' if tabular else 'text'}")
+        return None
+
+    def inspect(self, hint, env):
+        return inspect(hint, env=env)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+
+    def redact(self, hint: str) -> str:
+        return redact(hint)
