@@ -629,7 +629,8 @@ class RestConnector(Connector):
             return Signals().add(PROVIDER, 0.5, "URL path ends in .json (could be an API)")
         if kind is None:
             api = bool(API_PATH.search(hint.url.path))
-            return Signals().add(PROVIDER, 0.5 if api else 0.4, "URL path looks like an API" if api else "an http(s) URL")
+            return Signals().add(PROVIDER, 0.5 if api else 0.4,
+                                 "URL path looks like an API" if api else "an http(s) URL")
         return None
 
     def probe(self, hint: Hint, scores: Scores) -> str | None:
