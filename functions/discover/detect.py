@@ -17,6 +17,8 @@ are within AMBIGUITY_MARGIN of each other.
 """
 from __future__ import annotations
 
+from shared.core.errors import SourceError
+from shared.sources import http as web
 from shared.sources import registry
 from shared.sources.detection import AMBIGUITY_MARGIN, Hint, Scores
 
@@ -31,8 +33,11 @@ def detect(hint: str, options: dict | None = None, *, probe: bool = True) -> dic
     given = seen.options.get("provider")
     if given:
         scores.add(str(given), 1.0, "provider given in options")
-    if seen.is_web:
-        seen.url  # SourceError for a URL that does not parse, before any connector reads it
+    if seen.is_web:  # a URL that does not parse is refused before any connector reads it
+        try:
+            seen.url
+        except SourceError as exc:
+            raise SourceError(f"not a valid URL: {web.redact(seen.text)!r}: {exc}") from None
     asked = registry.owners_of(seen.scheme) or registry.connectors()
     batches = [(connector, signals) for connector in asked if (signals := connector.signals(seen)) is not None]
     claimed = [(connector, signals) for connector, signals in batches if signals.claim]

@@ -1,7 +1,8 @@
 """Detection's vocabulary, shared by discover's detect step and the connectors that feed it.
 
 - `Hint`: the hint as detection reads it, parsed once: its scheme, its http(s) URL, its local
-  path (with the file's first bytes), and the one GET probe every web connector shares.
+  path (with the file's first bytes), and what probes share (the web connectors' one GET,
+  `shared.sources.http.web_answer`).
 - `Signals`: one connector's verdicts in one phase (syntax), a batch of `add` and `note`.
   A batch may `claim` the hint: then only the claiming connectors' batches count (a share link
   is not also a plain web page; a document extension is not also an unknown file).
@@ -14,22 +15,34 @@ first, an API-looking URL answering the same stays `rest` first.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlparse, urlsplit
 
 import httpx
 
 from shared.core.errors import SourceError
-from shared.security import netguard
 
 AMBIGUITY_MARGIN = 0.15
 PROBE_CONNECT = 1.5          # seconds: a probe gives up quickly, the catalogue step says why
 PROBE_READ = 2.0
 PROBE_DEADLINE = 2.5
 PROBE_BYTES = 256 * 1024     # of a GET body: enough for the shape of a first page or a file's magic
+SNIFF_BYTES = 64 * 1024      # of a local file: its magic bytes, a CSV's first lines
+
+
+def local_path(hint: str) -> Path | None:
+    """The filesystem path a hint names (`/x`, `./x`, `~/x`, `file:///x`), or None."""
+    if hint.startswith("file://"):
+        return Path(unquote(urlparse(hint).path))
+    if "://" in hint:
+        return None
+    try:
+        return Path(hint).expanduser()
+    except RuntimeError:  # "~name" naming no user (found by the detection fuzz test): as written
+        return Path(hint)
 
 
 class Scores:
@@ -103,110 +116,9 @@ class LocalPath:
 
     @cached_property
     def head(self) -> bytes:
-        """The file's first bytes (files.SNIFF_BYTES; read once, whichever connector asks first)."""
-        from shared.sources import files
-
+        """The file's first SNIFF_BYTES (read once, whichever connector asks first)."""
         with self.path.open("rb") as fh:
-            return fh.read(files.SNIFF_BYTES)
-
-
-@dataclass
-class WebAnswer:
-    """What the one GET probe of an http(s) hint found. `unreachable` says why nothing answered
-    (the hint cannot be discovered); `error` a failure after connecting; else the status, the
-    content type, the first PROBE_BYTES of the body (`complete` when that was all of it), and
-    `kind`: what those bytes are (parquet, pdf, zip, data, ndjson, json, json-large, html, text)."""
-    url: httpx.URL
-    unreachable: str | None = None
-    error: str | None = None
-    response: httpx.Response | None = None
-    status: int = 0
-    ctype: str = ""
-    head: bytes = b""
-    complete: bool = True
-    kind: str | None = None
-    data_format: str | None = None  # the format the content type maps to, for kind "data"
-
-    def json_body(self):
-        """The parsed body (ValueError when it is not JSON)."""
-        return json.loads(self.head)
-
-
-def _kind(ctype: str, head: bytes) -> tuple[str | None, str | None]:
-    """(kind, data format) of a GET answer from its first bytes and content type."""
-    from shared.sources import http as web
-
-    if head.startswith(b"PAR1"):
-        return "parquet", None
-    if head.startswith(b"%PDF-"):
-        return "pdf", None
-    if head.startswith(b"PK\x03\x04"):
-        return "zip", None
-    mapped = web.DATA_TYPES.get(ctype)
-    if mapped and mapped not in ("json", "ndjson", "html"):
-        return "data", mapped
-    stripped = head.lstrip()
-    if ctype.endswith("json") or stripped[:1] in (b"[", b"{"):
-        if ctype in ("application/x-ndjson", "application/ndjson", "application/jsonl") or (
-                stripped[:1] == b"{" and b"\n{" in stripped):
-            return "ndjson", None
-        return "json", None
-    if ctype == "text/html":
-        return "html", None
-    if ctype.startswith("text/"):
-        return "text", None
-    return None, None
-
-
-def probe_client() -> httpx.Client:
-    return netguard.client(deadline=PROBE_DEADLINE, connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ)
-
-
-def without_userinfo(url) -> tuple[httpx.URL, dict]:
-    """The URL without `user:password@` and the auth to send instead: httpx logs every URL it
-    requests (logger "httpx", INFO), so a password in it would reach the logs
-    (tests/security/test_secrets.py)."""
-    url = httpx.URL(str(url))
-    if not url.userinfo:
-        return url, {}
-    return url.copy_with(userinfo=b""), {"auth": (url.username, url.password)}
-
-
-def _read_head(response: httpx.Response) -> tuple[bytes, bool]:
-    chunks, total = [], 0
-    for chunk in response.iter_bytes():
-        chunks.append(chunk)
-        total += len(chunk)
-        if total >= PROBE_BYTES:
-            return b"".join(chunks)[:PROBE_BYTES], False
-    return b"".join(chunks), True
-
-
-def get_probe(url: httpx.URL) -> WebAnswer:
-    """GET the URL (at most PROBE_BYTES) through the SSRF guard."""
-    from shared.sources import http as web
-
-    url, auth = without_userinfo(url)
-    try:
-        with probe_client() as http:
-            response = netguard.send(http, "GET", str(url), stream=True,
-                                     headers={"Accept": "application/json, */*;q=0.5"}, **auth)
-            try:
-                head, complete = _read_head(response)
-            finally:
-                response.close()
-    except netguard.BlockedAddress as exc:
-        return WebAnswer(url, unreachable=str(exc))
-    except SourceError as exc:
-        return WebAnswer(url, unreachable=str(exc))
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        return WebAnswer(url, unreachable=web.describe_error(url, exc))
-    except httpx.HTTPError as exc:
-        return WebAnswer(url, error=web.describe_error(url, exc))
-    ctype = web.content_type(response)
-    kind, data_format = _kind(ctype, head) if response.status_code < 400 else (None, None)
-    return WebAnswer(url, response=response, status=response.status_code, ctype=ctype, head=head,
-                     complete=complete, kind=kind, data_format=data_format)
+            return fh.read(SNIFF_BYTES)
 
 
 def _scheme(hint: str) -> str:
@@ -232,29 +144,22 @@ class Hint:
     def is_web(self) -> bool:
         return self.scheme in ("http", "https")
 
+    # What one connector's probe found and another's reads (the GET of a web hint: http.py).
+    shared: dict[str, Any] = field(default_factory=dict)
+
     @cached_property
     def url(self) -> httpx.URL:
-        """The http(s) URL (SourceError when it does not parse)."""
+        """The http(s) URL (SourceError with httpx's reason when it does not parse; discover
+        checks it first and names the hint)."""
         try:
             return httpx.URL(self.text)
         except (httpx.InvalidURL, ValueError) as exc:
-            from shared.sources import http as web
-            raise SourceError(f"not a valid URL: {web.redact(self.text)!r}: {exc}") from None
+            raise SourceError(str(exc)) from None
 
     @cached_property
     def local(self) -> LocalPath | None:
         """The filesystem path of a scheme-less hint, or None."""
         if self.scheme:
             return None
-        from shared.sources import files
-
-        path = files.local_path(self.text)
+        path = local_path(self.text)
         return LocalPath(path) if path is not None else None
-
-    @cached_property
-    def _answer(self) -> WebAnswer:
-        return get_probe(self.url)
-
-    def web_answer(self) -> WebAnswer:
-        """The answer to one GET of an http(s) hint, made on the first call and shared."""
-        return self._answer

@@ -9,31 +9,17 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from shared.storage import duck
 from shared.security import limits
 from shared.core.errors import SourceError
 from shared.core.tenancy import identifier
-from shared.sources.detection import Hint, Signals
+from shared.sources.detection import SNIFF_BYTES, Hint, Signals, local_path
 from shared.sources.registry import Connector, register
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
            ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".xlsx": "xlsx"}
-SNIFF_BYTES = 64 * 1024
 _CSV_LINE_ERROR = re.compile(r"CSV Error on Line: (\d+).*?Expected Number of Columns: (\d+) Found: (\d+)", re.S)
-
-
-def local_path(hint: str) -> Path | None:
-    """The filesystem path a hint names (`/x`, `./x`, `~/x`, `file:///x`), or None."""
-    if hint.startswith("file://"):
-        return Path(unquote(urlparse(hint).path))
-    if "://" in hint:
-        return None
-    try:
-        return Path(hint).expanduser()
-    except RuntimeError:  # "~name" naming no user (found by the detection fuzz test): as written
-        return Path(hint)
 
 
 def looks_tabular(head: bytes) -> bool:

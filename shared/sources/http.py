@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import re
 import shutil
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -25,7 +27,7 @@ from shared.core.errors import SourceError
 from shared.core.settings import Settings
 from shared.sources import documents, files
 from shared.core.tenancy import identifier
-from shared.sources.detection import Hint, Scores, Signals
+from shared.sources.detection import PROBE_BYTES, PROBE_CONNECT, PROBE_DEADLINE, PROBE_READ, Hint, Scores, Signals
 from shared.sources.registry import Connector, register
 
 PROVIDER = "http"
@@ -433,6 +435,111 @@ def url_file_kind(url: httpx.URL) -> tuple[str | None, str]:
     return None, ext
 
 
+# ---------------------------------------------------------------- the probe web connectors share
+
+@dataclass
+class WebAnswer:
+    """What the one GET probe of an http(s) hint found. `unreachable` says why nothing answered
+    (the hint cannot be discovered); `error` a failure after connecting; else the status, the
+    content type, the first PROBE_BYTES of the body (`complete` when that was all of it), and
+    `kind`: what those bytes are (parquet, pdf, zip, data, ndjson, json, json-large, html, text)."""
+    url: httpx.URL
+    unreachable: str | None = None
+    error: str | None = None
+    response: httpx.Response | None = None
+    status: int = 0
+    ctype: str = ""
+    head: bytes = b""
+    complete: bool = True
+    kind: str | None = None
+    data_format: str | None = None  # the format the content type maps to, for kind "data"
+
+    def json_body(self):
+        """The parsed body (ValueError when it is not JSON)."""
+        return json.loads(self.head)
+
+
+def _kind(ctype: str, head: bytes) -> tuple[str | None, str | None]:
+    """(kind, data format) of a GET answer from its first bytes and content type."""
+    if head.startswith(b"PAR1"):
+        return "parquet", None
+    if head.startswith(b"%PDF-"):
+        return "pdf", None
+    if head.startswith(b"PK\x03\x04"):
+        return "zip", None
+    mapped = DATA_TYPES.get(ctype)
+    if mapped and mapped not in ("json", "ndjson", "html"):
+        return "data", mapped
+    stripped = head.lstrip()
+    if ctype.endswith("json") or stripped[:1] in (b"[", b"{"):
+        if ctype in ("application/x-ndjson", "application/ndjson", "application/jsonl") or (
+                stripped[:1] == b"{" and b"\n{" in stripped):
+            return "ndjson", None
+        return "json", None
+    if ctype == "text/html":
+        return "html", None
+    if ctype.startswith("text/"):
+        return "text", None
+    return None, None
+
+
+def probe_client() -> httpx.Client:
+    return netguard.client(deadline=PROBE_DEADLINE, connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ)
+
+
+def without_userinfo(url) -> tuple[httpx.URL, dict]:
+    """The URL without `user:password@` and the auth to send instead: httpx logs every URL it
+    requests (logger "httpx", INFO), so a password in it would reach the logs
+    (tests/security/test_secrets.py)."""
+    url = httpx.URL(str(url))
+    if not url.userinfo:
+        return url, {}
+    return url.copy_with(userinfo=b""), {"auth": (url.username, url.password)}
+
+
+def _read_head(response: httpx.Response) -> tuple[bytes, bool]:
+    chunks, total = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        total += len(chunk)
+        if total >= PROBE_BYTES:
+            return b"".join(chunks)[:PROBE_BYTES], False
+    return b"".join(chunks), True
+
+
+def get_probe(url: httpx.URL) -> WebAnswer:
+    """GET the URL (at most PROBE_BYTES) through the SSRF guard."""
+    url, auth = without_userinfo(url)
+    try:
+        with probe_client() as http:
+            response = netguard.send(http, "GET", str(url), stream=True,
+                                     headers={"Accept": "application/json, */*;q=0.5"}, **auth)
+            try:
+                head, complete = _read_head(response)
+            finally:
+                response.close()
+    except netguard.BlockedAddress as exc:
+        return WebAnswer(url, unreachable=str(exc))
+    except SourceError as exc:
+        return WebAnswer(url, unreachable=str(exc))
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        return WebAnswer(url, unreachable=describe_error(url, exc))
+    except httpx.HTTPError as exc:
+        return WebAnswer(url, error=describe_error(url, exc))
+    ctype = content_type(response)
+    kind, data_format = _kind(ctype, head) if response.status_code < 400 else (None, None)
+    return WebAnswer(url, response=response, status=response.status_code, ctype=ctype, head=head,
+                     complete=complete, kind=kind, data_format=data_format)
+
+
+def web_answer(hint: Hint) -> WebAnswer:
+    """The answer to one GET of an http(s) hint: made by the first connector that asks, shared
+    with the others (http, rest, webdav) through the hint."""
+    if "get" not in hint.shared:
+        hint.shared["get"] = get_probe(hint.url)
+    return hint.shared["get"]
+
+
 @register
 class HttpConnector(Connector):
     """A file at an http(s) URL: data (CSV, Parquet, JSON, Excel...) or a document."""
@@ -452,10 +559,11 @@ class HttpConnector(Connector):
         return Signals().add(PROVIDER, 0.3, "an http(s) URL")
 
     def probe(self, hint: Hint, scores: Scores) -> str | None:
-        """The shared GET's content: magic bytes, content type, JSON lines, text."""
+        """The shared GET's content: magic bytes, content type, JSON lines, text (records in a
+        static .json file are rest.py's to find: it adds this provider's signal for them)."""
         if not hint.is_web:
             return None
-        answer = hint.web_answer()
+        answer = web_answer(hint)
         if answer.unreachable or answer.error:
             return answer.unreachable
         if answer.status >= 400:
@@ -477,14 +585,6 @@ class HttpConnector(Connector):
             scores.add(PROVIDER, 0.9, "newline-delimited JSON (one object per line)")
         elif kind == "json" and not answer.complete:
             scores.add(PROVIDER, 0.6, "a large JSON document")
-        elif kind == "json" and PurePosixPath(answer.url.path).name.lower().endswith(".json"):
-            from shared.sources import rest  # records in a static .json file: also a file to read
-
-            try:
-                rest.find_records(answer.json_body())
-            except (ValueError, SourceError):
-                return None
-            scores.add(PROVIDER, 0.8, "a .json file URL")
         elif kind == "html":
             scores.add(PROVIDER, 0.6, "Content-Type text/html (a web page: read as a document)")
         elif kind == "text":

@@ -14,17 +14,26 @@ import importlib
 import pkgutil
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from shared.core.errors import SourceError
 
 if TYPE_CHECKING:
-    from shared.sources import SourceEnv
     from shared.sources.detection import Hint, Scores, Signals
-    from shared.sources.oauth.providers import OAuthProvider
+    from shared.sources.env import SourceEnv
 
-# Modules of shared.sources that are not connectors (the registry's own machinery).
-NOT_CONNECTORS = frozenset({"registry", "detection"})
+# Modules of shared.sources that are not connectors (the machinery they share).
+NOT_CONNECTORS = frozenset({"registry", "detection", "env"})
+
+
+class OAuthIssuer(Protocol):
+    """What the registry knows of a connector's OAuth provider (the whole class is
+    shared.sources.oauth.providers.OAuthProvider, which imports this module, not the reverse)."""
+    name: str
+    label: str
+
+    def config(self, settings: Any) -> Any:
+        """The provider's endpoints and UDB's client there (a ProviderConfig)."""
 
 
 class Connector:
@@ -41,7 +50,7 @@ class Connector:
     providers: ClassVar[tuple[str, ...]] = ()
     schemes: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[frozenset[str]] = frozenset()
-    oauth: ClassVar[OAuthProvider | None] = None
+    oauth: ClassVar[OAuthIssuer | None] = None
 
     # ------------------------------------------------------------ detection
     def signals(self, hint: Hint) -> Signals | None:
@@ -121,9 +130,8 @@ def _discover() -> None:
     with _lock:
         if _discovered:
             return
-        import shared.sources as package
-
-        for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        # The package's folder, not an import of the package: shared.sources imports this module.
+        for module in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
             if not module.ispkg and not module.name.startswith("_") and module.name not in NOT_CONNECTORS:
                 importlib.import_module(f"shared.sources.{module.name}")
         _discovered = True

@@ -637,7 +637,7 @@ class RestConnector(Connector):
         """The shared GET's answer: credentials asked for, JSON records, pagination."""
         if not hint.is_web:
             return None
-        answer = hint.web_answer()
+        answer = web.web_answer(hint)
         if answer.unreachable:
             return answer.unreachable
         if answer.error:
@@ -650,7 +650,7 @@ class RestConnector(Connector):
         if code >= 400:
             scores.note(PROVIDER, f"GET answered {code}")
             return None
-        if answer.kind != "json":
+        if answer.kind != "json" or answer.response is None:
             return None
         if not answer.complete:
             scores.add(PROVIDER, 0.6, f"JSON response larger than {PROBE_BYTES // 1024} KiB (shape not checked)")
@@ -674,6 +674,8 @@ class RestConnector(Connector):
             scores.add(PROVIDER, 0.9, f"JSON object with a records array at {where}")
         else:
             scores.add(PROVIDER, 0.8 if not static_file else 0.7, "JSON array of records at the top level")
+        if static_file:  # records in a file: as much a file to download (http.py) as an API
+            scores.add(web.PROVIDER, 0.8, "a .json file URL")
         if not records:
             scores.note(PROVIDER, "the first page has no records")
         return None

@@ -19,7 +19,7 @@ from shared.core.errors import SourceError
 from shared.sources import documents, files
 from shared.sources import http as web
 from shared.core.tenancy import identifier
-from shared.sources.detection import Hint, Scores, Signals, probe_client, without_userinfo
+from shared.sources.detection import Hint, Scores, Signals
 from shared.sources.registry import Connector, register
 
 PROVIDER = "webdav"
@@ -156,9 +156,9 @@ def _probe(url: str, scores: Scores, *, only: bool) -> str | None:
     so a failure is the hint's (unreachable), not just a signal that is missing."""
     from shared.security import netguard
 
-    bare, auth = without_userinfo(url)
+    bare, auth = web.without_userinfo(url)
     try:
-        with probe_client() as http:
+        with web.probe_client() as http:
             entries = propfind(http, str(bare), depth="0", **auth)
     except netguard.BlockedAddress as exc:
         return str(exc) if only else None
@@ -193,7 +193,7 @@ class WebdavConnector(Connector):
     def probe(self, hint: Hint, scores: Scores) -> str | None:
         if hint.scheme in SCHEMES:
             return _probe(to_http(hint.text), scores, only=True)
-        if hint.is_web and hint.web_answer().unreachable is None:
+        if hint.is_web and web.web_answer(hint).unreachable is None:
             _probe(str(hint.url), scores, only=False)
         return None
 

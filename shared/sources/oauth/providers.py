@@ -11,6 +11,7 @@ import httpx
 
 from shared.core.errors import InputError, SourceError
 from shared.security import netguard
+from shared.sources.registry import OAuthIssuer, connectors
 
 TOKEN_DEADLINE = 30.0        # one call to a token or device endpoint, all in
 MAX_TOKEN_ANSWER = 1 << 20   # bytes of a token endpoint's answer
@@ -50,11 +51,9 @@ class OAuthProvider:
         raise NotImplementedError
 
 
-def _providers() -> tuple[dict[str, OAuthProvider], dict[str, str]]:
+def _providers() -> tuple[dict[str, OAuthIssuer], dict[str, str]]:
     """({oauth name: provider}, {source provider: oauth name}) from the connector registry."""
-    from shared.sources.registry import connectors
-
-    by_name: dict[str, OAuthProvider] = {}
+    by_name: dict[str, OAuthIssuer] = {}
     of_source: dict[str, str] = {}
     for connector in connectors():
         if connector.oauth is not None:
@@ -79,7 +78,7 @@ def config(name: str, settings, *, require: bool = True) -> ProviderConfig:
     """The provider's endpoints and client from the settings (InputError when no client id is
     configured and `require`)."""
     by_name, _ = _providers()
-    cfg = by_name[provider_of(name)].config(settings)
+    cfg: ProviderConfig = by_name[provider_of(name)].config(settings)
     if require and not cfg.client_id:
         raise SourceError(f"{cfg.label} OAuth is not configured: set {cfg.client_setting} (and its secret) to "
                          f"UDB's registered app (README: OAuth)")

@@ -34,7 +34,7 @@ def request_authorization(ctx, tenant: str, job_id: str, source_provider: str, r
     cfg = providers.config(source_provider, ctx.settings)
     _put_json(secrets, tenant, job_name(job_id),
               {**resume, "source_provider": source_provider, "expires_at": time.time() + ctx.settings.live_job_seconds})
-    wait = {"waiting": "authorization", "provider": source_provider, "stage": "discover", "function": "discover"}
+    wait: dict = {"waiting": "authorization", "provider": source_provider, "stage": "discover", "function": "discover"}
     if device:
         started = flow.device_start(ctx.settings, secrets, tenant, source_provider, job_id=job_id)
         wait["device"] = started
