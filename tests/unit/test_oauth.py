@@ -285,3 +285,34 @@ def test_without_a_broker_a_stack_function_keeps_the_tokens_but_does_not_resume(
                           jobs=lambda tenant: None, extras={})
     assert oauth.resume_job(ctx, TENANT, JOB) == {
         "resumed": False, "state": None, "error": "no broker (K_SINK) here to resume the job: discover the link again"}
+
+
+def test_the_oauth_package_keeps_the_public_names_of_the_old_module():
+    """oauth.py became a package split by responsibility; `oauth.<name>` still reaches each public
+    name it had, from the module that now defines it. Its provider constants (MICROSOFT, GOOGLE,
+    SOURCE_PROVIDERS, LABELS) moved to the connectors (`Connector.oauth`)."""
+    import importlib
+
+    old = ["ApiSession", "AuthorizationNeeded", "AuthorizationRefused", "DEFAULT_INTERVAL", "DEVICE_GRANT",
+           "DEVICE_ID_PREFIX", "EXPIRY_SKEW", "MAX_LISTING_BYTES", "MAX_TOKEN_ANSWER", "OAuthError",
+           "ProviderConfig", "ROUTES", "SLOW_DOWN_STEP", "STATE_KEY_NAME", "STATE_SECONDS", "TOKEN_DEADLINE",
+           "Tokens", "authorization_url", "authorized", "callback", "clear_waiting", "code_challenge",
+           "complete_authorization", "config", "device", "device_name", "device_poll", "device_start", "device_wait",
+           "fail_waiting_job", "job_name", "mark_waiting", "new_code_verifier", "pending_name", "provider_of",
+           "request_authorization", "resume_job", "state_secret", "token_request", "tokens_name", "verify_state"]
+    homes = {name: getattr(oauth, name).__module__ for name in old if callable(getattr(oauth, name))}
+    assert set(old) <= set(oauth.__all__)
+    assert {homes[n] for n in ("config", "provider_of", "token_request", "OAuthError")} == {
+        "shared.sources.oauth.providers"}
+    assert {homes[n] for n in ("Tokens", "authorized")} == {"shared.sources.oauth.tokens"}
+    assert {homes[n] for n in ("authorization_url", "complete_authorization", "device_poll")} == {
+        "shared.sources.oauth.flow"}
+    assert {homes[n] for n in ("request_authorization", "resume_job", "AuthorizationNeeded")} == {
+        "shared.sources.oauth.waiting"}
+    assert homes["ApiSession"] == "shared.sources.oauth.api" and homes["callback"] == "shared.sources.oauth.routes"
+    for module in ("providers", "tokens", "flow", "waiting", "api", "routes"):
+        assert getattr(oauth, module) is importlib.import_module(f"shared.sources.oauth.{module}")
+    with pytest.raises(AttributeError, match="has no attribute 'SOURCE_PROVIDERS'"):
+        oauth.SOURCE_PROVIDERS
+    assert oauth.provider_of("onedrive") == oauth.provider_of("sharepoint") == "microsoft"
+    assert oauth.provider_of("gdrive") == "google" and oauth.provider_of("google") == "google"
