@@ -55,8 +55,8 @@ class LedgerConnector(registry.Connector):
 
     def inspect(self, hint, env):
         path = ledger_path(hint)
-        stream = {"name": "entries", "format": "ledger", "location": str(path), "columns": list(COLUMNS), "sync_modes": ["full"],
-                  "cursor_candidates": [], "primary_key_candidates": []}
+        stream = {"name": "entries", "format": "ledger", "location": str(path), "columns": list(COLUMNS),
+                  "sync_modes": ["full"], "cursor_candidates": [], "primary_key_candidates": []}
         return {"provider": "ledger", "short": "books", "streams": [stream]}
 
     def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
