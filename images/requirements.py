@@ -37,8 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "images" / "requirements"
 FUNCTIONS = ("discover", "sync", "writer", "analyze", "artifacts", "reports")
 INTERNAL = ("shared", "functions")
-# Packages whose submodules are imported by name (importlib) rather than by an import statement.
-DYNAMIC_PACKAGES = ("shared.sources",)
+# Packages whose submodules are imported by name (importlib) rather than by an import statement:
+# the connector registry imports every module of shared.sources, and shared.sources.oauth
+# exports its submodules' names on first use.
+DYNAMIC_PACKAGES = ("shared.sources", "shared.sources.oauth")
 # Local distributions, installed from the build context: (distribution, path in the context).
 LOCAL = {"en-core-web-sm": "./packaging/en_core_web_sm"}
 # (function or "*", trigger distribution) -> distributions loaded by name at run time.

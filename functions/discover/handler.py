@@ -19,7 +19,7 @@ from shared.sources import oauth
 from shared.core.errors import InputError, NotFound, SourceError, TransientError
 from shared.serving.httpfn import json_response
 from shared.serving.runtime import Context
-from shared.sources import OAUTH_PROVIDERS, SourceEnv, inspect_source, redact
+from shared.sources import SourceEnv, inspect_source, needs_oauth, redact
 from shared.core.tenancy import new_job_id
 
 FUNCTION = "discover"
@@ -49,7 +49,7 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
         best = found["candidates"][0]
         span.set_attributes({"udb.provider": best["provider"], "udb.confidence": best["confidence"]})
         wait = None
-        if best["provider"] in OAUTH_PROVIDERS and not oauth.authorized(ctx.settings, ctx.secrets, tenant,
+        if needs_oauth(best["provider"]) and not oauth.authorized(ctx.settings, ctx.secrets, tenant,
                                                                         best["provider"]):
             resume = {"hint": hint, "options": dict(options or {}), "autosync": autosync, "autoanalyze": autoanalyze}
             wait = oauth.request_authorization(ctx, tenant, job_id, best["provider"], resume,
@@ -70,7 +70,7 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
               "streams": catalogue["streams"]}
     ctx.tenant_store(tenant).put(f"sources/{source_id}.json", json.dumps(source, indent=2).encode(),
                                  content_type="application/json")
-    if source["provider"] in OAUTH_PROVIDERS:
+    if needs_oauth(source["provider"]):
         oauth.clear_waiting(jobs, job_id)  # a resumed job: authorized now
     jobs.move(job_id, "discovered", source_id=source_id)
     ctx.log.info("discovered %s with %d streams", source_id, len(source["streams"]))

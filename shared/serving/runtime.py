@@ -87,7 +87,7 @@ class Context:
     # Embedded `udb run` only: called with each report item as the reports function lands it.
     report_landed: Callable[[dict], None] | None = None
     # Work a handler runs in this process where there is no broker (an OAuth callback resuming a
-    # job): made by the caller that needs one (shared/sources/oauth.py), which serving cannot
+    # job): made by the caller that needs one (shared/sources/oauth/waiting.py), which serving cannot
     # import; a caller may set its own, which stays the caller's to close.
     dispatcher: InProcess | None = None
     _opened: list = field(default_factory=list, init=False, repr=False)  # closed by close_helpers

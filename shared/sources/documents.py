@@ -26,6 +26,8 @@ from typing import Any
 
 from shared.core.errors import SourceError
 from shared.core.tenancy import identifier
+from shared.sources.detection import Hint, Signals
+from shared.sources.registry import Connector, register
 
 PROVIDER = "document"
 FORMATS = {".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html", ".md": "markdown",
@@ -243,3 +245,36 @@ def extract_file(path: Path, fmt: str, out_dir: Path, *, document: str) -> int:
             writer.write_table(pa.Table.from_pylist(batch, schema=schema))
             rows += len(batch)
     return rows
+
+
+@register
+class DocumentsConnector(Connector):
+    """A local document (PDF, Word, HTML, Markdown, text): one table of its fragments."""
+    providers = ("document",)
+
+    def signals(self, hint: Hint) -> Signals | None:
+        from shared.sources import files
+
+        local = hint.local
+        if local is None or not local.is_file:
+            return None
+        ext = local.ext
+        if ext == ".txt":  # files.py scores the same file as CSV
+            if files.looks_tabular(local.head):
+                return Signals().add("document", 0.6, "a .txt file (text document)")
+            return Signals().add("document", 0.9, "a .txt file of prose, not delimited columns")
+        if ext in FORMATS:
+            return Signals(claim=True).add("document", 0.99, f"local file, extension {ext} is a document format")
+        if ext in files.FORMATS:
+            return None  # a data file's extension wins over its first bytes
+        kind = sniff(local.head)
+        if kind:
+            return Signals(claim=True).add("document", 0.9 if not ext else 0.8,
+                                           f"local file, content is {kind} (magic bytes)")
+        return None
+
+    def inspect(self, hint, env):
+        return inspect(hint)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

@@ -9,29 +9,31 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path, PurePath
-from urllib.parse import unquote, urlparse
 
 from shared.storage import duck
 from shared.security import limits
 from shared.core.errors import SourceError
 from shared.core.tenancy import identifier
+from shared.sources.detection import SNIFF_BYTES, Hint, Signals, local_path
+from shared.sources.registry import Connector, register
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
            ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".xlsx": "xlsx"}
-SNIFF_BYTES = 64 * 1024
 _CSV_LINE_ERROR = re.compile(r"CSV Error on Line: (\d+).*?Expected Number of Columns: (\d+) Found: (\d+)", re.S)
 
 
-def local_path(hint: str) -> Path | None:
-    """The filesystem path a hint names (`/x`, `./x`, `~/x`, `file:///x`), or None."""
-    if hint.startswith("file://"):
-        return Path(unquote(urlparse(hint).path))
-    if "://" in hint:
-        return None
-    try:
-        return Path(hint).expanduser()
-    except RuntimeError:  # "~name" naming no user (found by the detection fuzz test): as written
-        return Path(hint)
+def looks_tabular(head: bytes) -> bool:
+    """Text whose first lines split into the same number (> 1) of fields on one delimiter."""
+    lines = [line for line in head.decode("utf-8", "replace").splitlines()[:20] if line.strip()]
+    if len(head) >= SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]
+    if len(lines) < 2:
+        return False
+    for delim in (",", "\t", ";", "|"):
+        counts = {line.count(delim) for line in lines}
+        if len(counts) == 1 and counts.pop() > 0:
+            return True
+    return False
 
 
 def supported() -> str:
@@ -281,3 +283,36 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     finally:
         con.close()
     return limits.check_rows(int(rows), path.name)
+
+
+@register
+class FilesConnector(Connector):
+    """A local file (CSV, TSV, Parquet, JSON, NDJSON, Excel) or a directory of them."""
+    providers = ("file", "directory")
+
+    def signals(self, hint: Hint) -> Signals | None:
+        local = hint.local
+        if local is None:
+            return None
+        if local.is_dir:
+            return Signals().add("directory", 0.99, "local path").note("directory", "is a directory")
+        if not local.is_file:
+            return Signals().add("file", 0.3, "looks like a local path").note("file", "nothing exists there")
+        ext = local.ext
+        if ext == ".txt":  # documents.py scores the same file as prose
+            if looks_tabular(local.head):
+                return Signals().add("file", 0.9, "a .txt file whose lines split into the same columns (CSV)")
+            return Signals().add("file", 0.4, "a .txt file (could be CSV)")
+        if ext in FORMATS:
+            return (Signals().add("file", 0.99, "local path").note("file", "is a file")
+                    .note("file", f"extension {ext} is a known format"))
+        kind = _sniff_kind(local.head)
+        if kind and not ext:
+            return Signals().add("file", 0.85, f"local file without extension, content looks like {kind}")
+        return Signals().add("file", 0.6, f"local file, extension {ext or '(none)'} is not a known format")
+
+    def inspect(self, hint, env):
+        return inspect(hint)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

@@ -1,4 +1,4 @@
-"""Google Drive links through the Drive API v3, with the tenant's OAuth token (`shared/sources/oauth.py`).
+"""Google Drive links through the Drive API v3, with the tenant's OAuth token (`shared/sources/oauth/`).
 
 The file id comes from the link: `drive.google.com/file/d/{id}`, `open?id={id}`, `uc?id={id}`,
 `drive/folders/{id}` (also `drive/u/0/folders/{id}`), `docs.google.com/{spreadsheets,document,
@@ -16,15 +16,17 @@ import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, quote, urlsplit
 
-from shared.sources import oauth
 from shared.core.errors import SourceError
 from shared.sources import documents, files
 from shared.sources import http as web
 from shared.sources.webdav import supported_name
 from shared.core.tenancy import identifier
+from shared.sources.detection import Hint, Signals
+from shared.sources.oauth.api import ApiSession
+from shared.sources.oauth.providers import OAuthProvider, ProviderConfig
+from shared.sources.registry import Connector, register
 
 PROVIDER = "gdrive"
-USES_ENV = True
 MAX_FILES = 200
 MAX_PAGES = 1000
 FOLDER = "application/vnd.google-apps.folder"
@@ -58,15 +60,15 @@ def file_id(hint: str) -> str:
     return found
 
 
-def _session(env) -> oauth.ApiSession:
-    return oauth.ApiSession(env, PROVIDER, env.settings.gdrive_url)
+def _session(env) -> ApiSession:
+    return ApiSession(env, PROVIDER, env.settings.gdrive_url)
 
 
-def _get(session: oauth.ApiSession, fid: str) -> dict:
+def _get(session: ApiSession, fid: str) -> dict:
     return session.get_json(f"/files/{quote(fid, safe='')}", params={"fields": FIELDS, "supportsAllDrives": "true"})
 
 
-def listing(session: oauth.ApiSession, folder: str) -> list[dict]:
+def listing(session: ApiSession, folder: str) -> list[dict]:
     """Every file in the folder, page after page (nextPageToken)."""
     items: list[dict] = []
     token = None
@@ -147,3 +149,44 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         session.download(stream["location"], dest)
         return web.extract_file(dest, stream, out_dir, name=PurePosixPath(file_name(stream)).name,
                                 part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+
+
+class GoogleOAuth(OAuthProvider):
+    """Google's OAuth 2.0 endpoints (UDB_OAUTH_GOOGLE_*)."""
+    name = "google"
+    label = "Google (Drive)"
+
+    def config(self, settings) -> ProviderConfig:
+        # offline + consent: Google returns a refresh token only then.
+        return ProviderConfig(self.name, self.label, settings.google_auth_url, settings.google_token_url,
+                              settings.google_device_url, settings.google_client_id, settings.google_client_secret,
+                              settings.google_scopes,
+                              (("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")),
+                              "UDB_OAUTH_GOOGLE_CLIENT_ID")
+
+
+# Link hosts and what detect says of each.
+HOST_REASONS = {"drive.google.com": "Google Drive link (drive.google.com)",
+                "docs.google.com": "Google Docs/Sheets link (docs.google.com)"}
+
+
+@register
+class GdriveConnector(Connector):
+    """Google Drive files and folders, Sheets and Docs exported, with the tenant's token."""
+    providers = (PROVIDER,)
+    oauth = GoogleOAuth()
+
+    def signals(self, hint: Hint) -> Signals | None:
+        if not hint.is_web:
+            return None
+        host = (hint.url.host or "").lower()
+        for suffix, reason in HOST_REASONS.items():
+            if host == suffix or host.endswith("." + suffix):
+                return Signals(claim=True).add(PROVIDER, 0.97, reason)
+        return None
+
+    def inspect(self, hint, env):
+        return inspect(hint, env=env)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import re
 import shutil
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -25,9 +27,10 @@ from shared.core.errors import SourceError
 from shared.core.settings import Settings
 from shared.sources import documents, files
 from shared.core.tenancy import identifier
+from shared.sources.detection import PROBE_BYTES, PROBE_CONNECT, PROBE_DEADLINE, PROBE_READ, Hint, Scores, Signals
+from shared.sources.registry import Connector, register
 
 PROVIDER = "http"
-USES_ENV = True
 OPTIONS = frozenset({"auth", "headers"})
 SCHEMES = ("http", "https")
 REDACTED = "***"
@@ -44,6 +47,8 @@ DATA_TYPES = {
     "text/html": "html", "text/markdown": "markdown", "text/x-markdown": "markdown", "text/plain": None,
 }
 DATA_FORMATS = frozenset(files.FORMATS.values())
+# URL path extensions that name a data file (.txt and .json could as well be an API's answer).
+DATA_EXTENSIONS = frozenset(ext for ext in files.FORMATS if ext not in (".txt", ".json"))
 
 
 # ---------------------------------------------------------------- hints
@@ -304,33 +309,19 @@ def file_format(name: str, ctype: str, path: Path) -> str:
     fmt = documents.FORMATS.get(ext) if ext != ".txt" else None
     fmt = fmt or files.FORMATS.get(ext)
     if ext == ".txt":
-        fmt = "csv" if _looks_tabular(head) else "text"
+        fmt = "csv" if files.looks_tabular(head) else "text"
     if fmt is None and ctype in DATA_TYPES:
         fmt = DATA_TYPES[ctype]
         if fmt == "json" and head.lstrip()[:1] == b"{" and b"\n{" in head:
             fmt = "ndjson"
     if fmt is None:
         fmt = documents.sniff(head) or files._sniff_kind(head)
-        if fmt == "csv" and not _looks_tabular(head):
+        if fmt == "csv" and not files.looks_tabular(head):
             fmt = "text"
     if fmt is None:
         raise SourceError(f"{name}: cannot tell the file type (Content-Type {ctype or 'none'}, "
                           f"supported: {files.supported()}, {documents.supported()})")
     return fmt
-
-
-def _looks_tabular(head: bytes) -> bool:
-    """Text whose first lines split into the same number (> 1) of fields on one delimiter."""
-    lines = [line for line in head.decode("utf-8", "replace").splitlines()[:20] if line.strip()]
-    if len(head) >= files.SNIFF_BYTES and len(lines) > 1:
-        lines = lines[:-1]
-    if len(lines) < 2:
-        return False
-    for delim in (",", "\t", ";", "|"):
-        counts = {line.count(delim) for line in lines}
-        if len(counts) == 1 and counts.pop() > 0:
-            return True
-    return False
 
 
 def describe_file(path: Path, fmt: str, *, name: str, location: str, size: int) -> dict:
@@ -429,3 +420,184 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         download(http, url, dest, cap=max_download_bytes(), headers=headers, params=params, auth=auth)
         return extract_file(dest, stream, out_dir, name=name, part_bytes=part_bytes,
                             memory_limit=memory_limit, threads=threads)
+
+
+def url_file_kind(url: httpx.URL) -> tuple[str | None, str]:
+    """What the extension of an http(s) URL's path names, and the extension: ("data", ".csv"),
+    ("document", ".pdf"), ("json", ".json"), or (None, ext) for anything else (an API, a page)."""
+    ext = PurePosixPath(PurePosixPath(url.path).name).suffix.lower()
+    if ext in DATA_EXTENSIONS:
+        return "data", ext
+    if ext in documents.FORMATS and ext != ".txt":
+        return "document", ext
+    if ext == ".json":
+        return "json", ext
+    return None, ext
+
+
+# ---------------------------------------------------------------- the probe web connectors share
+
+@dataclass
+class WebAnswer:
+    """What the one GET probe of an http(s) hint found. `unreachable` says why nothing answered
+    (the hint cannot be discovered); `error` a failure after connecting; else the status, the
+    content type, the first PROBE_BYTES of the body (`complete` when that was all of it), and
+    `kind`: what those bytes are (parquet, pdf, zip, data, ndjson, json, json-large, html, text)."""
+    url: httpx.URL
+    unreachable: str | None = None
+    error: str | None = None
+    response: httpx.Response | None = None
+    status: int = 0
+    ctype: str = ""
+    head: bytes = b""
+    complete: bool = True
+    kind: str | None = None
+    data_format: str | None = None  # the format the content type maps to, for kind "data"
+
+    def json_body(self):
+        """The parsed body (ValueError when it is not JSON)."""
+        return json.loads(self.head)
+
+
+def _kind(ctype: str, head: bytes) -> tuple[str | None, str | None]:
+    """(kind, data format) of a GET answer from its first bytes and content type."""
+    if head.startswith(b"PAR1"):
+        return "parquet", None
+    if head.startswith(b"%PDF-"):
+        return "pdf", None
+    if head.startswith(b"PK\x03\x04"):
+        return "zip", None
+    mapped = DATA_TYPES.get(ctype)
+    if mapped and mapped not in ("json", "ndjson", "html"):
+        return "data", mapped
+    stripped = head.lstrip()
+    if ctype.endswith("json") or stripped[:1] in (b"[", b"{"):
+        if ctype in ("application/x-ndjson", "application/ndjson", "application/jsonl") or (
+                stripped[:1] == b"{" and b"\n{" in stripped):
+            return "ndjson", None
+        return "json", None
+    if ctype == "text/html":
+        return "html", None
+    if ctype.startswith("text/"):
+        return "text", None
+    return None, None
+
+
+def probe_client() -> httpx.Client:
+    return netguard.client(deadline=PROBE_DEADLINE, connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ)
+
+
+def without_userinfo(url) -> tuple[httpx.URL, dict]:
+    """The URL without `user:password@` and the auth to send instead: httpx logs every URL it
+    requests (logger "httpx", INFO), so a password in it would reach the logs
+    (tests/security/test_secrets.py)."""
+    url = httpx.URL(str(url))
+    if not url.userinfo:
+        return url, {}
+    return url.copy_with(userinfo=b""), {"auth": (url.username, url.password)}
+
+
+def _read_head(response: httpx.Response) -> tuple[bytes, bool]:
+    chunks, total = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        total += len(chunk)
+        if total >= PROBE_BYTES:
+            return b"".join(chunks)[:PROBE_BYTES], False
+    return b"".join(chunks), True
+
+
+def get_probe(url: httpx.URL) -> WebAnswer:
+    """GET the URL (at most PROBE_BYTES) through the SSRF guard."""
+    url, auth = without_userinfo(url)
+    try:
+        with probe_client() as http:
+            response = netguard.send(http, "GET", str(url), stream=True,
+                                     headers={"Accept": "application/json, */*;q=0.5"}, **auth)
+            try:
+                head, complete = _read_head(response)
+            finally:
+                response.close()
+    except netguard.BlockedAddress as exc:
+        return WebAnswer(url, unreachable=str(exc))
+    except SourceError as exc:
+        return WebAnswer(url, unreachable=str(exc))
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        return WebAnswer(url, unreachable=describe_error(url, exc))
+    except httpx.HTTPError as exc:
+        return WebAnswer(url, error=describe_error(url, exc))
+    ctype = content_type(response)
+    kind, data_format = _kind(ctype, head) if response.status_code < 400 else (None, None)
+    return WebAnswer(url, response=response, status=response.status_code, ctype=ctype, head=head,
+                     complete=complete, kind=kind, data_format=data_format)
+
+
+def web_answer(hint: Hint) -> WebAnswer:
+    """The answer to one GET of an http(s) hint: made by the first connector that asks, shared
+    with the others (http, rest, webdav) through the hint."""
+    if "get" not in hint.shared:
+        hint.shared["get"] = get_probe(hint.url)
+    return hint.shared["get"]
+
+
+@register
+class HttpConnector(Connector):
+    """A file at an http(s) URL: data (CSV, Parquet, JSON, Excel...) or a document."""
+    providers = (PROVIDER,)
+    options = OPTIONS
+
+    def signals(self, hint: Hint) -> Signals | None:
+        if not hint.is_web:
+            return None
+        kind, ext = url_file_kind(hint.url)
+        if kind == "data":
+            return Signals().add(PROVIDER, 0.75, f"URL path ends in a data file extension ({ext})")
+        if kind == "document":
+            return Signals().add(PROVIDER, 0.75, f"URL path ends in a document extension ({ext})")
+        if kind == "json":
+            return Signals().add(PROVIDER, 0.6, "URL path ends in .json (a JSON file)")
+        return Signals().add(PROVIDER, 0.3, "an http(s) URL")
+
+    def probe(self, hint: Hint, scores: Scores) -> str | None:
+        """The shared GET's content: magic bytes, content type, JSON lines, text (records in a
+        static .json file are rest.py's to find: it adds this provider's signal for them)."""
+        if not hint.is_web:
+            return None
+        answer = web_answer(hint)
+        if answer.unreachable or answer.error:
+            return answer.unreachable
+        if answer.status >= 400:
+            if answer.status not in (401, 403):
+                scores.note(PROVIDER, f"GET answered {answer.status}")
+            return None
+        kind, ctype = answer.kind, answer.ctype
+        if kind == "parquet":
+            scores.add(PROVIDER, 0.95, "content starts with PAR1 (Parquet)")
+        elif kind == "pdf":
+            scores.add(PROVIDER, 0.95, "content starts with %PDF- (a PDF document)")
+        elif kind == "zip":
+            scores.add(PROVIDER, 0.9, "content is a zip container (Excel .xlsx or Word .docx)")
+        elif kind == "data":
+            mapped = answer.data_format
+            scores.add(PROVIDER, 0.95 if mapped in ("csv", "tsv", "parquet", "xlsx") else 0.8,
+                       f"Content-Type {ctype} ({mapped})")
+        elif kind == "ndjson":
+            scores.add(PROVIDER, 0.9, "newline-delimited JSON (one object per line)")
+        elif kind == "json" and not answer.complete:
+            scores.add(PROVIDER, 0.6, "a large JSON document")
+        elif kind == "html":
+            scores.add(PROVIDER, 0.6, "Content-Type text/html (a web page: read as a document)")
+        elif kind == "text":
+            tabular = files.looks_tabular(answer.head)
+            scores.add(PROVIDER, 0.8 if tabular else 0.6,
+                       f"Content-Type {ctype}, {'delimited columns (CSV)' if tabular else 'text'}")
+        return None
+
+    def inspect(self, hint, env):
+        return inspect(hint, env=env)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+
+    def redact(self, hint: str) -> str:
+        return redact(hint)

@@ -1,5 +1,5 @@
 """OneDrive and SharePoint share links through Microsoft Graph, with the tenant's OAuth token
-(`shared/sources/oauth.py`).
+(`shared/sources/oauth/`).
 
 A share link (1drv.ms, onedrive.live.com, *.sharepoint.com) becomes a share id: "u!" + the
 unpadded base64url of the URL. `inspect` reads `GET /shares/{shareId}/driveItem`: a file is one
@@ -16,15 +16,17 @@ import base64
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
-from shared.sources import oauth
 from shared.core.errors import SourceError
 from shared.sources import documents, files
 from shared.sources import http as web
 from shared.sources.webdav import supported_name
 from shared.core.tenancy import identifier
+from shared.sources.detection import Hint, Signals
+from shared.sources.oauth.api import ApiSession
+from shared.sources.oauth.providers import OAuthProvider, ProviderConfig
+from shared.sources.registry import Connector, register
 
 PROVIDERS = ("onedrive", "sharepoint")
-USES_ENV = True
 MAX_FILES = 200
 MAX_PAGES = 1000
 ITEM_FIELDS = "id,name,size,file,folder,parentReference"
@@ -53,8 +55,8 @@ def parse(hint: str) -> str:
     return link
 
 
-def _session(env, provider: str) -> oauth.ApiSession:
-    return oauth.ApiSession(env, provider, env.settings.graph_url)
+def _session(env, provider: str) -> ApiSession:
+    return ApiSession(env, provider, env.settings.graph_url)
 
 
 def file_name(stream: dict) -> str:
@@ -77,7 +79,7 @@ def _content_path(item: dict, sid: str, top: bool) -> str:
     return f"/drives/{quote(drive, safe='!')}/items/{quote(item['id'], safe='!')}/content"
 
 
-def children(session: oauth.ApiSession, sid: str) -> list[dict]:
+def children(session: ApiSession, sid: str) -> list[dict]:
     """Every child of the shared folder, page after page (@odata.nextLink)."""
     items: list[dict] = []
     page = f"/shares/{sid}/driveItem/children"
@@ -140,3 +142,48 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         session.download(stream["location"], dest)
         return web.extract_file(dest, stream, out_dir, name=name, part_bytes=part_bytes,
                                 memory_limit=memory_limit, threads=threads)
+
+
+class MicrosoftOAuth(OAuthProvider):
+    """Microsoft identity platform v2 (Entra ID): authorize, token and device endpoints under
+    the authority (UDB_OAUTH_MS_AUTHORITY)."""
+    name = "microsoft"
+    label = "Microsoft (OneDrive/SharePoint)"
+
+    def config(self, settings) -> ProviderConfig:
+        base = settings.ms_authority.rstrip("/")
+        return ProviderConfig(self.name, self.label, f"{base}/authorize", f"{base}/token", f"{base}/devicecode",
+                              settings.ms_client_id, settings.ms_client_secret, settings.ms_scopes,
+                              (("response_mode", "query"),), "UDB_OAUTH_MS_CLIENT_ID", refresh_scopes=True)
+
+
+# Share-link hosts: (host, provider, reason); *.sharepoint.com is told apart below.
+SHARE_HOSTS = (("1drv.ms", "onedrive", "OneDrive short share link (1drv.ms)"),
+               ("onedrive.live.com", "onedrive", "OneDrive share link (onedrive.live.com)"))
+
+
+@register
+class MsGraphConnector(Connector):
+    """OneDrive and SharePoint share links, read through Microsoft Graph with the tenant's token."""
+    providers = PROVIDERS
+    oauth = MicrosoftOAuth()
+
+    def signals(self, hint: Hint) -> Signals | None:
+        if not hint.is_web:
+            return None
+        host = (hint.url.host or "").lower()
+        for suffix, provider, reason in SHARE_HOSTS:
+            if host == suffix or host.endswith("." + suffix):
+                return Signals(claim=True).add(provider, 0.97, reason)
+        if host.endswith("-my.sharepoint.com"):
+            return (Signals(claim=True).add("onedrive", 0.95, "OneDrive for Business link (*-my.sharepoint.com)")
+                    .add("sharepoint", 0.75, "a SharePoint host"))
+        if host.endswith(".sharepoint.com"):
+            return Signals(claim=True).add("sharepoint", 0.97, "SharePoint link (*.sharepoint.com)")
+        return None
+
+    def inspect(self, hint, env):
+        return inspect(hint, env=env)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

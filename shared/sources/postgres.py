@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,10 @@ from shared.security import netguard
 from shared.core.errors import NotFound, SourceError, TransientError
 from shared.storage import syncstate as state
 from shared.core.tenancy import identifier
+from shared.sources.detection import Hint, Scores, Signals
+from shared.sources.registry import Connector, register
 
 PROVIDER = "postgres"
-USES_ENV = True  # the tenant's secret store holds the password
 OPTIONS = frozenset({"incremental"})
 SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 5
@@ -516,3 +518,69 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     finally:
         con.close()
     return int(rows)
+
+
+# libpq's key=value connection strings: recognised, but only a postgresql:// URI is read.
+LIBPQ_KEYWORDS = re.compile(r"^\s*(host|dbname|user|port|hostaddr)\s*=", re.I)
+
+
+def probe_postgres(dsn: Dsn, *, connect_timeout: int = 2) -> dict:
+    """Connect once with psycopg at the checked address: {"version", "parameters"}, where
+    `parameters` are the connection parameters libpq used (psycopg never returns the password)."""
+    import psycopg
+
+    conninfo = pinned_conninfo(dsn, dsn.password)
+    with psycopg.connect(conninfo + f" connect_timeout={int(connect_timeout)}", autocommit=True) as con:
+        return {"version": con.info.server_version, "parameters": con.info.get_parameters()}
+
+
+def _probe(hint: str, scores: Scores) -> None:
+    """Connect once with the hint's own password (never a stored one: the probe runs before
+    the tenant's catalogue step), at the address the SSRF guard checked (`hostaddr`)."""
+    try:
+        dsn = parse(hint)
+    except SourceError:
+        return  # not probed; the catalogue step gives the reason
+    import psycopg
+
+    started = time.monotonic()
+    try:
+        answer = probe_postgres(dsn)
+        where = answer["parameters"].get("hostaddr") or dsn.host or "localhost"
+        scores.note(PROVIDER, f"connected to {where} (PostgreSQL {answer['version'] // 10000}) "
+                              f"in {1000 * (time.monotonic() - started):.0f} ms")
+    except SourceError:
+        return  # refused by the SSRF guard: the catalogue step gives the reason
+    except psycopg.Error as exc:
+        reason = _reason(exc, dsn)
+        if "password" in reason or "authentication" in reason or "does not exist" in reason:
+            scores.note(PROVIDER, f"a PostgreSQL server answered: {reason}")
+
+
+@register
+class PostgresConnector(Connector):
+    """Tables of a PostgreSQL database (a postgresql:// DSN), optionally incremental."""
+    providers = (PROVIDER,)
+    schemes = SCHEMES
+    options = OPTIONS
+
+    def signals(self, hint: Hint) -> Signals | None:
+        if hint.scheme in SCHEMES:
+            return Signals().add(PROVIDER, 0.95, "DSN syntax")
+        if not hint.scheme and LIBPQ_KEYWORDS.match(hint.text):
+            return Signals(claim=True).add(PROVIDER, 0.6, "libpq key=value syntax (give a postgresql:// URI)")
+        return None
+
+    def probe(self, hint: Hint, scores: Scores) -> str | None:
+        if hint.scheme in SCHEMES:
+            _probe(hint.text, scores)
+        return None
+
+    def inspect(self, hint, env):
+        return inspect(hint, env=env)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+
+    def redact(self, hint: str) -> str:
+        return redact(hint)

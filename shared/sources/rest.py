@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -43,9 +43,10 @@ from shared.core.settings import Settings
 from shared.sources import http as web
 from shared.storage import syncstate as state
 from shared.core.tenancy import identifier
+from shared.sources.detection import PROBE_BYTES, Hint, Scores, Signals
+from shared.sources.registry import Connector, register
 
 PROVIDER = "rest"
-USES_ENV = True
 OPTIONS = frozenset({"record_path", "paginator", "auth", "headers", "params", "incremental", "primary_key",
                      "name", "max_pages"})
 RECORD_KEYS = ("data", "items", "results", "records", "value", "entries", "rows", "objects", "hits",
@@ -609,3 +610,79 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
     if field is not None and env is not None and env.source_id and env.store is not None and newest is not None:
         save_cursor(env, stream["name"], field, newest)
     return int(written)
+
+
+# A URL path that looks like an API's: /api/, /v1/, /rest/, /graphql, /odata.
+API_PATH = re.compile(r"/(api|v\d+|rest|graphql|odata)(/|$)", re.I)
+
+
+@register
+class RestConnector(Connector):
+    """A JSON API at an http(s) URL: records found, pages followed, optionally incremental."""
+    providers = (PROVIDER,)
+    options = OPTIONS
+
+    def signals(self, hint: Hint) -> Signals | None:
+        if not hint.is_web:
+            return None
+        kind, _ = web.url_file_kind(hint.url)
+        if kind == "json":
+            return Signals().add(PROVIDER, 0.5, "URL path ends in .json (could be an API)")
+        if kind is None:
+            api = bool(API_PATH.search(hint.url.path))
+            return Signals().add(PROVIDER, 0.5 if api else 0.4,
+                                 "URL path looks like an API" if api else "an http(s) URL")
+        return None
+
+    def probe(self, hint: Hint, scores: Scores) -> str | None:
+        """The shared GET's answer: credentials asked for, JSON records, pagination."""
+        if not hint.is_web:
+            return None
+        answer = web.web_answer(hint)
+        if answer.unreachable:
+            return answer.unreachable
+        if answer.error:
+            scores.note(PROVIDER, f"GET probe failed: {answer.error}")
+            return None
+        code = answer.status
+        if code in (401, 403):
+            scores.add(PROVIDER, 0.6, f"GET answered {code}: needs credentials (options.auth)")
+            return None
+        if code >= 400:
+            scores.note(PROVIDER, f"GET answered {code}")
+            return None
+        if answer.kind != "json" or answer.response is None:
+            return None
+        if not answer.complete:
+            scores.add(PROVIDER, 0.6, f"JSON response larger than {PROBE_BYTES // 1024} KiB (shape not checked)")
+            return None
+        try:
+            body = answer.json_body()
+        except ValueError:
+            scores.note(PROVIDER, "body is not valid JSON")
+            return None
+        try:
+            path, records = find_records(body)
+        except SourceError:
+            scores.add(PROVIDER, 0.5, "JSON without an array of records")
+            return None
+        where = ".".join(path) or "the top level"
+        spec, reason = detect_paginator(answer.url, answer.response, body, records)
+        static_file = PurePosixPath(answer.url.path).name.lower().endswith(".json")
+        if spec["type"] != "none":
+            scores.add(PROVIDER, 0.95, f"JSON records at {where}; pagination: {reason}")
+        elif path:
+            scores.add(PROVIDER, 0.9, f"JSON object with a records array at {where}")
+        else:
+            scores.add(PROVIDER, 0.8 if not static_file else 0.7, "JSON array of records at the top level")
+        if static_file:  # records in a file: as much a file to download (http.py) as an API
+            scores.add(web.PROVIDER, 0.8, "a .json file URL")
+        if not records:
+            scores.note(PROVIDER, "the first page has no records")
+        return None
+
+    def inspect(self, hint, env):
+        return inspect(hint, env=env)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

@@ -48,9 +48,10 @@ from shared.core.errors import SourceError, TransientError
 from shared.core.settings import Settings
 from shared.sources import files
 from shared.core.tenancy import identifier
+from shared.sources.detection import PROBE_CONNECT, PROBE_READ, Hint, Scores, Signals
+from shared.sources.registry import Connector, register
 
 PROVIDER = "s3"
-USES_ENV = True  # options (another S3), the tenant's secret store, the settings
 OPTION_FIELDS = ("endpoint", "region", "access_key_id", "secret_access_key")
 OPTIONS = frozenset({*OPTION_FIELDS, "name", "incremental"})
 # What UDB reads from a bucket: the local file formats minus Excel.
@@ -666,3 +667,50 @@ def _extract(url: str, fmt: str, bucket: str, key: str, config: S3Config, out_di
     finally:
         con.close()
     return int(rows)
+
+
+def _probe(hint: str, scores: Scores) -> None:
+    """ListObjectsV2 of one key, with UDB's own keys from the settings or unsigned: never the
+    host's default credential chain, and never UDB's own bucket."""
+    config = S3Config.from_env()
+    if not config.endpoint and not config.access_key:
+        return  # no S3 configured here: nothing to probe
+    try:
+        bucket, key = parse(hint)
+    except SourceError:
+        return
+    if bucket == Settings.from_env().bucket:
+        return  # UDB's own bucket is never a source: not even whether a key exists may leak
+    client = config.client(connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ, attempts=1)
+    try:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        scores.note(PROVIDER, "ListObjectsV2 answered" + ("" if listed.get("KeyCount") else " (no objects there)"))
+    except ClientError as exc:
+        scores.note(PROVIDER, f"ListObjectsV2 answered {exc.response.get('Error', {}).get('Code', 'an error')}")
+    except BotoCoreError:
+        pass  # unreachable: the catalogue step says why
+
+
+@register
+class S3Connector(Connector):
+    """Objects under an s3:// prefix (UDB's S3, or another with options), optionally incremental."""
+    providers = (PROVIDER,)
+    schemes = ("s3",)
+    options = OPTIONS
+
+    def signals(self, hint: Hint) -> Signals | None:
+        return Signals().add(PROVIDER, 0.95, "scheme s3") if hint.scheme == "s3" else None
+
+    def probe(self, hint: Hint, scores: Scores) -> str | None:
+        if hint.scheme == "s3":
+            _probe(hint.text, scores)
+        return None
+
+    def inspect(self, hint, env):
+        return inspect(hint, env=env)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+
+    def redact(self, hint: str) -> str:
+        return redact(hint)

@@ -19,9 +19,10 @@ from urllib.parse import quote, unquote
 from shared.core.errors import NotFound, SourceError
 from shared.sources import http as web
 from shared.core.tenancy import identifier
+from shared.sources.detection import Hint, Signals
+from shared.sources.registry import Connector, register
 
 PROVIDER = "upload"
-USES_ENV = True
 OPTIONS = frozenset({"table"})
 SCHEME = "upload://"
 UPLOAD_ID_RE = re.compile(r"^up-[0-9a-f]{16}$")
@@ -94,3 +95,22 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         _, name = _fetch(env, stream["location"], dest)
         return web.extract_file(dest, stream, out_dir, name=name, part_bytes=part_bytes,
                                 memory_limit=memory_limit, threads=threads)
+
+
+@register
+class UploadConnector(Connector):
+    """A file uploaded to POST /uploads, named upload://<id>/<filename>."""
+    providers = (PROVIDER,)
+    schemes = ("upload",)
+    options = OPTIONS
+
+    def signals(self, hint: Hint) -> Signals | None:
+        if hint.scheme != "upload":
+            return None
+        return Signals().add(PROVIDER, 0.99, "scheme upload:// (a file uploaded to POST /uploads)")
+
+    def inspect(self, hint, env):
+        return inspect(hint, env=env)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

@@ -20,9 +20,10 @@ from shared.core.errors import SourceError
 from shared.sources import documents, files
 from shared.sources import http as web
 from shared.core.tenancy import identifier
+from shared.sources.detection import Hint, Scores, Signals
+from shared.sources.registry import Connector, register
 
 PROVIDER = "webdav"
-USES_ENV = True
 OPTIONS = frozenset({"auth", "headers"})
 SCHEMES = {"webdav": "http", "dav": "http", "webdavs": "https", "davs": "https"}
 MAX_FILES = 200
@@ -150,3 +151,59 @@ def inspect(hint: str, *, env=None) -> dict:
 def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_limit: str = "1GB",
             threads: int = 2) -> int:
     return web.extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+
+
+def _probe(url: str, scores: Scores, *, only: bool) -> str | None:
+    """PROPFIND Depth 0: 207 Multi-Status means WebDAV. `only`: the hint's scheme says WebDAV,
+    so a failure is the hint's (unreachable), not just a signal that is missing."""
+    from shared.security import netguard
+
+    bare, auth = web.without_userinfo(url)
+    try:
+        with web.probe_client() as http:
+            entries = propfind(http, str(bare), depth="0", **auth)
+    except netguard.BlockedAddress as exc:
+        return str(exc) if only else None
+    except SourceError as exc:
+        if only:
+            scores.note(PROVIDER, f"PROPFIND probe: {exc}")
+            text = str(exc)
+            return text if "cannot connect" in text or "no connection" in text or "resolve" in text else None
+        return None
+    except httpx.HTTPError:
+        return None
+    collection = bool(entries and entries[0]["collection"])
+    scores.add(PROVIDER, 0.98 if collection else 0.9,
+               "PROPFIND answered 207 Multi-Status" + (" (a folder)" if collection else " (a file)"))
+    return None
+
+
+@register
+class WebdavConnector(Connector):
+    """Files of a WebDAV folder (webdav://, davs://, or an http(s) URL answering PROPFIND)."""
+    providers = (PROVIDER,)
+    schemes = tuple(SCHEMES)
+    options = OPTIONS
+
+    def signals(self, hint: Hint) -> Signals | None:
+        if hint.scheme in SCHEMES:
+            return Signals().add(PROVIDER, 0.97, f"scheme {hint.scheme}://")
+        if hint.is_web and web.url_file_kind(hint.url)[0] is None:
+            return Signals().add(PROVIDER, 0.3, "an http(s) URL")
+        return None
+
+    def probe(self, hint: Hint, scores: Scores) -> str | None:
+        if hint.scheme in SCHEMES:
+            return _probe(to_http(hint.text), scores, only=True)
+        if hint.is_web and web.web_answer(hint).unreachable is None:
+            _probe(str(hint.url), scores, only=False)
+        return None
+
+    def inspect(self, hint, env):
+        return inspect(hint, env=env)
+
+    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+
+    def redact(self, hint: str) -> str:
+        return redact(hint)

@@ -27,7 +27,7 @@ from functions.sync.handler import handle as sync
 from shared.core import events
 from shared.core.errors import SourceError, TransientError
 from shared.serving.runtime import invoke
-from shared.sources import files, module_for, postgres, redact, s3
+from shared.sources import files, postgres, redact, s3
 from tests.conftest import write_sales
 
 pytestmark = pytest.mark.integration
@@ -243,7 +243,7 @@ def test_s3_config_comes_from_udb_settings(monkeypatch, s3cfg, bucket):
     monkeypatch.setenv("UDB_S3_ACCESS_KEY", s3cfg.access_key)
     monkeypatch.setenv("UDB_S3_SECRET_KEY", s3cfg.secret_key)
     assert s3.S3Config.from_env() == s3cfg
-    assert [s["name"] for s in module_for("s3").inspect(f"s3://{bucket['name']}/data/")["streams"]] == \
+    assert [s["name"] for s in s3.inspect(f"s3://{bucket['name']}/data/")["streams"]] == \
         ["items", "sales"]
 
 
@@ -288,7 +288,7 @@ def test_s3_udb_own_bucket_is_never_a_source(monkeypatch, s3cfg, bucket, setting
     monkeypatch.setenv("UDB_BUCKET", bucket["name"])
     hint = f"s3://{bucket['name']}/tenants/other/staging/"
     with pytest.raises(SourceError, match="UDB's own bucket"):
-        module_for("s3").inspect(hint)
+        s3.inspect(hint)
     # Not even the detection probe looks (whether a key exists would leak).
     assert not any("ListObjectsV2" in r for c in detect(hint)["candidates"] for r in c["reasons"])
     # A catalogue made elsewhere does not open it at sync either.
@@ -304,7 +304,7 @@ def test_s3_udb_own_bucket_is_never_a_source(monkeypatch, s3cfg, bucket, setting
     monkeypatch.setenv("UDB_BUCKET", "udb")
     monkeypatch.setenv("UDB_S3_SOURCE_BUCKETS", "shared-data,reference")
     with pytest.raises(SourceError, match="not a source bucket here"):
-        module_for("s3").inspect(f"s3://{bucket['name']}/data/")
+        s3.inspect(f"s3://{bucket['name']}/data/")
 
 
 @pytest.mark.security
@@ -322,7 +322,7 @@ def test_s3_another_endpoint_in_options_keeps_its_key_secret(monkeypatch, s3cfg,
     # The endpoint passes the SSRF guard: a loopback S3 is refused unless allowlisted.
     guarded = runtime.start("discover", settings)
     with pytest.raises(SourceError, match="127.0.0.1"):
-        module_for("s3").inspect(hint, env=SourceEnv.of(guarded, TENANT, options))
+        s3.inspect(hint, env=SourceEnv.of(guarded, TENANT, options))
     allowed = replace(settings, net_allowlist="127.0.0.1")
     ctxs = {f: runtime.start(f, allowed) for f in ("discover", "sync")}
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint, "options": options}, tenant=TENANT,
@@ -342,7 +342,7 @@ def test_s3_another_endpoint_in_options_keeps_its_key_secret(monkeypatch, s3cfg,
     for bad, message in (({"access_key_id": "a"}, "go together"), ({"bucket_region": "x"}, "unknown fields"),
                          ({"endpoint": "minio:9000"}, "http\\(s\\) URL")):
         with pytest.raises(SourceError, match=message):
-            module_for("s3").inspect(hint, env=SourceEnv.of(ctxs["discover"], TENANT, bad))
+            s3.inspect(hint, env=SourceEnv.of(ctxs["discover"], TENANT, bad))
 
 
 class _RedirectingS3(http.server.BaseHTTPRequestHandler):
@@ -405,12 +405,12 @@ def test_s3_endpoint_redirects_are_checked_by_the_ssrf_guard(settings, tmp_path)
         env = SourceEnv.of(ctx, TENANT, options)
         # boto3 (listing, sniffing) does not follow a redirect to another host: it gives up.
         with pytest.raises(SourceError, match="refused to connect to 127.0.0.2|keeps redirecting|302"):
-            module_for("s3").inspect("s3://data/x.parquet", env=env)
+            s3.inspect("s3://data/x.parquet", env=env)
         # DuckDB does follow it, and the proxy refuses the hop.
         stream = {"name": "x", "format": "parquet", "location": "s3://data/x.parquet",
                   "options": {**options, "secret_access_key": env.keep_secret("k", "s")}}
         with pytest.raises(SourceError, match="refused to connect to 127.0.0.2"):
-            module_for("s3").extract(stream, tmp_path / "out", env=env, part_bytes=1024)
+            s3.extract(stream, tmp_path / "out", env=env, part_bytes=1024)
         assert _Metadata.hits == 0
     finally:
         for server in (metadata, hostile):
@@ -573,7 +573,7 @@ def test_pg_password_comes_back_from_the_tenants_store_only(pg_db, pg_env, tmp_p
     with pytest.raises(SourceError, match="no password supplied.*never used"):
         postgres.extract(bare, tmp_path / "b", part_bytes=1 << 20)
     # ... and a bare module call (no tenant, no store) keeps nothing.
-    catalogue = module_for("postgres").inspect(full_dsn(pg_db, table="sales.items"))
+    catalogue = postgres.inspect(full_dsn(pg_db, table="sales.items"))
     assert "options" not in catalogue["streams"][0]
 
 

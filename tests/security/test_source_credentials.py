@@ -21,7 +21,8 @@ import psycopg
 import pytest
 
 from devstack import services
-from functions.discover.detect import detect, probe_postgres
+from functions.discover.detect import detect
+from shared.sources.postgres import probe_postgres
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
 from shared.core import events

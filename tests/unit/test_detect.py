@@ -7,7 +7,7 @@ import pytest
 
 from functions.discover.detect import AMBIGUITY_MARGIN, detect
 from shared.core.errors import SourceError
-from shared.sources import module_for, redact, rest, upload
+from shared.sources import connector_for, needs_oauth, redact, registry, rest, upload
 
 pytestmark = pytest.mark.unit
 
@@ -32,12 +32,12 @@ def test_syntax_signals(hint, provider, confidence, reason):
 
 
 def test_share_links_have_oauth_connectors():
-    from shared.sources import OAUTH_PROVIDERS, gdrive, msgraph
-    assert {p: module_for(p) for p in OAUTH_PROVIDERS} == {"onedrive": msgraph, "sharepoint": msgraph,
-                                                           "gdrive": gdrive}
-    assert all(getattr(module_for(p), "USES_ENV", False) for p in OAUTH_PROVIDERS)  # tokens: the secret store
+    from shared.sources import gdrive, msgraph
+    assert {p: type(connector_for(p)) for p in registry.providers() if needs_oauth(p)} == {
+        "onedrive": msgraph.MsGraphConnector, "sharepoint": msgraph.MsGraphConnector, "gdrive": gdrive.GdriveConnector}
+    assert connector_for("sharepoint").oauth.name == "microsoft" and connector_for("gdrive").oauth.name == "google"
     with pytest.raises(SourceError, match="unknown provider 'dropbox'"):
-        module_for("dropbox")
+        connector_for("dropbox")
 
 
 @pytest.mark.parametrize("hint, ranked", [

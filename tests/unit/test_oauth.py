@@ -185,7 +185,7 @@ def test_tokens_refresh_on_expiry_and_keep_the_refresh_token(settings, secrets, 
     tokens = oauth.Tokens(secrets, TENANT, oauth.config("onedrive", settings), clock=lambda: now[0])
     tokens.save({"access_token": "a1", "refresh_token": "r1", "expires_in": 3600})
     script = Script({"access_token": "a2", "expires_in": 3600})  # no new refresh token: keep r1
-    monkeypatch.setattr(oauth, "token_request", script)
+    monkeypatch.setattr(oauth.providers, "token_request", script)
     assert tokens.access_token() == "a1" and script.calls == []
     now[0] += 3600 - 59  # within the skew (60 s): refresh
     assert tokens.access_token() == "a2"
@@ -198,7 +198,7 @@ def test_tokens_refresh_on_expiry_and_keep_the_refresh_token(settings, secrets, 
 def test_a_refused_refresh_deletes_the_tokens_and_says_so(settings, secrets, monkeypatch):
     tokens = oauth.Tokens(secrets, TENANT, oauth.config("gdrive", settings), clock=lambda: 10_000.0)
     tokens.save({"access_token": "a1", "refresh_token": "r1", "expires_in": 0})
-    monkeypatch.setattr(oauth, "token_request", Script("invalid_grant"))
+    monkeypatch.setattr(oauth.providers, "token_request", Script("invalid_grant"))
     with pytest.raises(SourceError, match=r"Google \(Drive\): the authorization of tenant acme was revoked or has "
                                           r"expired \(refresh refused: invalid_grant\): discover the link again"):
         tokens.access_token()
@@ -210,7 +210,7 @@ def test_a_refused_refresh_deletes_the_tokens_and_says_so(settings, secrets, mon
 # ---------------------------------------------------------------- device code
 
 def _start(settings, secrets, monkeypatch, interval=5, expires_in=600):
-    monkeypatch.setattr(oauth, "_post_form", lambda cfg, url, form: (200, {
+    monkeypatch.setattr(oauth.providers, "_post_form", lambda cfg, url, form: (200, {
         "device_code": "dc-1", "user_code": "ABCD-EFGH", "verification_url": "https://www.google.com/device",
         "expires_in": expires_in, "interval": interval}))
     return oauth.device_start(settings, secrets, TENANT, "gdrive", now=0.0)
@@ -231,7 +231,7 @@ def test_device_wait_honours_interval_slow_down_and_pending(settings, secrets, m
         polled_at.append(clock[0])
         return script(cfg, form, url)
 
-    monkeypatch.setattr(oauth, "token_request", spy)
+    monkeypatch.setattr(oauth.providers, "token_request", spy)
     result = oauth.device_wait(settings, secrets, TENANT, started["deviceId"], sleep=sleep, clock=lambda: clock[0])
     assert result["status"] == "authorized"
     # First poll after the interval; slow_down adds 5 s to this and every later interval.
@@ -245,7 +245,7 @@ def test_device_wait_honours_interval_slow_down_and_pending(settings, secrets, m
                                                      ("access_denied", "denied", "access_denied")])
 def test_device_wait_stops_on_expired_token_and_denial(settings, secrets, monkeypatch, answer, status, message):
     started = _start(settings, secrets, monkeypatch)
-    monkeypatch.setattr(oauth, "token_request", Script("authorization_pending", answer))
+    monkeypatch.setattr(oauth.providers, "token_request", Script("authorization_pending", answer))
     clock = [0.0]
     with pytest.raises(SourceError, match=message):
         oauth.device_wait(settings, secrets, TENANT, started["deviceId"], sleep=lambda s: clock.__setitem__(0, clock[0] + s),
@@ -257,7 +257,7 @@ def test_device_wait_stops_on_expired_token_and_denial(settings, secrets, monkey
 def test_device_code_past_its_expiry_is_not_polled(settings, secrets, monkeypatch):
     started = _start(settings, secrets, monkeypatch, expires_in=30)
     script = Script()
-    monkeypatch.setattr(oauth, "token_request", script)
+    monkeypatch.setattr(oauth.providers, "token_request", script)
     assert oauth.device_poll(settings, secrets, TENANT, started["deviceId"], now=31.0)["status"] == "expired"
     assert script.calls == []
     with pytest.raises(InputError, match="invalid device authorization id"):
@@ -285,3 +285,34 @@ def test_without_a_broker_a_stack_function_keeps_the_tokens_but_does_not_resume(
                           jobs=lambda tenant: None)
     assert oauth.resume_job(ctx, TENANT, JOB) == {
         "resumed": False, "state": None, "error": "no broker (K_SINK) here to resume the job: discover the link again"}
+
+
+def test_the_oauth_package_keeps_the_public_names_of_the_old_module():
+    """oauth.py became a package split by responsibility; `oauth.<name>` still reaches each public
+    name it had, from the module that now defines it. Its provider constants (MICROSOFT, GOOGLE,
+    SOURCE_PROVIDERS, LABELS) moved to the connectors (`Connector.oauth`)."""
+    import importlib
+
+    old = ["ApiSession", "AuthorizationNeeded", "AuthorizationRefused", "DEFAULT_INTERVAL", "DEVICE_GRANT",
+           "DEVICE_ID_PREFIX", "EXPIRY_SKEW", "MAX_LISTING_BYTES", "MAX_TOKEN_ANSWER", "OAuthError",
+           "ProviderConfig", "ROUTES", "SLOW_DOWN_STEP", "STATE_KEY_NAME", "STATE_SECONDS", "TOKEN_DEADLINE",
+           "Tokens", "authorization_url", "authorized", "callback", "clear_waiting", "code_challenge",
+           "complete_authorization", "config", "device", "device_name", "device_poll", "device_start", "device_wait",
+           "fail_waiting_job", "job_name", "mark_waiting", "new_code_verifier", "pending_name", "provider_of",
+           "request_authorization", "resume_job", "state_secret", "token_request", "tokens_name", "verify_state"]
+    homes = {name: getattr(oauth, name).__module__ for name in old if callable(getattr(oauth, name))}
+    assert set(old) <= set(oauth.__all__)
+    assert {homes[n] for n in ("config", "provider_of", "token_request", "OAuthError")} == {
+        "shared.sources.oauth.providers"}
+    assert {homes[n] for n in ("Tokens", "authorized")} == {"shared.sources.oauth.tokens"}
+    assert {homes[n] for n in ("authorization_url", "complete_authorization", "device_poll")} == {
+        "shared.sources.oauth.flow"}
+    assert {homes[n] for n in ("request_authorization", "resume_job", "AuthorizationNeeded")} == {
+        "shared.sources.oauth.waiting"}
+    assert homes["ApiSession"] == "shared.sources.oauth.api" and homes["callback"] == "shared.sources.oauth.routes"
+    for module in ("providers", "tokens", "flow", "waiting", "api", "routes"):
+        assert getattr(oauth, module) is importlib.import_module(f"shared.sources.oauth.{module}")
+    with pytest.raises(AttributeError, match="has no attribute 'SOURCE_PROVIDERS'"):
+        oauth.SOURCE_PROVIDERS
+    assert oauth.provider_of("onedrive") == oauth.provider_of("sharepoint") == "microsoft"
+    assert oauth.provider_of("gdrive") == "google" and oauth.provider_of("google") == "google"
