@@ -248,6 +248,7 @@ def profile_table(
     mask_values: bool = True,
     batch_columns: int = BATCH_COLUMNS,
     step: Callable[[int, int, int], ContextManager] | None = None,
+    pii: pii_policy.Policy = pii_policy.DEFAULT_POLICY,
 ) -> dict:
     """Profile a whole DuckDB table (or view) in SQL and return a JSON-safe dict.
 
@@ -269,7 +270,8 @@ def profile_table(
     Columns are profiled `batch_columns` at a time (two scans per batch); `step(first, end,
     total)`, when given, is a context manager entered around each batch (the analysis bound
     checks itself there and names the batch in a breach). Correlations are computed once over
-    the first MAX_CORRELATION_COLUMNS eligible columns of the table.
+    the first MAX_CORRELATION_COLUMNS eligible columns of the table. `pii`: the masking policy of
+    the caller's settings (shared.security.pii.Policy.of), its national-id patterns among them.
     """
     started = time.perf_counter()
     source = table_ref(table)
@@ -292,7 +294,7 @@ def profile_table(
 
     with _single_thread_if_small(con, rows):
         column_profiles, first_all, corr_values, corr_cols, eligible = _profile_columns(
-            con, source, cols, rows, exact, top_k, bins, batch_columns, step)
+            con, source, cols, rows, exact, top_k, bins, batch_columns, step, pii)
         duplicate_rows = _duplicate_rows(con, source, rows, [c["name"] for c in cols])
 
     for col, profiled in zip(cols, column_profiles):
@@ -300,7 +302,7 @@ def profile_table(
             profiled["pii"] = dict(col["pii"])
     if mask_values:
         for col in column_profiles:
-            _mask_shown_values(col)
+            _mask_shown_values(col, pii)
             _withhold_pii_statistics(col)
     profile = {
         "table": table_label(table),
@@ -348,7 +350,7 @@ def _single_thread_if_small(con, rows: int):
         con.execute(f"SET threads = {int(previous)}")
 
 
-def _profile_columns(con, source, cols, rows, exact, top_k, bins, batch_columns, step):
+def _profile_columns(con, source, cols, rows, exact, top_k, bins, batch_columns, step, policy):
     column_profiles, first_all = [], {}
     step = step or (lambda first, end, total: contextlib.nullcontext())
     for begin in range(0, len(cols), max(1, batch_columns)):
@@ -356,7 +358,7 @@ def _profile_columns(con, source, cols, rows, exact, top_k, bins, batch_columns,
         with step(begin, begin + len(batch), len(cols)):
             first = _select(con, source, _first_pass_aggregates(batch, exact))
             _recheck_unique(con, source, batch, first, exact)
-            _classify_pii(con, source, batch, first, rows)
+            _classify_pii(con, source, batch, first, rows, policy)
             second = _select(con, source, _second_pass_aggregates(batch, first, rows, bins))
             for col in batch:
                 column_profiles.append(_column_profile(con, source, col, first, second, rows, exact, top_k))
@@ -591,7 +593,8 @@ def _column_profile(con, source, col, first, second, rows, exact, top_k) -> dict
     return out
 
 
-def _classify_pii(con, source: str, cols: list[dict], first: dict, rows: int) -> None:
+def _classify_pii(con, source: str, cols: list[dict], first: dict, rows: int,
+                  policy: pii_policy.Policy) -> None:
     """Mark personal-data columns: col["pii"] = {kind, found_by: name | content, share}.
     By name (shared.security.pii.pii_kind_of_name); else by content: emails and phones from the exact
     pattern counts of the first pass, card numbers, IBANs and national ids by shared.security.pii's
@@ -628,12 +631,12 @@ def _classify_pii(con, source: str, cols: list[dict], first: dict, rows: int) ->
         values = [row[index] for row in found]
         if col["type"].upper().startswith("DECIMAL"):
             values = [int(v) if v is not None and v == int(v) else None for v in values]
-        result = pii_policy.classify_values(values)
+        result = pii_policy.classify_values(values, policy=policy)
         if result:
             col["pii"] = {"kind": result[0], "found_by": "content", "share": result[1]}
 
 
-def _mask_shown_values(col: dict) -> None:
+def _mask_shown_values(col: dict, policy: pii_policy.Policy) -> None:
     """Mask min, max and top values: wholly for a personal-data column (by name or content),
     else the emails, IBANs, card numbers, national ids and phone numbers inside text values."""
     kind = (col.get("pii") or {}).get("kind")
@@ -641,9 +644,9 @@ def _mask_shown_values(col: dict) -> None:
         return
     for key in ("min", "max"):
         if col.get(key) is not None:
-            col[key] = mask_value(col[key], kind)
+            col[key] = mask_value(col[key], kind, policy)
     for item in col.get("top_k") or []:
-        item["value"] = mask_value(item["value"], kind)
+        item["value"] = mask_value(item["value"], kind, policy)
     if kind:
         col["masked"] = kind
 

@@ -72,9 +72,12 @@ def _scheme(hint: str) -> str:
         return hint.split("://", 1)[0].lower()
 
 
-def detect(hint: str, options: dict | None = None, *, probe: bool = True) -> dict:
+def detect(hint: str, options: dict | None = None, *, probe: bool = True, settings: Settings | None = None) -> dict:
     """{candidates: [{provider, confidence, reasons}], ambiguous, unreachable?} best first.
-    `unreachable` is set when a network hint could not be reached at all (with the reason)."""
+    `unreachable` is set when a network hint could not be reached at all (with the reason).
+    Probes run under the caller's settings (SSRF allowlist, UDB's own S3); without any, the
+    declared defaults (public addresses only, no S3 of UDB's own)."""
+    settings = settings if settings is not None else Settings()
     hint = hint.strip()
     scores = _Scores()
     given = (options or {}).get("provider")
@@ -85,19 +88,19 @@ def detect(hint: str, options: dict | None = None, *, probe: bool = True) -> dic
     if scheme == "s3":
         scores.add("s3", 0.95, "scheme s3")
         if probe and not given:
-            _probe_s3(hint, scores)
+            _probe_s3(hint, scores, settings)
     elif scheme in postgres.SCHEMES:
         scores.add("postgres", 0.95, "DSN syntax")
         if probe and not given:
-            _probe_postgres(hint, scores)
+            _probe_postgres(hint, scores, settings)
     elif scheme == "upload":
         scores.add("upload", 0.99, "scheme upload:// (a file uploaded to POST /uploads)")
     elif scheme in webdav.SCHEMES:
         scores.add("webdav", 0.97, f"scheme {scheme}://")
         if probe and not given:
-            unreachable = _probe_webdav(webdav.to_http(hint), scores, only=True)
+            unreachable = _probe_webdav(webdav.to_http(hint), scores, settings, only=True)
     elif scheme in ("http", "https"):
-        unreachable = _detect_web(hint, scores, probe=probe and not given)
+        unreachable = _detect_web(hint, scores, settings, probe=probe and not given)
     elif scheme:
         pass  # a scheme UDB has no provider for: no candidate, discover says so
     elif LIBPQ_KEYWORDS.match(hint):
@@ -153,7 +156,7 @@ def _detect_local(hint: str, scores: _Scores) -> None:
 
 # ---------------------------------------------------------------- web
 
-def _detect_web(hint: str, scores: _Scores, *, probe: bool) -> str | None:
+def _detect_web(hint: str, scores: _Scores, settings: Settings, *, probe: bool) -> str | None:
     try:
         url = httpx.URL(hint)
     except (httpx.InvalidURL, ValueError) as exc:
@@ -186,14 +189,14 @@ def _detect_web(hint: str, scores: _Scores, *, probe: bool) -> str | None:
         scores.add("webdav", 0.3, "an http(s) URL")
     if not probe:
         return None
-    unreachable = _probe_get(url, scores)
+    unreachable = _probe_get(url, scores, settings)
     if unreachable is None:
-        _probe_webdav(str(url), scores)
+        _probe_webdav(str(url), scores, settings)
     return unreachable
 
 
-def _probe_client():
-    return netguard.client(deadline=PROBE_DEADLINE, connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ)
+def _probe_client(settings: Settings):
+    return netguard.client(settings, deadline=PROBE_DEADLINE, connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ)
 
 
 def _without_userinfo(url) -> tuple[httpx.URL, dict]:
@@ -206,11 +209,11 @@ def _without_userinfo(url) -> tuple[httpx.URL, dict]:
     return url.copy_with(userinfo=b""), {"auth": (url.username, url.password)}
 
 
-def _probe_get(url: httpx.URL, scores: _Scores) -> str | None:
+def _probe_get(url: httpx.URL, scores: _Scores, settings: Settings) -> str | None:
     """GET the URL (at most PROBE_BYTES): content type, magic bytes, JSON shape."""
     url, auth = _without_userinfo(url)
     try:
-        with _probe_client() as http:
+        with _probe_client(settings) as http:
             response = netguard.send(http, "GET", str(url), stream=True,
                                      headers={"Accept": "application/json, */*;q=0.5"}, **auth)
             try:
@@ -309,11 +312,11 @@ def _classify_body(url: httpx.URL, response: httpx.Response, ctype: str, head: b
                    f"Content-Type {ctype}, {'delimited columns (CSV)' if tabular else 'text'}")
 
 
-def _probe_webdav(url: str, scores: _Scores, only: bool = False) -> str | None:
+def _probe_webdav(url: str, scores: _Scores, settings: Settings, only: bool = False) -> str | None:
     """PROPFIND Depth 0: 207 Multi-Status means WebDAV."""
     url, auth = _without_userinfo(url)
     try:
-        with _probe_client() as http:
+        with _probe_client(settings) as http:
             entries = webdav.propfind(http, str(url), depth="0", **auth)
     except netguard.BlockedAddress as exc:
         return str(exc) if only else None
@@ -333,19 +336,19 @@ def _probe_webdav(url: str, scores: _Scores, only: bool = False) -> str | None:
 
 # ---------------------------------------------------------------- s3, postgres
 
-def _probe_s3(hint: str, scores: _Scores) -> None:
+def _probe_s3(hint: str, scores: _Scores, settings: Settings) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from shared.sources import s3
 
-    config = s3.S3Config.from_env()
+    config = s3.S3Config.from_settings(settings)
     if not config.endpoint and not config.access_key:
         return  # no S3 configured here: nothing to probe
     try:
         bucket, key = s3.parse(hint)
     except SourceError:
         return
-    if bucket == Settings.from_env().bucket:
+    if bucket == settings.bucket:
         return  # UDB's own bucket is never a source: not even whether a key exists may leak
     # UDB's own keys from the settings, or unsigned: never the host's default credential chain.
     client = config.client(connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ, attempts=1)
@@ -358,17 +361,17 @@ def _probe_s3(hint: str, scores: _Scores) -> None:
         pass  # unreachable: the catalogue step says why
 
 
-def probe_postgres(dsn, *, connect_timeout: int = 2) -> dict:
+def probe_postgres(dsn, settings: Settings, *, connect_timeout: int = 2) -> dict:
     """Connect once with psycopg at the checked address: {"version", "parameters"}, where
     `parameters` are the connection parameters libpq used (psycopg never returns the password)."""
     import psycopg
 
-    conninfo = postgres.pinned_conninfo(dsn, dsn.password)
+    conninfo = postgres.pinned_conninfo(dsn, dsn.password, settings)
     with psycopg.connect(conninfo + f" connect_timeout={int(connect_timeout)}", autocommit=True) as con:
         return {"version": con.info.server_version, "parameters": con.info.get_parameters()}
 
 
-def _probe_postgres(hint: str, scores: _Scores) -> None:
+def _probe_postgres(hint: str, scores: _Scores, settings: Settings) -> None:
     """Connect once with the hint's own password (never a stored one: the probe runs before
     the tenant's catalogue step), at the address the SSRF guard checked (`hostaddr`)."""
     try:
@@ -379,7 +382,7 @@ def _probe_postgres(hint: str, scores: _Scores) -> None:
 
     started = time.monotonic()
     try:
-        answer = probe_postgres(dsn)
+        answer = probe_postgres(dsn, settings)
         where = answer["parameters"].get("hostaddr") or dsn.host or "localhost"
         scores.note("postgres", f"connected to {where} (PostgreSQL {answer['version'] // 10000}) "
                                 f"in {1000 * (time.monotonic() - started):.0f} ms")

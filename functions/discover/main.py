@@ -2,9 +2,10 @@
 import functions_framework
 
 from functions.discover.handler import FUNCTION, ROUTES, handle
+from shared.core.settings import Settings
 from shared.serving.httpfn import FunctionApp
 
-app = FunctionApp(FUNCTION, handle, routes=ROUTES)
+app = FunctionApp(FUNCTION, handle, routes=ROUTES, settings=Settings.from_env())
 
 if app.strict_startup():
     app.startup_check()

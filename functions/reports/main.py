@@ -5,9 +5,10 @@ import functions_framework
 
 from functions.reports import bounded
 from functions.reports.handler import FUNCTION, handle
+from shared.core.settings import Settings
 from shared.serving.httpfn import FunctionApp
 
-app = FunctionApp(FUNCTION, handle)
+app = FunctionApp(FUNCTION, handle, settings=Settings.from_env())
 
 if app.strict_startup():
     app.startup_check()

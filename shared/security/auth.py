@@ -407,11 +407,6 @@ class Gatekeeper:
             gate = ctx.extras["gatekeeper"] = cls(ctx.settings, ctx.store)
         return gate
 
-    @classmethod
-    def from_env(cls) -> "Gatekeeper":
-        from shared.core.settings import Settings
-        return cls(Settings.from_env())
-
     @property
     def keys(self) -> KeyStore:
         if self._store is None:

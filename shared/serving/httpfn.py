@@ -21,6 +21,7 @@ from shared.storage import duck
 from shared.observability import metrics
 from shared.serving import openapi, orphans, runtime
 from shared.core.errors import InputError, JobFailed, JobNotAccepted, NotFound, TransientError, ValidationError
+from shared.core.settings import Settings
 
 Route = Callable[["object", runtime.Context], "tuple"]
 
@@ -50,8 +51,11 @@ class FunctionApp:
     """One function: its context (built once), its event handler and its extra routes."""
 
     def __init__(self, function: str, handle=None, routes: list[tuple[str, str, Route]] | None = None,
-                 checks: dict[str, Callable[[runtime.Context], None]] | None = None):
+                 checks: dict[str, Callable[[runtime.Context], None]] | None = None,
+                 settings: Settings | None = None):
         self.function = function
+        # Built once by the entry point (functions/*/main.py); or a context is given with use().
+        self.settings = settings
         self.handle = handle
         self.routes = routes or []  # (method, path prefix, fn(request, ctx))
         self.checks = checks or {}
@@ -81,7 +85,10 @@ class FunctionApp:
     def ctx(self) -> runtime.Context:
         with self._lock:
             if self._ctx is None:
-                self._ctx = runtime.start(self.function)
+                if self.settings is None:
+                    raise RuntimeError(f"{self.function}: no settings to start with: pass "
+                                       f"FunctionApp(settings=...) or use(ctx)")
+                self._ctx = runtime.start(self.function, self.settings)
             return self._ctx
 
     def use(self, ctx: runtime.Context) -> "FunctionApp":
@@ -89,8 +96,8 @@ class FunctionApp:
         return self
 
     def strict_startup(self) -> bool:
-        from shared.core.settings import Settings
-        return Settings.from_env().strict_startup
+        settings = self.settings if self.settings is not None else self.ctx.settings
+        return settings.strict_startup
 
     def startup_check(self) -> None:
         """With UDB_STRICT_STARTUP=1, refuse to start while a required dependency is down, so

@@ -125,9 +125,9 @@ class Context:
                                  flags=flags or None)
 
 
-def start(function: str, settings: Settings | None = None, **extras) -> Context:
-    """Open connections once; bad config fails here, before any traffic is served."""
-    settings = settings or Settings.from_env()
+def start(function: str, settings: Settings, **extras) -> Context:
+    """Open connections once with the entry point's settings; bad config fails here, before any
+    traffic is served."""
     logs.setup(settings.log_level)
     telemetry.setup(settings, function)
     store = open_store(settings)

@@ -3,9 +3,11 @@
 Each module offers `inspect(hint) -> {provider, short, streams}` and
 `extract(stream, out_dir, part_bytes=..., ...) -> rows`; a module whose hints can carry a
 credential also offers `redact(hint)`, which `redact` below applies before a hint is stored.
-A module that needs more than the hint (options, the tenant's store or secrets, the source id
-for incremental state) sets `USES_ENV = True` and takes `env=SourceEnv(...)` as a keyword;
-`inspect_source` and `extract_stream` pass it only to those.
+A module that needs more than the hint (options, the tenant's store or secrets, the settings:
+its SSRF allowlist and size caps, the source id for incremental state) sets `USES_ENV = True`
+and takes `env=SourceEnv(...)` as a keyword; `inspect_source` and `extract_stream` pass it only
+to those. The settings come from the caller (the function's context): no source module reads
+the environment.
 
 Options are checked here, for every provider alike: a module lists the option fields it reads
 in `OPTIONS` (none when it has no such list), discover's own fields (`GENERIC_OPTIONS`) are
@@ -21,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from shared.core.errors import NotFound, SourceError
+from shared.core.settings import Settings
 
 # provider -> module of shared.sources, imported when first used: a local file's job need not
 # pay for boto3, the OAuth clients and the REST machinery (images/requirements.py follows these
@@ -44,7 +47,9 @@ class SourceEnv:
     tenant: str | None = None
     store: Any = None            # shared.storage.store.TenantStore of the tenant
     secrets: Any = None          # shared.security.secrets.SecretStore (all tenants: always used with `tenant`)
-    settings: Any = None         # shared.core.settings.Settings
+    # The caller's settings (SSRF allowlist, size caps, ...); without any, the declared defaults
+    # (public addresses only), never the environment.
+    settings: Settings = field(default_factory=Settings)
     options: dict = field(default_factory=dict)
     source_id: str | None = None
     # Set by the sync function: incremental state noted here, saved by the writer after the load.
@@ -81,6 +86,13 @@ class SourceEnv:
         from shared.security.secrets import ref
         self.secret_store().put(self.tenant, name, value)
         return ref(name)
+
+
+def settings_of(env: SourceEnv | None) -> Settings:
+    """The settings a source module works under: its env's (the caller's), else the declared
+    defaults."""
+    settings = getattr(env, "settings", None)
+    return settings if settings is not None else Settings()
 
 
 def module_for(provider: str) -> ModuleType:

@@ -33,7 +33,8 @@ import math
 import secrets as _random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -86,6 +87,8 @@ class ProviderConfig:
     scopes: str
     auth_params: tuple = ()
     client_setting: str = ""
+    # The settings this config came from: their SSRF allowlist guards the token calls.
+    settings: Any = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -110,13 +113,13 @@ def config(name: str, settings, *, require: bool = True) -> ProviderConfig:
         base = settings.ms_authority.rstrip("/")
         cfg = ProviderConfig(MICROSOFT, f"{base}/authorize", f"{base}/token", f"{base}/devicecode",
                              settings.ms_client_id, settings.ms_client_secret, settings.ms_scopes,
-                             (("response_mode", "query"),), "UDB_OAUTH_MS_CLIENT_ID")
+                             (("response_mode", "query"),), "UDB_OAUTH_MS_CLIENT_ID", settings)
     else:
         # offline + consent: Google returns a refresh token only then.
         cfg = ProviderConfig(GOOGLE, settings.google_auth_url, settings.google_token_url, settings.google_device_url,
                              settings.google_client_id, settings.google_client_secret, settings.google_scopes,
                              (("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")),
-                             "UDB_OAUTH_GOOGLE_CLIENT_ID")
+                             "UDB_OAUTH_GOOGLE_CLIENT_ID", settings)
     if require and not cfg.client_id:
         raise SourceError(f"{cfg.label} OAuth is not configured: set {cfg.client_setting} (and its secret) to "
                          f"UDB's registered app (README: OAuth)")
@@ -211,7 +214,7 @@ def _post_form(cfg: ProviderConfig, url: str, form: dict) -> tuple[int, dict]:
     from shared.sources import http as web
 
     try:
-        with netguard.client(deadline=TOKEN_DEADLINE) as http:
+        with netguard.client(cfg.settings, deadline=TOKEN_DEADLINE) as http:
             response = netguard.send(http, "POST", url, data=form, stream=True,
                                      headers={"Accept": "application/json"})
             try:
@@ -521,6 +524,7 @@ class ApiSession:
         self.source_provider = source_provider
         self.tokens = Tokens.of_env(env, source_provider.split("/")[0])
         self.base = base_url.rstrip("/")
+        self.env = env
         self.http = web.client(env)
         self.sleep = sleep
 
@@ -593,7 +597,8 @@ class ApiSession:
         """Stream a file into `dest`, at most UDB_MAX_DOWNLOAD_BYTES: (content type, bytes)."""
         url = self.url(path)
         response = self.get(path, params=params, headers={"Accept": "*/*"}, stream=True)
-        return self.web.save_capped(response, url, dest, cap=self.web.max_download_bytes(), what=self._what(url))
+        return self.web.save_capped(response, url, dest, cap=self.web.max_download_bytes(self.env),
+                                    what=self._what(url))
 
     def _what(self, url: str) -> str:
         return f"{self.source_provider} {httpx.URL(url).copy_with(query=None)}"

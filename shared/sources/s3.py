@@ -46,7 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.storage import duck
 from shared.core.errors import SourceError, TransientError
 from shared.core.settings import Settings
-from shared.sources import files
+from shared.sources import files, settings_of
 from shared.core.tenancy import identifier
 
 PROVIDER = "s3"
@@ -75,10 +75,6 @@ class S3Config:
     @classmethod
     def from_settings(cls, settings: Settings) -> "S3Config":
         return cls(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_region)
-
-    @classmethod
-    def from_env(cls) -> "S3Config":
-        return cls.from_settings(Settings.from_env())
 
     @property
     def signing_keys(self) -> tuple[str, str]:
@@ -451,7 +447,7 @@ def same_endpoint(endpoint: str, own: str) -> bool:
 
 def config_for(bucket: str, spec: dict | None, env) -> S3Config:
     """The credentials to read `bucket` with, after the checks that keep tenants apart."""
-    settings = getattr(env, "settings", None) or Settings.from_env()
+    settings = settings_of(env)
     own = S3Config.from_settings(settings)
     if spec:
         endpoint = spec.get("endpoint", "")
@@ -484,8 +480,7 @@ def _guarded(config: S3Config, spec: dict | None, env):
         yield config
         return
     from shared.security.egressproxy import EgressProxy
-    settings = getattr(env, "settings", None) or Settings.from_env()
-    with EgressProxy(settings) as proxy:
+    with EgressProxy(settings_of(env)) as proxy:
         try:
             yield replace(config, proxy=proxy.address)
         except (SourceError, RecursionError) as exc:

@@ -129,12 +129,12 @@ def inspect(hint: str, *, env=None) -> dict:
             usable = [(self_entry, unquote(PurePosixPath(url.path).name))]
             short = unquote(PurePosixPath(PurePosixPath(url.path).parent).name) or (url.host or "dav")
         streams = []
-        cap = web.max_download_bytes()
+        cap = web.max_download_bytes(env)
         for i, (entry, name) in enumerate(sorted(usable, key=lambda en: en[1])):
             dest = tmp / f"file-{i}"
             ctype, size = web.download(http, entry["url"], dest, cap=cap, headers=headers, params=params, auth=auth)
             fmt = web.file_format(name, ctype or entry["content_type"], dest)
-            stream = web.describe_file(dest, fmt, name=name, location=str(entry["url"]), size=size)
+            stream = web.describe_file(dest, fmt, name=name, location=str(entry["url"]), size=size, env=env)
             keep = web.stream_options(options)
             if keep:
                 stream["options"] = keep
