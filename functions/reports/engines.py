@@ -24,7 +24,8 @@ from shared.core.settings import library_env
 from shared.observability import telemetry
 from shared.storage.duck import quote
 from shared.analysis.evidentlyresult import drift_verdict, json_safe  # noqa: F401  (drift_verdict: re-exported)
-from shared.security.pii import DEFAULT_POLICY, Policy, mask_frame, mask_text  # noqa: F401  (mask_text: re-exported for callers)
+from shared.security.pii import DEFAULT_POLICY, Policy, mask_frame
+from shared.security.pii import mask_text  # noqa: F401  (re-exported for callers)
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -273,12 +273,14 @@ def extract_with(stream: dict, out_dir: Path, *, limits: Limits, part_bytes: int
         if fmt in ("csv", "tsv") and not dialect:
             dialect = check_csv_shape(con, path, fmt)
         try:
+            # No LIMIT for the row cap: the file is already here, its size bounded by
+            # UDB_MAX_UPLOAD_BYTES or UDB_MAX_DOWNLOAD_BYTES (or it is the user's own, in
+            # embedded mode); its rows are checked after the COPY (check_rows), and a LIMIT
+            # would halve the COPY's speed.
+            select = capped_select(reader_sql(path, fmt, dialect), stream['columns'], limits, name=path.name,
+                                   cap_rows=False)
             rows = con.execute(
-                # No LIMIT for the row cap: the file is already here, its size bounded by
-                # UDB_MAX_UPLOAD_BYTES or UDB_MAX_DOWNLOAD_BYTES (or it is the user's own, in
-                # embedded mode); its rows are checked after the COPY (check_rows), and a LIMIT
-                # would halve the COPY's speed.
-                f"COPY ({capped_select(reader_sql(path, fmt, dialect), stream['columns'], limits, name=path.name, cap_rows=False)}) "
+                f"COPY ({select}) "
                 f"TO {_lit(out_dir)} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
                 f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)").fetchone()[0]

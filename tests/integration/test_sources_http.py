@@ -23,6 +23,7 @@ from tests.peers.rest_api import RestPeer
 from shared.storage import lake
 
 pytestmark = pytest.mark.integration
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 PDF = "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf"
 
@@ -65,11 +66,11 @@ EXCEL = ["DOUBLE", "VARCHAR", "DOUBLE"]           # Excel cells are numbers
     ("blob", "parquet", 1300, "blob", PARQUET),
 ])
 def test_each_file_type_by_extension_content_type_or_magic(peer, tmp_path, name, fmt, rows, stream_name, types):
-    catalogue = web.inspect(f"{peer.url}/files/{name}", env=SourceEnv(settings=Settings(net_allowlist=LOOPBACK)))
+    catalogue = web.inspect(f"{peer.url}/files/{name}", env=SourceEnv(settings=PEERS))
     stream = catalogue["streams"][0]
     assert catalogue["provider"] == "http" and (stream["name"], stream["format"]) == (stream_name, fmt)
     out = tmp_path / "parts"
-    assert web.extract(stream, out, env=SourceEnv(settings=Settings(net_allowlist=LOOPBACK)), part_bytes=1 << 20) == rows
+    assert web.extract(stream, out, env=SourceEnv(settings=PEERS), part_bytes=1 << 20) == rows
     if name not in ("sales.csv", "export"):
         assert duckdb.execute(f"SELECT count(*), sum(id) FROM read_parquet('{out}/*.parquet')").fetchone() == \
             (rows, rows * (rows + 1) // 2)
@@ -81,20 +82,20 @@ def test_each_file_type_by_extension_content_type_or_magic(peer, tmp_path, name,
 
 
 def test_detection_of_files(peer):
-    found = detect(f"{peer.url}/files/sales.csv", settings=Settings(net_allowlist=LOOPBACK))
+    found = detect(f"{peer.url}/files/sales.csv", settings=PEERS)
     assert found["candidates"] == [{"provider": "http", "confidence": 0.95, "reasons": [
         "URL path ends in a data file extension (.csv)", "Content-Type text/csv (csv)"]}]
-    found = detect(f"{peer.url}/files/blob", settings=Settings(net_allowlist=LOOPBACK))
+    found = detect(f"{peer.url}/files/blob", settings=PEERS)
     assert found["candidates"][0] == {"provider": "http", "confidence": 0.95, "reasons": [
         "an http(s) URL", "content starts with PAR1 (Parquet)"]}
-    found = detect(f"{peer.url}/files/d.json", settings=Settings(net_allowlist=LOOPBACK))
+    found = detect(f"{peer.url}/files/d.json", settings=PEERS)
     assert [c["provider"] for c in found["candidates"][:2]] == ["http", "rest"] and found["ambiguous"]
 
 
 def test_a_pdf_url_is_a_fragments_table(peer, tmp_path):
-    stream = web.inspect(f"{peer.url}/files/spec.pdf", env=SourceEnv(settings=Settings(net_allowlist=LOOPBACK)))["streams"][0]
+    stream = web.inspect(f"{peer.url}/files/spec.pdf", env=SourceEnv(settings=PEERS))["streams"][0]
     assert (stream["name"], stream["format"]) == ("spec", "pdf")
-    assert web.extract(stream, tmp_path / "p", env=SourceEnv(settings=Settings(net_allowlist=LOOPBACK)), part_bytes=1 << 20) == 304
+    assert web.extract(stream, tmp_path / "p", env=SourceEnv(settings=PEERS), part_bytes=1 << 20) == 304
 
 
 def test_download_cap_and_missing_file(peer, ctx_for, monkeypatch):

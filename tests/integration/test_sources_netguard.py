@@ -21,6 +21,7 @@ from tests.conftest import LOOPBACK
 from tests.peers.rest_api import RestPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_loopback_is_refused_without_the_allowlist(peer):
 
 def test_every_redirect_hop_is_checked(peer):
     before = peer.hits["/redirect"]
-    with netguard.client(Settings(net_allowlist=LOOPBACK)) as http:
+    with netguard.client(PEERS) as http:
         with pytest.raises(netguard.BlockedAddress, match="169.254.169.254: a cloud metadata endpoint"):
             netguard.send(http, "GET", f"{peer.url}/redirect?to=http://169.254.169.254/latest/meta-data/")
         with pytest.raises(netguard.BlockedAddress, match="10.0.0.7: a private address"):
@@ -94,7 +95,7 @@ def test_every_redirect_hop_is_checked(peer):
 
 def test_the_client_refuses_even_without_send(peer):
     # The transport itself checks: a plain client.get through the guarded client is refused too.
-    with netguard.client(Settings(net_allowlist=LOOPBACK)) as http:
+    with netguard.client(PEERS) as http:
         with pytest.raises(netguard.BlockedAddress):
             http.get("http://169.254.169.254/")
         assert http.get(f"{peer.url}/page/items?per_page=2").status_code == 200

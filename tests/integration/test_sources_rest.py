@@ -35,6 +35,7 @@ from tests.peers.rest_api import RestPeer
 from shared.storage import lake
 
 pytestmark = pytest.mark.integration
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 TOTAL = 250
 ID_SUM = TOTAL * (TOTAL + 1) // 2
@@ -56,7 +57,7 @@ def env(tmp_path):
     store = LocalStore(tmp_path / "store")
     return SourceEnv(tenant="acme", store=TenantStore(store, "acme"),
                      secrets=LocalSecretStore(tmp_path / "secrets"), source_id="api-1",
-                     settings=Settings(net_allowlist=LOOPBACK))
+                     settings=PEERS)
 
 
 def parquet(out: Path) -> duckdb.DuckDBPyConnection:
@@ -267,12 +268,12 @@ def test_an_unreachable_api_fails_fast_with_the_reason(ctx_for, hint, message):
 
 
 def test_detection_of_apis(peer):
-    found = detect(f"{peer.url}/cursor/items", settings=Settings(net_allowlist=LOOPBACK))
+    found = detect(f"{peer.url}/cursor/items", settings=PEERS)
     assert found["candidates"][0]["provider"] == "rest" and found["candidates"][0]["confidence"] == 0.95
     assert "JSON records at items; pagination: cursor in the body at 'next_cursor' (sent back as ?cursor=)" \
         in found["candidates"][0]["reasons"]
     assert not found["ambiguous"]
-    found = detect(f"{peer.url}/auth/bearer/items", settings=Settings(net_allowlist=LOOPBACK))
+    found = detect(f"{peer.url}/auth/bearer/items", settings=PEERS)
     assert found["candidates"][0] == {"provider": "rest", "confidence": 0.6, "reasons": [
         "an http(s) URL", "GET answered 401: needs credentials (options.auth)"]}
 

@@ -32,6 +32,7 @@ from shared.core.settings import Settings
 from tests.conftest import LOOPBACK, write_sales
 
 pytestmark = pytest.mark.integration
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 CSV_ROWS = 12_345
 PG_ROWS = 10_000
@@ -466,7 +467,7 @@ def pg_env(tmp_path, monkeypatch):
     from shared.sources import SourceEnv
     monkeypatch.delenv("PGPASSWORD", raising=False)
     return SourceEnv(tenant=TENANT, secrets=LocalSecretStore(tmp_path / "secrets"),
-                     settings=Settings(net_allowlist=LOOPBACK))
+                     settings=PEERS)
 
 
 def full_dsn(dsn: postgres.Dsn, **query) -> str:

@@ -167,7 +167,8 @@ def test_a_docx_zip_bomb_fails_at_discovery_before_unstructured_opens_it(setting
         documents.extract_file(bomb, "docx", tmp_path / "out", document="letter.docx",
                                limits=limits.Limits.from_settings(settings))
     with pytest.raises(limits.LimitExceeded, match="upload-1.docx: archive declares more than"):
-        documents.check(bomb, "docx", "upload-1.docx", limits=limits.Limits.from_settings(settings))  # the name a remote or uploaded file goes by
+        # the name a remote or uploaded file goes by
+        documents.check(bomb, "docx", "upload-1.docx", limits=limits.Limits.from_settings(settings))
     with pytest.raises(limits.LimitExceeded, match="UDB_MAX_UNCOMPRESSED_BYTES"):
         limits.check_file(bomb, "docx", limits.Limits.from_settings(settings))
 

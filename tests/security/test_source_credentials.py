@@ -32,6 +32,7 @@ from shared.serving.runtime import invoke
 from shared.sources import postgres
 
 pytestmark = pytest.mark.security
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 ROWS = 37
 
@@ -354,14 +355,14 @@ def test_a_propfind_answer_with_entities_or_a_dtd_is_refused(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"webdav://127.0.0.1:{server.server_address[1]}"
     try:
-        streams = webdav.inspect(f"{base}/benign/dav/", env=SourceEnv(settings=Settings(net_allowlist=LOOPBACK)))["streams"]
+        streams = webdav.inspect(f"{base}/benign/dav/", env=SourceEnv(settings=PEERS))["streams"]
         assert [(s["name"], [c["name"] for c in s["columns"]]) for s in streams] == [("sales", ["id", "amount"])]
         outcomes, expected = {}, {}
         for case in HOSTILE:
             url = f"http://127.0.0.1:{server.server_address[1]}/{case}/dav/"
             expected[case] = f"{url}: refusing a WebDAV listing with a DTD or entity declarations (DTDForbidden)"
             try:
-                found = webdav.inspect(f"{base}/{case}/dav/", env=SourceEnv(settings=Settings(net_allowlist=LOOPBACK)))
+                found = webdav.inspect(f"{base}/{case}/dav/", env=SourceEnv(settings=PEERS))
                 outcomes[case] = f"accepted: {[s['name'][:40] for s in found['streams']]}"
             except SourceError as exc:
                 outcomes[case] = str(exc)

@@ -125,9 +125,11 @@ def _spec(tmp_path, kind="ydata", **extra) -> dict:
 
 
 def test_bounded_render_records_a_crash_a_deadline_and_a_memory_bound(tmp_path, settings):
-    killed = bounded.run(_spec(tmp_path, faults="reports.ydata"), tmp_path, deadline=120, memory_mb=0, settings=settings)
+    killed = bounded.run(_spec(tmp_path, faults="reports.ydata"), tmp_path, deadline=120, memory_mb=0,
+                         settings=settings)
     assert not killed.ok and killed.reason.startswith("the renderer process died: killed by signal 9 (SIGKILL)")
-    raised = bounded.run(_spec(tmp_path, faults="reports.ydata:raise"), tmp_path, deadline=120, memory_mb=0, settings=settings)
+    raised = bounded.run(_spec(tmp_path, faults="reports.ydata:raise"), tmp_path, deadline=120, memory_mb=0,
+                         settings=settings)
     assert not raised.ok and raised.reason == "RuntimeError: fault injected at reports.ydata"
     late = bounded.run(_spec(tmp_path), tmp_path, deadline=0.5, memory_mb=0, settings=settings)
     assert not late.ok and late.reason == ("stopped: still running after the deadline of 0.5 s "

@@ -137,7 +137,8 @@ def test_two_settings_in_one_process_give_two_ssrf_verdicts():
 
     closed = Settings()
     opened = replace(closed, net_allowlist="127.0.0.0/8")
-    with pytest.raises(netguard.BlockedAddress, match="127.0.0.1: a loopback address, not admitted by UDB_NET_ALLOWLIST"):
+    with pytest.raises(netguard.BlockedAddress,
+                       match="127.0.0.1: a loopback address, not admitted by UDB_NET_ALLOWLIST"):
         netguard.check_host("127.0.0.1", 80, closed)
     assert netguard.check_host("127.0.0.1", 80, opened) == ["127.0.0.1"]
     with pytest.raises(netguard.BlockedAddress):
@@ -192,5 +193,6 @@ def test_a_child_process_gets_the_parents_settings():
     parent = replace(Settings(), bucket="elsewhere", net_allowlist="10.0.0.0/8", chart_png=False,
                      home=Path("/tmp/udb-child"), max_rows=7)
     env = child_env(parent, pythonpath="/opt/udb", EXTRA="1")
-    assert Settings.from_env(env={k: v for k, v in env.items() if k.startswith("UDB_") or k in ("K_SINK", "BROWSER_PATH")}) == parent
+    named = {k: v for k, v in env.items() if k.startswith("UDB_") or k in ("K_SINK", "BROWSER_PATH")}
+    assert Settings.from_env(env=named) == parent
     assert env["PYTHONPATH"].split(":")[0] == "/opt/udb" and env["EXTRA"] == "1"
