@@ -128,8 +128,9 @@ import os, resource, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
 os.environ.setdefault("UDB_NET_ALLOWLIST", "127.0.0.0/8,::1")
+from shared.core.settings import Settings
 from shared.sources import SourceEnv, rest
-env = SourceEnv()
+env = SourceEnv(settings=Settings.from_env())  # this child's entry point: its settings, built once
 started = time.perf_counter()
 stream = rest.inspect({url!r}, env=env)["streams"][0]
 with tempfile.TemporaryDirectory() as tmp:

@@ -47,6 +47,7 @@ from cloudevents.http import CloudEvent, from_http
 
 from shared.security import auth
 from shared.core import bindings
+from shared.core.settings import Settings
 from shared.core.routing import Routes, Trigger, load_routes
 
 log = logging.getLogger("udb.broker")
@@ -506,7 +507,8 @@ async def serve(routes: Routes, kafka: str, subscribers: dict[str, str], port: i
                 instance: str | None = None, queues: dict[str, ServiceQueue] | None = None) -> None:
     import uvicorn
 
-    broker = Broker(routes, kafka, subscribers, gate=auth.Gatekeeper.from_env(), instance=instance, queues=queues)
+    gate = auth.Gatekeeper(Settings.from_env())  # the broker process's entry: its settings, built once
+    broker = Broker(routes, kafka, subscribers, gate=gate, instance=instance, queues=queues)
     # The ingress listens as soon as the producer is up; the consumers join their groups behind
     # it (docs/reliability.md: a restart used to keep the ingress shut ~28 s while every group
     # waited out the killed member's 30 s session).

@@ -11,15 +11,17 @@ from shared.serving import runtime
 from shared.core.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("UDB_NET_ALLOWLIST", "127.0.0.0/8,::1")  # sources on loopback: services, test peers
+LOOPBACK = "127.0.0.0/8,::1"
+os.environ.setdefault("UDB_NET_ALLOWLIST", LOOPBACK)  # sources on loopback: services, test peers
 pytest_plugins = ["tests.plugins.no_network_mocks", "tests.stack_fixtures", "pytester"]
 
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    # An empty env: no developer setting leaks into a test.
+    # An empty env: no developer setting leaks into a test. Loopback allowlisted, as the
+    # environment above says for processes the tests start: sources on loopback are test peers.
     return Settings.from_env(env={}, home=tmp_path / "udb", eventing_dir=REPO / "eventing",
-                             profile_sample_rows=5_000, log_level="WARNING")
+                             profile_sample_rows=5_000, log_level="WARNING", net_allowlist=LOOPBACK)
 
 
 @pytest.fixture

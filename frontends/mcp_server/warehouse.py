@@ -70,14 +70,15 @@ class Warehouse:
                 cursor = con.execute(f"SELECT * FROM main.{duck.quote(match)} LIMIT {DESCRIBE_SAMPLE_ROWS}")
                 header = [d[0] for d in cursor.description]
                 # Sample rows leave the warehouse: PII masked, as in every artifact.
-                sample, masked = pii.mask_rows(header, json_safe([list(r) for r in cursor.fetchall()]))
+                sample, masked = pii.mask_rows(header, json_safe([list(r) for r in cursor.fetchall()]),
+                                               policy=pii.Policy.of(self.settings))
                 return {"name": match, "rows": rows, "columns": columns, "sample": sample, "pii_masked": masked}
             finally:
                 con.close()
 
     def run_kpi(self, tenant: str, sql: str, max_rows: int) -> dict:
         from functions.analyze import kpis
-        from shared.security import sqlguard
+        from shared.security import pii, sqlguard
         if not isinstance(max_rows, int) or max_rows < 1:
             raise InputError(f"max_rows must be a positive integer, found {max_rows!r}")
         with tempfile.TemporaryDirectory(prefix="udb-mcp-") as tmp:
@@ -96,7 +97,8 @@ class Warehouse:
                                       timeout_ms=self.settings.kpi_timeout_ms,
                                       max_rows=min(max_rows, self.settings.kpi_max_rows),
                                       max_bytes=self.settings.kpi_max_bytes,
-                                      max_cell_chars=self.settings.kpi_max_cell_chars)
+                                      max_cell_chars=self.settings.kpi_max_cell_chars,
+                                      policy=pii.Policy.of(self.settings))
             finally:
                 kpi_con.close()
         return {"sql": checked.sql, "tables": checked.tables, "columns": result["columns"], "rows": result["rows"],

@@ -21,6 +21,7 @@ from functions.analyze import kpis
 from shared.core import events
 from shared.storage import jobindex, lake
 from shared.observability import metrics, telemetry
+from shared.security import pii
 from shared.serving.bounds import Bound, bounded_duckdb_memory
 from shared.core.errors import NotFound, SourceError
 from shared.storage.jobindex import Artifacts
@@ -112,7 +113,8 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
     # what is computed from them); it learns each table's verdicts from its profile below.
     limits: dict[str, Any] = {"timeout_ms": settings.kpi_timeout_ms, "max_rows": settings.kpi_max_rows,
               "max_bytes": settings.kpi_max_bytes, "max_cell_chars": settings.kpi_max_cell_chars,
-              "personal": kpis.PersonalColumns(kpi_con)}
+              "personal": kpis.PersonalColumns(kpi_con, policy=pii.Policy.of(settings)),
+              "policy": pii.Policy.of(settings)}
     profiles, kpi_results, drift_all, text_all, notes = [], [], {}, [], []
     charts: list[dict] = []  # {base, kpi, result, table}
     kpis_by_table: dict[str, list[dict]] = {}
@@ -128,6 +130,7 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
                 return bound.step("profile", f"{table} columns {first + 1}-{end} of {total:,}")
 
             prof = profile.profile_table(con, table, batch_columns=profile.batch_columns_for(bound.duckdb_memory),
+                                         pii=pii.Policy.of(settings),
                                          step=batch_step)
             metrics.profile_seconds.observe(time.perf_counter() - started)
         if prof["correlations"].get("note"):

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 
 from shared.core.errors import InputError
-from shared.security.pii import mask_rows
+from shared.security.pii import DEFAULT_POLICY, Policy, mask_rows
 
 from .profile import FLOAT_TYPES, INTEGER_TYPES, json_safe, quote_ident, sql_literal, table_label, table_ref
 
@@ -375,7 +375,8 @@ def cap_bytes(rows: list[list], max_bytes: int, max_cell_chars: int) -> tuple[li
 
 def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
             max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES,
-            max_cell_chars: int = DEFAULT_MAX_CELL_CHARS, personal: "PersonalColumns | None" = None) -> dict:
+            max_cell_chars: int = DEFAULT_MAX_CELL_CHARS, personal: "PersonalColumns | None" = None,
+            policy: Policy = DEFAULT_POLICY) -> dict:
     """Run a KPI's SQL under a time limit, a row cap and a byte cap; return {name, title,
     table, chart, columns, rows, row_count, truncated, capped_by, cells_cut, pii_masked,
     pii_columns, max_rows, max_bytes, elapsed_ms} (JSON-safe).
@@ -387,18 +388,19 @@ def run_kpi(con: duckdb.DuckDBPyConnection, kpi: dict, *, timeout_ms: int = DEFA
     verdicts); without it they are worked out from this connection. Text cells longer than
     max_cell_chars are cut (`cells_cut`), and rows are kept while their JSON stays within
     max_bytes: `truncated` says rows were left out, `capped_by` by which cap ("rows" or
-    "bytes"). `table` and `chart` are copied from the KPI. Raises KpiError when the query fails
-    or runs past `timeout_ms`.
+    "bytes"). `table` and `chart` are copied from the KPI. `policy`: the PII policy of the
+    caller's settings (pii.Policy.of). Raises KpiError when the query fails or runs past
+    `timeout_ms`.
     """
     stats: dict = {}
     columns, rows, truncated, elapsed_ms = run_query(con, kpi["sql"], timeout_ms=timeout_ms, max_rows=max_rows,
                                                      max_cell_chars=max_cell_chars, stats=stats)
     capped_by = "rows" if truncated else None
     if personal is None:
-        personal = PersonalColumns(con)
+        personal = PersonalColumns(con, policy=policy)
     derived = personal.outputs(kpi["sql"], columns)
     # Results leave the warehouse (JSON, charts, the summary): PII masked as everywhere else.
-    masked_rows, masked = mask_rows(columns, json_safe([list(r) for r in rows]), personal=derived)
+    masked_rows, masked = mask_rows(columns, json_safe([list(r) for r in rows]), personal=derived, policy=policy)
     kept, dropped, cut = cap_bytes(masked_rows, max_bytes, max_cell_chars)
     if dropped:
         truncated, capped_by = True, "bytes"
@@ -434,8 +436,10 @@ class PersonalColumns:
     sample of shared.security.pii.CONTENT_SAMPLE rows.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, known: dict[str, Any] | None = None):
+    def __init__(self, con: duckdb.DuckDBPyConnection, known: dict[str, Any] | None = None,
+                 policy: Policy = DEFAULT_POLICY):
         self.con = con
+        self.policy = policy
         self._known = {t.lower(): set(cols) for t, cols in (known or {}).items()}
         self._schema: dict[str, list[str]] | None = None
 
@@ -470,7 +474,7 @@ class PersonalColumns:
                 f"SELECT {select} FROM main.{quote_ident(table)} "
                 f"USING SAMPLE reservoir({CONTENT_SAMPLE} ROWS) REPEATABLE (42)").fetchall()
             values = {c: [row[i] for row in sample if row[i] is not None] for i, c in enumerate(rest)}
-            found |= set(content_kinds(values))
+            found |= set(content_kinds(values, self.policy))
         return found
 
     def outputs(self, sql: str, columns: list[str]) -> set[str]:

@@ -18,6 +18,7 @@ are within AMBIGUITY_MARGIN of each other.
 from __future__ import annotations
 
 from shared.core.errors import SourceError
+from shared.core.settings import Settings
 from shared.sources import http as web
 from shared.sources import registry
 from shared.sources.detection import AMBIGUITY_MARGIN, Hint, Scores
@@ -25,10 +26,12 @@ from shared.sources.detection import AMBIGUITY_MARGIN, Hint, Scores
 __all__ = ["AMBIGUITY_MARGIN", "detect"]
 
 
-def detect(hint: str, options: dict | None = None, *, probe: bool = True) -> dict:
+def detect(hint: str, options: dict | None = None, *, probe: bool = True, settings: Settings | None = None) -> dict:
     """{candidates: [{provider, confidence, reasons}], ambiguous, unreachable?} best first.
-    `unreachable` is set when a network hint could not be reached at all (with the reason)."""
-    seen = Hint(hint.strip(), dict(options or {}))
+    `unreachable` is set when a network hint could not be reached at all (with the reason).
+    Probes run under the caller's settings (SSRF allowlist, UDB's own S3); without any, the
+    declared defaults (public addresses only, no S3 of UDB's own)."""
+    seen = Hint(hint.strip(), dict(options or {}), settings if settings is not None else Settings())
     scores = Scores()
     given = seen.options.get("provider")
     if given:

@@ -41,7 +41,7 @@ def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str
     jobs.ensure(job_id, hint=shown, traceparent=traceparent, **({"accepted": False} if door else {}))
     jobs.move(job_id, "discovering")
     with telemetry.stage("probe") as span:
-        found = detect(hint, options)
+        found = detect(hint, options, settings=ctx.settings)
         if not found["candidates"]:
             raise SourceError(f"cannot tell what {shown!r} is: not a path, URL or DSN UDB knows")
         if found.get("unreachable"):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from functions.reports.render import ENGINE_OF, ENGINE_MODULES, RESULT
+from shared.core.settings import Settings, child_env
 
 POLL_SECONDS = 0.1
 # The child imports functions.reports.render from this very tree, wherever the caller's cwd is.
@@ -59,8 +60,9 @@ def _tree_rss(proc) -> int:
     return total
 
 
-def run(spec: dict, workdir: Path, *, deadline: float, memory_mb: int, log=None) -> Outcome:
-    """Render `spec` in `python -m functions.reports.render`; never raises for the engine's sake."""
+def run(spec: dict, workdir: Path, *, deadline: float, memory_mb: int, settings: Settings, log=None) -> Outcome:
+    """Render `spec` in `python -m functions.reports.render` under the caller's `settings` (handed
+    to the child in its environment); never raises for the engine's sake."""
     import psutil
 
     out = Path(spec["out"])
@@ -73,7 +75,7 @@ def run(spec: dict, workdir: Path, *, deadline: float, memory_mb: int, log=None)
     stdin = child.stdin
     assert stdin is not None  # the pool starts every child with stdin=PIPE
     try:
-        stdin.write((json.dumps({"spec": str(spec_path), "env": _child_env()}) + "\n").encode())
+        stdin.write((json.dumps({"spec": str(spec_path), "env": _child_env(settings)}) + "\n").encode())
         stdin.close()
     except BrokenPipeError:
         pass  # it died while waiting: reported below from its exit code
@@ -118,9 +120,10 @@ def run(spec: dict, workdir: Path, *, deadline: float, memory_mb: int, log=None)
                    peak_mb)
 
 
-def _child_env() -> dict:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
+def _child_env(settings: Settings | None = None) -> dict:
+    """The renderer's environment: this process's, with `settings` as UDB_* variables (a warm
+    child is started before any job, without them, and gets them with its spec)."""
+    return child_env(settings, pythonpath=str(ROOT), PYTHONWARNINGS="ignore")
 
 
 def _start(engine: str, folder: Path, nice: int) -> tuple[subprocess.Popen, Path]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import html
 import json
-import os
 import re
 import time
 import warnings
@@ -21,12 +20,14 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from shared.core.settings import library_env
 from shared.core.templating import render
 from shared.observability import telemetry
 from shared.storage import duck
 from shared.storage.duck import quote
 from shared.analysis.evidentlyresult import drift_verdict, json_safe  # noqa: F401  (drift_verdict: re-exported)
-from shared.security.pii import CONTENT_SAMPLE, classify_values, content_candidate, is_missing, mask_value, pii_columns
+from shared.security.pii import (CONTENT_SAMPLE, DEFAULT_POLICY, Policy, classify_values, content_candidate, is_missing,
+                                 mask_value, pii_columns)
 from shared.security.pii import mask_text  # noqa: F401  (re-exported for callers)
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def table_label(table) -> str:
 # ---------------------------------------------------------------- masking
 
 
-def mask_frame(df: "pd.DataFrame") -> "pd.DataFrame":
+def mask_frame(df: "pd.DataFrame", policy: Policy = DEFAULT_POLICY) -> "pd.DataFrame":
     """A copy of df with PII masked by shared.security.pii's rules: personal-data columns (by name, or by
     the content of their first CONTENT_SAMPLE non-null values) wholly, and emails, IBANs, card
     numbers, national ids and phone numbers inside every other text column. Other numeric
@@ -82,7 +83,7 @@ def mask_frame(df: "pd.DataFrame") -> "pd.DataFrame":
                 or pd.api.types.is_string_dtype(column)):
             continue
         sample = [v.item() if hasattr(v, "item") else v for v in column.dropna().head(CONTENT_SAMPLE).tolist()]
-        result = classify_values(sample) if content_candidate(sample) else None
+        result = classify_values(sample, policy=policy) if content_candidate(sample) else None
         if result:
             kinds[name] = result[0]
     for name in out.columns:
@@ -94,9 +95,9 @@ def mask_frame(df: "pd.DataFrame") -> "pd.DataFrame":
         try:
             # Mask each distinct value once: categories repeat a lot.
             uniques = column.dropna().unique()
-            mapping = {v: mask_value(v, kind) for v in uniques}
+            mapping = {v: mask_value(v, kind, policy) for v in uniques}
         except TypeError:  # unhashable values (lists, dicts): one by one
-            out[name] = pd.Series([v if is_missing(v) else mask_value(v, kind) for v in column],
+            out[name] = pd.Series([v if is_missing(v) else mask_value(v, kind, policy) for v in column],
                                   index=column.index, dtype=object)
             continue
         if kind or any(mapping[v] != v for v in uniques):
@@ -106,12 +107,12 @@ def mask_frame(df: "pd.DataFrame") -> "pd.DataFrame":
     return out
 
 
-def mask_pii(df: "pd.DataFrame") -> "pd.DataFrame":
+def mask_pii(df: "pd.DataFrame", policy: Policy = DEFAULT_POLICY) -> "pd.DataFrame":
     """A copy of df with PII masked (mask_frame): emails ("a***@domain"), phone
     numbers, card numbers, IBANs and national ids ("***") in text, and whole values of columns
     whose names or contents say personal data (a card number column read as BIGINT included).
-    Other numeric columns are left alone."""
-    return mask_frame(df)
+    Other numeric columns are left alone. `policy`: the caller's (pii.Policy.of(settings))."""
+    return mask_frame(df, policy)
 
 
 # ---------------------------------------------------------------- sampling
@@ -184,7 +185,7 @@ PII_NOTE = ("PII is masked: emails keep their first character and domain; phone 
             "as personal data or holding mostly such values (shared/security/pii.py).")
 
 
-def prepare_frame(df: "pd.DataFrame") -> "pd.DataFrame":
+def prepare_frame(df: "pd.DataFrame", policy: Policy = DEFAULT_POLICY) -> "pd.DataFrame":
     """Masked copy with types the pandas-based libraries handle, made once per frame and
     shared by every report (a prepared frame is returned as it is).
 
@@ -195,17 +196,17 @@ def prepare_frame(df: "pd.DataFrame") -> "pd.DataFrame":
     """
     if df.attrs.get(PREPARED):
         return df
-    out = _frame_for_reports(df)
+    out = _frame_for_reports(df, policy)
     out.attrs[PREPARED] = True
     return out
 
 
-def _frame_for_reports(df: "pd.DataFrame") -> "pd.DataFrame":
+def _frame_for_reports(df: "pd.DataFrame", policy: Policy) -> "pd.DataFrame":
     import pandas as pd
 
     if df.attrs.get(PREPARED):
         return df
-    out = mask_pii(df)
+    out = mask_pii(df, policy)
     for name in out.columns:
         column = out[name]
         if isinstance(column.dtype, pd.DatetimeTZDtype):
@@ -250,8 +251,8 @@ def ydata_report_html(df: "pd.DataFrame", title: str, sampling: dict | None, *, 
     PII is masked before profiling. When sampled, the title and a visible banner say so.
     """
     # Before the import: no usage ping to ydata's server, headless matplotlib.
-    os.environ["YDATA_PROFILING_NO_ANALYTICS"] = "1"
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    library_env({"YDATA_PROFILING_NO_ANALYTICS": "1"}, force=True)
+    library_env({"MPLBACKEND": "Agg"})
     with warnings.catch_warnings():
         # 4.18 warns on import that the package moved to fg-data-profiling.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -391,7 +392,8 @@ def reference_key(con: duckdb.DuckDBPyConnection, table, max_rows: int, *, cache
 
 
 def reference_frame(con: duckdb.DuckDBPyConnection, table, max_rows: int, store=None, *,
-                    cache_name: str | None = None, seed: int = 42, max_columns: int = 0) -> tuple["pd.DataFrame", dict]:
+                    cache_name: str | None = None, seed: int = 42, max_columns: int = 0,
+                    policy: Policy = DEFAULT_POLICY) -> tuple["pd.DataFrame", dict]:
     """The drift reference of a table: a reproducible sample of at most max_rows rows,
     PII-masked and prepared for Evidently, cached in the tenant store.
 
@@ -407,7 +409,7 @@ def reference_frame(con: duckdb.DuckDBPyConnection, table, max_rows: int, store=
     started = time.perf_counter()
     if store is None:
         frame, sampling = sample_frame(con, table, max_rows, seed=seed, max_columns=max_columns)
-        return prepare_frame(frame), {"cache": "off", "key": None, "sampling": sampling,
+        return prepare_frame(frame, policy), {"cache": "off", "key": None, "sampling": sampling,
                                       "seconds": round(time.perf_counter() - started, 3)}
     key, meta_key, folder = reference_key(con, table, max_rows, cache_name=cache_name, seed=seed,
                                           max_columns=max_columns)
@@ -421,7 +423,7 @@ def reference_frame(con: duckdb.DuckDBPyConnection, table, max_rows: int, store=
     except (KeyError, ValueError, OSError):  # NotFound is a KeyError; a damaged entry is rebuilt
         pass
     frame, sampling = sample_frame(con, table, max_rows, seed=seed, max_columns=max_columns)
-    prepared = prepare_frame(frame)
+    prepared = prepare_frame(frame, policy)
     buffer = io.BytesIO()
     prepared.to_parquet(buffer, index=False)
     # The frame read back is the one used, so a hit and a miss give the same report.

@@ -105,7 +105,7 @@ def _render_all(todo: list[dict], specs: dict, work: Path, store, ctx: Context, 
         deadline = min(float(settings.reports_deadline_seconds or remaining), remaining)
         specs[item["id"]]["deadline"] = deadline
         with telemetry.stage("report", report=item["id"]):
-            return item, bounded.run(specs[item["id"]], work, deadline=deadline,
+            return item, bounded.run(specs[item["id"]], work, deadline=deadline, settings=settings,
                                      memory_mb=settings.reports_memory_mb, log=ctx.log)
 
     with ThreadPoolExecutor(max_workers=max(1, settings.reports_workers), thread_name_prefix="udb-report") as pool:

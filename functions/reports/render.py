@@ -15,6 +15,13 @@ report (functions/reports/bounded.py keeps them): it imports its engine (seconds
 3.7-5 s, ydata-profiling 2.4-3.5 s on this project's 2-core machine) and then waits for one line
 on stdin, {"spec": path, "env": {...}}, takes the caller's environment as it is then and renders
 that spec like the plain form. End of input before a line: it exits, having rendered nothing.
+
+Settings: this module is a child process's entry point. The parent hands its own Settings down
+in the environment it passes (`shared.core.settings.child_env`: every setting as its UDB_*
+variable, on the stdin pipe for a warm child, never in the spec file on disk, since they hold
+the S3 keys), and `main` builds them once from it; the renderers take them as an argument. So
+the child masks by the parent's PII policy and opens the parent's S3, whatever the parent's
+Settings were built from.
 """
 from __future__ import annotations
 
@@ -25,6 +32,10 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # UDB modules are imported after the caller's environment is taken
+    from shared.core.settings import Settings
 
 RESULT = "result.json"
 
@@ -53,10 +64,10 @@ def _write(out: Path, name: str, body: str | bytes) -> None:
     (out / name).write_bytes(body.encode() if isinstance(body, str) else body)
 
 
-def _connect(spec: dict):
+def _connect(spec: dict, settings: Settings):
     from shared.storage import duck, lake
     if spec.get("lake"):  # the tenant's lake: `warehouse` is the local copy of its catalog
-        con = lake.connect(lake.store_from_spec(spec["lake"]), Path(spec["warehouse"]), read_only=True,
+        con = lake.connect(lake.store_from_spec(spec["lake"], settings), Path(spec["warehouse"]), read_only=True,
                            memory_limit=spec.get("duckdb_memory_limit", "1GB"), threads=int(spec.get("duckdb_threads", 2)))
         lake.create_reference_views(con)
         return con
@@ -64,27 +75,28 @@ def _connect(spec: dict):
                         threads=int(spec.get("duckdb_threads", 2)))
 
 
-def _frame(con, spec: dict):
+def _frame(con, spec: dict, settings: Settings):
     from functions.reports import engines
+    from shared.security.pii import Policy
 
     frame, sampling = engines.sample_frame(con, spec["table"], int(spec["sample_rows"]),
                                            max_columns=int(spec.get("max_columns") or 0))
-    return engines.prepare_frame(frame), sampling
+    return engines.prepare_frame(frame, Policy.of(settings)), sampling
 
 
-def _table_frame(spec: dict):
+def _table_frame(spec: dict, settings: Settings):
     """The table's sampled frame, from a connection opened and closed for it."""
-    con = _connect(spec)
+    con = _connect(spec, settings)
     try:
-        return _frame(con, spec)
+        return _frame(con, spec, settings)
     finally:
         con.close()
 
 
-def render_ydata(spec: dict, out: Path) -> dict:
+def render_ydata(spec: dict, out: Path, settings: Settings) -> dict:
     from functions.reports import engines
 
-    frame, sampling = _table_frame(spec)
+    frame, sampling = _table_frame(spec, settings)
     _fault(spec, "ydata")
     table = spec["table"]
     _write(out, f"ydata-{table}.html", engines.ydata_report_html(frame, table, sampling))
@@ -93,10 +105,10 @@ def render_ydata(spec: dict, out: Path) -> dict:
             "note": engines.columns_text(sampling) or None, "info": {"sampling": sampling}}
 
 
-def render_evidently_summary(spec: dict, out: Path) -> dict:
+def render_evidently_summary(spec: dict, out: Path, settings: Settings) -> dict:
     from functions.reports import engines
 
-    frame, sampling = _table_frame(spec)
+    frame, sampling = _table_frame(spec, settings)
     _fault(spec, "evidently-summary")
     table = spec["table"]
     html, result = engines.evidently_summary(frame)
@@ -140,17 +152,18 @@ class _DirCache:
         pass
 
 
-def render_evidently_drift(spec: dict, out: Path) -> dict:
+def render_evidently_drift(spec: dict, out: Path, settings: Settings) -> dict:
     from functions.reports import engines
+    from shared.security.pii import Policy
 
     table = spec["table"]
-    con = _connect(spec)
+    con = _connect(spec, settings)
     try:
-        frame, sampling = _frame(con, spec)
+        frame, sampling = _frame(con, spec, settings)
         cache = _DirCache(spec.get("cache_in") or {}, out / "cache") if spec.get("drift_cache") else None
         reference, ref_info = engines.reference_frame(
             con, ("udb_snapshots", table), int(spec["sample_rows"]), cache, cache_name=table,
-            max_columns=int(spec.get("max_columns") or 0))
+            max_columns=int(spec.get("max_columns") or 0), policy=Policy.of(settings))
     finally:
         con.close()
     _fault(spec, "evidently-drift")
@@ -173,12 +186,12 @@ def render_evidently_drift(spec: dict, out: Path) -> dict:
         "info": {"sampling": sampling, "cache": ref_info["cache"], "drifted_columns": verdict["drifted_columns"]}}
 
 
-def render_png_charts(spec: dict, out: Path) -> dict:
+def render_png_charts(spec: dict, out: Path, settings: Settings) -> dict:
     from functions.reports.pngs import chart_figure, render_pngs
     from shared.analysis import charts
 
     _fault(spec, "png-charts")
-    chromium, why = charts.find_chromium(spec.get("chromium_path") or "")
+    chromium, why = charts.find_chromium(spec.get("chromium_path") or settings.chromium_path, settings.browser_path)
     figures = [(c["base"], chart_figure(c["item"], c["item"]["result"])) for c in spec["charts"]]
     rendered: dict[str, bytes] = {}
     if chromium:
@@ -235,6 +248,8 @@ def warm(engine: str, nice: int = 0) -> int:
 
 
 def main(argv: list[str]) -> int:
+    from shared.core.settings import Settings
+
     spec = json.loads(Path(argv[0]).read_text())
     out = Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +257,8 @@ def main(argv: list[str]) -> int:
     os.environ["YDATA_PROFILING_NO_ANALYTICS"] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
-        result = {"ok": True, **RENDERERS[spec["kind"]](spec, out)}
+        settings = Settings.from_env()  # once: the parent's, handed down in this process's environment
+        result = {"ok": True, **RENDERERS[spec["kind"]](spec, out, settings)}
         code = 0
     except Exception as exc:  # the reason goes to the index; the parent logs the traceback
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}

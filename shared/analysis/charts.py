@@ -131,13 +131,14 @@ def chart_html(kpi: dict, result: dict, plotlyjs: bool | str = True) -> str:
 PNG_WIDTH, PNG_HEIGHT = 900, 500
 
 
-def find_chromium(configured: str = "") -> tuple[str | None, str | None]:
+def find_chromium(configured: str = "", browser_path: str = "") -> tuple[str | None, str | None]:
     """(path, None) for the Chromium to render PNG charts with, or (None, why not).
 
-    The configured path (UDB_CHROMIUM_PATH) wins, then BROWSER_PATH, then chromium,
-    chromium-browser, google-chrome on PATH.
+    The configured path (UDB_CHROMIUM_PATH) wins, then BROWSER_PATH (both from the caller's
+    Settings: `chromium_path`, `browser_path`), then chromium, chromium-browser, google-chrome
+    on PATH.
     """
-    for candidate, source in ((configured, "UDB_CHROMIUM_PATH"), (os.environ.get("BROWSER_PATH", ""), "BROWSER_PATH")):
+    for candidate, source in ((configured, "UDB_CHROMIUM_PATH"), (browser_path, "BROWSER_PATH")):
         if candidate:
             if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
                 return candidate, None

@@ -3,15 +3,27 @@
 Each field names its environment variable and its default; `Settings.from_env()` is the only
 place that reads `os.environ` for UDB settings. Precedence: explicit keyword arguments to
 `from_env(**overrides)` > environment > the default declared here.
+
+Settings are built once, at an entry point (`functions/*/main.py`, the front ends, devstack,
+a child process's `__main__`), and passed down: nothing below an entry point reads the
+environment (tests/unit/test_settings_passdown.py enforces it). A child process gets its
+parent's Settings through `child_env` (as UDB_* variables) and builds them once in its main.
+
+This module imports nothing above `shared.core`: the values it validates (the network
+allowlist, the national-id patterns) are parsed here, and the security modules that use them
+call the same parsers, so bad configuration fails at start with the same message.
 """
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Iterable, Mapping
 
-from shared.core.errors import InputError, ValidationError
+from shared.core.errors import SourceError, ValidationError
 
 
 def _setting(env: str, default, doc: str):
@@ -47,6 +59,8 @@ class Settings:
     chart_png: bool = _setting("UDB_CHART_PNG", True, "render every KPI chart to PNG too (headless Chromium via kaleido)")
     chromium_path: str = _setting("UDB_CHROMIUM_PATH", "",
                                   "Chromium for PNG charts; empty: BROWSER_PATH, then chromium on PATH")
+    browser_path: str = _setting("BROWSER_PATH", "", "Chromium for PNG charts when UDB_CHROMIUM_PATH is empty "
+                                 "(the variable kaleido's own tooling reads)")
     # The reports function (functions/reports): every engine runs in a child process under these bounds.
     reports_max_columns: int = _setting("UDB_REPORTS_MAX_COLUMNS", 200, "ydata-profiling and Evidently see at most "
                                         "this many columns of a table (the first ones; the index says so); 0: all")
@@ -230,10 +244,9 @@ class Settings:
         if self.store == "s3" and not self.s3_endpoint and not self.s3_access_key:
             problems["UDB_S3_ENDPOINT"] = "the s3 store needs an endpoint or credentials"
         if self.net_allowlist:
-            from shared.security.netguard import Guard  # netguard reads these settings: import when needed
             try:
-                Guard.parse(self.net_allowlist)
-            except InputError as exc:
+                parse_allowlist(self.net_allowlist)
+            except SourceError as exc:
                 problems["UDB_NET_ALLOWLIST"] = str(exc).split(": ", 1)[-1]
         if self.otel_exporter not in ("none", "otlp", "file"):
             problems["UDB_OTEL_EXPORTER"] = f"expected one of none, otlp, file; found {self.otel_exporter!r}"
@@ -252,7 +265,6 @@ class Settings:
             if not url.startswith(("http://", "https://")):
                 problems[env] = f"expected an http(s) URL, found {url!r}"
         if self.pii_national_ids:
-            from shared.security.pii import parse_national_ids  # pii reads this setting per call: import when needed
             try:
                 parse_national_ids(self.pii_national_ids)
             except ValueError as exc:
@@ -283,6 +295,123 @@ class Settings:
     def documented(cls) -> list[tuple[str, str, str]]:
         """(env var, default, meaning) for every setting: the docs/settings.md table is generated from this."""
         return [(f.metadata["env"], str(f.default), f.metadata["doc"]) for f in fields(cls)]
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment variables `from_env` reads back to equal Settings
+        (how a child process gets its parent's settings)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return out
+
+
+def child_env(settings: Settings | None = None, *, pythonpath: str | None = None,
+              **extra: str) -> dict[str, str]:
+    """The environment of a child process UDB starts: this process's environment (PATH, HOME
+    and what third-party libraries read), `settings` as UDB_* variables so the child's
+    `Settings.from_env()` equals them, `pythonpath` put first on PYTHONPATH, then `extra`."""
+    env = dict(os.environ)
+    if settings is not None:
+        env.update(settings.as_env())
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def library_env(values: Mapping[str, str], *, force: bool = False) -> None:
+    """Tell third-party libraries loaded in this process how to behave (no usage pings, offline
+    model hubs, a headless plotting backend), through the environment they read. Only names
+    UDB does not read itself; existing values are kept unless `force`."""
+    for key, value in values.items():
+        if key.startswith("UDB_"):
+            raise ValueError(f"{key} is a UDB setting: pass Settings, do not set the environment")
+        if force:
+            os.environ[key] = value
+        else:
+            os.environ.setdefault(key, value)
+
+
+# ---------------------------------------------------------------- values parsed here and in security
+
+ALLOWLIST_SETTING = "UDB_NET_ALLOWLIST"
+
+
+def _hostname_ok(name: str) -> bool:
+    return bool(name) and all(part and len(part) < 64 and part.replace("-", "").replace("_", "").isalnum()
+                              for part in name.split("."))
+
+
+def parse_allowlist(allowlist: str | Iterable[str]) -> tuple[tuple, frozenset, tuple, frozenset]:
+    """(networks, host names, wildcard suffixes, single addresses) of `UDB_NET_ALLOWLIST` text
+    (or its entries); SourceError naming every entry that is not a CIDR, address or host name.
+    shared.security.netguard.Guard is built from this."""
+    entries = [e.strip() for e in (allowlist.split(",") if isinstance(allowlist, str) else allowlist)]
+    networks: list = []
+    hosts: set[str] = set()
+    wildcards: list[str] = []
+    exact: set = set()
+    problems: list[str] = []
+    for entry in filter(None, entries):
+        try:
+            net = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            name = entry.lower().rstrip(".")
+            if name.startswith("*.") and _hostname_ok(name[2:]):
+                wildcards.append(name[1:])
+            elif _hostname_ok(name):
+                hosts.add(name)
+            else:
+                problems.append(entry)
+            continue
+        networks.append(net)
+        if net.num_addresses == 1:
+            exact.add(net.network_address)
+    if problems:
+        raise SourceError(f"{ALLOWLIST_SETTING}: not a CIDR, address or host name: {', '.join(problems)}")
+    return tuple(networks), frozenset(hosts), tuple(wildcards), frozenset(exact)
+
+
+# National ids, by name: the default of UDB_PII_NATIONAL_IDS. Each pattern is searched in any
+# text (so it must not match ordinary numbers) and matched whole against column values.
+DEFAULT_NATIONAL_IDS = {
+    # US Social Security number, dashed (area not 000, 666 or 9xx; group not 00; serial not 0000).
+    "us_ssn": r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b",
+    # UK National Insurance number: two letters (not D, F, I, Q, U, V; second not O), six
+    # digits, A-D; spaced or not.
+    "uk_nino": r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+    # Italian codice fiscale.
+    "it_codice_fiscale": r"\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b",
+}
+
+
+def parse_national_ids(raw: str) -> dict[str, str]:
+    """The national-id patterns a UDB_PII_NATIONAL_IDS value names: empty -> the defaults; a
+    JSON object {"name": "regex", ...} -> exactly those (`{}`: none); anything else -> that one
+    regex, named "national_id". Raises ValueError for a value that does not compile."""
+    text = (raw or "").strip()
+    if not text:
+        return dict(DEFAULT_NATIONAL_IDS)
+    patterns: Any
+    if text.startswith("{"):
+        try:
+            patterns = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON object of name: regex ({exc})") from None
+        if not isinstance(patterns, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in patterns.items()):
+            raise ValueError("expected a JSON object of name: regex strings")
+    else:
+        patterns = {"national_id": text}
+    for name, pattern in patterns.items():
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {name!r} does not compile: {exc}") from None
+        if compiled.search(""):
+            raise ValueError(f"pattern {name!r} matches the empty string")
+    return patterns
 
 
 def _convert(raw: str, kind: type):

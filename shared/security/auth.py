@@ -403,11 +403,6 @@ class Gatekeeper:
         self._cache: dict[str, tuple[dict, float]] = {}
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_env(cls) -> "Gatekeeper":
-        from shared.core.settings import Settings
-        return cls(Settings.from_env())
-
     @property
     def keys(self) -> KeyStore:
         if self._store is None:

@@ -51,13 +51,9 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings) -> "Limits":
+        """The caps of the caller's Settings (shared.core.settings.Settings)."""
         return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
-    @classmethod
-    def from_env(cls) -> "Limits":
-        """The limits of this process (source modules get no settings object passed in)."""
-        from shared.core.settings import Settings
-        return cls.from_settings(Settings.from_env())
 
 
 def _on(limit: int) -> bool:
@@ -295,9 +291,8 @@ def check_local_hint(hint: str, settings) -> None:
 
 # ---------------------------------------------------------------- files, columns, rows, cells
 
-def check_file(path: Path, fmt: str, limits: Limits | None = None) -> None:
+def check_file(path: Path, fmt: str, limits: Limits) -> None:
     """Checks a source file needs before DuckDB opens it: JSON depth, zip and gzip inflation."""
-    limits = limits or Limits.from_env()
     path = Path(path)
     if fmt in ("json", "ndjson"):
         check_json_file(path, limits.max_json_depth)
@@ -307,16 +302,14 @@ def check_file(path: Path, fmt: str, limits: Limits | None = None) -> None:
         gunzip_capped(path, None, limits.max_uncompressed_bytes)
 
 
-def check_columns(count: int, name: str, limits: Limits | None = None) -> None:
-    limits = limits or Limits.from_env()
+def check_columns(count: int, name: str, limits: Limits) -> None:
     if _on(limits.max_columns) and count > limits.max_columns:
         raise LimitExceeded(f"{name}: {count:,} columns; the limit is {limits.max_columns:,} (UDB_MAX_COLUMNS)")
 
 
-def check_rows(rows: int, name: str, limits: Limits | None = None) -> int:
+def check_rows(rows: int, name: str, limits: Limits) -> int:
     """`rows` came from a `capped_select` (at most cap + 1, or all of a bounded reader's rows):
     more than the cap fails."""
-    limits = limits or Limits.from_env()
     if _on(limits.max_rows) and rows > limits.max_rows:
         raise LimitExceeded(f"{name}: more than {limits.max_rows:,} rows (UDB_MAX_ROWS)")
     return rows
@@ -330,7 +323,7 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def capped_select(reader_sql: str, columns: list[dict], limits: Limits | None = None, name: str = "source",
+def capped_select(reader_sql: str, columns: list[dict], limits: Limits, name: str = "source",
                   *, cap_rows: bool = True) -> str:
     """`SELECT * FROM <reader>` with the row cap (LIMIT cap + 1) and, per text column, an
     `error()` when a cell is longer than UDB_MAX_CELL_CHARS — so the COPY that extracts a
@@ -340,7 +333,6 @@ def capped_select(reader_sql: str, columns: list[dict], limits: Limits | None = 
     local file under the upload or download cap): the COPY counts its rows and `check_rows`
     fails it after. With a LIMIT, DuckDB's COPY of the bench's 1M-row CSV took 2.4 s on
     2 cores; without, 1.3 s."""
-    limits = limits or Limits.from_env()
     check_columns(len(columns), name, limits)
     replaced = []
     if _on(limits.max_cell_chars):

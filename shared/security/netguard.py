@@ -29,7 +29,7 @@ import httpcore
 import httpx
 
 from shared.core.errors import SourceError
-from shared.core.settings import Settings
+from shared.core.settings import Settings, parse_allowlist
 
 # Cloud instance-metadata services: refused even where a wider allowlist range covers them.
 METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
@@ -67,27 +67,14 @@ class Guard:
 
     @classmethod
     def parse(cls, allowlist: str | Iterable[str]) -> "Guard":
-        """A guard from `UDB_NET_ALLOWLIST` text (or its entries); bad entries are named."""
-        entries = [e.strip() for e in (allowlist.split(",") if isinstance(allowlist, str) else allowlist)]
-        networks, hosts, wildcards, exact, problems = [], set(), [], set(), []
-        for entry in filter(None, entries):
-            try:
-                net = ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                name = entry.lower().rstrip(".")
-                if name.startswith("*.") and _hostname_ok(name[2:]):
-                    wildcards.append(name[1:])
-                elif _hostname_ok(name):
-                    hosts.add(name)
-                else:
-                    problems.append(entry)
-                continue
-            networks.append(net)
-            if net.num_addresses == 1:
-                exact.add(net.network_address)
-        if problems:
-            raise SourceError(f"UDB_NET_ALLOWLIST: not a CIDR, address or host name: {', '.join(problems)}")
-        return cls(tuple(networks), frozenset(hosts), tuple(wildcards), frozenset(exact))
+        """A guard from `UDB_NET_ALLOWLIST` text (or its entries); bad entries are named (the
+        parser is Settings' own, so a bad value fails at start with the same message)."""
+        return cls(*parse_allowlist(allowlist))
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Guard":
+        """The guard of these settings (their UDB_NET_ALLOWLIST), parsed once per value."""
+        return _guard_for(settings.net_allowlist)
 
     # ------------------------------------------------------------ decisions
 
@@ -153,11 +140,6 @@ class Guard:
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
 
 
-def _hostname_ok(name: str) -> bool:
-    return bool(name) and all(part and len(part) < 64 and part.replace("-", "").replace("_", "").isalnum()
-                              for part in name.split("."))
-
-
 def _literal(host: str):
     try:
         return ipaddress.ip_address(host.split("%", 1)[0])
@@ -193,19 +175,18 @@ def _guard_for(allowlist: str) -> Guard:
     return Guard.parse(allowlist)
 
 
-def guard(settings: Settings | None = None) -> Guard:
-    """The guard for these settings (default: the environment's)."""
-    settings = settings or Settings.from_env()
-    return _guard_for(settings.net_allowlist)
+def guard(settings: Settings) -> Guard:
+    """The guard of the caller's settings: their allowlist, nothing read from the environment."""
+    return Guard.of(settings)
 
 
-def check_host(host: str, port: int | None = None, settings: Settings | None = None) -> list[str]:
+def check_host(host: str, port: int | None, settings: Settings) -> list[str]:
     """Check a non-HTTP peer (a PostgreSQL host, a source S3 endpoint); returns its admitted
     addresses so the caller can connect to one of them rather than resolve the name again."""
     return guard(settings).check(host, port)
 
 
-def check_url(url: str, settings: Settings | None = None) -> None:
+def check_url(url: str, settings: Settings) -> None:
     guard(settings).check_url(url)
 
 
@@ -269,7 +250,7 @@ class GuardedTransport(httpx.HTTPTransport):
         return response
 
 
-def client(settings: Settings | None = None, *, deadline: float = DEFAULT_DEADLINE, headers: dict | None = None,
+def client(settings: Settings, *, deadline: float = DEFAULT_DEADLINE, headers: dict | None = None,
            auth=None, connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT) -> httpx.Client:
     """A ready httpx.Client for source traffic: SSRF-guarded, connect 3 s / read 10 s timeouts,
     a total deadline per request, no proxies from the environment, redirects not followed

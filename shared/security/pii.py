@@ -29,10 +29,11 @@ module, which every function imports, never imports pandas (the writer and analy
 from __future__ import annotations
 
 import functools
-import json
-import os
 import re
+from dataclasses import dataclass
 from typing import Iterable
+
+from shared.core.settings import DEFAULT_NATIONAL_IDS, parse_national_ids  # noqa: F401  (re-exported)
 
 MASK = "***"
 
@@ -80,18 +81,9 @@ IBAN_LENGTHS = {
 # read by _iban_end: electronic form (no spaces) or print form (groups of four, one space).
 IBAN_START_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}")
 
-# National ids, by name: the default of UDB_PII_NATIONAL_IDS. Each pattern is searched in any
-# text (so it must not match ordinary numbers) and matched whole against column values.
-NATIONAL_IDS_ENV = "UDB_PII_NATIONAL_IDS"
-DEFAULT_NATIONAL_IDS = {
-    # US Social Security number, dashed (area not 000, 666 or 9xx; group not 00; serial not 0000).
-    "us_ssn": r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b",
-    # UK National Insurance number: two letters (not D, F, I, Q, U, V; second not O), six
-    # digits, A-D; spaced or not.
-    "uk_nino": r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
-    # Italian codice fiscale.
-    "it_codice_fiscale": r"\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b",
-}
+# National ids: the default of UDB_PII_NATIONAL_IDS (DEFAULT_NATIONAL_IDS) and the parser of its
+# value live in shared/core/settings.py, which validates the setting at start.
+NATIONAL_IDS_SETTING = "UDB_PII_NATIONAL_IDS"
 
 # Column names that say the values are personal data, by kind. Matched on the name's
 # lower-cased, separator-normalised form ("First Name" -> "first_name"), whole words only.
@@ -201,44 +193,38 @@ def _iban_end(text: str, start: int) -> int | None:
     return pos if iban_ok(text[start:pos]) else None
 
 
-def parse_national_ids(raw: str) -> dict[str, str]:
-    """The national-id patterns a UDB_PII_NATIONAL_IDS value names: empty -> the defaults; a
-    JSON object {"name": "regex", ...} -> exactly those (`{}`: none); anything else -> that one
-    regex, named "national_id". Raises ValueError for a value that does not compile."""
-    text = (raw or "").strip()
-    if not text:
-        return dict(DEFAULT_NATIONAL_IDS)
-    if text.startswith("{"):
-        try:
-            patterns = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not a JSON object of name: regex ({exc})") from None
-        if not isinstance(patterns, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                     for k, v in patterns.items()):
-            raise ValueError("expected a JSON object of name: regex strings")
-    else:
-        patterns = {"national_id": text}
-    for name, pattern in patterns.items():
-        try:
-            compiled = re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"pattern {name!r} does not compile: {exc}") from None
-        if compiled.search(""):
-            raise ValueError(f"pattern {name!r} matches the empty string")
-    return patterns
-
-
 @functools.lru_cache(maxsize=8)
 def _compiled_national_ids(raw: str) -> tuple[tuple[str, re.Pattern], ...]:
     return tuple((name, re.compile(pattern)) for name, pattern in parse_national_ids(raw).items())
 
 
-def national_id_patterns(raw: str | None = None) -> tuple[tuple[str, re.Pattern], ...]:
-    """The (name, compiled pattern) pairs in force. The setting is read at each call (a dict
-    lookup; compiled once per value): masking runs in every function and in the tests without
-    a Settings object at hand. Settings validates the same value at start (a bad pattern fails
-    the process, never a mask)."""
-    return _compiled_national_ids(os.environ.get(NATIONAL_IDS_ENV, "") if raw is None else raw)
+def national_id_patterns(raw: str = "") -> tuple[tuple[str, re.Pattern], ...]:
+    """The (name, compiled pattern) pairs a UDB_PII_NATIONAL_IDS value names (empty: the
+    defaults); compiled once per value."""
+    return _compiled_national_ids(raw)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What masking looks for beyond its fixed rules: the national-id patterns in force. Built
+    from the caller's Settings (`Policy.of(settings)`), so two Settings in one process mask by
+    their own patterns; nothing here reads the environment."""
+    national_ids: tuple[tuple[str, re.Pattern], ...]
+
+    @classmethod
+    def of(cls, settings) -> "Policy":
+        """The policy of these settings (shared.core.settings.Settings), built once per value."""
+        return _policy(settings.pii_national_ids)
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(raw: str) -> Policy:
+    return Policy(national_id_patterns(raw))
+
+
+# The policy of the declared defaults (Settings() with UDB_PII_NATIONAL_IDS empty): what a
+# caller without Settings gets.
+DEFAULT_POLICY = _policy("")
 
 
 # ---------------------------------------------------------------- masking text
@@ -296,7 +282,7 @@ def _mask_ibans(value: str) -> str:
     return value
 
 
-def mask_text(value: str) -> str:
+def mask_text(value: str, policy: Policy = DEFAULT_POLICY) -> str:
     """Mask the emails, IBANs, card numbers, national ids and phone numbers inside one string;
     the rest is kept. Idempotent."""
     if "@" in value:
@@ -307,7 +293,7 @@ def mask_text(value: str) -> str:
     if digits >= 13:
         value = CARD_RE.sub(_mask_card, value)
     if digits:  # every national id holds digits
-        for _, pattern in national_id_patterns():
+        for _, pattern in policy.national_ids:
             value = pattern.sub(MASK, value)
     if digits >= 7:
         if "+" in value:
@@ -318,7 +304,7 @@ def mask_text(value: str) -> str:
 
 # ---------------------------------------------------------------- what one value is
 
-def value_kind(value) -> str | None:
+def value_kind(value, policy: Policy = DEFAULT_POLICY) -> str | None:
     """The kind of personal data a whole value is ('email', 'phone', 'card_number', 'iban',
     'national_id'), by the validators mask_text uses, or None. Integers are read as their digits
     (a card number stored as BIGINT)."""
@@ -338,7 +324,7 @@ def value_kind(value) -> str | None:
         return "iban"
     if CARD_RE.fullmatch(text) and card_number_ok(text):
         return "card_number"
-    for _, pattern in national_id_patterns():
+    for _, pattern in policy.national_ids:
         if pattern.fullmatch(text):
             return "national_id"
     if PHONE_RE.fullmatch(text) and _phone_ok(text) or is_intl_phone(text):
@@ -346,7 +332,8 @@ def value_kind(value) -> str | None:
     return None
 
 
-def classify_values(values: Iterable, min_share: float = CONTENT_SHARE) -> tuple[str, float] | None:
+def classify_values(values: Iterable, min_share: float = CONTENT_SHARE,
+                    policy: Policy = DEFAULT_POLICY) -> tuple[str, float] | None:
     """(kind, share) when at least `min_share` of the non-null values are, whole, personal data
     of one kind (value_kind); else None. Give it a sample (CONTENT_SAMPLE values)."""
     counts: dict[str, int] = {}
@@ -355,7 +342,7 @@ def classify_values(values: Iterable, min_share: float = CONTENT_SHARE) -> tuple
         if is_missing(value):
             continue
         total += 1
-        kind = value_kind(value)
+        kind = value_kind(value, policy)
         if kind:
             counts[kind] = counts.get(kind, 0) + 1
     if not total or not counts:
@@ -373,7 +360,7 @@ def mask_whole(value) -> str:
     return text[0] + MASK
 
 
-def mask_value(value, kind: str | None = None):
+def mask_value(value, kind: str | None = None, policy: Policy = DEFAULT_POLICY):
     """Mask one shown value: wholly for a personal-data column (`kind` set), else the
     emails, IBANs, card numbers, national ids and phone numbers inside it. Non-strings outside
     such columns pass through."""
@@ -381,12 +368,12 @@ def mask_value(value, kind: str | None = None):
         return None
     if kind in SHAPED_KINDS and isinstance(value, str):
         # An address or number the text rules recognise keeps their shape (domain kept).
-        masked = mask_text(value)
+        masked = mask_text(value, policy)
         if masked != value or masked.endswith(MASK) or "***@" in masked:
             return masked
     if kind:
         return mask_whole(value)
-    return mask_text(value) if isinstance(value, str) else value
+    return mask_text(value, policy) if isinstance(value, str) else value
 
 
 def is_missing(value) -> bool:
@@ -404,18 +391,19 @@ def content_candidate(values) -> bool:
     return any(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values)
 
 
-def content_kinds(columns: dict[str, list]) -> dict[str, str]:
+def content_kinds(columns: dict[str, list], policy: Policy = DEFAULT_POLICY) -> dict[str, str]:
     """{column: kind} for the columns whose sampled values are mostly personal data of one kind
     (classify_values); `columns` maps a name to a sample of its values."""
     found = {}
     for name, values in columns.items():
-        result = classify_values(values)
+        result = classify_values(values, policy=policy)
         if result:
             found[name] = result[0]
     return found
 
 
-def mask_rows(columns: list[str], rows: list[list], personal: Iterable[str] = ()) -> tuple[list[list], bool]:
+def mask_rows(columns: list[str], rows: list[list], personal: Iterable[str] = (),
+              policy: Policy = DEFAULT_POLICY) -> tuple[list[list], bool]:
     """Mask a query result (a KPI's): personal-data columns (by name, or by content: mostly
     card numbers, IBANs, ... of their values, or named in `personal`: computed from a
     personal-data column, shared.security.pii_lineage) wholly, the same text rules inside every other
@@ -425,7 +413,7 @@ def mask_rows(columns: list[str], rows: list[list], personal: Iterable[str] = ()
     for index, kind in enumerate(kinds):
         if kind is None and rows:
             sample = [row[index] for row in rows[:CONTENT_SAMPLE] if index < len(row)]
-            result = classify_values(sample) if content_candidate(sample) else None
+            result = classify_values(sample, policy=policy) if content_candidate(sample) else None
             if result:
                 kinds[index] = result[0]
         if kinds[index] is None and columns[index] in personal:
@@ -433,7 +421,7 @@ def mask_rows(columns: list[str], rows: list[list], personal: Iterable[str] = ()
     changed = False
     out = []
     for row in rows:
-        masked = [v if v is None else mask_value(v, kind) for v, kind in zip(row, kinds, strict=True)]
+        masked = [v if v is None else mask_value(v, kind, policy) for v, kind in zip(row, kinds, strict=True)]
         if not changed and masked != list(row):
             changed = True
         out.append(masked)

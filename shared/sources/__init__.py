@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from shared.core.errors import SourceError
 from shared.sources import registry
-from shared.sources.env import SourceEnv
+from shared.sources.env import SourceEnv, settings_of
 from shared.sources.registry import connector_for, needs_oauth
 
 # Read by discover itself (detect.py: the provider; the OAuth flow: device or browser).
@@ -61,5 +61,5 @@ def redact(hint: str) -> str:
     return registry.redact(hint)
 
 
-__all__ = ["GENERIC_OPTIONS", "SourceEnv", "check_options", "connector_for", "extract_stream", "inspect_source",
+__all__ = ["GENERIC_OPTIONS", "SourceEnv", "settings_of", "check_options", "connector_for", "extract_stream", "inspect_source",
            "needs_oauth", "redact", "supported_options"]

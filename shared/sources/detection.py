@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse, urlsplit
 import httpx
 
 from shared.core.errors import SourceError
+from shared.core.settings import Settings
 
 AMBIGUITY_MARGIN = 0.15
 PROBE_CONNECT = 1.5          # seconds: a probe gives up quickly, the catalogue step says why
@@ -135,6 +136,9 @@ class Hint:
     """A hint as detection reads it. `text` is stripped; `scheme` is lower case ("" for none)."""
     text: str
     options: dict = field(default_factory=dict)
+    # The caller's settings, which the probes run under (SSRF allowlist, UDB's own S3 and
+    # bucket); without any, the declared defaults: public addresses only, no S3 of UDB's own.
+    settings: Settings = field(default_factory=Settings)
 
     @cached_property
     def scheme(self) -> str:

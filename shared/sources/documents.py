@@ -19,17 +19,20 @@ refuses to run rather than let unstructured download the model.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from shared.core.errors import SourceError
+from shared.core.settings import library_env
 from shared.core.tenancy import identifier
+from shared.security.limits import Limits, check_zip
+from shared.sources import settings_of
 from shared.sources.detection import Hint, Signals
 from shared.sources.registry import Connector, register
 
 PROVIDER = "document"
+USES_ENV = True  # the settings: the zip caps of a .docx (UDB_MAX_UNCOMPRESSED_BYTES, ...)
 FORMATS = {".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html", ".md": "markdown",
            ".markdown": "markdown", ".txt": "text"}
 FORMAT_NAMES = frozenset(FORMATS.values())
@@ -66,7 +69,7 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def check(path: Path, fmt: str, name: str | None = None) -> dict:
+def check(path: Path, fmt: str, name: str | None = None, *, limits: Limits) -> dict:
     """Confirm the file is a readable `fmt` document; returns facts about it ({pages} for PDF).
     Cheap: a structural check, not a partition, so discovery stays fast."""
     name = name or path.name
@@ -94,9 +97,7 @@ def check(path: Path, fmt: str, name: str | None = None) -> dict:
     if fmt == "docx":
         # A .docx is a zip that unstructured (python-docx) inflates whole: the decompression-bomb
         # check runs first, as for .xlsx (UDB_MAX_UNCOMPRESSED_BYTES, UDB_MAX_COMPRESSION_RATIO).
-        from shared.security import limits
-
-        limits.check_zip(path, limits.Limits.from_env(), name=name)
+        check_zip(path, limits, name=name)
         try:
             with zipfile.ZipFile(path) as zf:
                 if "word/document.xml" not in zf.namelist():
@@ -121,7 +122,7 @@ def stream_for(path: Path, fmt: str, *, name: str, location: str, size: int) -> 
             "bytes": size}
 
 
-def inspect(hint: str) -> dict:
+def inspect(hint: str, *, env=None) -> dict:
     """The catalogue of a local document file: one fragments stream."""
     from shared.sources import files
 
@@ -133,23 +134,24 @@ def inspect(hint: str) -> dict:
     fmt = format_of(path.name) or sniff(path.open("rb").read(8192))
     if fmt is None:
         raise SourceError(f"{path.name}: not a document UDB reads (supported: {supported()})")
-    check(path, fmt)
+    check(path, fmt, limits=Limits.from_settings(settings_of(env)))
     stream = stream_for(path, fmt, name=path.stem, location=str(path.resolve()), size=path.stat().st_size)
     return {"provider": PROVIDER, "short": identifier(path.resolve().parent.name, "src"), "streams": [stream]}
 
 
-def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str = "1GB", threads: int = 2) -> int:
+def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_limit: str = "1GB",
+            threads: int = 2) -> int:
     path = Path(stream["location"])
     if not path.is_file():
         raise SourceError(f"{path}: file disappeared since discovery")
-    return extract_file(path, stream["format"], out_dir, document=path.name)
+    return extract_file(path, stream["format"], out_dir, document=path.name,
+                        limits=Limits.from_settings(settings_of(env)))
 
 
 # ---------------------------------------------------------------- partitioning
 
 def _offline() -> None:
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+    library_env(OFFLINE_ENV)
     import spacy.util
 
     if not spacy.util.is_package(SPACY_MODEL):
@@ -222,12 +224,12 @@ def fragment_rows(found: list, document: str):
                "metadata": json.dumps(extra, sort_keys=True, default=str)}
 
 
-def extract_file(path: Path, fmt: str, out_dir: Path, *, document: str) -> int:
+def extract_file(path: Path, fmt: str, out_dir: Path, *, document: str, limits: Limits) -> int:
     """Partition one document and write its fragments as Parquet parts in `out_dir`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    check(path, fmt, document)
+    check(path, fmt, document, limits=limits)
     found = elements(path, fmt, document)
     schema = pa.schema([("document", pa.string()), ("element_id", pa.string()), ("element_type", pa.string()),
                         ("text", pa.string()), ("page", pa.int32()), ("section", pa.string()),

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.core.errors import NotFound, SourceError
+from shared.core.settings import Settings
 
 
 @dataclass
@@ -14,7 +15,9 @@ class SourceEnv:
     tenant: str | None = None
     store: Any = None            # shared.storage.store.TenantStore of the tenant
     secrets: Any = None          # shared.security.secrets.SecretStore (all tenants: always used with `tenant`)
-    settings: Any = None         # shared.core.settings.Settings
+    # The caller's settings (SSRF allowlist, size caps, ...); without any, the declared defaults
+    # (public addresses only), never the environment.
+    settings: Settings = field(default_factory=Settings)
     options: dict = field(default_factory=dict)
     source_id: str | None = None
     # Set by the sync function: incremental state noted here, saved by the writer after the load.
@@ -52,3 +55,10 @@ class SourceEnv:
         from shared.security.secrets import ref
         self.secret_store().put(self.tenant, name, value)
         return ref(name)
+
+
+def settings_of(env: SourceEnv | None) -> Settings:
+    """The settings a source module works under: its env's (the caller's), else the declared
+    defaults."""
+    settings = getattr(env, "settings", None)
+    return settings if settings is not None else Settings()

@@ -11,11 +11,13 @@ import re
 from pathlib import Path, PurePath
 
 from shared.storage import duck
-from shared.security import limits
+from shared.security.limits import (Limits, capped_select, check_columns, check_file, check_rows,
+                                     raise_if_limit)
 from shared.core.errors import SourceError
 from shared.core.tenancy import identifier
 from shared.sources.detection import SNIFF_BYTES, Hint, Signals, local_path
 from shared.sources.registry import Connector, register
+from shared.sources import settings_of
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
            ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".xlsx": "xlsx"}
@@ -40,7 +42,7 @@ def supported() -> str:
     return ", ".join(sorted(FORMATS))
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, limits: Limits) -> str:
     """The file's format from its extension, confirmed by its first bytes."""
     size = path.stat().st_size
     if size == 0:
@@ -69,7 +71,7 @@ def detect_format(path: Path) -> str:
             first = head.lstrip()[:1]
             if first not in (b"[", b"{"):
                 raise SourceError(f"{path.name}: not JSON (starts with {head.lstrip()[:12]!r})")
-    limits.check_file(path, fmt)  # JSON depth, zip/gzip bombs: before DuckDB opens the file
+    check_file(path, fmt, limits)  # JSON depth, zip/gzip bombs: before DuckDB opens the file
     return fmt
 
 
@@ -209,8 +211,9 @@ def describe(con, path: Path, fmt: str, dialect_out: dict | None = None) -> list
     return [{"name": r[0], "type": r[1]} for r in rows]
 
 
-def inspect(hint: str) -> dict:
+def inspect(hint: str, *, env=None) -> dict:
     """The catalogue of a local file or folder: {short, provider, streams[...]}."""
+    caps = Limits.from_settings(settings_of(env))
     path = local_path(hint)
     if path is None:
         raise SourceError(f"not a local path: {hint!r}")
@@ -223,10 +226,10 @@ def inspect(hint: str) -> dict:
             usable = [p for p in files if p.suffix.lower() in FORMATS]
             if not usable:
                 raise SourceError(f"{path}: no supported files in the folder (supported: {supported()})")
-            streams = [_stream(con, p) for p in usable]
+            streams = [_stream(con, p, caps) for p in usable]
             provider, short = "directory", path.resolve().name
         else:
-            streams = [_stream(con, path)]
+            streams = [_stream(con, path, caps)]
             provider, short = "file", path.resolve().parent.name
     finally:
         con.close()
@@ -236,11 +239,11 @@ def inspect(hint: str) -> dict:
     return {"provider": provider, "short": identifier(short, "src"), "streams": streams}
 
 
-def _stream(con, path: Path) -> dict:
-    fmt = detect_format(path)
+def _stream(con, path: Path, limits: Limits) -> dict:
+    fmt = detect_format(path, limits)
     dialect: dict = {}
     columns = describe(con, path, fmt, dialect)
-    limits.check_columns(len(columns), path.name)
+    check_columns(len(columns), path.name, limits)
     temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
     keys = [c["name"] for c in columns if c["name"].lower() in ("id",) or c["name"].lower().endswith("_id")]
     stream = {"name": identifier(path.stem), "format": fmt, "location": str(path.resolve()),
@@ -251,29 +254,39 @@ def _stream(con, path: Path) -> dict:
     return stream
 
 
-def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str = "1GB", threads: int = 2) -> int:
+def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_limit: str = "1GB",
+            threads: int = 2) -> int:
     """Write the stream as Parquet parts into `out_dir`; returns the row count."""
+    return extract_with(stream, out_dir, limits=Limits.from_settings(settings_of(env)), part_bytes=part_bytes,
+                        memory_limit=memory_limit, threads=threads)
+
+
+def extract_with(stream: dict, out_dir: Path, *, limits: Limits, part_bytes: int, memory_limit: str = "1GB",
+                 threads: int = 2) -> int:
+    """`extract` under these limits (the web sources' downloaded copies come here)."""
     path, fmt = Path(stream["location"]), stream["format"]
     if not path.is_file():
         raise SourceError(f"{path}: file disappeared since discovery")
-    limits.check_file(path, fmt)
+    check_file(path, fmt, limits)
     con = duck.connect(memory_limit=memory_limit, threads=threads, extensions=("excel",))
     try:
         dialect = (stream.get("options") or {}).get("csv")
         if fmt in ("csv", "tsv") and not dialect:
             dialect = check_csv_shape(con, path, fmt)
         try:
+            # No LIMIT for the row cap: the file is already here, its size bounded by
+            # UDB_MAX_UPLOAD_BYTES or UDB_MAX_DOWNLOAD_BYTES (or it is the user's own, in
+            # embedded mode); its rows are checked after the COPY (check_rows), and a LIMIT
+            # would halve the COPY's speed.
+            select = capped_select(reader_sql(path, fmt, dialect), stream['columns'], limits, name=path.name,
+                                   cap_rows=False)
             rows = duck.scalar(con,
-                # No LIMIT for the row cap: the file is already here, its size bounded by
-                # UDB_MAX_UPLOAD_BYTES or UDB_MAX_DOWNLOAD_BYTES (or it is the user's own, in
-                # embedded mode); its rows are checked after the COPY (check_rows), and a LIMIT
-                # would halve the COPY's speed.
-                f"COPY ({limits.capped_select(reader_sql(path, fmt, dialect), stream['columns'], name=path.name, cap_rows=False)}) "
+                f"COPY ({select}) "
                 f"TO {_lit(out_dir)} "
                 f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
                 f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
         except Exception as exc:
-            limits.raise_if_limit(exc, path.name)  # a row, column or cell cap, named
+            raise_if_limit(exc, path.name)  # a row, column or cell cap, named
             match = _CSV_LINE_ERROR.search(str(exc))
             if match:
                 line, expected, found = match.groups()
@@ -282,7 +295,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
             raise SourceError(f"{path.name}: cannot read as {fmt}: {_first_line(exc)}") from None
     finally:
         con.close()
-    return limits.check_rows(int(rows), path.name)
+    return check_rows(int(rows), path.name, limits)
 
 
 @register
@@ -312,7 +325,7 @@ class FilesConnector(Connector):
         return Signals().add("file", 0.6, f"local file, extension {ext or '(none)'} is not a known format")
 
     def inspect(self, hint, env):
-        return inspect(hint)
+        return inspect(hint, env=env)
 
     def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

@@ -131,7 +131,7 @@ def inspect(hint: str, *, env=None) -> dict:
             dest = tmp / f"file-{i}"
             ctype, size = session.download(path, dest)
             fmt = web.file_format(name, ctype, dest)
-            stream = web.describe_file(dest, fmt, name=name, location=path, size=size)
+            stream = web.describe_file(dest, fmt, name=name, location=path, size=size, env=env)
             stream["options"] = {"file_name": name}  # what sync reads the download as
             streams.append(stream)
     names = [s["name"] for s in streams]
@@ -148,7 +148,7 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         dest = tmp / "download"
         session.download(stream["location"], dest)
         return web.extract_file(dest, stream, out_dir, name=PurePosixPath(file_name(stream)).name,
-                                part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+                                part_bytes=part_bytes, memory_limit=memory_limit, threads=threads, env=env)
 
 
 class GoogleOAuth(OAuthProvider):
@@ -162,7 +162,7 @@ class GoogleOAuth(OAuthProvider):
                               settings.google_device_url, settings.google_client_id, settings.google_client_secret,
                               settings.google_scopes,
                               (("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")),
-                              "UDB_OAUTH_GOOGLE_CLIENT_ID")
+                              "UDB_OAUTH_GOOGLE_CLIENT_ID", settings=settings)
 
 
 # Link hosts and what detect says of each.

@@ -23,9 +23,10 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from shared.security import netguard
+from shared.security.limits import Limits
 from shared.core.errors import SourceError
 from shared.core.settings import Settings
-from shared.sources import documents, files
+from shared.sources import documents, files, settings_of
 from shared.core.tenancy import identifier
 from shared.sources.detection import PROBE_BYTES, PROBE_CONNECT, PROBE_DEADLINE, PROBE_READ, Hint, Scores, Signals
 from shared.sources.registry import Connector, register
@@ -150,13 +151,19 @@ def request_auth(options: dict, env) -> tuple[dict, dict, httpx.Auth | None]:
 # ---------------------------------------------------------------- requests
 
 def client(env=None, *, deadline: float = netguard.DEFAULT_DEADLINE) -> httpx.Client:
-    """The SSRF-guarded client every web source uses. The allowlist and the size limits are
-    process settings read from the environment, as the other providers read theirs."""
-    return netguard.client(deadline=deadline)
+    """The SSRF-guarded client every web source uses, under the allowlist of the env's settings
+    (the caller's)."""
+    return netguard.client(settings_of(env), deadline=deadline)
 
 
-def max_download_bytes() -> int:
-    return Settings.from_env().max_download_bytes
+def max_download_bytes(env=None) -> int:
+    """UDB_MAX_DOWNLOAD_BYTES of the env's settings."""
+    return settings_of(env).max_download_bytes
+
+
+def limits_of(env=None) -> Limits:
+    """The input limits (UDB_MAX_*) of the env's settings."""
+    return Limits.from_settings(settings_of(env))
 
 
 def describe_error(url, exc: Exception) -> str:
@@ -324,17 +331,18 @@ def file_format(name: str, ctype: str, path: Path) -> str:
     return fmt
 
 
-def describe_file(path: Path, fmt: str, *, name: str, location: str, size: int) -> dict:
-    """The catalogue entry of a downloaded file, described as the local-file code would."""
+def describe_file(path: Path, fmt: str, *, name: str, location: str, size: int, env=None) -> dict:
+    """The catalogue entry of a downloaded file, described as the local-file code would, under
+    the limits of the env's settings."""
     if fmt in documents.FORMAT_NAMES:
-        documents.check(path, fmt, name)
+        documents.check(path, fmt, name, limits=limits_of(env))
         return documents.stream_for(path, fmt, name=PurePosixPath(name).stem or "document",
                                     location=location, size=size)
     local = _named_copy(path, name, fmt)
     from shared.storage import duck
     con = duck.connect(extensions=("excel",))
     try:
-        stream = files._stream(con, local)  # checks the bytes, describes the columns
+        stream = files._stream(con, local, limits_of(env))  # checks the bytes, describes the columns
     finally:
         con.close()
     stream.update(name=identifier(PurePosixPath(name).stem or "data"), location=location, bytes=size)
@@ -353,15 +361,15 @@ def _named_copy(path: Path, name: str, fmt: str) -> Path:
 
 
 def extract_file(path: Path, stream: dict, out_dir: Path, *, name: str, part_bytes: int, memory_limit: str,
-                 threads: int) -> int:
+                 threads: int, env=None) -> int:
     """Extract a fetched copy of the stream's file: data formats through files.py, documents
-    through documents.py."""
+    through documents.py, under the limits of the env's settings."""
     fmt = stream["format"]
     if fmt in documents.FORMAT_NAMES:
-        return documents.extract_file(path, fmt, out_dir, document=name)
+        return documents.extract_file(path, fmt, out_dir, document=name, limits=limits_of(env))
     local = _named_copy(path, name, fmt)
-    return files.extract({**stream, "location": str(local)}, out_dir, part_bytes=part_bytes,
-                         memory_limit=memory_limit, threads=threads)
+    return files.extract_with({**stream, "location": str(local)}, out_dir, limits=limits_of(env),
+                              part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
 
 
 @contextmanager
@@ -388,10 +396,10 @@ def inspect(hint: str, *, env=None) -> dict:
     name = file_name(url)
     with client(env) as http, scratch() as tmp:
         dest = tmp / "download"
-        ctype, size = download(http, url, dest, cap=max_download_bytes(), headers=headers, params=params,
+        ctype, size = download(http, url, dest, cap=max_download_bytes(env), headers=headers, params=params,
                                auth=auth)
         fmt = file_format(name, ctype, dest)
-        stream = describe_file(dest, fmt, name=name, location=str(url), size=size)
+        stream = describe_file(dest, fmt, name=name, location=str(url), size=size, env=env)
     keep = stream_options(options)
     if keep:
         stream["options"] = keep
@@ -417,9 +425,9 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
     name = file_name(url)
     with client(env) as http, scratch() as tmp:
         dest = tmp / "download"
-        download(http, url, dest, cap=max_download_bytes(), headers=headers, params=params, auth=auth)
+        download(http, url, dest, cap=max_download_bytes(env), headers=headers, params=params, auth=auth)
         return extract_file(dest, stream, out_dir, name=name, part_bytes=part_bytes,
-                            memory_limit=memory_limit, threads=threads)
+                            memory_limit=memory_limit, threads=threads, env=env)
 
 
 def url_file_kind(url: httpx.URL) -> tuple[str | None, str]:
@@ -483,8 +491,8 @@ def _kind(ctype: str, head: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
-def probe_client() -> httpx.Client:
-    return netguard.client(deadline=PROBE_DEADLINE, connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ)
+def probe_client(settings: Settings) -> httpx.Client:
+    return netguard.client(settings, deadline=PROBE_DEADLINE, connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ)
 
 
 def without_userinfo(url) -> tuple[httpx.URL, dict]:
@@ -507,11 +515,11 @@ def _read_head(response: httpx.Response) -> tuple[bytes, bool]:
     return b"".join(chunks), True
 
 
-def get_probe(url: httpx.URL) -> WebAnswer:
+def get_probe(url: httpx.URL, settings: Settings) -> WebAnswer:
     """GET the URL (at most PROBE_BYTES) through the SSRF guard."""
     url, auth = without_userinfo(url)
     try:
-        with probe_client() as http:
+        with probe_client(settings) as http:
             response = netguard.send(http, "GET", str(url), stream=True,
                                      headers={"Accept": "application/json, */*;q=0.5"}, **auth)
             try:
@@ -536,7 +544,7 @@ def web_answer(hint: Hint) -> WebAnswer:
     """The answer to one GET of an http(s) hint: made by the first connector that asks, shared
     with the others (http, rest, webdav) through the hint."""
     if "get" not in hint.shared:
-        hint.shared["get"] = get_probe(hint.url)
+        hint.shared["get"] = get_probe(hint.url, hint.settings)
     return hint.shared["get"]
 
 

@@ -125,7 +125,7 @@ def inspect(hint: str, *, env=None) -> dict:
             ctype, size = session.download(path, dest)
             mime = ((entry.get("file") or {}).get("mimeType") or "").lower()
             fmt = web.file_format(entry["name"], ctype if ctype in web.DATA_TYPES else mime, dest)
-            stream = web.describe_file(dest, fmt, name=entry["name"], location=path, size=size)
+            stream = web.describe_file(dest, fmt, name=entry["name"], location=path, size=size, env=env)
             stream["options"] = {"file_name": entry["name"]}  # what sync reads the download as
             streams.append(stream)
     names = [s["name"] for s in streams]
@@ -141,7 +141,7 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         dest = tmp / "download"
         session.download(stream["location"], dest)
         return web.extract_file(dest, stream, out_dir, name=name, part_bytes=part_bytes,
-                                memory_limit=memory_limit, threads=threads)
+                                memory_limit=memory_limit, threads=threads, env=env)
 
 
 class MicrosoftOAuth(OAuthProvider):
@@ -154,7 +154,8 @@ class MicrosoftOAuth(OAuthProvider):
         base = settings.ms_authority.rstrip("/")
         return ProviderConfig(self.name, self.label, f"{base}/authorize", f"{base}/token", f"{base}/devicecode",
                               settings.ms_client_id, settings.ms_client_secret, settings.ms_scopes,
-                              (("response_mode", "query"),), "UDB_OAUTH_MS_CLIENT_ID", refresh_scopes=True)
+                              (("response_mode", "query"),), "UDB_OAUTH_MS_CLIENT_ID", refresh_scopes=True,
+                              settings=settings)
 
 
 # Share-link hosts: (host, provider, reason); *.sharepoint.com is told apart below.

@@ -52,6 +52,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from shared.storage import duck
 from shared.security import netguard
 from shared.core.errors import NotFound, SourceError, TransientError
+from shared.core.settings import Settings
+from shared.sources import settings_of
 from shared.storage import syncstate as state
 from shared.core.tenancy import identifier
 from shared.sources.detection import Hint, Scores, Signals
@@ -291,12 +293,12 @@ def _unreachable(reason: str) -> bool:
                                                "Network is unreachable", "server closed the connection"))
 
 
-def pinned_conninfo(dsn: Dsn, password: str | None) -> str:
+def pinned_conninfo(dsn: Dsn, password: str | None, settings: Settings) -> str:
     """The connection string after the SSRF guard: the host is resolved and checked once here,
     and the checked address is pinned with `hostaddr`, so libpq does not resolve the name a
     second time (DNS rebinding). A unix-socket host counts as loopback."""
     host = dsn.host or "localhost"
-    admitted = netguard.check_host("127.0.0.1" if host.startswith("/") else host, dsn.port)
+    admitted = netguard.check_host("127.0.0.1" if host.startswith("/") else host, dsn.port, settings)
     pin = None if host.startswith("/") or "hostaddr" in dict(dsn.params) else admitted[0]
     return dsn.conninfo(password=password, hostaddr=pin)
 
@@ -308,9 +310,10 @@ def _no_password_hint(reason: str) -> str:
     return reason
 
 
-def attach(con, dsn: Dsn, *, password: str | None = None) -> None:
-    """Attach the database read-only as `pg`; SourceError with libpq's reason when that fails."""
-    conninfo = pinned_conninfo(dsn, password)
+def attach(con, dsn: Dsn, *, settings: Settings, password: str | None = None) -> None:
+    """Attach the database read-only as `pg`; SourceError with libpq's reason when that fails.
+    The host is checked against the SSRF allowlist of `settings` (the caller's)."""
+    conninfo = pinned_conninfo(dsn, password, settings)
     try:
         con.execute("ATTACH " + "'" + conninfo.replace("'", "''") + "' AS pg (TYPE postgres, READ_ONLY)")
     except Exception as exc:
@@ -318,10 +321,11 @@ def attach(con, dsn: Dsn, *, password: str | None = None) -> None:
         raise SourceError(f"postgres {dsn.where()}: {reason}") from None
 
 
-def connect(dsn: Dsn, *, password: str | None = None, memory_limit: str = "1GB", threads: int = 2):
+def connect(dsn: Dsn, *, settings: Settings, password: str | None = None, memory_limit: str = "1GB",
+            threads: int = 2):
     con = duck.connect(memory_limit=memory_limit, threads=threads, extensions=("postgres_scanner",))
     try:
-        attach(con, dsn, password=password)
+        attach(con, dsn, settings=settings, password=password)
     except BaseException:
         con.close()
         raise
@@ -360,7 +364,7 @@ def stream_name(schema: str, table: str) -> str:
 def inspect(hint: str, *, env=None) -> dict:
     dsn = parse(hint)
     password = dsn.password or stored_password(dsn, env)
-    con = connect(dsn, password=password)
+    con = connect(dsn, settings=settings_of(env), password=password)
     try:
         # Logged in: keep the hint's password in the tenant's store (or point at the one this
         # tenant stored before); a bare call without a store keeps nothing.
@@ -483,7 +487,8 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     schema = dsn.schema or "public"
     password = stream_password(stream, dsn, env)
     try:
-        con = connect(dsn, password=password, memory_limit=memory_limit, threads=threads)
+        con = connect(dsn, settings=settings_of(env), password=password, memory_limit=memory_limit,
+                      threads=threads)
     except SourceError as exc:
         if _unreachable(str(exc)):
             raise TransientError(str(exc)) from None
@@ -524,17 +529,17 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
 LIBPQ_KEYWORDS = re.compile(r"^\s*(host|dbname|user|port|hostaddr)\s*=", re.I)
 
 
-def probe_postgres(dsn: Dsn, *, connect_timeout: int = 2) -> dict:
+def probe_postgres(dsn: Dsn, settings: Settings, *, connect_timeout: int = 2) -> dict:
     """Connect once with psycopg at the checked address: {"version", "parameters"}, where
     `parameters` are the connection parameters libpq used (psycopg never returns the password)."""
     import psycopg
 
-    conninfo = pinned_conninfo(dsn, dsn.password)
+    conninfo = pinned_conninfo(dsn, dsn.password, settings)
     with psycopg.connect(conninfo + f" connect_timeout={int(connect_timeout)}", autocommit=True) as con:
         return {"version": con.info.server_version, "parameters": con.info.get_parameters()}
 
 
-def _probe(hint: str, scores: Scores) -> None:
+def _probe(hint: str, scores: Scores, settings: Settings) -> None:
     """Connect once with the hint's own password (never a stored one: the probe runs before
     the tenant's catalogue step), at the address the SSRF guard checked (`hostaddr`)."""
     try:
@@ -545,7 +550,7 @@ def _probe(hint: str, scores: Scores) -> None:
 
     started = time.monotonic()
     try:
-        answer = probe_postgres(dsn)
+        answer = probe_postgres(dsn, settings)
         where = answer["parameters"].get("hostaddr") or dsn.host or "localhost"
         scores.note(PROVIDER, f"connected to {where} (PostgreSQL {answer['version'] // 10000}) "
                               f"in {1000 * (time.monotonic() - started):.0f} ms")
@@ -573,7 +578,7 @@ class PostgresConnector(Connector):
 
     def probe(self, hint: Hint, scores: Scores) -> str | None:
         if hint.scheme in SCHEMES:
-            _probe(hint.text, scores)
+            _probe(hint.text, scores, hint.settings)
         return None
 
     def inspect(self, hint, env):

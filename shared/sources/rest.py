@@ -39,7 +39,6 @@ import httpx
 
 from shared.storage import duck
 from shared.core.errors import SourceError
-from shared.core.settings import Settings
 from shared.sources import http as web
 from shared.storage import syncstate as state
 from shared.core.tenancy import identifier
@@ -358,17 +357,17 @@ def fetch_page(http: httpx.Client, url: httpx.URL, params: dict, headers: dict, 
     return response, parse_json(data, response.url, web.content_type(response))
 
 
-def page_cap() -> int:
-    return Settings.from_env().max_page_bytes
+def page_cap(env=None) -> int:
+    """UDB_MAX_PAGE_BYTES of the env's settings (the caller's)."""
+    return web.settings_of(env).max_page_bytes
 
 
 def iter_pages(http, url: httpx.URL, *, paginator: Paginator, record_path, headers: dict, base_params: dict,
-               auth, max_pages: int = DEFAULT_MAX_PAGES, log=None):
+               auth, cap: int, max_pages: int = DEFAULT_MAX_PAGES, log=None):
     """Yield the records of each page, following the paginator; stops when a page repeats the
     previous one (an API that ignores the page parameter would otherwise loop forever)."""
     params = {**base_params, **paginator.start()}
     current, previous = url, None
-    cap = page_cap()
     for _ in range(max_pages):
         response, body = fetch_page(http, current, params, headers, auth, cap, log)
         _, records = find_records(body, record_path)
@@ -496,7 +495,7 @@ def inspect(hint: str, *, env=None) -> dict:
     headers, auth_params, auth = web.request_auth(options, env)
     base_params = {**{str(k): v for k, v in (options.get("params") or {}).items()}, **auth_params}
     with web.client(env) as http, web.scratch() as tmp:
-        response, body = fetch_page(http, url, base_params, headers, auth, page_cap())
+        response, body = fetch_page(http, url, base_params, headers, auth, page_cap(env))
         path, records = find_records(body, options.get("record_path"))
         where = ".".join(path) or "the top level"
         if not records:
@@ -577,7 +576,7 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         ndjson = tmp / "records.ndjson"
         with ndjson.open("w") as out:
             for records in iter_pages(http, url, paginator=paginator, record_path=record_path, headers=headers,
-                                      base_params=base_params, auth=auth,
+                                      base_params=base_params, auth=auth, cap=page_cap(env),
                                       max_pages=int(options.get("max_pages") or DEFAULT_MAX_PAGES), log=log):
                 if field is not None:
                     flat = [flatten(r) for r in records]

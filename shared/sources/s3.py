@@ -46,7 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.storage import duck
 from shared.core.errors import SourceError, TransientError
 from shared.core.settings import Settings
-from shared.sources import files
+from shared.sources import files, settings_of
 from shared.core.tenancy import identifier
 from shared.sources.detection import PROBE_CONNECT, PROBE_READ, Hint, Scores, Signals
 from shared.sources.registry import Connector, register
@@ -76,10 +76,6 @@ class S3Config:
     @classmethod
     def from_settings(cls, settings: Settings) -> "S3Config":
         return cls(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_region)
-
-    @classmethod
-    def from_env(cls) -> "S3Config":
-        return cls.from_settings(Settings.from_env())
 
     @property
     def signing_keys(self) -> tuple[str, str]:
@@ -452,7 +448,7 @@ def same_endpoint(endpoint: str, own: str) -> bool:
 
 def config_for(bucket: str, spec: dict | None, env) -> S3Config:
     """The credentials to read `bucket` with, after the checks that keep tenants apart."""
-    settings = getattr(env, "settings", None) or Settings.from_env()
+    settings = settings_of(env)
     own = S3Config.from_settings(settings)
     if spec:
         endpoint = spec.get("endpoint", "")
@@ -485,8 +481,7 @@ def _guarded(config: S3Config, spec: dict | None, env):
         yield config
         return
     from shared.security.egressproxy import EgressProxy
-    settings = getattr(env, "settings", None) or Settings.from_env()
-    with EgressProxy(settings) as proxy:
+    with EgressProxy(settings_of(env)) as proxy:
         try:
             yield replace(config, proxy=proxy.address)
         except (SourceError, RecursionError) as exc:
@@ -669,17 +664,17 @@ def _extract(url: str, fmt: str, bucket: str, key: str, config: S3Config, out_di
     return int(rows)
 
 
-def _probe(hint: str, scores: Scores) -> None:
+def _probe(hint: str, scores: Scores, settings: Settings) -> None:
     """ListObjectsV2 of one key, with UDB's own keys from the settings or unsigned: never the
     host's default credential chain, and never UDB's own bucket."""
-    config = S3Config.from_env()
+    config = S3Config.from_settings(settings)
     if not config.endpoint and not config.access_key:
         return  # no S3 configured here: nothing to probe
     try:
         bucket, key = parse(hint)
     except SourceError:
         return
-    if bucket == Settings.from_env().bucket:
+    if bucket == settings.bucket:
         return  # UDB's own bucket is never a source: not even whether a key exists may leak
     client = config.client(connect_timeout=PROBE_CONNECT, read_timeout=PROBE_READ, attempts=1)
     try:
@@ -703,7 +698,7 @@ class S3Connector(Connector):
 
     def probe(self, hint: Hint, scores: Scores) -> str | None:
         if hint.scheme == "s3":
-            _probe(hint.text, scores)
+            _probe(hint.text, scores, hint.settings)
         return None
 
     def inspect(self, hint, env):

@@ -83,7 +83,7 @@ def inspect(hint: str, *, env=None) -> dict:
         upload_id, name = _fetch(env, hint, dest)
         fmt = web.file_format(name, "", dest)
         stream = web.describe_file(dest, fmt, name=name, location=hint_for(upload_id, name),
-                                   size=dest.stat().st_size)
+                                   size=dest.stat().st_size, env=env)
     stream["name"] = table_stem(name, (getattr(env, "options", None) or {}).get("table"))
     return {"provider": PROVIDER, "short": "upload", "streams": [stream]}
 
@@ -94,7 +94,7 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
         dest = tmp / "upload"
         _, name = _fetch(env, stream["location"], dest)
         return web.extract_file(dest, stream, out_dir, name=name, part_bytes=part_bytes,
-                                memory_limit=memory_limit, threads=threads)
+                                memory_limit=memory_limit, threads=threads, env=env)
 
 
 @register

@@ -17,6 +17,7 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from shared.core.errors import SourceError
+from shared.core.settings import Settings
 from shared.sources import documents, files
 from shared.sources import http as web
 from shared.core.tenancy import identifier
@@ -131,12 +132,12 @@ def inspect(hint: str, *, env=None) -> dict:
             usable = [(self_entry, unquote(PurePosixPath(url.path).name))]
             short = unquote(PurePosixPath(PurePosixPath(url.path).parent).name) or (url.host or "dav")
         streams: list[dict] = []
-        cap = web.max_download_bytes()
+        cap = web.max_download_bytes(env)
         for i, (entry, name) in enumerate(sorted(usable, key=lambda en: en[1])):
             dest = tmp / f"file-{i}"
             ctype, size = web.download(http, entry["url"], dest, cap=cap, headers=headers, params=params, auth=auth)
             fmt = web.file_format(name, ctype or entry["content_type"], dest)
-            stream = web.describe_file(dest, fmt, name=name, location=str(entry["url"]), size=size)
+            stream = web.describe_file(dest, fmt, name=name, location=str(entry["url"]), size=size, env=env)
             keep = web.stream_options(options)
             if keep:
                 stream["options"] = keep
@@ -153,14 +154,14 @@ def extract(stream: dict, out_dir: Path, *, env=None, part_bytes: int, memory_li
     return web.extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
 
 
-def _probe(url: str, scores: Scores, *, only: bool) -> str | None:
+def _probe(url: str, scores: Scores, settings: Settings, *, only: bool) -> str | None:
     """PROPFIND Depth 0: 207 Multi-Status means WebDAV. `only`: the hint's scheme says WebDAV,
     so a failure is the hint's (unreachable), not just a signal that is missing."""
     from shared.security import netguard
 
     bare, auth = web.without_userinfo(url)
     try:
-        with web.probe_client() as http:
+        with web.probe_client(settings) as http:
             entries = propfind(http, str(bare), depth="0", **auth)
     except netguard.BlockedAddress as exc:
         return str(exc) if only else None
@@ -194,9 +195,9 @@ class WebdavConnector(Connector):
 
     def probe(self, hint: Hint, scores: Scores) -> str | None:
         if hint.scheme in SCHEMES:
-            return _probe(to_http(hint.text), scores, only=True)
+            return _probe(to_http(hint.text), scores, hint.settings, only=True)
         if hint.is_web and web.web_answer(hint).unreachable is None:
-            _probe(str(hint.url), scores, only=False)
+            _probe(str(hint.url), scores, hint.settings, only=False)
         return None
 
     def inspect(self, hint, env):

@@ -193,14 +193,12 @@ def store_spec(store: TenantStore) -> dict:
     return {"kind": "local", "root": str(Path(url[:-len(store.key("x"))])), "tenant": store.tenant}
 
 
-def store_from_spec(spec: dict) -> TenantStore:
+def store_from_spec(spec: dict, settings) -> TenantStore:
+    """The store `store_spec` describes; an S3 one opened with the endpoint and keys of
+    `settings` (the child's, which its parent handed down)."""
     if spec["kind"] == "s3":
-        from dataclasses import replace
-
         from shared.storage.s3store import S3Store
-        from shared.core.settings import Settings
-        settings = replace(Settings.from_env(), bucket=spec["bucket"])
-        return TenantStore(S3Store(settings.bucket, endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
+        return TenantStore(S3Store(spec["bucket"], endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
                                    secret_key=settings.s3_secret_key, region=settings.s3_region), spec["tenant"])
     from shared.storage.store import LocalStore
     return TenantStore(LocalStore(Path(spec["root"])), spec["tenant"])

@@ -12,6 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from shared.core.settings import Settings
+from tests.conftest import LOOPBACK
+
 from devstack import services
 from functions.discover.handler import handle as discover
 from functions.sync.handler import handle as sync
@@ -24,6 +27,7 @@ from shared.core.tenancy import new_job_id
 from shared.storage import lake
 
 pytestmark = pytest.mark.integration
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 TENANT = "acme"
 
@@ -162,7 +166,7 @@ def test_options_a_provider_does_not_read_are_refused(pg_db, tmp_path, monkeypat
     from shared.security.secrets import LocalSecretStore
     monkeypatch.delenv("PGPASSWORD", raising=False)
     env = SourceEnv(tenant=TENANT, secrets=LocalSecretStore(tmp_path / "secrets"),
-                    options={"incremental": True})
+                    options={"incremental": True}, settings=PEERS)
     with pytest.raises(SourceError, match=r"options.incremental for plain: no cursor_field given and no cursor "
                                           r"candidate"):
         inspect_source("postgres", hint(pg_db, "plain"), env)

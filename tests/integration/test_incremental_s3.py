@@ -35,15 +35,13 @@ def csv(first: int, last: int, scale: int = 1) -> bytes:
 
 
 @pytest.fixture
-def minio(stack_services, monkeypatch, settings):
+def minio(stack_services, settings):
     endpoint = services.endpoints()["s3"]
     user, password = services.minio_credentials()
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=user, aws_secret_access_key=password,
                           region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
     name = f"udb-inc-{uuid.uuid4().hex[:10]}"
     client.create_bucket(Bucket=name)
-    for var, value in (("UDB_S3_ENDPOINT", endpoint), ("UDB_S3_ACCESS_KEY", user), ("UDB_S3_SECRET_KEY", password)):
-        monkeypatch.setenv(var, value)  # the detection probe reads the environment
     configured = replace(settings, s3_endpoint=endpoint, s3_access_key=user, s3_secret_key=password)
     ctxs = {f: runtime.start(f, configured) for f in ("discover", "sync", "writer")}
     try:

@@ -17,6 +17,7 @@ import pytest
 from functions.discover.detect import detect
 from functions.discover.handler import handle as discover_handle
 from functions.sync.handler import handle as sync_handle
+from shared.security.limits import Limits
 from shared.core import events
 from shared.serving.embedded import Dispatcher
 from shared.serving.runtime import invoke
@@ -97,7 +98,7 @@ def docs(tmp_path_factory):
 
 
 def fragments(path: Path, fmt: str, out: Path) -> duckdb.DuckDBPyConnection:
-    rows = documents.extract_file(path, fmt, out, document=path.name)
+    rows = documents.extract_file(path, fmt, out, document=path.name, limits=Limits())
     con = duckdb.connect()
     con.execute(f"CREATE VIEW f AS SELECT * FROM read_parquet('{out}/*.parquet', file_row_number = true)")
     assert con.execute("SELECT count(*) FROM f").fetchone()[0] == rows

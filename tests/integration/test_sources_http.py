@@ -17,11 +17,13 @@ from shared.serving.runtime import invoke
 from shared.sources import SourceEnv
 from shared.sources import http as web
 from shared.core.tenancy import new_job_id
-from tests.conftest import write_sales
+from shared.core.settings import Settings
+from tests.conftest import LOOPBACK, write_sales
 from tests.peers.rest_api import RestPeer
 from shared.storage import lake
 
 pytestmark = pytest.mark.integration
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 PDF = "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf"
 
@@ -64,11 +66,11 @@ EXCEL = ["DOUBLE", "VARCHAR", "DOUBLE"]           # Excel cells are numbers
     ("blob", "parquet", 1300, "blob", PARQUET),
 ])
 def test_each_file_type_by_extension_content_type_or_magic(peer, tmp_path, name, fmt, rows, stream_name, types):
-    catalogue = web.inspect(f"{peer.url}/files/{name}", env=SourceEnv())
+    catalogue = web.inspect(f"{peer.url}/files/{name}", env=SourceEnv(settings=PEERS))
     stream = catalogue["streams"][0]
     assert catalogue["provider"] == "http" and (stream["name"], stream["format"]) == (stream_name, fmt)
     out = tmp_path / "parts"
-    assert web.extract(stream, out, env=SourceEnv(), part_bytes=1 << 20) == rows
+    assert web.extract(stream, out, env=SourceEnv(settings=PEERS), part_bytes=1 << 20) == rows
     if name not in ("sales.csv", "export"):
         assert duckdb.execute(f"SELECT count(*), sum(id) FROM read_parquet('{out}/*.parquet')").fetchone() == \
             (rows, rows * (rows + 1) // 2)
@@ -80,27 +82,27 @@ def test_each_file_type_by_extension_content_type_or_magic(peer, tmp_path, name,
 
 
 def test_detection_of_files(peer):
-    found = detect(f"{peer.url}/files/sales.csv")
+    found = detect(f"{peer.url}/files/sales.csv", settings=PEERS)
     assert found["candidates"] == [{"provider": "http", "confidence": 0.95, "reasons": [
         "URL path ends in a data file extension (.csv)", "Content-Type text/csv (csv)"]}]
-    found = detect(f"{peer.url}/files/blob")
+    found = detect(f"{peer.url}/files/blob", settings=PEERS)
     assert found["candidates"][0] == {"provider": "http", "confidence": 0.95, "reasons": [
         "an http(s) URL", "content starts with PAR1 (Parquet)"]}
-    found = detect(f"{peer.url}/files/d.json")
+    found = detect(f"{peer.url}/files/d.json", settings=PEERS)
     assert [c["provider"] for c in found["candidates"][:2]] == ["http", "rest"] and found["ambiguous"]
 
 
 def test_a_pdf_url_is_a_fragments_table(peer, tmp_path):
-    stream = web.inspect(f"{peer.url}/files/spec.pdf", env=SourceEnv())["streams"][0]
+    stream = web.inspect(f"{peer.url}/files/spec.pdf", env=SourceEnv(settings=PEERS))["streams"][0]
     assert (stream["name"], stream["format"]) == ("spec", "pdf")
-    assert web.extract(stream, tmp_path / "p", env=SourceEnv(), part_bytes=1 << 20) == 304
+    assert web.extract(stream, tmp_path / "p", env=SourceEnv(settings=PEERS), part_bytes=1 << 20) == 304
 
 
 def test_download_cap_and_missing_file(peer, ctx_for, monkeypatch):
-    monkeypatch.setenv("UDB_MAX_DOWNLOAD_BYTES", "1000")
+    capped = SourceEnv(settings=Settings(net_allowlist=LOOPBACK, max_download_bytes=1000))
     with pytest.raises(SourceError, match=r"/files/sales.csv: [\d,]+ bytes, over the download limit of 1,000 bytes "
                                           r"\(UDB_MAX_DOWNLOAD_BYTES\)"):
-        web.inspect(f"{peer.url}/files/sales.csv", env=SourceEnv())
+        web.inspect(f"{peer.url}/files/sales.csv", env=capped)
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": f"{peer.url}/files/gone.csv"}, tenant="acme",
                                 job_id=new_job_id(), function="test")
     reply = invoke(discover_handle, request, ctx_for("discover"))

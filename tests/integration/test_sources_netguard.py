@@ -17,9 +17,11 @@ from shared.serving.runtime import invoke
 from shared.core.settings import Settings
 from shared.sources import SourceEnv, http as web, postgres, rest
 from shared.core.tenancy import new_job_id
+from tests.conftest import LOOPBACK
 from tests.peers.rest_api import RestPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 
 @pytest.fixture(scope="module")
@@ -69,18 +71,18 @@ def test_names_are_checked_after_resolution():
         guard.check_url("file:///etc/passwd")
 
 
-def test_loopback_is_refused_without_the_allowlist(peer, monkeypatch):
-    monkeypatch.setenv("UDB_NET_ALLOWLIST", "")
+def test_loopback_is_refused_without_the_allowlist(peer):
+    closed = Settings()  # the caller's settings decide, whatever the environment says
     with pytest.raises(netguard.BlockedAddress, match=r"refused to connect to 127.0.0.1: a loopback address"):
-        rest.inspect(f"{peer.url}/page/items", env=SourceEnv())
+        rest.inspect(f"{peer.url}/page/items", env=SourceEnv(settings=closed))
     dsn = postgres.parse("postgresql://u:p@127.0.0.1:1/db")
     with pytest.raises(netguard.BlockedAddress, match="a loopback address"):
-        postgres.connect(dsn)
+        postgres.connect(dsn, settings=closed)
 
 
 def test_every_redirect_hop_is_checked(peer):
     before = peer.hits["/redirect"]
-    with netguard.client() as http:
+    with netguard.client(PEERS) as http:
         with pytest.raises(netguard.BlockedAddress, match="169.254.169.254: a cloud metadata endpoint"):
             netguard.send(http, "GET", f"{peer.url}/redirect?to=http://169.254.169.254/latest/meta-data/")
         with pytest.raises(netguard.BlockedAddress, match="10.0.0.7: a private address"):
@@ -93,7 +95,7 @@ def test_every_redirect_hop_is_checked(peer):
 
 def test_the_client_refuses_even_without_send(peer):
     # The transport itself checks: a plain client.get through the guarded client is refused too.
-    with netguard.client() as http:
+    with netguard.client(PEERS) as http:
         with pytest.raises(netguard.BlockedAddress):
             http.get("http://169.254.169.254/")
         assert http.get(f"{peer.url}/page/items?per_page=2").status_code == 200

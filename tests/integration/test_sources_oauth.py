@@ -42,6 +42,7 @@ from shared.serving.embedded import Dispatcher
 from shared.serving.httpfn import FunctionApp
 from shared.security.secrets import LocalSecretStore
 from shared.core.settings import Settings
+from tests.conftest import LOOPBACK
 from shared.core.tenancy import new_job_id
 from tests.conftest import REPO, write_sales
 from tests.peers.gdrive_api import DrivePeer
@@ -142,7 +143,8 @@ class Udb:
                       ms_authority=f"{auth}/ms", ms_client_id=MS_CLIENT, graph_url=peers.graph.api,
                       google_auth_url=f"{auth}/google/auth", google_token_url=f"{auth}/google/token",
                       google_device_url=f"{auth}/google/device/code", google_client_id=GOOGLE_CLIENT,
-                      google_client_secret=GOOGLE_SECRET, gdrive_url=peers.drive.api)
+                      google_client_secret=GOOGLE_SECRET, gdrive_url=peers.drive.api,
+                      net_allowlist=LOOPBACK)  # the identity and API peers are on loopback
         values.update(overrides)
         self.settings = Settings.from_env(env={}, **values)
         self.seen: list = []

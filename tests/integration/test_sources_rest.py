@@ -10,16 +10,21 @@ import json
 import re
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 import pytest
+
+from shared.core.settings import Settings
+from tests.conftest import LOOPBACK
 
 from functions.discover.detect import detect
 from functions.discover.handler import handle as discover_handle
 from shared.core import events
 from shared.serving.embedded import Dispatcher
 from shared.core.errors import SourceError
+from shared.serving import runtime
 from shared.serving.runtime import invoke
 from shared.security.secrets import LocalSecretStore
 from shared.sources import SourceEnv, redact, rest
@@ -30,6 +35,7 @@ from tests.peers.rest_api import RestPeer
 from shared.storage import lake
 
 pytestmark = pytest.mark.integration
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 TOTAL = 250
 ID_SUM = TOTAL * (TOTAL + 1) // 2
@@ -50,7 +56,8 @@ def peer():
 def env(tmp_path):
     store = LocalStore(tmp_path / "store")
     return SourceEnv(tenant="acme", store=TenantStore(store, "acme"),
-                     secrets=LocalSecretStore(tmp_path / "secrets"), source_id="api-1")
+                     secrets=LocalSecretStore(tmp_path / "secrets"), source_id="api-1",
+                     settings=PEERS)
 
 
 def parquet(out: Path) -> duckdb.DuckDBPyConnection:
@@ -233,16 +240,16 @@ def free_port() -> int:
     ("/huge?mb=2", {}, r"the response is 2,\d{3},\d{3} bytes, over the 1,048,576-byte limit \(UDB_MAX_PAGE_BYTES\)"),
     ("/nothing-here", {"provider": "rest"}, r"404 Not Found"),
 ])
-def test_bad_apis_fail_the_job_with_a_clear_reason(peer, ctx_for, monkeypatch, path, options, message):
-    monkeypatch.setenv("UDB_MAX_PAGE_BYTES", str(1024 * 1024))
+def test_bad_apis_fail_the_job_with_a_clear_reason(peer, settings, path, options, message):
+    ctx = runtime.start("discover", replace(settings, max_page_bytes=1024 * 1024))
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": peer.url + path, "options": options},
                                 tenant="acme", job_id=new_job_id(), function="test")
     started = time.monotonic()
-    reply = invoke(discover_handle, request, ctx_for("discover"))
+    reply = invoke(discover_handle, request, ctx)
     assert time.monotonic() - started < 5
     assert reply["type"] == events.JOB_FAILED
     assert re.search(message, events.event_data(reply)["reason"]), events.event_data(reply)["reason"]
-    job = ctx_for("discover").jobs("acme").get(request["jobid"])
+    job = ctx.jobs("acme").get(request["jobid"])
     assert job["state"] == "failed"
 
 
@@ -261,12 +268,12 @@ def test_an_unreachable_api_fails_fast_with_the_reason(ctx_for, hint, message):
 
 
 def test_detection_of_apis(peer):
-    found = detect(f"{peer.url}/cursor/items")
+    found = detect(f"{peer.url}/cursor/items", settings=PEERS)
     assert found["candidates"][0]["provider"] == "rest" and found["candidates"][0]["confidence"] == 0.95
     assert "JSON records at items; pagination: cursor in the body at 'next_cursor' (sent back as ?cursor=)" \
         in found["candidates"][0]["reasons"]
     assert not found["ambiguous"]
-    found = detect(f"{peer.url}/auth/bearer/items")
+    found = detect(f"{peer.url}/auth/bearer/items", settings=PEERS)
     assert found["candidates"][0] == {"provider": "rest", "confidence": 0.6, "reasons": [
         "an http(s) URL", "GET answered 401: needs credentials (options.auth)"]}
 

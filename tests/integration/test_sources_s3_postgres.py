@@ -27,10 +27,12 @@ from functions.sync.handler import handle as sync
 from shared.core import events
 from shared.core.errors import SourceError, TransientError
 from shared.serving.runtime import invoke
-from shared.sources import files, postgres, redact, s3
-from tests.conftest import write_sales
+from shared.sources import SourceEnv, connector_for, files, postgres, redact, s3
+from shared.core.settings import Settings
+from tests.conftest import LOOPBACK, write_sales
 
 pytestmark = pytest.mark.integration
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 CSV_ROWS = 12_345
 PG_ROWS = 10_000
@@ -114,7 +116,7 @@ def test_s3_prefix_catalogue_has_one_stream_per_supported_object(bucket, s3cfg):
         "order_id": "BIGINT", "region": "VARCHAR", "ordered_at": "TIMESTAMP",
         "amount": "DOUBLE", "discount": "DOUBLE"}
     # The same file read locally is described identically.
-    assert sales["columns"] == files.inspect(str(bucket["sales"]))["streams"][0]["columns"]
+    assert sales["columns"] == files.inspect(str(bucket["sales"]), env=SourceEnv())["streams"][0]["columns"]
     assert sales["cursor_candidates"] == ["ordered_at"]
     assert sales["primary_key_candidates"] == ["order_id"]
     assert sales["bytes"] == bucket["sales"].stat().st_size
@@ -238,12 +240,13 @@ def test_s3_unreachable_endpoint_is_transient_and_fast():
     assert time.monotonic() - started < 15
 
 
-def test_s3_config_comes_from_udb_settings(monkeypatch, s3cfg, bucket):
-    monkeypatch.setenv("UDB_S3_ENDPOINT", s3cfg.endpoint)
-    monkeypatch.setenv("UDB_S3_ACCESS_KEY", s3cfg.access_key)
-    monkeypatch.setenv("UDB_S3_SECRET_KEY", s3cfg.secret_key)
-    assert s3.S3Config.from_env() == s3cfg
-    assert [s["name"] for s in s3.inspect(f"s3://{bucket['name']}/data/")["streams"]] == \
+def test_s3_config_comes_from_udb_settings(s3cfg, bucket, settings):
+    from dataclasses import replace
+
+    udb = replace(settings, s3_endpoint=s3cfg.endpoint, s3_access_key=s3cfg.access_key, s3_secret_key=s3cfg.secret_key)
+    assert s3.S3Config.from_settings(udb) == s3cfg
+    env = SourceEnv(settings=udb)  # the caller's settings, not the environment
+    assert [s["name"] for s in connector_for("s3").inspect(f"s3://{bucket['name']}/data/", env)["streams"]] == \
         ["items", "sales"]
 
 
@@ -257,10 +260,7 @@ def _with_udb_s3(settings, s3cfg, **more):
     return {f: runtime.start(f, settings) for f in ("discover", "sync")}
 
 
-def test_s3_discover_and_sync_through_the_handlers(monkeypatch, s3cfg, bucket, settings):
-    monkeypatch.setenv("UDB_S3_ENDPOINT", s3cfg.endpoint)  # the detection probe reads the environment
-    monkeypatch.setenv("UDB_S3_ACCESS_KEY", s3cfg.access_key)
-    monkeypatch.setenv("UDB_S3_SECRET_KEY", s3cfg.secret_key)
+def test_s3_discover_and_sync_through_the_handlers(s3cfg, bucket, settings):
     ctxs = _with_udb_s3(settings, s3cfg)
     hint = f"s3://{bucket['name']}/data/"
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant=TENANT,
@@ -282,29 +282,28 @@ def test_s3_udb_own_bucket_is_never_a_source(monkeypatch, s3cfg, bucket, setting
     # tenant's staged data in it.
     raw_s3.put_object(Bucket=bucket["name"], Key="tenants/other/staging/job-0000000000000001/part-0.csv",
                       Body=b"secret,value\nx,1\n")
-    monkeypatch.setenv("UDB_S3_ENDPOINT", s3cfg.endpoint)
-    monkeypatch.setenv("UDB_S3_ACCESS_KEY", s3cfg.access_key)
-    monkeypatch.setenv("UDB_S3_SECRET_KEY", s3cfg.secret_key)
-    monkeypatch.setenv("UDB_BUCKET", bucket["name"])
+    from dataclasses import replace
+
+    own = replace(settings, s3_endpoint=s3cfg.endpoint, s3_access_key=s3cfg.access_key,
+                  s3_secret_key=s3cfg.secret_key, bucket=bucket["name"])
     hint = f"s3://{bucket['name']}/tenants/other/staging/"
     with pytest.raises(SourceError, match="UDB's own bucket"):
-        s3.inspect(hint)
+        connector_for("s3").inspect(hint, SourceEnv(settings=own))
     # Not even the detection probe looks (whether a key exists would leak).
-    assert not any("ListObjectsV2" in r for c in detect(hint)["candidates"] for r in c["reasons"])
+    assert not any("ListObjectsV2" in r for c in detect(hint, settings=own)["candidates"] for r in c["reasons"])
     # A catalogue made elsewhere does not open it at sync either.
     stream = {"name": "part_0", "format": "csv", "location": f"s3://{bucket['name']}/tenants/other/x.csv"}
     with pytest.raises(SourceError, match="UDB's own bucket"):
-        s3.extract(stream, Path("/nonexistent"), part_bytes=1024)
+        s3.extract(stream, Path("/nonexistent"), part_bytes=1024, env=SourceEnv(settings=own))
     # Through the handler: a failed job naming the reason, nothing staged.
     request = events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant=TENANT,
                                 job_id="job-00000000000053b1", function="test")
     reply = invoke(discover, request, _with_udb_s3(settings, s3cfg, bucket=bucket["name"])["discover"])
     assert reply["type"] == events.JOB_FAILED and "UDB's own bucket" in events.event_data(reply)["reason"]
     # With UDB_S3_SOURCE_BUCKETS set, UDB's keys read only those buckets.
-    monkeypatch.setenv("UDB_BUCKET", "udb")
-    monkeypatch.setenv("UDB_S3_SOURCE_BUCKETS", "shared-data,reference")
+    restricted = replace(own, bucket="udb", s3_source_buckets="shared-data,reference")
     with pytest.raises(SourceError, match="not a source bucket here"):
-        s3.inspect(f"s3://{bucket['name']}/data/")
+        connector_for("s3").inspect(f"s3://{bucket['name']}/data/", SourceEnv(settings=restricted))
 
 
 @pytest.mark.security
@@ -320,7 +319,7 @@ def test_s3_another_endpoint_in_options_keeps_its_key_secret(monkeypatch, s3cfg,
                "secret_access_key": s3cfg.secret_key}
     hint = f"s3://{bucket['name']}/data/"
     # The endpoint passes the SSRF guard: a loopback S3 is refused unless allowlisted.
-    guarded = runtime.start("discover", settings)
+    guarded = runtime.start("discover", replace(settings, net_allowlist=""))
     with pytest.raises(SourceError, match="127.0.0.1"):
         s3.inspect(hint, env=SourceEnv.of(guarded, TENANT, options))
     allowed = replace(settings, net_allowlist="127.0.0.1")
@@ -467,7 +466,8 @@ def pg_env(tmp_path, monkeypatch):
     from shared.security.secrets import LocalSecretStore
     from shared.sources import SourceEnv
     monkeypatch.delenv("PGPASSWORD", raising=False)
-    return SourceEnv(tenant=TENANT, secrets=LocalSecretStore(tmp_path / "secrets"))
+    return SourceEnv(tenant=TENANT, secrets=LocalSecretStore(tmp_path / "secrets"),
+                     settings=PEERS)
 
 
 def full_dsn(dsn: postgres.Dsn, **query) -> str:
@@ -571,9 +571,9 @@ def test_pg_password_comes_back_from_the_tenants_store_only(pg_db, pg_env, tmp_p
     monkeypatch.setenv("PGPASSWORD", pg_db.password)
     bare = {k: v for k, v in stream.items() if k != "options"}
     with pytest.raises(SourceError, match="no password supplied.*never used"):
-        postgres.extract(bare, tmp_path / "b", part_bytes=1 << 20)
+        postgres.extract(bare, tmp_path / "b", part_bytes=1 << 20, env=SourceEnv(settings=pg_env.settings))
     # ... and a bare module call (no tenant, no store) keeps nothing.
-    catalogue = postgres.inspect(full_dsn(pg_db, table="sales.items"))
+    catalogue = connector_for("postgres").inspect(full_dsn(pg_db, table="sales.items"), SourceEnv(settings=pg_env.settings))
     assert "options" not in catalogue["streams"][0]
 
 

@@ -9,6 +9,9 @@ import uuid
 import duckdb
 import pytest
 
+from shared.core.settings import Settings
+from tests.conftest import LOOPBACK
+
 from devstack import services
 from functions.discover.detect import detect
 from shared.storage import duck
@@ -21,6 +24,7 @@ from tests.conftest import write_sales
 from shared.storage import lake
 
 pytestmark = pytest.mark.integration
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 PDF = "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf"
 
@@ -55,7 +59,7 @@ def dav():
 
 
 def test_folder_catalogue_and_extract_exact_rows(dav, tmp_path):
-    catalogue = webdav.inspect(dav["url"], env=SourceEnv())
+    catalogue = webdav.inspect(dav["url"], env=SourceEnv(settings=PEERS))
     assert catalogue["provider"] == "webdav" and catalogue["short"] == dav["name"].replace("-", "_")
     streams = {s["name"]: s for s in catalogue["streams"]}
     assert {n: s["format"] for n, s in streams.items()} == {"events": "ndjson", "items": "parquet",
@@ -67,31 +71,31 @@ def test_folder_catalogue_and_extract_exact_rows(dav, tmp_path):
     expected = {"sales": 1234, "items": 500, "events": 300, "spec": 304}
     for name, stream in streams.items():
         out = tmp_path / name
-        assert webdav.extract(stream, out, env=SourceEnv(), part_bytes=1 << 20) == expected[name]
+        assert webdav.extract(stream, out, env=SourceEnv(settings=PEERS), part_bytes=1 << 20) == expected[name]
         assert duckdb.execute(f"SELECT count(*) FROM read_parquet('{out}/*.parquet')").fetchone()[0] == expected[name]
 
 
 def test_single_file_and_webdav_scheme(dav, tmp_path):
     host = services.endpoints()["webdav"].split("://", 1)[1]
-    catalogue = webdav.inspect(f"webdav://{host}/{dav['name']}/items.parquet", env=SourceEnv())
+    catalogue = webdav.inspect(f"webdav://{host}/{dav['name']}/items.parquet", env=SourceEnv(settings=PEERS))
     assert [(s["name"], s["format"]) for s in catalogue["streams"]] == [("items", "parquet")]
     assert catalogue["streams"][0]["location"] == f"http://{host}/{dav['name']}/items.parquet"
 
 
 def test_detection_by_propfind(dav):
-    found = detect(dav["url"])
+    found = detect(dav["url"], settings=PEERS)
     assert found["candidates"][0] == {"provider": "webdav", "confidence": 0.98, "reasons": [
         "an http(s) URL", "PROPFIND answered 207 Multi-Status (a folder)"]}
     assert not found["ambiguous"]
     host = services.endpoints()["webdav"].split("://", 1)[1]
-    assert detect(f"webdav://{host}/{dav['name']}/")["candidates"][0]["confidence"] == 0.98
+    assert detect(f"webdav://{host}/{dav['name']}/", settings=PEERS)["candidates"][0]["confidence"] == 0.98
 
 
 def test_bad_folders(dav):
     with pytest.raises(SourceError, match=r"no supported files in the WebDAV folder \(0 files"):
-        webdav.inspect(f"{services.endpoints()['webdav']}/{dav['name']}-empty/", env=SourceEnv())
+        webdav.inspect(f"{services.endpoints()['webdav']}/{dav['name']}-empty/", env=SourceEnv(settings=PEERS))
     with pytest.raises(SourceError, match=r"404 Not Found"):
-        webdav.inspect(f"{services.endpoints()['webdav']}/{dav['name']}-missing/", env=SourceEnv())
+        webdav.inspect(f"{services.endpoints()['webdav']}/{dav['name']}-missing/", env=SourceEnv(settings=PEERS))
 
 
 def test_webdav_end_to_end_to_the_warehouse(dav, settings, tmp_path):

@@ -2,6 +2,8 @@
 deeply nested JSON — each a clear error, and a failed job when it comes from a source."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gzip
 import io
 import json
@@ -53,7 +55,7 @@ def write_csv(path: Path, rows: int, columns: int = 3, long_cell: int = 0) -> Pa
 # ---------------------------------------------------------------- rows, columns, cells
 
 def test_a_stream_above_the_row_cap_fails_its_job_and_one_at_the_cap_loads(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("UDB_MAX_ROWS", "100")
+    settings = replace(settings, max_rows=100)
     at_cap = run_job(settings, str(write_csv(tmp_path / "ok" / "rows.csv", 100)))
     assert at_cap["state"] == "loaded" and list(at_cap["tables"].values()) == [{"rows": 100}]
     reason = failed_with(run_job(settings, str(write_csv(tmp_path / "big" / "rows.csv", 101))), "sync")
@@ -61,13 +63,13 @@ def test_a_stream_above_the_row_cap_fails_its_job_and_one_at_the_cap_loads(setti
 
 
 def test_a_stream_above_the_column_cap_fails_at_discovery(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("UDB_MAX_COLUMNS", "20")
+    settings = replace(settings, max_columns=20)
     reason = failed_with(run_job(settings, str(write_csv(tmp_path / "wide" / "wide.csv", 5, columns=30))), "discover")
     assert reason == "wide.csv: 30 columns; the limit is 20 (UDB_MAX_COLUMNS)"
 
 
 def test_a_cell_above_the_length_cap_fails_naming_its_column(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("UDB_MAX_CELL_CHARS", "1000")
+    settings = replace(settings, max_cell_chars=1000)
     ok = run_job(settings, str(write_csv(tmp_path / "ok" / "cells.csv", 200, long_cell=1000)))
     assert ok["state"] == "loaded"
     reason = failed_with(run_job(settings, str(write_csv(tmp_path / "long" / "cells.csv", 200, long_cell=1001))),
@@ -125,7 +127,7 @@ def _zip_with(path: Path, entries: dict[str, bytes]) -> Path:
 
 
 def test_an_xlsx_zip_bomb_fails_at_discovery_from_its_directory(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("UDB_MAX_UNCOMPRESSED_BYTES", str(50 * 1024 * 1024))
+    settings = replace(settings, max_uncompressed_bytes=50 * 1024 * 1024)
     bomb = _zip_with(tmp_path / "bomb" / "report.xlsx", {
         "[Content_Types].xml": b"<Types/>", "xl/worksheets/sheet1.xml": b"\0" * (64 * 1024 * 1024)})
     assert bomb.stat().st_size < 200_000
@@ -156,17 +158,19 @@ def test_a_docx_zip_bomb_fails_at_discovery_before_unstructured_opens_it(setting
     assert reason.startswith("letter.docx: zip entry 'word/document.xml' inflates ") and \
         reason.endswith("the limit is 200 (UDB_MAX_COMPRESSION_RATIO): a decompression bomb?")
     # ... and by its total size, whatever the ratio; and again where sync extracts it.
-    monkeypatch.setenv("UDB_MAX_UNCOMPRESSED_BYTES", str(10 * 1024 * 1024))
-    monkeypatch.setenv("UDB_MAX_COMPRESSION_RATIO", "0")
+    settings = replace(settings, max_uncompressed_bytes=10 * 1024 * 1024)
+    settings = replace(settings, max_compression_ratio=0)
     reason = failed_with(run_job(settings, str(bomb)), "discover")
     assert reason == ("letter.docx: archive declares more than 10,485,760 bytes uncompressed "
                       "(UDB_MAX_UNCOMPRESSED_BYTES): a decompression bomb?")
     with pytest.raises(limits.LimitExceeded, match="UDB_MAX_UNCOMPRESSED_BYTES"):
-        documents.extract_file(bomb, "docx", tmp_path / "out", document="letter.docx")
+        documents.extract_file(bomb, "docx", tmp_path / "out", document="letter.docx",
+                               limits=limits.Limits.from_settings(settings))
     with pytest.raises(limits.LimitExceeded, match="upload-1.docx: archive declares more than"):
-        documents.check(bomb, "docx", "upload-1.docx")  # the name a remote or uploaded file goes by
+        # the name a remote or uploaded file goes by
+        documents.check(bomb, "docx", "upload-1.docx", limits=limits.Limits.from_settings(settings))
     with pytest.raises(limits.LimitExceeded, match="UDB_MAX_UNCOMPRESSED_BYTES"):
-        limits.check_file(bomb, "docx")
+        limits.check_file(bomb, "docx", limits.Limits.from_settings(settings))
 
 
 def test_a_zip_entry_inflating_past_the_ratio_is_refused(tmp_path):

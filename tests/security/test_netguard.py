@@ -5,6 +5,7 @@ a refusal is a failed job at discover and at sync."""
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import pytest
 
@@ -13,8 +14,10 @@ from functions.sync.handler import handle as sync_handle
 from shared.core import events
 from shared.security import netguard
 from shared.core.errors import SourceError
+from shared.serving import runtime
 from shared.serving.runtime import invoke
 from shared.core.tenancy import new_job_id
+from shared.core.settings import Settings
 from tests.peers.rest_api import RestPeer
 
 pytestmark = pytest.mark.security
@@ -110,8 +113,7 @@ def peer():
 ])
 def test_a_redirect_from_an_admitted_host_to_an_internal_one_is_refused(peer, monkeypatch, target, kind):
     # Only the peer's exact address is admitted; each hop's target is checked before it is asked.
-    monkeypatch.setenv("UDB_NET_ALLOWLIST", "127.0.0.1")
-    with netguard.client() as http:
+    with netguard.client(Settings(net_allowlist="127.0.0.1")) as http:
         with pytest.raises(netguard.BlockedAddress) as info:
             netguard.send(http, "GET", f"{peer.url}/redirect?to={target}")
     assert kind in str(info.value)
@@ -131,8 +133,7 @@ def _via(peer, target: str, hops: int) -> str:
 def test_every_hop_of_a_redirect_chain_is_checked_not_only_the_first(peer, monkeypatch, hops):
     """Admitted hops first, the internal target last: the guard refuses at the hop that points
     inside, and no request goes there; the same chain ending on an admitted URL is followed."""
-    monkeypatch.setenv("UDB_NET_ALLOWLIST", "127.0.0.1")
-    with netguard.client() as http:
+    with netguard.client(Settings(net_allowlist="127.0.0.1")) as http:
         with pytest.raises(netguard.BlockedAddress, match="cloud metadata"):
             netguard.send(http, "GET", _via(peer, "http://169.254.169.254/latest/meta-data/", hops))
         for scheme_target in ("file:///etc/passwd", "gopher://127.0.0.1:25/"):
@@ -143,17 +144,16 @@ def test_every_hop_of_a_redirect_chain_is_checked_not_only_the_first(peer, monke
 
 
 def test_a_redirect_loop_ends_with_a_clear_error(peer, monkeypatch):
-    monkeypatch.setenv("UDB_NET_ALLOWLIST", "127.0.0.1")
-    with netguard.client() as http:
+    with netguard.client(Settings(net_allowlist="127.0.0.1")) as http:
         with pytest.raises(SourceError, match="more than .* redirects"):
             netguard.send(http, "GET", _via(peer, f"{peer.url}/empty", netguard.MAX_REDIRECTS + 1))
 
 
-def test_discover_of_a_url_redirecting_to_the_metadata_service_fails_the_job(peer, ctx_for, monkeypatch):
-    monkeypatch.setenv("UDB_NET_ALLOWLIST", "127.0.0.1")
+def test_discover_of_a_url_redirecting_to_the_metadata_service_fails_the_job(peer, settings):
+    ctx = runtime.start("discover", replace(settings, net_allowlist="127.0.0.1"))
     hint = f"{peer.url}/redirect?to=http://169.254.169.254/latest/meta-data/data.csv"
     reply = invoke(discover_handle, events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant="acme",
-                                                      job_id=new_job_id(), function="test"), ctx_for("discover"))
+                                                      job_id=new_job_id(), function="test"), ctx)
     assert reply["type"] == events.JOB_FAILED
     assert "169.254.169.254: a cloud metadata endpoint" in events.event_data(reply)["reason"]
 
@@ -163,12 +163,10 @@ def test_discover_of_a_url_redirecting_to_the_metadata_service_fails_the_job(pee
     ("postgresql://u@169.254.169.254:5432/db?schema=public&table=t", "postgres"),
     ("postgresql://u@2130706433:5432/db?schema=public&table=t", "postgres"),
 ])
-def test_sync_refuses_a_catalogue_pointing_inside_even_if_discovery_let_it_through(ctx_for, monkeypatch,
-                                                                                   location, provider):
+def test_sync_refuses_a_catalogue_pointing_inside_even_if_discovery_let_it_through(settings, location, provider):
     # A source document edited (or discovered under a wider allowlist) to point inside:
     # sync checks again when it connects.
-    monkeypatch.setenv("UDB_NET_ALLOWLIST", "")
-    ctx = ctx_for("sync")
+    ctx = runtime.start("sync", replace(settings, net_allowlist=""))
     job = new_job_id()
     stream = {"name": "t", "format": "csv", "location": location, "columns": [{"name": "a", "type": "BIGINT"}],
               "sync_modes": ["full"], "cursor_candidates": [], "primary_key_candidates": []}
@@ -184,12 +182,12 @@ def test_sync_refuses_a_catalogue_pointing_inside_even_if_discovery_let_it_throu
     assert ctx.jobs("acme").get(job)["state"] == "failed"
 
 
-def test_a_hint_naming_an_internal_postgres_host_fails_at_discovery(ctx_for, monkeypatch):
-    monkeypatch.setenv("UDB_NET_ALLOWLIST", "")
+def test_a_hint_naming_an_internal_postgres_host_fails_at_discovery(settings):
+    ctx = runtime.start("discover", replace(settings, net_allowlist=""))
     for hint in ("postgresql://u:p@169.254.169.254/db", "postgresql://u:p@[::1]:5432/db",
                  "postgresql://u:p@0x7f.1:5432/db"):
         reply = invoke(discover_handle, events.make_event(events.DISCOVER_REQUESTED, {"hint": hint}, tenant="acme",
-                                                          job_id=new_job_id(), function="test"), ctx_for("discover"))
+                                                          job_id=new_job_id(), function="test"), ctx)
         assert reply["type"] == events.JOB_FAILED
         reason = events.event_data(reply)["reason"]
         assert "refused to connect to" in reason and ":p@" not in reason, reason

@@ -20,6 +20,9 @@ from dataclasses import replace
 import psycopg
 import pytest
 
+from shared.core.settings import Settings
+from tests.conftest import LOOPBACK
+
 from devstack import services
 from functions.discover.detect import detect
 from shared.sources.postgres import probe_postgres
@@ -30,6 +33,7 @@ from shared.serving.runtime import invoke
 from shared.sources import postgres
 
 pytestmark = pytest.mark.security
+PEERS = Settings(net_allowlist=LOOPBACK)  # settings under which the loopback test peers are reachable
 
 ROWS = 37
 
@@ -128,24 +132,24 @@ def test_a_tenant_without_the_password_never_logs_in_with_another_tenants(alice,
 
 
 @pytest.mark.integration
-def test_the_postgres_probe_connects_to_the_address_the_guard_checked(alice, monkeypatch):
+def test_the_postgres_probe_connects_to_the_address_the_guard_checked(alice, settings):
     with_password, _, _, _ = alice
     # `localhost` resolves to 127.0.0.1 and ::1; the guard checks it once, and libpq is handed
     # the checked address as hostaddr, so it never resolves the name again.
     dsn = postgres.parse(with_password.replace("127.0.0.1", "localhost"))
     assert dsn.host == "localhost"
-    answer = probe_postgres(dsn)
+    answer = probe_postgres(dsn, settings)
     assert answer["parameters"]["host"] == "localhost"
     assert answer["parameters"]["hostaddr"] == "127.0.0.1"
     assert answer["parameters"]["passfile"].endswith("/no-pgpass")  # never ~/.pgpass
     assert answer["parameters"]["sslcertmode"] == "disable"
-    reasons = [r for c in detect(dsn.uri(password=dsn.password))["candidates"] for r in c["reasons"]]
+    reasons = [r for c in detect(dsn.uri(password=dsn.password), settings=settings)["candidates"] for r in c["reasons"]]
     assert any(r.startswith("connected to 127.0.0.1 (PostgreSQL") for r in reasons), reasons
     # A name whose check is refused is not probed at all: ::1 is outside this allowlist.
-    monkeypatch.setenv("UDB_NET_ALLOWLIST", "127.0.0.1")
+    narrow = replace(settings, net_allowlist="127.0.0.1")
     with pytest.raises(postgres.netguard.BlockedAddress, match=r"localhost \(::1\)"):
-        probe_postgres(dsn)
-    reasons = [r for c in detect(dsn.uri(password=dsn.password))["candidates"] for r in c["reasons"]]
+        probe_postgres(dsn, narrow)
+    reasons = [r for c in detect(dsn.uri(password=dsn.password), settings=narrow)["candidates"] for r in c["reasons"]]
     assert not any("connected" in r or "answered" in r for r in reasons), reasons
 
 
@@ -352,14 +356,14 @@ def test_a_propfind_answer_with_entities_or_a_dtd_is_refused(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"webdav://127.0.0.1:{server.server_address[1]}"
     try:
-        streams = webdav.inspect(f"{base}/benign/dav/", env=SourceEnv())["streams"]
+        streams = webdav.inspect(f"{base}/benign/dav/", env=SourceEnv(settings=PEERS))["streams"]
         assert [(s["name"], [c["name"] for c in s["columns"]]) for s in streams] == [("sales", ["id", "amount"])]
         outcomes, expected = {}, {}
         for case in HOSTILE:
             url = f"http://127.0.0.1:{server.server_address[1]}/{case}/dav/"
             expected[case] = f"{url}: refusing a WebDAV listing with a DTD or entity declarations (DTDForbidden)"
             try:
-                found = webdav.inspect(f"{base}/{case}/dav/", env=SourceEnv())
+                found = webdav.inspect(f"{base}/{case}/dav/", env=SourceEnv(settings=PEERS))
                 outcomes[case] = f"accepted: {[s['name'][:40] for s in found['streams']]}"
             except SourceError as exc:
                 outcomes[case] = str(exc)

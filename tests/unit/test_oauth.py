@@ -269,7 +269,7 @@ def test_device_code_past_its_expiry_is_not_polled(settings, secrets, monkeypatc
 def test_token_calls_go_through_the_ssrf_guard(settings, monkeypatch):
     import dataclasses
     from shared.security import netguard
-    monkeypatch.setenv("UDB_NET_ALLOWLIST", "")
+    settings = dataclasses.replace(settings, net_allowlist="")  # the caller's allowlist guards the token calls
     local = oauth.config("onedrive", dataclasses.replace(settings, ms_authority="http://127.0.0.1:9/ms"))
     with pytest.raises(netguard.BlockedAddress, match="refused to connect to 127.0.0.1: a loopback address"):
         oauth.token_request(local, {"grant_type": "refresh_token", "refresh_token": "r"})

@@ -124,21 +124,23 @@ def _spec(tmp_path, kind="ydata", **extra) -> dict:
             "sample_rows": 1000, "max_columns": 200, "faults": "", **extra}
 
 
-def test_bounded_render_records_a_crash_a_deadline_and_a_memory_bound(tmp_path):
-    killed = bounded.run(_spec(tmp_path, faults="reports.ydata"), tmp_path, deadline=120, memory_mb=0)
+def test_bounded_render_records_a_crash_a_deadline_and_a_memory_bound(tmp_path, settings):
+    killed = bounded.run(_spec(tmp_path, faults="reports.ydata"), tmp_path, deadline=120, memory_mb=0,
+                         settings=settings)
     assert not killed.ok and killed.reason.startswith("the renderer process died: killed by signal 9 (SIGKILL)")
-    raised = bounded.run(_spec(tmp_path, faults="reports.ydata:raise"), tmp_path, deadline=120, memory_mb=0)
+    raised = bounded.run(_spec(tmp_path, faults="reports.ydata:raise"), tmp_path, deadline=120, memory_mb=0,
+                         settings=settings)
     assert not raised.ok and raised.reason == "RuntimeError: fault injected at reports.ydata"
-    late = bounded.run(_spec(tmp_path), tmp_path, deadline=0.5, memory_mb=0)
+    late = bounded.run(_spec(tmp_path), tmp_path, deadline=0.5, memory_mb=0, settings=settings)
     assert not late.ok and late.reason == ("stopped: still running after the deadline of 0.5 s "
                                            "(UDB_REPORTS_DEADLINE_SECONDS)") and late.seconds < 5
-    big = bounded.run(_spec(tmp_path), tmp_path, deadline=120, memory_mb=40)
+    big = bounded.run(_spec(tmp_path), tmp_path, deadline=120, memory_mb=40, settings=settings)
     assert not big.ok and big.reason.startswith("stopped: used ") and "above the memory bound of 40 MB" in big.reason
     assert big.peak_rss_mb > 40
     assert not list(tmp_path.glob("spec-*.json")) and not list(tmp_path.glob("stderr-*.txt"))  # cleaned up
 
 
-def test_warm_children_are_handed_out_render_once_and_are_replaced_or_stopped(tmp_path):
+def test_warm_children_are_handed_out_render_once_and_are_replaced_or_stopped(tmp_path, settings):
     """A child started ahead has imported its engine when its report comes: the pool hands out
     that very process, which renders the report (with the deadline counted from the hand-out)
     and exits; with `keep` a new one waits for the next report; `close` stops the idle ones."""
@@ -157,7 +159,7 @@ def test_warm_children_are_handed_out_render_once_and_are_replaced_or_stopped(tm
                 break
             time.sleep(0.1)
         assert process.nice() == 5 and waiting.poll() is None
-        outcome = bounded.run(_spec(tmp_path), tmp_path, deadline=120, memory_mb=0)
+        outcome = bounded.run(_spec(tmp_path), tmp_path, deadline=120, memory_mb=0, settings=settings)
         assert outcome.ok, outcome.reason
         assert [a["name"] for a in outcome.result["artifacts"]] == ["ydata-t.html"]
         assert waiting.poll() == 0  # that child rendered it and exited

@@ -116,7 +116,7 @@ def test_documented_lists_every_field():
     assert names == [f.metadata["env"] for f in fields(Settings)]
     assert len(set(names)) == len(names)
     for env, default, meaning in doc:
-        assert env.startswith("UDB_") or env == "K_SINK"
+        assert env.startswith("UDB_") or env in ("K_SINK", "BROWSER_PATH")  # set by the platform, read by UDB
         assert meaning
     assert ("UDB_MODE", "embedded", "embedded | stack | cluster") in doc
     assert ("UDB_DUCKDB_THREADS", "2", "DuckDB threads per connection") in doc

@@ -29,7 +29,8 @@ PII_WITHHELD = {"numeric": ("mean", "std", "skewness", "quantiles", "histogram")
                 "temporal": ("histogram", "histogram_unit")}
 
 
-def classify_pii(con: duckdb.DuckDBPyConnection, source: str, cols: list[dict], first: dict, rows: int) -> None:
+def classify_pii(con: duckdb.DuckDBPyConnection, source: str, cols: list[dict], first: dict, rows: int,
+                 policy: pii_policy.Policy = pii_policy.DEFAULT_POLICY) -> None:
     """Mark personal-data columns: col["pii"] = {kind, found_by: name | content, share}.
     By name (shared.security.pii.pii_kind_of_name); else by content: emails and phones from the exact
     pattern counts of the first pass, card numbers, IBANs and national ids by shared.security.pii's
@@ -37,7 +38,7 @@ def classify_pii(con: duckdb.DuckDBPyConnection, source: str, cols: list[dict], 
     integers reaching 13 digits)."""
     candidates = [col for col in cols if _classify_without_sample(col, first)]
     if candidates and rows:
-        _classify_by_sample(con, source, candidates, rows)
+        _classify_by_sample(con, source, candidates, rows, policy)
 
 
 def _classify_without_sample(col: dict, first: dict) -> bool:
@@ -63,7 +64,8 @@ def _classify_without_sample(col: dict, first: dict) -> bool:
     return False
 
 
-def _classify_by_sample(con: duckdb.DuckDBPyConnection, source: str, candidates: list[dict], rows: int) -> None:
+def _classify_by_sample(con: duckdb.DuckDBPyConnection, source: str, candidates: list[dict], rows: int,
+                        policy: pii_policy.Policy) -> None:
     select = ", ".join(c["ident"] for c in candidates)
     sample = f" USING SAMPLE reservoir({PII_SAMPLE_ROWS} ROWS) REPEATABLE ({PII_SAMPLE_SEED})" \
         if rows > PII_SAMPLE_ROWS else ""
@@ -72,12 +74,12 @@ def _classify_by_sample(con: duckdb.DuckDBPyConnection, source: str, candidates:
         values = [row[index] for row in found]
         if col["type"].upper().startswith("DECIMAL"):
             values = [int(v) if v is not None and v == int(v) else None for v in values]
-        result = pii_policy.classify_values(values)
+        result = pii_policy.classify_values(values, policy=policy)
         if result:
             col["pii"] = {"kind": result[0], "found_by": "content", "share": result[1]}
 
 
-def mask_shown_values(col: dict) -> None:
+def mask_shown_values(col: dict, policy: pii_policy.Policy = pii_policy.DEFAULT_POLICY) -> None:
     """Mask min, max and top values: wholly for a personal-data column (by name or content),
     else the emails, IBANs, card numbers, national ids and phone numbers inside text values."""
     kind = (col.get("pii") or {}).get("kind")
@@ -85,9 +87,9 @@ def mask_shown_values(col: dict) -> None:
         return
     for key in ("min", "max"):
         if col.get(key) is not None:
-            col[key] = mask_value(col[key], kind)
+            col[key] = mask_value(col[key], kind, policy)
     for item in col.get("top_k") or []:
-        item["value"] = mask_value(item["value"], kind)
+        item["value"] = mask_value(item["value"], kind, policy)
     if kind:
         col["masked"] = kind
 

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 import duckdb
 
 from shared.analysis.evidentlyresult import json_safe  # one copy, shared with the reports function
+from shared.security import pii as pii_policy
 from shared.storage import duck
 
 from .columns import EXACT_MAX_ROWS, column_profile, first_pass_aggregates, recheck_unique, second_pass_aggregates
@@ -60,6 +61,7 @@ def profile_table(
     mask_values: bool = True,
     batch_columns: int = BATCH_COLUMNS,
     step: Step | None = None,
+    pii: pii_policy.Policy = pii_policy.DEFAULT_POLICY,
 ) -> dict:
     """Profile a whole DuckDB table (or view) in SQL and return a JSON-safe dict.
 
@@ -71,7 +73,8 @@ def profile_table(
     wholly for a personal-data column, by name or content; else emails, IBANs, card numbers,
     national ids and phones inside text), and of a personal-data column the statistics
     masking.PII_WITHHELD names are withheld; counts and pattern statistics are unaffected. Such a
-    column carries `pii: {kind, found_by, share, withheld}` and `masked: kind`.
+    column carries `pii: {kind, found_by, share, withheld}` and `masked: kind`. `pii`: the masking
+    policy of the caller's settings (shared.security.pii.Policy.of), its national-id patterns among them.
 
     Returns {table, rows, columns, duplicate_rows, duplicate_share, size_bytes, size_note,
     values_masked, methods, column_profiles: [...], alerts: [{column, kind, message,
@@ -90,7 +93,8 @@ def profile_table(
     exact = rows <= exact_max_rows
 
     with _single_thread_if_small(con, rows):
-        column_profiles, corr = _profile_columns(con, source, cols, rows, exact, top_k, bins, batch_columns, step)
+        column_profiles, corr = _profile_columns(con, source, cols, rows, exact, top_k, bins, batch_columns, step,
+                                                 pii)
         duplicates = duplicate_rows(con, source, rows, [c["name"] for c in cols])
 
     for col, profiled in zip(cols, column_profiles, strict=True):
@@ -98,7 +102,7 @@ def profile_table(
             profiled["pii"] = dict(col["pii"])
     if mask_values:
         for col in column_profiles:
-            mask_shown_values(col)
+            mask_shown_values(col, pii)
             withhold_pii_statistics(col)
     profile = {
         "table": table_label(table),
@@ -161,7 +165,8 @@ def _single_thread_if_small(con: duckdb.DuckDBPyConnection, rows: int) -> Iterat
 
 
 def _profile_columns(con: duckdb.DuckDBPyConnection, source: str, cols: list[dict], rows: int, exact: bool,
-                     top_k: int, bins: int, batch_columns: int, step: Step | None) -> tuple[list[dict], dict]:
+                     top_k: int, bins: int, batch_columns: int, step: Step | None,
+                     policy: pii_policy.Policy) -> tuple[list[dict], dict]:
     """Column profiles batch by batch, then the correlations of the table."""
     column_profiles, first_all = [], {}
     step = step or (lambda first, end, total: contextlib.nullcontext())
@@ -170,7 +175,7 @@ def _profile_columns(con: duckdb.DuckDBPyConnection, source: str, cols: list[dic
         with step(begin, begin + len(batch), len(cols)):
             first = select_aggregates(con, source, first_pass_aggregates(batch, exact))
             recheck_unique(con, source, batch, first, exact)
-            classify_pii(con, source, batch, first, rows)
+            classify_pii(con, source, batch, first, rows, policy)
             second = select_aggregates(con, source, second_pass_aggregates(batch, first, rows, bins))
             for col in batch:
                 column_profiles.append(column_profile(con, source, col, first, second, rows, exact, top_k))

@@ -28,6 +28,7 @@ class ApiSession:
         self.source_provider = source_provider
         self.tokens = Tokens.of_env(env, source_provider.split("/")[0])
         self.base = base_url.rstrip("/")
+        self.env = env
         self.http = web.client(env)
         self.sleep = sleep
 
@@ -100,7 +101,8 @@ class ApiSession:
         """Stream a file into `dest`, at most UDB_MAX_DOWNLOAD_BYTES: (content type, bytes)."""
         url = self.url(path)
         response = self.get(path, params=params, headers={"Accept": "*/*"}, stream=True)
-        return self.web.save_capped(response, url, dest, cap=self.web.max_download_bytes(), what=self._what(url))
+        return self.web.save_capped(response, url, dest, cap=self.web.max_download_bytes(self.env),
+                                    what=self._what(url))
 
     def _what(self, url: str) -> str:
         return f"{self.source_provider} {httpx.URL(url).copy_with(query=None)}"

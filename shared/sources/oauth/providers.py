@@ -5,7 +5,8 @@ device endpoints (RFC 6749 5.2 errors as OAuthError), through the SSRF guard."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -39,6 +40,8 @@ class ProviderConfig:
     auth_params: tuple = ()
     client_setting: str = ""
     refresh_scopes: bool = False  # send the scopes again with a refresh (Microsoft's v2 endpoints)
+    # The settings this config came from: their SSRF allowlist guards the token calls.
+    settings: Any = field(default=None, compare=False, repr=False)
 
 
 class OAuthProvider:
@@ -90,7 +93,7 @@ def _post_form(cfg: ProviderConfig, url: str, form: dict) -> tuple[int, dict]:
     from shared.sources import http as web
 
     try:
-        with netguard.client(deadline=TOKEN_DEADLINE) as http:
+        with netguard.client(cfg.settings, deadline=TOKEN_DEADLINE) as http:
             response = netguard.send(http, "POST", url, data=form, stream=True,
                                      headers={"Accept": "application/json"})
             try:
