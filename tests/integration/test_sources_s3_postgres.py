@@ -116,7 +116,7 @@ def test_s3_prefix_catalogue_has_one_stream_per_supported_object(bucket, s3cfg):
     # The same file read locally is described identically, its sniffed dialect too (sync states it).
     local = files.inspect(str(bucket["sales"]))["streams"][0]
     assert sales["columns"] == local["columns"]
-    assert sales["options"] == {"csv": {"delim": ",", "quote": '"', "escape": '"', "header": True}} == local["options"]
+    assert sales["options"] == {"csv": {"delim": ",", "quote": "", "escape": "", "header": True}} == local["options"]
     assert "options" not in items  # UDB's own S3 and no CSV: nothing to keep
     assert sales["cursor_candidates"] == ["ordered_at"]
     assert sales["primary_key_candidates"] == ["order_id"]
