@@ -160,7 +160,6 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
                          f"Drift of {table} against its previous snapshot, per column (DuckDB, every row, "
                          f"Evidently's default tests)", table)
 
-
     if lock_kpis is not None:
         with bound.step("lock down", "for KPIs"):
             lock_kpis()
