@@ -407,13 +407,23 @@ class _Readers:
 def read_whole(client, bucket: str, obj: dict, head: bytes, folder: Path, config: S3Config) -> Path | None:
     """A local copy of an object of at most SMALL_OBJECT_BYTES, named as the object (DuckDB's
     messages then name the file the user knows): the first bytes already read when they are the
-    whole object, else one GET. None for a larger object (read in place through httpfs)."""
-    size = int(obj["size"])
-    if size > SMALL_OBJECT_BYTES:
+    whole object (the ranged GET came back short), else one GET. None for a larger object (read
+    in place through httpfs)."""
+    if int(obj["size"]) > SMALL_OBJECT_BYTES:
         return None
-    data = head if len(head) >= size else _range(client, bucket, obj["key"], f"bytes=0-{size - 1}", config)
-    if len(data) != size:
-        return None  # changed under us: read it in place, as a large one
+    if len(head) < SNIFF_BYTES and head:
+        data = head  # the ranged GET of the first bytes ended early: that is the whole object
+    else:
+        # One plain GET: one version of the object, whatever was listed (a ranged GET of the
+        # listed size would cut an object replaced since by a longer one).
+        try:
+            answer = client.get_object(Bucket=bucket, Key=obj["key"])
+            if int(answer["ContentLength"]) > SMALL_OBJECT_BYTES:
+                answer["Body"].close()
+                return None  # grew since it was listed: read it in place
+            data = answer["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise _fail(exc, bucket, obj["key"], config) from None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (PurePosixPath(obj["key"]).name or "object")
     path.write_bytes(data)
