@@ -373,8 +373,18 @@ class Broker:
                     for tp, records in batches.items():
                         if not records:
                             continue
+                        wanted = [(r, e) for r in records if (e := self._for(trigger, r)) is not None]
+                        if not wanted:
+                            # Nothing here passes the filter: commit past it, and do not pause the
+                            # partition. A paused partition leaves the fetch in flight; once
+                            # resumed, its next record waited up to fetch.max.wait (500 ms) for
+                            # that fetch to end: each of the pipeline's hops paid 0.1-0.45 s
+                            # behind events meant for other Triggers.
+                            await consumer.commit({tp: records[-1].offset + 1})
+                            continue
                         consumer.pause(tp)
-                        running[tp] = (asyncio.create_task(self._partition(trigger, records)), records[0].offset)
+                        running[tp] = (asyncio.create_task(self._partition(trigger, wanted, records[-1].offset)),
+                                       records[0].offset)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # Kafka away (restart, network): keep the loop, retry soon
@@ -386,23 +396,28 @@ class Broker:
                 task.cancel()
             await asyncio.gather(*(task for task, _ in running.values()), return_exceptions=True)
 
-    async def _partition(self, trigger, records) -> int:
-        """Deliver one partition's records (in order if the Trigger is ordered); the last offset."""
-        if trigger.ordered:
-            for record in records:
-                await self._handle(trigger, record)
-        else:
-            await asyncio.gather(*(self._handle(trigger, r) for r in records))
-        return records[-1].offset
-
-    async def _handle(self, trigger, record) -> None:
+    @staticmethod
+    def _for(trigger, record) -> CloudEvent | None:
+        """The record's event when it passes the Trigger's filter; None for one that does not,
+        or for a record that is not a CloudEvent (skipped, as eventing-kafka-broker does)."""
         try:
             event = bindings.from_kafka(record.key, record.value, record.headers)
         except Exception as exc:
             log.warning("trigger %s: skipping a record that is not a CloudEvent: %s", trigger.name, exc)
-            return
-        if not trigger.matches(event.get_attributes()):
-            return
+            return None
+        return event if trigger.matches(event.get_attributes()) else None
+
+    async def _partition(self, trigger, wanted, last: int) -> int:
+        """Deliver one partition's (record, event) pairs that passed the filter, in order if the
+        Trigger is ordered; returns `last`, the batch's last offset (committed after)."""
+        if trigger.ordered:
+            for _, event in wanted:
+                await self._handle(trigger, event)
+        else:
+            await asyncio.gather(*(self._handle(trigger, e) for _, e in wanted))
+        return last
+
+    async def _handle(self, trigger, event: CloudEvent) -> None:
         url = self.subscribers[trigger.subscriber]
         status, body, reply = await self._deliver(trigger, url, event)
         self.on_delivery({"trigger": trigger.name, "type": event["type"], "status": status,

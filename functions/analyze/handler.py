@@ -46,7 +46,8 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     # fails the job at the step it happened in, instead of growing until the kernel kills it.
     bound = Bound(memory_mb=settings.analyze_memory_mb, deadline_s=settings.analyze_deadline_s,
                   what="analysis", log=ctx.log)
-    # Two DuckDB instances (the reader, the locked-down KPI one) and Python share the bound.
+    # The DuckDB instance (the reader, locked down for the KPIs once the tables are profiled) and
+    # Python share the bound; the instance keeps the share it had when the KPIs had their own.
     duck_memory = bounded_duckdb_memory(settings.duckdb_memory_limit, settings.analyze_memory_mb, 0.35)
     with bound.reasoned(), tempfile.TemporaryDirectory(prefix="udb-analyze-") as tmp, bound:
         try:
@@ -58,7 +59,7 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
             con = bound.watch(lake.connect(store, local, read_only=True, memory_limit=duck_memory,
                                            threads=settings.duckdb_threads), duck_memory)
             lake.create_reference_views(con)
-        kpi_con = None
+        artifacts = None
         try:
             available = [r[0] for r in con.execute(USER_TABLES_SQL).fetchall()]
             if attrs["type"] == events.WAREHOUSE_LOADED:
@@ -68,17 +69,17 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
             missing = sorted(set(wanted) - set(available))
             if missing:
                 raise SourceError(f"no such tables in the warehouse: {missing}; it has {available}")
-            artifacts = Artifacts(store, job_id)
-            # KPI SQL runs on its own locked-down connection (external access off, config locked).
-            with bound.step("open warehouse", "for KPIs"):
-                kpi_con = bound.watch(kpis.open_kpi_connection(local, store=store, memory_limit=duck_memory,
-                                                               threads=settings.duckdb_threads), duck_memory)
-            notes, facts, plan = analyse(con, wanted, artifacts, ctx, kpi_con=kpi_con, all_tables=available,
-                                         bound=bound)
+            artifacts = Artifacts(store, job_id, parallel=True)
+            # KPI SQL runs locked down (external access off, config locked): on this same
+            # instance, once every table is profiled (kpis.lock_down), not on a second one.
+            notes, facts, plan = analyse(con, wanted, artifacts, ctx, all_tables=available, bound=bound,
+                                         lock_kpis=lambda: kpis.lock_down(con, store))
+            with bound.step("write artifacts"):
+                artifacts.flush()
         finally:
+            if artifacts is not None:
+                artifacts.close()
             con.close()
-            if kpi_con is not None:
-                kpi_con.close()
 
     index_key = store.artifact_key(job_id, jobindex.INDEX_JSON)
     # What the analysis was allowed and what it took (resident MB of this process and the
@@ -95,11 +96,17 @@ def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
 
 
 def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=None,
-            all_tables: list[str] | None = None, bound: Bound | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+            all_tables: list[str] | None = None, bound: Bound | None = None,
+            lock_kpis=None) -> tuple[list[dict], list[dict], list[dict]]:
     """Every artifact of one job but the index, from DuckDB: per table the profile, text
-    statistics for document fragments, drift against the previous snapshot and the default KPIs;
-    then the tenant's own KPIs, every chart (HTML) and the summary. Returns (notes for the index,
-    the summary's facts, the reports planned for the reports function).
+    statistics for document fragments and drift against the previous snapshot; then, on the
+    KPI connection, the default KPIs of every table, the tenant's own KPIs, every chart (HTML)
+    and the summary. Returns (notes for the index, the summary's facts, the reports planned for
+    the reports function).
+
+    The KPIs run on `kpi_con` (default: `con`), after `lock_kpis()` when given: the handler
+    locks its one connection down there (kpis.lock_down), so no KPI runs unlocked and the
+    profiler keeps the settings it changes (threads) until then.
 
     Each step runs in `bound` (a breach fails it with the step's name); without one, unbounded."""
     bound = bound if bound is not None else Bound(memory_mb=0, deadline_s=0)
@@ -162,6 +169,10 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
                          f"Drift of {table} against its previous snapshot, per column (DuckDB, every row, "
                          f"Evidently's default tests)", table)
 
+    if lock_kpis is not None:
+        with bound.step("lock down", "for KPIs"):
+            lock_kpis()
+    for table, prof in zip(tables, profiles, strict=True):
         results = []
         for kpi in kpis.default_kpis(con, table, prof):
             with bound.step("kpi", f"{table} {kpi['name']}"):

@@ -243,27 +243,45 @@ def open_kpi_connection(warehouse: str | Path, *, store=None, memory_limit: str 
             con.execute(f"ATTACH {sql_literal(str(warehouse))} AS warehouse (READ_ONLY)")
             con.execute("USE warehouse")
             con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
         else:
             from shared.storage import duck, lake
             duck.load(con, "ducklake")
             if lake.is_s3(store):
                 duck.load(con, "httpfs")
             lake.attach(con, store, Path(warehouse), read_only=True)
-            if lake.is_s3(store):
-                # DuckDB refuses every remote file system once external access is off, whatever
-                # allowed_directories says, so for a lake in S3 the other file systems are
-                # switched off instead: no local files, no http(s); S3 only, its credentials
-                # scoped to the tenant's prefix and any other s3:// path sent unsigned to the
-                # store's own endpoint (shared/storage/s3store.py), the settings locked below.
-                con.execute("SET disabled_filesystems = 'LocalFileSystem,HTTPFileSystem,HuggingFaceFileSystem'")
-            else:
-                con.execute(f"SET allowed_directories = [{sql_literal(lake.tenant_root(store) + '/')}]")
-                con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+            lock_down(con, store)
     except Exception:
         con.close()
         raise
     return con
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, store) -> None:
+    """Lock a connection on the tenant's lake (attached read-only) down for KPI SQL, as
+    open_kpi_connection does: nothing a query says reaches a file, a URL, an extension or a
+    setting afterwards. The analysis profiles a job's tables on its reader connection first,
+    then locks that same connection down for the KPIs: one DuckDB instance per job, not two
+    (each instance loads the ducklake and httpfs extensions, whose signature checks cost
+    0.1-0.3 s each).
+
+    The instance-wide settings are what isolate: `lock_configuration` stops every later SET,
+    so the lock cannot be undone from SQL on any connection of the instance."""
+    from shared.storage import lake
+    # open_kpi_connection sets these at start-up; a reader connection gets them here.
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET python_enable_replacements = false")
+    if lake.is_s3(store):
+        # DuckDB refuses every remote file system once external access is off, whatever
+        # allowed_directories says, so for a lake in S3 the other file systems are
+        # switched off instead: no local files, no http(s); S3 only, its credentials
+        # scoped to the tenant's prefix and any other s3:// path sent unsigned to the
+        # store's own endpoint (shared/storage/s3store.py), the settings locked below.
+        con.execute("SET disabled_filesystems = 'LocalFileSystem,HTTPFileSystem,HuggingFaceFileSystem'")
+    else:
+        con.execute(f"SET allowed_directories = [{sql_literal(lake.tenant_root(store) + '/')}]")
+        con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def run_query(con: duckdb.DuckDBPyConnection, sql: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,

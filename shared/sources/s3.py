@@ -36,11 +36,14 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+import duckdb
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.storage import duck
@@ -60,6 +63,17 @@ SNIFF_BYTES = files.SNIFF_BYTES
 MAX_OBJECTS = 1000  # one table per object: a prefix with more is almost surely a partitioned dataset
 _TRANSIENT_MARKERS = ("Could not establish connection", "Connection refused", "Timeout", "timed out",
                       "(HTTP 500", "(HTTP 502", "(HTTP 503", "(HTTP 504")
+
+
+# One boto3 Session per process for every source client: a new Session loads botocore's S3
+# service model and endpoint rules again (0.05-0.08 s per client, twice per job: discover and
+# sync). The Session holds no keys of a source: each client is given its own, or none.
+_SESSION: list = []
+_SESSION_LOCK = threading.Lock()
+# An object up to this size is read whole with one GET and then locally, without DuckDB's
+# httpfs: loading that extension (its signature checked over ~20 MB) and its HEAD and range
+# requests cost more than the object (a 50 KB CSV: ~0.2 s in discovery and again in sync).
+SMALL_OBJECT_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,11 @@ class S3Config:
                         **({} if signed else {"signature_version": UNSIGNED}))
         keys = {"aws_access_key_id": key_id, "aws_secret_access_key": secret,
                 "aws_session_token": None} if signed else {}
-        return boto3.session.Session().client("s3", endpoint_url=self.endpoint or None,
-                                              region_name=self.region or "us-east-1", config=config, **keys)
+        with _SESSION_LOCK:  # a boto3 Session is not thread-safe; its clients are
+            if not _SESSION:
+                _SESSION.append(boto3.session.Session())
+            return _SESSION[0].client("s3", endpoint_url=self.endpoint or None,
+                                      region_name=self.region or "us-east-1", config=config, **keys)
 
     def secret_sql(self) -> str:
         """A temporary (per-connection, never persisted) DuckDB secret for these credentials.
@@ -298,14 +315,17 @@ def _duck_error(exc: Exception, url: str, fmt: str) -> Exception:
     return SourceError(f"{PurePosixPath(url).name}: cannot read as {fmt}: {first}")
 
 
-def check_csv_shape(con, url: str, fmt: str, head: bytes) -> None:
+def check_csv_shape(con, url: str, fmt: str, head: bytes) -> dict:
     """As files.check_csv_shape: refuse a CSV whose leading lines DuckDB's sniffer would skip
-    (or cannot make sense of), naming the first ragged line in the object's first bytes."""
+    (or cannot make sense of), naming the first ragged line in the object's first bytes.
+    Returns the dialect it found ({delim, quote, escape, header}), which files.reader_sql
+    states so that neither DESCRIBE nor sync's COPY sniffs again."""
     tab = ", delim = '\t'" if fmt == "tsv" else ""
     name = PurePosixPath(url).name
     delim = "\t" if fmt == "tsv" else None
     try:
-        found, skipped = con.execute(f"SELECT Delimiter, SkipRows FROM sniff_csv({_str(url)}{tab})").fetchone()
+        found, skipped, columns, quote, escape, header = con.execute(
+            f"SELECT Delimiter, SkipRows, Columns, Quote, Escape, HasHeader FROM sniff_csv({_str(url)}{tab})").fetchone()
     except Exception as exc:
         error = _duck_error(exc, url, fmt)
         if isinstance(error, TransientError):
@@ -314,6 +334,13 @@ def check_csv_shape(con, url: str, fmt: str, head: bytes) -> None:
     if skipped:
         raise (_ragged_in(head, name, delim or found or ",")
                or SourceError(f"{name}: the first {skipped} lines do not match the rest of the file"))
+    if len(columns) == 1 and any(d in columns[0]["name"] for d in ",;|\t"):
+        # The sniffer gave up on delimiters and read whole lines as one column: ragged rows.
+        raise (_ragged_in(head, name, ",")
+               or SourceError(f"{name}: no consistent delimiter (one column named {columns[0]['name']!r})"))
+    # The sniffer writes a missing quote or escape character as "(empty)".
+    quote, escape = ("" if v in (None, "(empty)") else v for v in (quote, escape))
+    return {"delim": delim or found, "quote": quote, "escape": escape, "header": bool(header)}
 
 
 def _ragged_in(head: bytes, name: str, delim: str) -> SourceError | None:
@@ -336,16 +363,70 @@ def _ragged_in(head: bytes, name: str, delim: str) -> SourceError | None:
     return None
 
 
-def describe(con, url: str, fmt: str, head: bytes = b"") -> list[dict]:
-    if fmt in ("csv", "tsv"):
-        check_csv_shape(con, url, fmt, head)
+def describe(con, url: str, fmt: str, head: bytes = b"", dialect_out: dict | None = None) -> list[dict]:
+    """The object's columns; `url` may be a local copy of a small object (read_whole). A CSV's
+    sniffed dialect goes into `dialect_out`, for the stream's options.csv."""
+    dialect = check_csv_shape(con, url, fmt, head) if fmt in ("csv", "tsv") else None
     try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM {files.reader_sql(url, fmt)}").fetchall()
+        rows = con.execute(f"DESCRIBE SELECT * FROM {files.reader_sql(url, fmt, dialect)}").fetchall()
     except Exception as exc:
         raise _duck_error(exc, url, fmt) from None
     if not rows:
         raise SourceError(f"{PurePosixPath(url).name}: no columns found")
+    if dialect and dialect_out is not None:
+        dialect_out.update(dialect)
     return [{"name": r[0], "type": r[1]} for r in rows]
+
+
+class _Readers:
+    """DuckDB connections for one discovery or sync: a plain one for small objects read whole
+    into `folder`, the httpfs one (connect) for the others, each made on first use."""
+
+    def __init__(self, config: S3Config, folder: Path, **kw):
+        self.config, self.folder, self.kw = config, folder, kw
+        self._local: duckdb.DuckDBPyConnection | None = None
+        self._remote: duckdb.DuckDBPyConnection | None = None
+
+    def local(self):
+        if self._local is None:
+            self._local = duck.connect(**self.kw)
+        return self._local
+
+    def remote(self):
+        if self._remote is None:
+            self._remote = connect(self.config, **self.kw)
+        return self._remote
+
+    def close(self) -> None:
+        for con in (self._local, self._remote):
+            if con is not None:
+                con.close()
+
+
+def read_whole(client, bucket: str, obj: dict, head: bytes, folder: Path, config: S3Config) -> Path | None:
+    """A local copy of an object of at most SMALL_OBJECT_BYTES, named as the object (DuckDB's
+    messages then name the file the user knows): the first bytes already read when they are the
+    whole object (the ranged GET came back short), else one GET. None for a larger object (read
+    in place through httpfs)."""
+    if int(obj["size"]) > SMALL_OBJECT_BYTES:
+        return None
+    if len(head) < SNIFF_BYTES and head:
+        data = head  # the ranged GET of the first bytes ended early: that is the whole object
+    else:
+        # One plain GET: one version of the object, whatever was listed (a ranged GET of the
+        # listed size would cut an object replaced since by a longer one).
+        try:
+            answer = client.get_object(Bucket=bucket, Key=obj["key"])
+            if int(answer["ContentLength"]) > SMALL_OBJECT_BYTES:
+                answer["Body"].close()
+                return None  # grew since it was listed: read it in place
+            data = answer["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise _fail(exc, bucket, obj["key"], config) from None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (PurePosixPath(obj["key"]).name or "object")
+    path.write_bytes(data)
+    return path
 
 
 # ---------------------------------------------------------------- whose S3
@@ -547,23 +628,32 @@ def _inspect(bucket: str, key: str, config: S3Config, spec: dict | None) -> dict
     client = config.client()
     objects = list_objects(bucket, key, config, client)
     names = _stream_names([o["key"] for o in objects], key)
-    con = connect(config)
-    try:
-        streams = []
-        for obj in objects:
-            fmt, head = detect_format(client, bucket, obj, config)
-            url = url_of(bucket, obj["key"])
-            columns = describe(con, url, fmt, head)
-            temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
-            keys = [c["name"] for c in columns if c["name"].lower() == "id" or c["name"].lower().endswith("_id")]
-            stream = {"name": names[obj["key"]], "format": fmt, "location": url, "columns": columns,
-                      "sync_modes": ["full", "incremental"], "cursor_candidates": temporal,
-                      "primary_key_candidates": keys[:1], "bytes": obj["size"]}
-            if spec:
-                stream["options"] = spec  # the secret key only as its secret:// reference
-            streams.append(stream)
-    finally:
-        con.close()
+    with tempfile.TemporaryDirectory(prefix="udb-s3-") as tmp:
+        readers = _Readers(config, Path(tmp))
+        try:
+            streams = []
+            for i, obj in enumerate(objects):
+                fmt, head = detect_format(client, bucket, obj, config)
+                url = url_of(bucket, obj["key"])
+                local = read_whole(client, bucket, obj, head, Path(tmp) / str(i), config)
+                dialect: dict = {}
+                if local is not None:
+                    columns = describe(readers.local(), str(local), fmt, head, dialect)
+                else:
+                    columns = describe(readers.remote(), url, fmt, head, dialect)
+                temporal = [c["name"] for c in columns if c["type"].startswith(("TIMESTAMP", "DATE"))]
+                keys = [c["name"] for c in columns if c["name"].lower() == "id" or c["name"].lower().endswith("_id")]
+                stream = {"name": names[obj["key"]], "format": fmt, "location": url, "columns": columns,
+                          "sync_modes": ["full", "incremental"], "cursor_candidates": temporal,
+                          "primary_key_candidates": keys[:1], "bytes": obj["size"]}
+                options = dict(spec or {})  # the secret key only as its secret:// reference
+                if dialect:
+                    options["csv"] = dialect  # sync reads with it, without sniffing again
+                if options:
+                    stream["options"] = options
+                streams.append(stream)
+        finally:
+            readers.close()
     return {"provider": PROVIDER, "short": identifier(bucket, "src"), "streams": streams}
 
 
@@ -594,6 +684,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     spec = None
     options = dict(stream.get("options") or {})
     incremental = options.pop("incremental", None)
+    dialect = options.pop("csv", None)  # what discovery sniffed; not part of whose S3
     if config is None:
         # The checks run again at sync: a catalogue is data, and settings may have changed since.
         spec = options or None
@@ -601,7 +692,7 @@ def extract(stream: dict, out_dir: Path, *, part_bytes: int, memory_limit: str =
     with _guarded(config, spec, env) as config:
         if incremental:
             return _extract_changed(stream, bucket, key, config, out_dir, part_bytes, memory_limit, threads, env)
-        return _extract(url, fmt, bucket, key, config, out_dir, part_bytes, memory_limit, threads)
+        return _extract(url, fmt, bucket, key, config, out_dir, part_bytes, memory_limit, threads, dialect)
 
 
 def _extract_changed(stream: dict, bucket: str, key: str, config: S3Config, out_dir: Path, part_bytes: int,
@@ -636,10 +727,13 @@ def _extract_changed(stream: dict, bucket: str, key: str, config: S3Config, out_
 
 
 def _extract(url: str, fmt: str, bucket: str, key: str, config: S3Config, out_dir: Path, part_bytes: int,
-             memory_limit: str, threads: int) -> int:
+             memory_limit: str, threads: int, dialect: dict | None = None) -> int:
+    """COPY the object into Parquet parts. A CSV is read with the dialect discovery sniffed
+    (strict mode, skip = 0: a changed object whose rows no longer fit fails, it is not read
+    loosely); without one (a catalogue from before it was kept), sniffed here."""
     client = config.client()
     try:
-        client.head_object(Bucket=bucket, Key=key)
+        head_meta = client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if _is_404(exc):
             _check_bucket(client, bucket, key, config)
@@ -647,20 +741,24 @@ def _extract(url: str, fmt: str, bucket: str, key: str, config: S3Config, out_di
         raise _fail(exc, bucket, key, config) from None
     except BotoCoreError as exc:
         raise _fail(exc, bucket, key, config) from None
-    con = connect(config, memory_limit=memory_limit, threads=threads)
-    try:
-        if fmt in ("csv", "tsv"):
-            head = _range(client, bucket, key, f"bytes=0-{SNIFF_BYTES - 1}", config)
-            check_csv_shape(con, url, fmt, head)
+    with tempfile.TemporaryDirectory(prefix="udb-s3-") as tmp:
+        readers = _Readers(config, Path(tmp), memory_limit=memory_limit, threads=threads)
         try:
-            rows = duck.scalar(con,
-                f"COPY (SELECT * FROM {files.reader_sql(url, fmt)}) TO {_str(str(out_dir))} "
-                f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
-                f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
-        except Exception as exc:
-            raise _duck_error(exc, url, fmt) from None
-    finally:
-        con.close()
+            local = read_whole(client, bucket, {"key": key, "size": head_meta["ContentLength"]}, b"", Path(tmp), config)
+            con, source = (readers.local(), str(local)) if local is not None else (readers.remote(), url)
+            if fmt in ("csv", "tsv") and not dialect:
+                head = local.read_bytes()[:SNIFF_BYTES] if local is not None else \
+                    _range(client, bucket, key, f"bytes=0-{SNIFF_BYTES - 1}", config)
+                dialect = check_csv_shape(con, source, fmt, head)
+            try:
+                rows = duck.scalar(con,
+                    f"COPY (SELECT * FROM {files.reader_sql(source, fmt, dialect if fmt in ('csv', 'tsv') else None)}) "
+                    f"TO {_str(str(out_dir))} (FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(part_bytes)}, "
+                    f"FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE)")
+            except Exception as exc:
+                raise _duck_error(exc, url, fmt) from None
+        finally:
+            readers.close()
     return int(rows)
 
 

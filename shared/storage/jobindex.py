@@ -27,21 +27,59 @@ REPORT_STATES = ("pending", "ready", "failed", "skipped")
 REFRESH_SECONDS = 3
 
 
-class Artifacts:
-    """Writes one job's artifacts and remembers them for index.json."""
+UPLOAD_THREADS = 8
 
-    def __init__(self, store: TenantStore, job_id: str):
+
+class Artifacts:
+    """Writes one job's artifacts and remembers them for index.json.
+
+    With `parallel`, each put goes to a small thread pool and returns at once: a job writes a
+    dozen or more artifacts (profile, charts, plotly.js, KPIs, summary), and one after the other
+    each waited out its own object-store round trip (~0.3-0.4 s of analyze's time in the stack).
+    `flush()` waits for every upload and raises the first failure; the index must be written
+    only after it, so it never names an artifact that is not stored."""
+
+    def __init__(self, store: TenantStore, job_id: str, *, parallel: bool = False):
         self.store, self.job_id = store, job_id
         self.entries: list[dict] = []
+        self._pool = None
+        self._pending: list = []
+        if parallel:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="udb-artifacts")
 
     def put(self, name: str, body: bytes | str, media_type: str, description: str, table: str | None = None,
             **extra):
         data = body.encode() if isinstance(body, str) else body
-        self.store.put(self.store.artifact_key(self.job_id, name), data, content_type=media_type)
+        key = self.store.artifact_key(self.job_id, name)
+        if self._pool is None:
+            self.store.put(key, data, content_type=media_type)
+        else:
+            import contextvars
+            # The caller's context (log fields, the trace span) goes with the upload.
+            run = contextvars.copy_context().run
+            self._pending.append(self._pool.submit(run, self.store.put, key, data, content_type=media_type))
         self.entries.append({"name": name, "media_type": media_type, "bytes": len(data),
                              "sha256": hashlib.sha256(data).hexdigest(), "description": description,
                              "table": table, **extra})
         metrics.artifact_bytes.labels(self.store.tenant).inc(len(data))
+
+    def flush(self) -> None:
+        """Wait for every upload started so far; the first failure is raised (after all ended)."""
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        """Stop the pool: uploads not started are dropped, running ones end (a failed job's
+        artifacts need no index)."""
+        if self._pool is not None:
+            for future in self._pending:
+                future.cancel()
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def put_json(self, name: str, value, description: str, table: str | None = None, **extra):
         self.put(name, json.dumps(value, indent=2, default=str), "application/json", description, table, **extra)

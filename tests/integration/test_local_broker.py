@@ -411,3 +411,51 @@ def test_partitions_are_dispatched_independently(kafka, tmp_path):
     (t_slow, slow), (t_fast, fast) = sub.received
     assert (slow["partitionkey"], fast["partitionkey"]) == (slow_key, fast_key)
     assert t_fast - t_slow < 1.0  # not held behind the 2 s delivery of the other partition
+
+
+def test_records_a_trigger_filters_out_are_committed_without_pausing_the_partition(kafka, tmp_path):
+    """A record that fails a Trigger's filter is committed past at once and never pauses its
+    partition: a paused partition, once resumed, waited for the fetch in flight (up to
+    fetch.max.wait, 500 ms) before its next record was seen, a delay on every pipeline hop."""
+    name = "b" + uuid.uuid4().hex[:8]
+    first, second = Subscriber(), Subscriber()
+    routes = load(tmp_path, routes_yaml(name, trigger("a", name, "svc-a", "filter: {attributes: {type: test.a}}")
+                                        + trigger("b", name, "svc-b", "filter: {attributes: {type: test.b}}")), name)
+
+    async def scenario():
+        broker, ingress, close = await running(routes, kafka, {"svc-a": first.url, "svc-b": second.url})
+        paused = {"a": 0, "b": 0}
+        for trig, consumer in zip(("a", "b"), broker.consumers):
+            real = consumer.pause
+
+            def counting(*tps, _real=real, _trig=trig):
+                paused[_trig] += 1
+                return _real(*tps)
+            consumer.pause = counting
+        try:
+            for n in range(3):
+                assert (await post(ingress, event("test.a", n=n))).status_code == 202
+            await until(lambda: len(first.received) == 3)
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+            await admin.start()
+            try:
+                async def committed(group):
+                    return sum(o.offset for o in (await admin.list_consumer_group_offsets(group)).values())
+                group_b = f"knative-trigger-test-b-{name}"
+                deadline = time.monotonic() + 20
+                while await committed(group_b) < 3 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                committed_b = await committed(group_b)
+            finally:
+                await admin.close()
+            assert (await post(ingress, event("test.b"))).status_code == 202
+            await until(lambda: len(second.received) == 1)
+            return paused, committed_b
+        finally:
+            await close()
+
+    paused, committed_b = asyncio.run(scenario())
+    assert committed_b == 3           # the three test.a records, committed by Trigger b's group
+    assert paused["b"] == 1           # only for its own record, test.b
+    assert paused["a"] >= 1           # Trigger a paused its partition while delivering
+    assert first.types() == ["test.a"] * 3 and second.types() == ["test.b"]

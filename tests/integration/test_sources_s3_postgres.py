@@ -115,8 +115,11 @@ def test_s3_prefix_catalogue_has_one_stream_per_supported_object(bucket, s3cfg):
     assert {c["name"]: c["type"] for c in sales["columns"]} == {
         "order_id": "BIGINT", "region": "VARCHAR", "ordered_at": "TIMESTAMP",
         "amount": "DOUBLE", "discount": "DOUBLE"}
-    # The same file read locally is described identically.
-    assert sales["columns"] == files.inspect(str(bucket["sales"]), env=SourceEnv())["streams"][0]["columns"]
+    # The same file read locally is described identically, its sniffed dialect too (sync states it).
+    local = files.inspect(str(bucket["sales"]), env=SourceEnv())["streams"][0]
+    assert sales["columns"] == local["columns"]
+    assert sales["options"] == {"csv": {"delim": ",", "quote": "", "escape": "", "header": True}} == local["options"]
+    assert "options" not in items  # UDB's own S3 and no CSV: nothing to keep
     assert sales["cursor_candidates"] == ["ordered_at"]
     assert sales["primary_key_candidates"] == ["order_id"]
     assert sales["bytes"] == bucket["sales"].stat().st_size
@@ -135,7 +138,19 @@ def test_s3_prefix_without_trailing_slash_and_single_object(bucket, s3cfg):
     assert [s["name"] for s in single["streams"]] == ["items"]
 
 
-def test_s3_extract_csv_exact_rows_and_values(bucket, s3cfg, tmp_path):
+def test_s3_small_and_large_objects_are_described_the_same(bucket, s3cfg, monkeypatch):
+    """An object up to SMALL_OBJECT_BYTES is read whole and described locally; a larger one in
+    place through httpfs. Both give the same catalogue."""
+    small = s3.inspect(f"s3://{bucket['name']}/formats/", config=s3cfg)
+    monkeypatch.setattr(s3, "SMALL_OBJECT_BYTES", 0)
+    assert s3.inspect(f"s3://{bucket['name']}/formats/", config=s3cfg) == small
+    assert {s["name"]: (s.get("options") or {}).get("csv", {}).get("delim") for s in small["streams"]} == {
+        "a_part": ",", "b_part": ",", "clicks": None, "config": None, "regions": "\t"}
+
+
+@pytest.mark.parametrize("small_limit", [s3.SMALL_OBJECT_BYTES, 0], ids=["read-whole", "in-place"])
+def test_s3_extract_csv_exact_rows_and_values(bucket, s3cfg, tmp_path, monkeypatch, small_limit):
+    monkeypatch.setattr(s3, "SMALL_OBJECT_BYTES", small_limit)
     stream = s3.inspect(f"s3://{bucket['name']}/data/sales.csv", config=s3cfg)["streams"][0]
     out = tmp_path / "parts"
     started = time.monotonic()
@@ -348,10 +363,11 @@ class _RedirectingS3(http.server.BaseHTTPRequestHandler):
     """A hostile "S3 endpoint" test peer: HEAD says the object exists (so reads get past boto3's
     checks), every GET is redirected to `target`."""
     target = ""
+    size = 4096
 
     def do_HEAD(self):
         self.send_response(200)
-        self.send_header("Content-Length", "4096")
+        self.send_header("Content-Length", str(self.size))
         self.send_header("ETag", '"0123456789abcdef"')
         self.send_header("Last-Modified", "Thu, 26 Nov 2026 00:00:00 GMT")
         self.end_headers()
@@ -408,10 +424,16 @@ def test_s3_endpoint_redirects_are_checked_by_the_ssrf_guard(settings, tmp_path)
         # DuckDB does follow it, and the proxy refuses the hop.
         stream = {"name": "x", "format": "parquet", "location": "s3://data/x.parquet",
                   "options": {**options, "secret_access_key": env.keep_secret("k", "s")}}
+        # A small object is read whole by boto3 (s3.read_whole), which does not follow it either.
+        with pytest.raises(SourceError, match="refused to connect to 127.0.0.2|keeps redirecting|302"):
+            module_for("s3").extract(stream, tmp_path / "out-small", env=env, part_bytes=1024)
+        # A large one is read in place by DuckDB, which does follow it, and the proxy refuses the hop.
+        _RedirectingS3.size = s3.SMALL_OBJECT_BYTES + 1
         with pytest.raises(SourceError, match="refused to connect to 127.0.0.2"):
             s3.extract(stream, tmp_path / "out", env=env, part_bytes=1024)
         assert _Metadata.hits == 0
     finally:
+        _RedirectingS3.size = 4096
         for server in (metadata, hostile):
             server.shutdown()
             server.server_close()

@@ -245,3 +245,58 @@ def test_the_kpi_guard_keeps_tenant_sql_off_the_lakes_catalog_and_history():
             sqlguard.check_select(sql, ["t"])
         assert str(info.value) == f"query rejected: {reason}", sql
     assert sqlguard.check_select("SELECT count(*) FROM t", ["t"]).sql == "SELECT COUNT(*) FROM t"
+
+
+def test_the_analysis_reader_locked_down_reads_the_lake_and_nothing_outside_the_tenant(ctx_for, tmp_path):
+    """The analysis profiles on its reader connection, then locks that same connection down for
+    the KPIs (kpis.lock_down), as open_kpi_connection locks its own."""
+    ctx = ctx_for("writer")
+    load(ctx_for, job(1), ROWS.format(100))
+    load(ctx_for, job(2), ROWS.format(40))
+    outside = Path(ctx.settings.home) / "store" / "udb" / "tenants" / "beta" / "lake" / "y.parquet"
+    outside.parent.mkdir(parents=True)
+    duck.connect().execute(f"COPY (SELECT 1 AS secret) TO '{outside}' (FORMAT parquet)")
+    store = ctx.tenant_store(TENANT)
+    catalog, _ = lake.fetch_catalog(store, tmp_path)
+    con = lake.connect(store, catalog, read_only=True)
+    try:
+        lake.create_reference_views(con)
+        con.execute("SET threads = 1")  # the profiler may change its settings before the lock
+        kpis.lock_down(con, store)
+        assert con.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (40,)
+        assert con.execute(f"SELECT count(*) FROM udb_snapshots.{TABLE}").fetchone() == (100,)
+        with pytest.raises(duckdb.PermissionException):
+            con.execute(f"SELECT * FROM read_parquet('{outside}')").fetchall()
+        with pytest.raises(duckdb.PermissionException):
+            con.execute("SELECT * FROM read_text('/etc/passwd')").fetchall()
+        for setting in ("SET enable_external_access = true", "SET threads = 2", "SET lock_configuration = false",
+                        "SET allowed_directories = ['/']"):
+            with pytest.raises(duckdb.Error, match="configuration has been locked"):
+                con.execute(setting)
+    finally:
+        con.close()
+
+
+def test_an_analysis_opens_one_duckdb_instance_and_loads_ducklake_once(ctx_for, monkeypatch):
+    """analyze used to open two instances (a reader and a KPI one), each loading the ducklake
+    extension (its signature checked: 0.1-0.3 s each); one now, with the same KPI results."""
+    from functions.analyze.handler import handle as analyze
+
+    load(ctx_for, job(1), ROWS.format(250))
+    loaded = []
+    real = duck.load
+    monkeypatch.setattr(duck, "load", lambda con, name: (loaded.append(name), real(con, name))[1])
+    event = events.make_event(events.ANALYZE_REQUESTED, {"tables": [TABLE]}, tenant=TENANT, job_id=job(3),
+                              function="test")
+    reply = invoke(analyze, event, ctx_for("analyze"))
+    assert reply["type"] == events.ANALYSIS_COMPLETED, events.event_data(reply)
+    assert loaded == ["ducklake"]  # a local store: no httpfs
+    store = ctx_for("analyze").tenant_store(TENANT)
+    import json
+    results = {k["name"]: k["result"]["rows"] for k in
+               json.loads(store.get(store.artifact_key(job(3), f"kpis-{TABLE}.json")).data) if "result" in k}
+    assert results["row_count"] == [[250]]
+    names = {e["name"] for e in json.loads(store.get(store.artifact_key(job(3), "index.json")).data)["artifacts"]}
+    assert {f"profile-{TABLE}.json", f"kpis-{TABLE}.json", "summary.md", "index.html"} <= names
+    for name in names:  # every artifact the index names is stored (the uploads ran in parallel)
+        assert store.head(store.artifact_key(job(3), name)) is not None, name
