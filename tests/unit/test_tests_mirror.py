@@ -23,13 +23,9 @@ NOT_MIRRORED = {
     # shared/: tested through the pieces that use them
     "shared/analysis/charts.py": "unit/test_analyze_lib.py, e2e/test_report_page.py",
     "shared/analysis/kpi_defs.py": "security/test_kpi_caps.py, integration/test_kpis_api.py",
-    "shared/core/bindings.py": "integration/test_local_broker.py, e2e/test_stack_pipeline.py",
     "shared/core/settings.py": "unit/test_settings_tenancy.py (left whole while issue 18 changes settings)",
     "shared/core/templating.py": "unit/test_pages.py (every page UDB builds and hostile values)",
-    "shared/core/tenancy.py": "unit/test_settings_tenancy.py",
     "shared/observability/logs.py": "integration/test_telemetry.py, integration/test_observability_embedded.py",
-    "shared/observability/metrics.py": "integration/test_telemetry.py, integration/test_observability_config.py",
-    "shared/security/links.py": "security/test_signed_links.py (with functions/artifacts/signed_links.py)",
     "shared/security/pii_lineage.py": "security/test_pii_probe.py",
     "shared/serving/embedded.py": "e2e/test_embedded_pipeline.py and every embedded pipeline test",
     "shared/serving/httpfn.py": "unit/test_http_targets.py, unit/test_readyz_cache.py",
