@@ -25,7 +25,6 @@ NOT_MIRRORED = {
     "shared/analysis/kpi_defs.py": "security/test_kpi_caps.py, integration/test_kpis_api.py",
     "shared/core/settings.py": "unit/test_settings_tenancy.py (left whole while issue 18 changes settings)",
     "shared/core/templating.py": "unit/test_pages.py (every page UDB builds and hostile values)",
-    "shared/security/pii_lineage.py": "security/test_pii_probe.py",
     "shared/serving/embedded.py": "e2e/test_embedded_pipeline.py and every embedded pipeline test",
     "shared/serving/httpfn.py": "unit/test_http_targets.py, unit/test_readyz_cache.py",
     "shared/serving/jobevents.py": "e2e/test_embedded_pipeline.py, security/test_stack_security.py",
@@ -42,7 +41,6 @@ NOT_MIRRORED = {
     "shared/sources/postgres.py": "integration/test_sources_s3_postgres.py, integration/test_incremental_postgres.py",
     "shared/sources/s3.py": "integration/test_sources_s3_postgres.py, integration/test_incremental_s3.py",
     "shared/sources/upload.py": "integration/test_sources_uploads.py",
-    "shared/storage/duck.py": "integration/test_file_formats.py",
     "shared/storage/jobindex.py": "unit/test_reports.py, reliability/test_wide_reports.py",
     # functions/: the HTTP targets and handlers are tested together, by function and by stage
     "functions/analyze/main.py": "unit/test_http_targets.py (every function's target)",
