@@ -21,13 +21,11 @@ SOURCE_ROOTS = ("shared", "functions", "frontends")
 # Module -> where it is tested instead. Each entry is a test file to write or to rename to.
 NOT_MIRRORED = {
     # shared/: tested through the pieces that use them
-    "shared/analysis/charts.py": "unit/test_analyze_lib.py, e2e/test_report_page.py",
     "shared/analysis/kpi_defs.py": "security/test_kpi_caps.py, integration/test_kpis_api.py",
     "shared/core/settings.py": "unit/test_settings_tenancy.py (left whole while issue 18 changes settings)",
     "shared/core/templating.py": "unit/test_pages.py (every page UDB builds and hostile values)",
     "shared/serving/embedded.py": "e2e/test_embedded_pipeline.py and every embedded pipeline test",
     "shared/serving/httpfn.py": "unit/test_http_targets.py, unit/test_readyz_cache.py",
-    "shared/serving/jobevents.py": "e2e/test_embedded_pipeline.py, security/test_stack_security.py",
     "shared/serving/runtime.py": "unit/test_http_targets.py, unit/test_handlers.py",
     "shared/sources/oauth/api.py": "unit/test_oauth.py, integration/test_sources_oauth.py",
     "shared/sources/oauth/flow.py": "unit/test_oauth.py, integration/test_sources_oauth.py",
