@@ -58,11 +58,9 @@ NOT_MIRRORED = {
     "functions/analyze/profile/table.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
     "functions/analyze/summary.py": "unit/test_analyze_lib.py",
     "functions/artifacts/admin.py": "unit/test_prune.py, integration/test_prune_s3.py",
-    "functions/artifacts/routes.py": "integration/test_analysis_pipeline.py, integration/test_sources_uploads.py",
     "functions/artifacts/uploads.py": "integration/test_sources_uploads.py",
     "functions/reports/bounded.py": "unit/test_reports.py",
     "functions/reports/engines.py": "unit/test_reports.py, unit/test_analyze_lib.py",
-    "functions/reports/pngs.py": "unit/test_analyze_lib.py",
     "functions/reports/render.py": "unit/test_reports.py, integration/test_reports_warm.py",
     # frontends/
     "frontends/cli.py": "e2e/test_embedded_pipeline.py, unit/test_docs.py (every documented command)",
