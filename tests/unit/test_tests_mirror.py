@@ -51,7 +51,6 @@ NOT_MIRRORED = {
     "functions/writer/handler.py": "unit/test_handlers.py, reliability/test_writer_crashes.py",
     "functions/reports/handler.py": "unit/test_reports.py, reliability/test_wide_reports.py",
     "functions/artifacts/handler.py": "integration/test_analysis_pipeline.py, security/test_report_injection.py",
-    "functions/analyze/kpis.py": "unit/test_analyze_lib.py, security/test_kpi_caps.py",
     "functions/analyze/profile/columns.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
     "functions/analyze/profile/masking.py": "unit/test_analyze_lib.py",
     "functions/analyze/profile/page.py": "unit/test_pages.py",
