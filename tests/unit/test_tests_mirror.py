@@ -21,7 +21,6 @@ SOURCE_ROOTS = ("shared", "functions", "frontends")
 # Module -> where it is tested instead. Each entry is a test file to write or to rename to.
 NOT_MIRRORED = {
     # shared/: tested through the pieces that use them
-    "shared/core/settings.py": "unit/test_settings_tenancy.py (left whole while issue 18 changes settings)",
     "shared/core/templating.py": "unit/test_pages.py (every page UDB builds and hostile values)",
     "shared/serving/embedded.py": "e2e/test_embedded_pipeline.py and every embedded pipeline test",
     "shared/serving/httpfn.py": "unit/test_http_targets.py, unit/test_readyz_cache.py",
