@@ -21,7 +21,6 @@ SOURCE_ROOTS = ("shared", "functions", "frontends")
 # Module -> where it is tested instead. Each entry is a test file to write or to rename to.
 NOT_MIRRORED = {
     # shared/: tested through the pieces that use them
-    "shared/core/templating.py": "unit/test_pages.py (every page UDB builds and hostile values)",
     "shared/serving/embedded.py": "e2e/test_embedded_pipeline.py and every embedded pipeline test",
     "shared/serving/httpfn.py": "unit/test_http_targets.py, unit/test_readyz_cache.py",
     "shared/serving/runtime.py": "unit/test_http_targets.py, unit/test_handlers.py",
@@ -49,7 +48,6 @@ NOT_MIRRORED = {
     "functions/reports/handler.py": "unit/test_reports.py, reliability/test_wide_reports.py",
     "functions/artifacts/handler.py": "integration/test_analysis_pipeline.py, security/test_report_injection.py",
     "functions/analyze/profile/columns.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
-    "functions/analyze/profile/masking.py": "unit/test_analyze_lib.py",
     "functions/analyze/profile/page.py": "unit/test_pages.py",
     "functions/analyze/profile/table.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
     "functions/artifacts/admin.py": "unit/test_prune.py, integration/test_prune_s3.py",
