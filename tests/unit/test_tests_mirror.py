@@ -49,7 +49,6 @@ NOT_MIRRORED = {
     "functions/artifacts/handler.py": "integration/test_analysis_pipeline.py, security/test_report_injection.py",
     "functions/analyze/profile/columns.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
     "functions/analyze/profile/page.py": "unit/test_pages.py",
-    "functions/analyze/profile/table.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
     "functions/artifacts/admin.py": "unit/test_prune.py, integration/test_prune_s3.py",
     "functions/artifacts/uploads.py": "integration/test_sources_uploads.py",
     "functions/reports/bounded.py": "unit/test_reports.py",
