@@ -47,8 +47,6 @@ NOT_MIRRORED = {
     "functions/writer/handler.py": "unit/test_handlers.py, reliability/test_writer_crashes.py",
     "functions/reports/handler.py": "unit/test_reports.py, reliability/test_wide_reports.py",
     "functions/artifacts/handler.py": "integration/test_analysis_pipeline.py, security/test_report_injection.py",
-    "functions/analyze/profile/columns.py": "unit/test_analyze_lib.py, unit/test_bounds.py",
-    "functions/analyze/profile/page.py": "unit/test_pages.py",
     "functions/artifacts/admin.py": "unit/test_prune.py, integration/test_prune_s3.py",
     "functions/artifacts/uploads.py": "integration/test_sources_uploads.py",
     "functions/reports/bounded.py": "unit/test_reports.py",
