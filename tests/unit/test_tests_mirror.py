@@ -60,7 +60,6 @@ NOT_MIRRORED = {
     "frontends/mcp_server/tools.py": "integration/test_mcp.py, e2e/test_mcp_stack.py",
     "frontends/mcp_server/transport.py": "integration/test_mcp.py",
     "frontends/mcp_server/udb.py": "integration/test_mcp.py",
-    "frontends/mcp_server/warehouse.py": "integration/test_mcp.py",
 }
 
 
