@@ -54,7 +54,6 @@ NOT_MIRRORED = {
     "functions/reports/render.py": "unit/test_reports.py, integration/test_reports_warm.py",
     # frontends/
     "frontends/cli.py": "e2e/test_embedded_pipeline.py, unit/test_docs.py (every documented command)",
-    "frontends/mcp_server/access.py": "integration/test_mcp.py",
     "frontends/mcp_server/backends.py": "integration/test_mcp.py, e2e/test_mcp_stack.py",
     "frontends/mcp_server/resources.py": "integration/test_mcp.py",
     "frontends/mcp_server/tools.py": "integration/test_mcp.py, e2e/test_mcp_stack.py",
