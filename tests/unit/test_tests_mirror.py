@@ -27,7 +27,6 @@ NOT_MIRRORED = {
     "shared/sources/oauth/api.py": "unit/test_oauth.py, integration/test_sources_oauth.py",
     "shared/sources/oauth/flow.py": "unit/test_oauth.py, integration/test_sources_oauth.py",
     "shared/sources/oauth/routes.py": "integration/test_sources_oauth.py",
-    "shared/sources/oauth/waiting.py": "integration/test_sources_oauth.py",
     "shared/sources/files.py": "integration/test_file_formats.py",
     "shared/sources/gdrive.py": "integration/test_sources_oauth.py",
     "shared/sources/msgraph.py": "integration/test_sources_oauth.py",
