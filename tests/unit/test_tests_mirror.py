@@ -32,7 +32,6 @@ NOT_MIRRORED = {
     "shared/sources/msgraph.py": "integration/test_sources_oauth.py",
     "shared/sources/postgres.py": "integration/test_sources_s3_postgres.py, integration/test_incremental_postgres.py",
     "shared/sources/s3.py": "integration/test_sources_s3_postgres.py, integration/test_incremental_s3.py",
-    "shared/sources/upload.py": "integration/test_sources_uploads.py",
     # functions/: the HTTP targets and handlers are tested together, by function and by stage
     "functions/analyze/main.py": "unit/test_http_targets.py (every function's target)",
     "functions/artifacts/main.py": "unit/test_http_targets.py",
