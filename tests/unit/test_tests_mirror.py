@@ -24,7 +24,6 @@ NOT_MIRRORED = {
     "shared/serving/embedded.py": "e2e/test_embedded_pipeline.py and every embedded pipeline test",
     "shared/serving/httpfn.py": "unit/test_http_targets.py, unit/test_readyz_cache.py",
     "shared/serving/runtime.py": "unit/test_http_targets.py, unit/test_handlers.py",
-    "shared/sources/oauth/routes.py": "integration/test_sources_oauth.py",
     "shared/sources/files.py": "integration/test_file_formats.py",
     "shared/sources/gdrive.py": "integration/test_sources_oauth.py",
     "shared/sources/msgraph.py": "integration/test_sources_oauth.py",
