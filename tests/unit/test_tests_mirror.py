@@ -43,7 +43,6 @@ NOT_MIRRORED = {
     "functions/reports/handler.py": "unit/test_reports.py, reliability/test_wide_reports.py",
     "functions/artifacts/handler.py": "integration/test_analysis_pipeline.py, security/test_report_injection.py",
     "functions/artifacts/admin.py": "unit/test_prune.py, integration/test_prune_s3.py",
-    "functions/artifacts/uploads.py": "integration/test_sources_uploads.py",
     "functions/reports/bounded.py": "unit/test_reports.py",
     "functions/reports/engines.py": "unit/test_reports.py, unit/test_analyze_lib.py",
     "functions/reports/render.py": "unit/test_reports.py, integration/test_reports_warm.py",
