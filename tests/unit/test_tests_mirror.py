@@ -44,7 +44,6 @@ NOT_MIRRORED = {
     "functions/artifacts/handler.py": "integration/test_analysis_pipeline.py, security/test_report_injection.py",
     "functions/artifacts/admin.py": "unit/test_prune.py, integration/test_prune_s3.py",
     "functions/reports/bounded.py": "unit/test_reports.py",
-    "functions/reports/engines.py": "unit/test_reports.py, unit/test_analyze_lib.py",
     "functions/reports/render.py": "unit/test_reports.py, integration/test_reports_warm.py",
     # frontends/
     "frontends/cli.py": "e2e/test_embedded_pipeline.py, unit/test_docs.py (every documented command)",
