@@ -276,7 +276,7 @@ class DocumentsConnector(Connector):
         return None
 
     def inspect(self, hint, env):
-        return inspect(hint)
+        return inspect(hint, env=env)
 
     def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
+        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

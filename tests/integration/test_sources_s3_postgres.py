@@ -426,7 +426,7 @@ def test_s3_endpoint_redirects_are_checked_by_the_ssrf_guard(settings, tmp_path)
                   "options": {**options, "secret_access_key": env.keep_secret("k", "s")}}
         # A small object is read whole by boto3 (s3.read_whole), which does not follow it either.
         with pytest.raises(SourceError, match="refused to connect to 127.0.0.2|keeps redirecting|302"):
-            module_for("s3").extract(stream, tmp_path / "out-small", env=env, part_bytes=1024)
+            connector_for("s3").extract(stream, tmp_path / "out-small", env=env, part_bytes=1024)
         # A large one is read in place by DuckDB, which does follow it, and the proxy refuses the hop.
         _RedirectingS3.size = s3.SMALL_OBJECT_BYTES + 1
         with pytest.raises(SourceError, match="refused to connect to 127.0.0.2"):
