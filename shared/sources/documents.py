@@ -274,9 +274,3 @@ class DocumentsConnector(Connector):
             return Signals(claim=True).add("document", 0.9 if not ext else 0.8,
                                            f"local file, content is {kind} (magic bytes)")
         return None
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

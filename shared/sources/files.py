@@ -323,9 +323,3 @@ class FilesConnector(Connector):
         if kind and not ext:
             return Signals().add("file", 0.85, f"local file without extension, content looks like {kind}")
         return Signals().add("file", 0.6, f"local file, extension {ext or '(none)'} is not a known format")
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

@@ -184,9 +184,3 @@ class GdriveConnector(Connector):
             if host == suffix or host.endswith("." + suffix):
                 return Signals(claim=True).add(PROVIDER, 0.97, reason)
         return None
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

@@ -600,12 +600,3 @@ class HttpConnector(Connector):
             scores.add(PROVIDER, 0.8 if tabular else 0.6,
                        f"Content-Type {ctype}, {'delimited columns (CSV)' if tabular else 'text'}")
         return None
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
-
-    def redact(self, hint: str) -> str:
-        return redact(hint)

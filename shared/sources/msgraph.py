@@ -182,9 +182,3 @@ class MsGraphConnector(Connector):
         if host.endswith(".sharepoint.com"):
             return Signals(claim=True).add("sharepoint", 0.97, "SharePoint link (*.sharepoint.com)")
         return None
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

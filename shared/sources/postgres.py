@@ -580,12 +580,3 @@ class PostgresConnector(Connector):
         if hint.scheme in SCHEMES:
             _probe(hint.text, scores, hint.settings)
         return None
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
-
-    def redact(self, hint: str) -> str:
-        return redact(hint)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, TypeVar
 
 from shared.core.errors import SourceError
 
@@ -38,8 +39,9 @@ class OAuthIssuer(Protocol):
 
 class Connector:
     """One provider (or a family of providers sharing one implementation, as OneDrive and
-    SharePoint share Microsoft Graph). Subclasses set the class attributes and implement
-    `inspect` and `extract`; the detection hooks, `redact` and `oauth` are optional.
+    SharePoint share Microsoft Graph). Subclasses set the class attributes; `inspect` and
+    `extract` are their module's functions of those names unless the class defines its own;
+    the detection hooks, `redact` and `oauth` are optional.
 
     - `providers`: the names detect answers and source documents carry (`provider`).
     - `schemes`: URL schemes only this connector reads (`s3`, `postgresql`, ...): a hint with
@@ -65,19 +67,40 @@ class Connector:
         return None
 
     # ------------------------------------------------------------ catalogue and extract
+    # A provider module keeps `inspect(hint, *, env)`, `extract(stream, out_dir, *, env, ...)` and
+    # (where a hint can carry a credential) `redact(hint)` as module functions, callable
+    # directly; by default its connector calls those of its own module, so each class does not
+    # repeat the same forwarding (a forwarding copy once dropped `env`, and with it the caller's
+    # limits). A connector overrides a method to do otherwise.
     def inspect(self, hint: str, env: SourceEnv) -> dict:
         """The catalogue: {provider, short, streams: [{name, columns, sync_modes, ...}]}."""
-        raise NotImplementedError
+        return self._own("inspect")(hint, env=env)
 
     def extract(self, stream: dict, out_dir: Path, *, env: SourceEnv, part_bytes: int,
                 memory_limit: str = "1GB", threads: int = 2) -> int:
         """Write the stream's rows as Parquet parts under `out_dir`; returns the row count."""
-        raise NotImplementedError
+        return self._own("extract")(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit,
+                                    threads=threads)
 
     # ------------------------------------------------------------ hints shown and stored
     def redact(self, hint: str) -> str:
         """The hint with any credential this provider's syntax carries replaced by `***`."""
-        return hint
+        own = type(self).module_function("redact")
+        return own(hint) if own is not None else hint
+
+    @classmethod
+    def module_function(cls, name: str) -> Callable[..., Any] | None:
+        """The function `name` defined by the connector's own module (not one it imported)."""
+        function = getattr(sys.modules.get(cls.__module__), name, None)
+        if callable(function) and getattr(function, "__module__", None) == cls.__module__:
+            return function
+        return None
+
+    def _own(self, name: str) -> Callable[..., Any]:
+        function = type(self).module_function(name)
+        if function is None:
+            raise NotImplementedError(f"{type(self).__name__} does not implement {name}")
+        return function
 
 
 C = TypeVar("C", bound=type[Connector])
@@ -95,7 +118,7 @@ def register(cls: C) -> C:
     if not cls.providers:
         raise TypeError(f"register: {cls.__name__}.providers names no provider")
     for method in ("inspect", "extract"):
-        if getattr(cls, method) is getattr(Connector, method):
+        if getattr(cls, method) is getattr(Connector, method) and cls.module_function(method) is None:
             raise TypeError(f"register: {cls.__name__} does not implement {method}")
     with _lock:
         taken = {p: type(_by_provider[p]).__name__ for p in cls.providers if p in _by_provider}

@@ -679,9 +679,3 @@ class RestConnector(Connector):
         if not records:
             scores.note(PROVIDER, "the first page has no records")
         return None
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

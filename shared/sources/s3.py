@@ -798,12 +798,3 @@ class S3Connector(Connector):
         if hint.scheme == "s3":
             _probe(hint.text, scores, hint.settings)
         return None
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
-
-    def redact(self, hint: str) -> str:
-        return redact(hint)

@@ -108,9 +108,3 @@ class UploadConnector(Connector):
         if hint.scheme != "upload":
             return None
         return Signals().add(PROVIDER, 0.99, "scheme upload:// (a file uploaded to POST /uploads)")
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)

@@ -199,12 +199,3 @@ class WebdavConnector(Connector):
         if hint.is_web and web.web_answer(hint).unreachable is None:
             _probe(str(hint.url), scores, hint.settings, only=False)
         return None
-
-    def inspect(self, hint, env):
-        return inspect(hint, env=env)
-
-    def extract(self, stream, out_dir, *, env, part_bytes, memory_limit="1GB", threads=2):
-        return extract(stream, out_dir, env=env, part_bytes=part_bytes, memory_limit=memory_limit, threads=threads)
-
-    def redact(self, hint: str) -> str:
-        return redact(hint)
