@@ -286,13 +286,19 @@ def send(http: httpx.Client, method: str, url: str, *, max_redirects: int = MAX_
                                      if k.lower() not in ("authorization", "cookie")}
             current = target
             continue
-        if not stream:
-            try:
-                response.read()
-            finally:
-                response.close()
-        return response
+        return settled(response, stream=stream)
     raise SourceError(f"{_shown(url)}: more than {max_redirects} redirects")
+
+
+def settled(response: httpx.Response, *, stream: bool) -> httpx.Response:
+    """The response as the caller asked for it: left open to stream, or read whole and closed
+    (its connection back to the pool)."""
+    if not stream:
+        try:
+            response.read()
+        finally:
+            response.close()
+    return response
 
 
 def guard_of(http: httpx.Client) -> Guard:

@@ -248,12 +248,7 @@ def request(http: httpx.Client, method: str, url, *, stream: bool = False, attem
         if code >= 400:
             response.close()
             raise status_error(url, response)
-        if not stream:
-            try:
-                response.read()
-            finally:
-                response.close()
-        return response
+        return netguard.settled(response, stream=stream)
     raise last_error  # type: ignore[misc]
 
 

@@ -76,12 +76,7 @@ class ApiSession:
                 continue
             if code >= 400:
                 raise self._error(url, response)
-            if not stream:
-                try:
-                    response.read()
-                finally:
-                    response.close()
-            return response
+            return netguard.settled(response, stream=stream)
 
     def get_json(self, path: str, *, params: dict | None = None, headers: dict | None = None) -> dict:
         response = self.get(path, params=params, headers=headers, stream=True)
