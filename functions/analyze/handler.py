@@ -115,13 +115,13 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
         from shared.analysis import kpi_defs
 
     settings = ctx.settings
+    policy = pii.Policy.of(settings)  # the masking policy of every profile and KPI of the job
     kpi_con = kpi_con if kpi_con is not None else con
     # One catalogue of personal-data columns for every KPI of the job (column lineage masks
     # what is computed from them); it learns each table's verdicts from its profile below.
     limits: dict[str, Any] = {"timeout_ms": settings.kpi_timeout_ms, "max_rows": settings.kpi_max_rows,
               "max_bytes": settings.kpi_max_bytes, "max_cell_chars": settings.kpi_max_cell_chars,
-              "personal": kpis.PersonalColumns(kpi_con, policy=pii.Policy.of(settings)),
-              "policy": pii.Policy.of(settings)}
+              "personal": kpis.PersonalColumns(kpi_con, policy=policy), "policy": policy}
     profiles, kpi_results, drift_all, text_all, notes = [], [], {}, [], []
     charts: list[dict] = []  # {base, kpi, result, table}
     kpis_by_table: dict[str, list[dict]] = {}
@@ -137,8 +137,7 @@ def analyse(con, tables: list[str], out: Artifacts, ctx: Context, *, kpi_con=Non
                 return bound.step("profile", f"{table} columns {first + 1}-{end} of {total:,}")
 
             prof = profile.profile_table(con, table, batch_columns=profile.batch_columns_for(bound.duckdb_memory),
-                                         pii=pii.Policy.of(settings),
-                                         step=batch_step)
+                                         pii=policy, step=batch_step)
             metrics.profile_seconds.observe(time.perf_counter() - started)
         if prof["correlations"].get("note"):
             notes.append({"kind": "correlations_capped", "message": f"{table}: {prof['correlations']['note']}"})
