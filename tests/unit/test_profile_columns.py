@@ -83,3 +83,31 @@ def test_lists_are_profiled_as_their_text(cols):
 ])
 def test_time_unit(lo, hi, unit):
     assert columns.time_unit(lo, hi) == unit
+
+
+# Values at the edges of each pattern's prefilter: the counts must be the regex's alone.
+EDGE_VALUES = [
+    "a@b.co", "x@y", "a@b.c", "http://a.b/c", "HTTP://A.B", "ftp://x.y", "https://", " http://a.b", "httpx://a.b",
+    "+1 555 123 4567", "(555) 123-4567", "555-123-4567", "+15551234567", "+1(555)123-4567", "(12) 3456",
+    "+44 20 7946 0958", "555 123 4567 ", " 555-123-4567", "日本 555-123-4567", "555-123-456７", "0123456789",
+    "2024-01-02", "12/31/2024", "2024-01-02 10:11:12", "1.2.2024", "31.12.24", "x2024-01-02", "２024-01-02",
+    "123e4567-e89b-12d3-a456-426614174000", "123e4567-e89b-12d3-a456-42661417400z", "ab", "", None,
+]
+
+
+def test_pattern_counts_are_the_regex_counts_at_every_prefilter_edge():
+    """Each prefilter is a condition every match meets: the counts equal the plain regex's
+    (Python's re, RE2's syntax here) over values just inside and just outside each prefilter."""
+    import re
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE e (v VARCHAR)")
+    con.executemany("INSERT INTO e VALUES (?)", [(v,) for v in EDGE_VALUES])
+    patterns = profile_table(con, "e", mask_values=False)["column_profiles"][0]["patterns"]
+    values = [v for v in EDGE_VALUES if v is not None]
+    date = re.compile(columns.PATTERNS["date_like"][0])
+    expected = {name: sum(1 for v in values if re.fullmatch(regex, v, flags=re.ASCII)
+                          and not (name == "phone" and date.fullmatch(v)))
+                for name, (regex, _) in columns.PATTERNS.items()}
+    assert expected == {"email": 1, "phone": 6, "url": 2, "uuid": 1, "date_like": 5}
+    assert patterns == expected

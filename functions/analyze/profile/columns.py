@@ -32,7 +32,10 @@ TEXT_MEAN_LENGTH = 40
 QUANTILES = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
 
 # RE2 patterns for string classes, all anchored (whole value). Each is paired with a
-# cheap prefilter so the regex only runs on plausible values.
+# cheap prefilter so the regex only runs on plausible values: a condition every match meets,
+# from string functions that cost a fraction of the regex (length, first character, prefix).
+# With the CASE below, the 20 pattern counts of the benchmark's 1M rows x 4 text columns went
+# from 1.16 s to 0.22 s, the same counts.
 PATTERNS = {
     "email": (
         r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
@@ -47,16 +50,18 @@ PATTERNS = {
         r"|\+[0-9]{1,3}[ .-]?[0-9]{2,4}([ .-][0-9]{2,4}){1,4}"
         r"|[0-9]{2,4}([ .-][0-9]{2,4}){2,4}"
         r"|\+[0-9]{7,15})$",
-        "length({e}) BETWEEN 7 AND 25",
+        # Every shape starts with +, ( or a digit.
+        "length({e}) BETWEEN 7 AND 25 AND (ascii({e}) BETWEEN 48 AND 57 OR ascii({e}) IN (40, 43))",
     ),
-    "url": (r"^(https?|ftp)://[^\s/$.?#][^\s]*$", "{e} ILIKE '%://%'"),
+    "url": (r"^(https?|ftp)://[^\s/$.?#][^\s]*$",
+            "(starts_with({e}, 'http') OR starts_with({e}, 'ftp')) AND contains({e}, '://')"),
     "uuid": (
         r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
         "length({e}) = 36",
     ),
     "date_like": (
         r"^([0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4})([ T][0-9]{1,2}:[0-9]{2}.*)?$",
-        "length({e}) BETWEEN 6 AND 40",
+        "length({e}) BETWEEN 6 AND 40 AND ascii({e}) BETWEEN 48 AND 57",
     ),
 }
 
@@ -143,9 +148,13 @@ def _pattern_aggregates(col: dict) -> Aggregates:
     date_re = PATTERNS["date_like"][0]
     aggs = []
     for pattern_name, (regex, prefilter) in PATTERNS.items():
-        cond = f"{prefilter.format(e=e)} AND regexp_full_match({e}, {sql_literal(regex)})"
+        match = f"regexp_full_match({e}, {sql_literal(regex)})"
         if pattern_name == "phone":
-            cond += f" AND NOT regexp_full_match({e}, {sql_literal(date_re)})"
+            match += f" AND NOT regexp_full_match({e}, {sql_literal(date_re)})"
+        # CASE, not `prefilter AND match`: DuckDB 1.5.5 ran the regex of an AND on every row,
+        # the prefilter notwithstanding (0.05 s against 0.013 s per pattern and column of 1M
+        # rows when no value passes); a CASE branch runs on the rows its condition selects.
+        cond = f"CASE WHEN {prefilter.format(e=e)} THEN {match} ELSE false END"
         aggs.append((key + "pat_" + pattern_name, f"count(*) FILTER (WHERE {cond})"))
     return aggs
 
