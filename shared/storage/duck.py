@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,9 @@ def literal(value) -> str:
         return "NULL"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and not math.isfinite(value):
+        # repr gives `inf`/`nan`, which SQL reads as column names.
+        return f"'{value}'::DOUBLE"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):

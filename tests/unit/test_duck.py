@@ -105,3 +105,13 @@ def test_an_unknown_extension_package_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(duck.EXTENSION_PACKAGES, "nosuch", "udb_no_such_extension_package")
     with pytest.raises(TransientError, match="needs the package udb-no-such-extension-package"):
         duck.extension_path("nosuch")
+
+
+def test_literal_of_infinite_and_nan_floats_is_a_double(con):
+    import math
+
+    assert duck.literal(float("inf")) == "'inf'::DOUBLE" and duck.literal(float("-inf")) == "'-inf'::DOUBLE"
+    assert duck.scalar(con, f"SELECT {duck.literal(float('inf'))}") == math.inf
+    assert duck.scalar(con, f"SELECT {duck.literal(float('-inf'))}") == -math.inf
+    assert math.isnan(duck.scalar(con, f"SELECT {duck.literal(float('nan'))}"))
+    assert duck.scalar(con, f"SELECT {duck.literal([1.5, float('inf')])}") == [1.5, math.inf]
