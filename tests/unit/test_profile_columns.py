@@ -111,3 +111,20 @@ def test_pattern_counts_are_the_regex_counts_at_every_prefilter_edge():
                 for name, (regex, _) in columns.PATTERNS.items()}
     assert expected == {"email": 1, "phone": 6, "url": 2, "uuid": 1, "date_like": 5}
     assert patterns == expected
+
+
+def test_a_nan_does_not_hide_a_float_columns_bounds():
+    """NaN sorts above every number in DuckDB; the bounds leave it out and non_finite counts it.
+    (An infinite bound is still the bound, which JSON holds as null.) A -inf used to fail the
+    whole profile: its histogram bucket was cast to INTEGER."""
+    con = duckdb.connect()
+    con.execute("""CREATE TABLE n AS SELECT * FROM (VALUES (1.5::DOUBLE, 1.5::FLOAT), (-3.0, 'nan'), ('nan', 'nan'),
+                   ('-inf', 4.0), (NULL, NULL)) v(d, f)""")
+    con.execute("CREATE TABLE all_nan AS SELECT 'nan'::DOUBLE AS z FROM range(3)")
+    d, f = profile_table(con, "n", mask_values=False)["column_profiles"]
+    assert (d["min"], d["max"], d["non_finite"], d["count"]) == (None, 1.5, 2, 4)
+    counts = [b["count"] for b in d["histogram"]]
+    assert (d["histogram"][0]["lo"], d["histogram"][-1]["hi"], counts[0], counts[-1], sum(counts)) == (-3.0, 1.5, 1, 1, 2)
+    assert (f["min"], f["max"], f["non_finite"], f["count"]) == (1.5, 4.0, 2, 4)
+    z = profile_table(con, "all_nan", mask_values=False)["column_profiles"][0]
+    assert (z["min"], z["max"], z["non_finite"]) == (None, None, 3)

@@ -92,8 +92,11 @@ def first_pass_aggregates(cols: list[dict], exact: bool) -> Aggregates:
         aggs.append((key + "distinct", f"count(DISTINCT {target})" if exact else f"approx_count_distinct({target})"))
         base_type = col["type"].upper()
         if kind in ("numeric", "temporal", "boolean") or base_type == "UUID" or base_type.startswith("ENUM"):
-            aggs.append((key + "min", f"min({q})"))
-            aggs.append((key + "max", f"max({q})"))
+            # NaN sorts above every number in DuckDB: a float column's bounds leave it out (its
+            # count is in non_finite), or one NaN made the column's max NaN, and null in JSON.
+            not_nan = f" FILTER (WHERE NOT isnan({q}))" if is_float_type(col["type"]) else ""
+            aggs.append((key + "min", f"min({q}){not_nan}"))
+            aggs.append((key + "max", f"max({q}){not_nan}"))
         if kind == "numeric":
             aggs += _numeric_aggregates(col, exact)
         elif kind == "boolean":
@@ -235,8 +238,12 @@ def _numeric_histogram_aggregate(col: dict, first: dict, bins: int) -> Aggregate
         return []
     start, width, n = spec
     bucket = f"least(floor(({q}::DOUBLE - {start!r}) / {width!r}), {n - 1})::INTEGER"
-    # histogram() skips NULLs; only floats need the finite FILTER.
-    return [(key + "hist", f"histogram({bucket}){_finite_filter(col, q + '::DOUBLE')}")]
+    if is_float_type(col["type"]):
+        # A CASE, not a FILTER: DuckDB evaluates a FILTERed aggregate's argument on every row,
+        # and -inf's bucket cannot be cast to INTEGER (the profile failed on such a column).
+        # histogram() skips the NULL the CASE gives inf and NaN.
+        bucket = f"CASE WHEN isfinite({q}) THEN {bucket} END"
+    return [(key + "hist", f"histogram({bucket})")]
 
 
 def _temporal_histogram_aggregate(col: dict, first: dict) -> Aggregates:
