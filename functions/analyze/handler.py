@@ -32,6 +32,12 @@ USER_TABLES_SQL = ("SELECT table_name FROM duckdb_tables() WHERE schema_name = '
                    "AND database_name = current_database() ORDER BY table_name")  # the lake, in use
 
 
+def prepare(ctx: Context) -> None:
+    """At the served function's start: each analysis's DuckDB instance is opened, its
+    extensions loaded, ahead of the job that takes it (duck.Spares)."""
+    lake.keep_spares(ctx.store)
+
+
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     data = events.event_data(event)
     attrs = event.get_attributes()
