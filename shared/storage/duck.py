@@ -126,7 +126,7 @@ class Spares:
     def __init__(self) -> None:
         self._kinds: set[tuple[str, ...]] = set()
         self._ready: dict[tuple[str, ...], duckdb.DuckDBPyConnection] = {}
-        self._filling: set[tuple[str, ...]] = set()
+        self._filling: dict[tuple[str, ...], threading.Thread] = {}
         self._lock = threading.Lock()
         self._opening = threading.Lock()  # held while a spare is opened; a fork waits for it
         self._abandoned: list = []  # a fork child's inherited spares (never closed there)
@@ -156,18 +156,19 @@ class Spares:
 
     def fill(self, wait: bool = False) -> None:
         """Open, on a background thread, a spare of each kept kind that has none; `wait` until
-        they are open (tests)."""
-        threads = []
+        every spare under way is open (tests)."""
+        started = []
         with self._lock:
-            for kind in self._kinds - set(self._ready) - self._filling:
-                self._filling.add(kind)
+            for kind in self._kinds - set(self._ready) - set(self._filling):
                 thread = threading.Thread(target=self._open_spare, args=(kind,), daemon=True,
                                           name=f"udb-duckdb-spare-{'-'.join(kind) or 'plain'}")
-                threads.append(thread)
-        for thread in threads:
+                self._filling[kind] = thread
+                started.append(thread)
+            under_way = list(self._filling.values())
+        for thread in started:
             thread.start()
         if wait:
-            for thread in threads:
+            for thread in under_way:
                 thread.join()
 
     def _open_spare(self, kind: tuple[str, ...]) -> None:
@@ -178,10 +179,10 @@ class Spares:
             import logging
             logging.getLogger(__name__).warning("no spare DuckDB instance with %s: %s", kind, exc)
             with self._lock:
-                self._filling.discard(kind)
+                self._filling.pop(kind, None)
             return
         with self._lock:
-            self._filling.discard(kind)
+            self._filling.pop(kind, None)
             if kind in self._kinds and kind not in self._ready:
                 self._ready[kind] = con
                 self.opened += 1
@@ -197,7 +198,7 @@ class Spares:
 
     def _forked(self) -> None:
         self._abandoned.extend(self._ready.values())
-        self._ready, self._filling = {}, set()
+        self._ready, self._filling = {}, {}
         self._lock, self._opening = threading.Lock(), threading.Lock()
         self.opened = self.taken = 0
 
