@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,9 @@ class Spares:
         self._lock = threading.Lock()
         self._opening = threading.Lock()  # held while a spare is opened; a fork waits for it
         self._abandoned: list = []  # a fork child's inherited spares (never closed there)
+        # A take's replacement waits this long before it opens: not while the job that took the
+        # spare (and the next function's stage of it, on the same few cores) is running.
+        self.refill_delay = 2.0
         self.opened = 0  # spares opened in this process
         self.taken = 0   # spares handed to a caller
         # Lambdas, not bound methods: the child replaces the lock, and its own forks need the new one.
@@ -151,16 +155,16 @@ class Spares:
             con = self._ready.pop(kind, None)
             if con is not None:
                 self.taken += 1
-        self.fill()
+        self.fill(delay=self.refill_delay)
         return con
 
-    def fill(self, wait: bool = False) -> None:
-        """Open, on a background thread, a spare of each kept kind that has none; `wait` until
-        every spare under way is open (tests)."""
+    def fill(self, wait: bool = False, delay: float = 0.0) -> None:
+        """Open, on a background thread, a spare of each kept kind that has none, after `delay`
+        seconds; `wait` until every spare under way is open (tests)."""
         started = []
         with self._lock:
             for kind in self._kinds - set(self._ready) - set(self._filling):
-                thread = threading.Thread(target=self._open_spare, args=(kind,), daemon=True,
+                thread = threading.Thread(target=self._open_spare, args=(kind, delay), daemon=True,
                                           name=f"udb-duckdb-spare-{'-'.join(kind) or 'plain'}")
                 self._filling[kind] = thread
                 started.append(thread)
@@ -171,7 +175,13 @@ class Spares:
             for thread in under_way:
                 thread.join()
 
-    def _open_spare(self, kind: tuple[str, ...]) -> None:
+    def _open_spare(self, kind: tuple[str, ...], delay: float = 0.0) -> None:
+        if delay > 0:
+            time.sleep(delay)
+        if kind not in self._kinds:  # closed meanwhile (a function's stop)
+            with self._lock:
+                self._filling.pop(kind, None)
+            return
         try:
             with self._opening:
                 con = _open(":memory:", False, "1GB", 1, kind)

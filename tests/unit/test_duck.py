@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import stat
+import time
 
 import duckdb
 import pytest
@@ -117,8 +118,10 @@ LAKE_S3 = ("ducklake", "httpfs")  # a lake in S3: the stack's writer and analyze
 def spares():
     duck.spares.close()
     duck.spares.opened = duck.spares.taken = 0
+    delay, duck.spares.refill_delay = duck.spares.refill_delay, 0.0
     yield duck.spares
     duck.spares.close()
+    duck.spares.refill_delay = delay
 
 
 def _setting(con, name: str) -> str:
@@ -142,6 +145,18 @@ def test_a_kept_kind_is_taken_ready_with_the_callers_limits_and_replaced(spares)
     assert _setting(con, "secret_directory") == str(duck._no_stored_secrets())
     con.close()
     spares.fill(wait=True)  # the replacement was started by the take; wait for it
+    assert spares.opened == 2
+
+
+def test_a_takes_replacement_waits_before_it_opens(spares):
+    """Not while the job that took the spare runs: its replacement opens after the delay."""
+    spares.refill_delay = 0.5
+    spares.keep([LAKE])
+    spares.fill(wait=True)
+    duck.connect(extensions=LAKE).close()
+    time.sleep(0.2)
+    assert (spares.opened, spares.taken) == (1, 1)  # still waiting
+    spares.fill(wait=True)
     assert spares.opened == 2
 
 
