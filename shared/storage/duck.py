@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
 import time
@@ -11,6 +12,8 @@ from typing import Any
 import duckdb
 
 from shared.core.errors import TransientError
+
+_log = logging.getLogger("udb.duck")
 
 # extension name -> the PyPI package that ships its binary for our pinned DuckDB version
 EXTENSION_PACKAGES = {
@@ -155,6 +158,8 @@ class Spares:
             con = self._ready.pop(kind, None)
             if con is not None:
                 self.taken += 1
+        if con is None:  # the first job of a process, or jobs closer together than the refill
+            _log.info("no DuckDB spare with %s ready: this job opens its own", ", ".join(kind) or "no extensions")
         self.fill(delay=self.refill_delay)
         return con
 
@@ -186,8 +191,7 @@ class Spares:
             with self._opening:
                 con = _open(":memory:", False, "1GB", 1, kind)
         except Exception as exc:  # a missing extension: the request opening its own says why
-            import logging
-            logging.getLogger(__name__).warning("no spare DuckDB instance with %s: %s", kind, exc)
+            _log.warning("no spare DuckDB instance with %s: %s", kind, exc)
             with self._lock:
                 self._filling.pop(kind, None)
             return
