@@ -259,7 +259,7 @@ def _write_charts(charts: list[dict], out: Artifacts, ctx: Context, notes: list[
     if not charts:
         return
     # One copy per job beside the charts, not 4.5 MB inlined into each of them.
-    out.put(kpis.PLOTLY_JS, kpis.plotly_js(), "text/javascript", "plotly.js used by the charts")
+    out.put(kpis.PLOTLY_JS, kpis.plotly_js_bytes(), "text/javascript", "plotly.js used by the charts")
     for chart in charts:
         item = chart["item"]
         # The figure as JSON for plotly.js: no Plotly Python object on this path (building and
