@@ -88,6 +88,7 @@ def stage_seconds(history: list[dict]) -> dict:
 # (tenant, job id): `remembered()` opens one such memory per invocation (shared/serving/runtime.py).
 _known: contextvars.ContextVar[dict[tuple[str, str], tuple[bytes, str]] | None] = \
     contextvars.ContextVar("udb_job_documents", default=None)
+ABSENT = (b"", "")  # remembered: the invocation found no such job
 
 
 @contextlib.contextmanager
@@ -131,7 +132,9 @@ class Jobs:
         try:
             blob = self.store.get(self._key(job_id))
         except NotFound:
-            self._forget(job_id)
+            known = _known.get()
+            if known is not None:
+                known[(self.store.tenant, job_id)] = ABSENT
             raise NotFound(f"no job {job_id} for tenant {self.store.tenant}") from None
         self._remember(job_id, blob.data, blob.etag)
         return json.loads(blob.data), blob.etag
@@ -140,9 +143,9 @@ class Jobs:
         """The version this invocation last read or wrote (remembered()), else the stored one."""
         known = _known.get()
         seen = known.get((self.store.tenant, job_id)) if known is not None else None
-        if seen is not None:
+        if seen is not None and seen is not ABSENT:
             return json.loads(seen[0]), seen[1]
-        return self._fetch(job_id)
+        return self._fetch(job_id)  # absence is never trusted here: the job may exist by now
 
     def _write(self, job_id: str, doc: dict, **condition) -> None:
         data = _dump(doc)
@@ -167,6 +170,11 @@ class Jobs:
         return doc
 
     def ensure(self, job_id: str, **kw) -> dict:
+        known = _known.get()
+        if known is not None and known.get((self.store.tenant, job_id)) is ABSENT:
+            # This invocation found no job a moment ago: create it (put-if-absent, so a job
+            # made meanwhile is read instead, as for any redelivered request).
+            return self.create(job_id, **kw)
         try:
             return self._latest(job_id)[0]
         except NotFound:

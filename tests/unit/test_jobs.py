@@ -448,3 +448,26 @@ def test_invocations_racing_through_the_pipeline_lose_no_history(jobs, changes):
     doc = jobs.get(JOB)
     assert [h["state"] for h in doc["history"]] == PIPELINE
     assert set(doc["tables"]) == {f"t-{s}" for s in PIPELINE[1:]}
+
+
+def test_a_job_found_missing_is_created_without_reading_again_and_one_made_meanwhile_is_kept(counting):
+    with remembered():
+        jobs = Jobs(TenantStore(counting, "acme"))
+        with pytest.raises(NotFound):
+            jobs.get(JOB)
+        jobs.ensure(JOB, hint="sales.csv")
+        assert counting.calls == ["get", "put"]  # the redelivery check's read, then the new job
+    counting.calls.clear()
+    with remembered():
+        jobs = Jobs(TenantStore(counting, "acme"))
+        with pytest.raises(NotFound):
+            jobs.get("job-00000000000000b2")
+        # Made by someone else meanwhile: put-if-absent refuses, the stored job is read and kept.
+        thread = threading.Thread(target=lambda: Jobs(TenantStore(counting, "acme")).create(
+            "job-00000000000000b2", hint="theirs"))  # another process: its own context
+        thread.start()
+        thread.join()
+        assert jobs.ensure("job-00000000000000b2", hint="ours")["hint"] == "theirs"
+        # A move never trusts the absence it remembers: it reads the job made meanwhile.
+        assert jobs.move("job-00000000000000b2", "discovering")["state"] == "discovering"
+    assert counting.calls == ["get", "put", "put-refused", "get", "put"]
