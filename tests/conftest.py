@@ -16,6 +16,16 @@ os.environ.setdefault("UDB_NET_ALLOWLIST", LOOPBACK)  # sources on loopback: ser
 pytest_plugins = ["tests.plugins.no_network_mocks", "tests.stack_fixtures", "pytester"]
 
 
+@pytest.fixture(autouse=True)
+def _no_duckdb_spares_across_tests():
+    """A test that starts a served writer or analyze in this process (its main.py, a Lifecycle
+    with `prepare`) makes the process keep DuckDB spares (shared/storage/duck.py): dropped after
+    each test, so no later test's instance counts or loads come from them."""
+    yield
+    from shared.storage import duck
+    duck.spares.close()
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     # An empty env: no developer setting leaks into a test. Loopback allowlisted, as the

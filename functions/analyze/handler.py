@@ -32,6 +32,12 @@ USER_TABLES_SQL = ("SELECT table_name FROM duckdb_tables() WHERE schema_name = '
                    "AND database_name = current_database() ORDER BY table_name")  # the lake, in use
 
 
+def prepare(ctx: Context) -> None:
+    """At the served function's start: each analysis's DuckDB instance is opened, its
+    extensions loaded, ahead of the job that takes it (duck.Spares)."""
+    lake.keep_spares(ctx.store)
+
+
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     data = events.event_data(event)
     attrs = event.get_attributes()
@@ -253,7 +259,7 @@ def _write_charts(charts: list[dict], out: Artifacts, ctx: Context, notes: list[
     if not charts:
         return
     # One copy per job beside the charts, not 4.5 MB inlined into each of them.
-    out.put(kpis.PLOTLY_JS, kpis.plotly_js(), "text/javascript", "plotly.js used by the charts")
+    out.put(kpis.PLOTLY_JS, kpis.plotly_js_bytes(), "text/javascript", "plotly.js used by the charts")
     for chart in charts:
         item = chart["item"]
         # The figure as JSON for plotly.js: no Plotly Python object on this path (building and

@@ -513,4 +513,4 @@ class PersonalColumns:
 
 
 # Charts are drawn by shared/analysis/charts.py (analyze writes them as HTML, reports renders the PNGs).
-from shared.analysis.charts import CHART_TYPES, PLOTLY_JS, chart_html, plotly_js  # noqa: E402,F401
+from shared.analysis.charts import CHART_TYPES, PLOTLY_JS, chart_html, plotly_js, plotly_js_bytes  # noqa: E402,F401

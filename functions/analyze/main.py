@@ -1,12 +1,12 @@
 """functions-framework entry point: `functions-framework --source functions/analyze/main.py --target http`."""
 import functions_framework
 
-from functions.analyze.handler import FUNCTION, handle
+from functions.analyze.handler import FUNCTION, handle, prepare
 from shared.core.settings import Settings
 from shared.serving.httpfn import FunctionApp
 
 # Started here, before functions-framework binds the port: bad configuration exits with status 1.
-app = FunctionApp(FUNCTION, handle).serve(Settings.from_env)
+app = FunctionApp(FUNCTION, handle, prepare=prepare).serve(Settings.from_env)
 
 
 @functions_framework.http

@@ -19,10 +19,17 @@ from shared.sources import oauth
 from shared.core.errors import InputError, NotFound, SourceError, TransientError
 from shared.serving.httpfn import json_response
 from shared.serving.runtime import Context
+from shared.sources import registry
 from shared.sources import SourceEnv, inspect_source, needs_oauth, redact
 from shared.core.tenancy import new_job_id
 
 FUNCTION = "discover"
+
+
+def prepare(ctx: Context) -> None:
+    """At the served function's start: every connector imported (the registry's first lookup
+    would otherwise import them during the first job)."""
+    registry.load()
 TENANT_HEADER = "X-UDB-Tenant"
 
 

@@ -12,10 +12,17 @@ from shared.core import events
 from shared.observability import metrics, telemetry
 from shared.core.errors import NotFound, SourceError
 from shared.serving.runtime import Context
+from shared.sources import registry
 from shared.sources import SourceEnv, extract_stream
 from shared.core.tenancy import table_name
 
 FUNCTION = "sync"
+
+
+def prepare(ctx: Context) -> None:
+    """At the served function's start: every connector imported (the registry's first lookup
+    would otherwise import them during the first job)."""
+    registry.load()
 
 
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:

@@ -28,6 +28,12 @@ FUNCTION = "writer"
 WAREHOUSE = lake.LEGACY  # the whole-file warehouse of before the lake, migrated on the next load
 
 
+def prepare(ctx: Context) -> None:
+    """At the served function's start: each load's DuckDB instance is opened, its extensions
+    loaded, ahead of the load that takes it (duck.Spares)."""
+    lake.keep_spares(ctx.store)
+
+
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:
     data = events.event_data(event)
     attrs = event.get_attributes()

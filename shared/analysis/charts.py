@@ -8,6 +8,8 @@ package (images/requirements.py PACKAGE_DATA). kaleido is only in the reports fu
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import shutil
@@ -27,13 +29,22 @@ def plotly_js() -> str:
     Read from the package's data without importing plotly (its import and figure validation
     cost seconds on the core path). The analyze and artifacts images hold only this file of the
     pinned plotly wheel, at its place in the package, which find_spec finds all the same."""
+    return plotly_js_bytes().decode("utf-8")
+
+
+@functools.cache
+def plotly_js_bytes() -> bytes:
+    """plotly.js as bytes, read once per process: analyze writes the same 4.5 MB with every job
+    (reading and decoding it each time cost 15-40 ms of the job)."""
     import importlib.util
 
     spec = importlib.util.find_spec("plotly")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("plotly is not installed: its plotly.min.js draws the charts")
     root = Path(list(spec.submodule_search_locations)[0])
-    return (root / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+    data = (root / "package_data" / "plotly.min.js").read_bytes()
+    data.decode("utf-8")  # as read_text did: a damaged file fails here, not in a browser
+    return data
 
 
 CHART_TYPES = ("bar", "line", "scatter", "pie", "indicator")

@@ -51,11 +51,12 @@ class FunctionApp:
     and its extra routes. main.py builds it and starts it with `serve` before serving."""
 
     def __init__(self, function: str, handle=None, routes: Sequence[tuple[str, str, Route]] | None = None,
-                 checks: dict[str, Check] | None = None, *, lifecycle: Lifecycle | None = None):
+                 checks: dict[str, Check] | None = None, *, lifecycle: Lifecycle | None = None,
+                 prepare: Callable[[runtime.Context], None] | None = None):
         self.function = function
         self.handle = handle
         self.routes = list(routes or [])  # (method, path prefix, fn(request, ctx))
-        self.lifecycle = lifecycle or Lifecycle(function, checks=checks)
+        self.lifecycle = lifecycle or Lifecycle(function, checks=checks, prepare=prepare)
         self.log = logs.get(function)
         _json_framework_errors()
         self._guard_bodies()

@@ -8,6 +8,9 @@ Knative's `func` templates (the middleware in knative-extensions/func-python) gi
   StartupError naming every problem, and so does a required dependency being down when
   UDB_STRICT_STARTUP is on. The entry point (functions/<f>/main.py) turns that into one line
   per problem on stderr and exit status 1, so the pod never serves.
+- `prepare(ctx)`, when the function has one, runs right after the context opens: work a
+  function would otherwise do on its first request (the connector registry's imports), or ask
+  for ahead of each request (DuckDB spares with the lake's extensions, shared/storage/duck.py).
 - `stop()` closes what start opened (producer, store pools, the secret store's client) and runs
   the function's own stop hooks (the reports function's warm renderer children). The entry point
   wires it to process exit.
@@ -57,10 +60,15 @@ class Lifecycle:
     """start / stop / alive / ready of one function in one process."""
 
     def __init__(self, function: str, *, checks: dict[str, Check] | None = None,
-                 on_stop: Iterable[Callable[[], None]] = ()):
+                 on_stop: Iterable[Callable[[], None]] = (), prepare: Callable[[runtime.Context], None] | None = None):
         self.function = function
         self.checks = dict(checks or {})  # beside the object store, Kafka and the DuckDB extensions
         self.on_stop = list(on_stop)
+        # What the function does once at start rather than on its first request (imports, the
+        # DuckDB spares it keeps): run after the context opens, in the process that starts (a
+        # gunicorn master too, so nothing it does may open threads or instances: spares are
+        # opened after the fork, by the worker).
+        self.prepare = prepare
         self.settings: Settings | None = None
         self._ctx: runtime.Context | None = None
         self._owned = False  # a context adopted from a caller (tests) is the caller's to close
@@ -96,6 +104,8 @@ class Lifecycle:
         self.settings = settings
         self._ctx, self._owned, self._pid = runtime.start(self.function, settings), True, os.getpid()
         self._report = None
+        if self.prepare is not None:
+            self.prepare(self._ctx)
         self._ctx.log.info("started", extra={"fields": {"pid": self._pid}})
 
     def adopt(self, ctx: runtime.Context) -> None:
@@ -112,6 +122,8 @@ class Lifecycle:
             return
         if owned:
             ctx.close()
+        if self.prepare is not None:
+            duck.spares.close()
         for hook in self.on_stop:
             try:
                 hook()
@@ -171,6 +183,7 @@ class Lifecycle:
                 self._ctx.log.info("started", extra={"fields": {"pid": self._pid, "forked_from": os.getppid()}})
             else:  # a worker forked again after the master closed its own (gunicorn respawned it)
                 self._open(self.settings)
+            duck.spares.fill()  # the DuckDB spares `prepare` asked for: opened here, in the worker
         except Exception as exc:  # alive() false: /healthz answers 503 and the pod is restarted
             self._ctx = None
             print(f"udb-{self.function}: cannot start in the server's worker: {exc}", file=sys.stderr)

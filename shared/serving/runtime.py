@@ -24,7 +24,7 @@ from cloudevents.http import CloudEvent
 from shared.core import events
 from shared.observability import logs, metrics, telemetry
 from shared.core.errors import InputError, JobFailed, TransientError, ValidationError, is_transient
-from shared.storage.jobs import Jobs
+from shared.storage.jobs import Jobs, remembered
 from shared.core.settings import Settings
 from shared.storage.backends import open_store
 from shared.storage.store import ObjectStore, TenantStore
@@ -299,7 +299,10 @@ def invoke(handle: Handler, event: CloudEvent, ctx: Context) -> CloudEvent | Non
 def _handling(event: CloudEvent):
     token = incoming_event.set(event)
     try:
-        yield
+        # The job document as this invocation last read or wrote it (jobs.remembered): its
+        # state changes start from that version instead of reading the document again.
+        with remembered():
+            yield
     finally:
         incoming_event.reset(token)
 

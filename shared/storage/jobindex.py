@@ -28,37 +28,48 @@ REFRESH_SECONDS = 3
 
 
 UPLOAD_THREADS = 8
+_POOL: list = []  # [(pid, ThreadPoolExecutor)]: the process's upload pool, made on first use
+
+
+def upload_pool():
+    """The process's pool of artifact-upload threads, shared by its jobs: made on first use and
+    kept (starting eight threads per job cost analyze ~20 ms of every job). A forked child
+    makes its own, the parent's threads are not in it. Uploads carry no state of their own
+    between jobs: each is one store.put of one job's key."""
+    import os
+    if not _POOL or _POOL[0][0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="udb-artifacts"))]
+    return _POOL[0][1]
 
 
 class Artifacts:
     """Writes one job's artifacts and remembers them for index.json.
 
-    With `parallel`, each put goes to a small thread pool and returns at once: a job writes a
-    dozen or more artifacts (profile, charts, plotly.js, KPIs, summary), and one after the other
-    each waited out its own object-store round trip (~0.3-0.4 s of analyze's time in the stack).
-    `flush()` waits for every upload and raises the first failure; the index must be written
-    only after it, so it never names an artifact that is not stored."""
+    With `parallel`, each put goes to the process's upload pool (upload_pool) and returns at
+    once: a job writes a dozen or more artifacts (profile, charts, plotly.js, KPIs, summary),
+    and one after the other each waited out its own object-store round trip (~0.3-0.4 s of
+    analyze's time in the stack). `flush()` waits for every upload of this job and raises the
+    first failure; the index must be written only after it, so it never names an artifact that
+    is not stored."""
 
     def __init__(self, store: TenantStore, job_id: str, *, parallel: bool = False):
         self.store, self.job_id = store, job_id
         self.entries: list[dict] = []
-        self._pool = None
+        self._parallel = parallel
         self._pending: list = []
-        if parallel:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="udb-artifacts")
 
     def put(self, name: str, body: bytes | str, media_type: str, description: str, table: str | None = None,
             **extra):
         data = body.encode() if isinstance(body, str) else body
         key = self.store.artifact_key(self.job_id, name)
-        if self._pool is None:
+        if not self._parallel:
             self.store.put(key, data, content_type=media_type)
         else:
             import contextvars
             # The caller's context (log fields, the trace span) goes with the upload.
             run = contextvars.copy_context().run
-            self._pending.append(self._pool.submit(run, self.store.put, key, data, content_type=media_type))
+            self._pending.append(upload_pool().submit(run, self.store.put, key, data, content_type=media_type))
         self.entries.append({"name": name, "media_type": media_type, "bytes": len(data),
                              "sha256": hashlib.sha256(data).hexdigest(), "description": description,
                              "table": table, **extra})
@@ -73,13 +84,14 @@ class Artifacts:
                 raise error
 
     def close(self) -> None:
-        """Stop the pool: uploads not started are dropped, running ones end (a failed job's
-        artifacts need no index)."""
-        if self._pool is not None:
-            for future in self._pending:
-                future.cancel()
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Drop this job's uploads not started yet and wait for its running ones to end (a
+        failed job's artifacts need no index); the shared pool stays for the next job."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                future.exception()  # waits; a failure here is the failed job's, already reported
 
     def put_json(self, name: str, value, description: str, table: str | None = None, **extra):
         self.put(name, json.dumps(value, indent=2, default=str), "application/json", description, table, **extra)

@@ -242,3 +242,19 @@ def test_the_bare_asynchronous_exception_gets_its_reason():
             bound.breach = "analysis deadline of 1 s exceeded at step charts (UDB_ANALYZE_DEADLINE_S)"
             raise BoundExceeded  # as PyThreadState_SetAsyncExc raises it: the class, no message
     assert str(caught.value) == "analysis deadline of 1 s exceeded at step charts (UDB_ANALYZE_DEADLINE_S)"
+
+
+def test_steps_sample_at_most_once_an_interval_and_a_breach_is_still_found_by_the_next_check():
+    with Bound(memory_mb=10_000, deadline_s=0, interval=30) as bound:
+        for i in range(100):
+            with bound.step("kpi", str(i)):
+                pass
+        # entering samples once; the 200 checks of 100 quick steps add none within the interval
+        assert bound.samples == 1
+    assert bound.samples == 2  # leaving samples the peak once more
+    with Bound(memory_mb=0, deadline_s=0, interval=0.05) as bound:  # no watchdog: the checks alone
+        bound.check()
+        assert bound.samples == 1
+        time.sleep(0.06)
+        bound.check()  # older than the interval: sampled again (a breach would be found here)
+        assert bound.samples == 2

@@ -117,3 +117,9 @@ def test_find_chromium(tmp_path, monkeypatch):
     (bindir / "chromium-browser").write_text("#!/bin/sh\n")
     os.chmod(bindir / "chromium-browser", 0o755)
     assert charts.find_chromium() == (str(bindir / "chromium-browser"), None)
+
+
+def test_plotly_js_is_read_once_per_process():
+    first = charts.plotly_js_bytes()
+    assert charts.plotly_js_bytes() is first  # the same bytes for every job, not read again
+    assert first == charts.plotly_js().encode("utf-8") and len(first) > 3_000_000

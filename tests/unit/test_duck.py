@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import stat
+import time
 
 import duckdb
 import pytest
@@ -115,3 +116,120 @@ def test_literal_of_infinite_and_nan_floats_is_a_double(con):
     assert duck.scalar(con, f"SELECT {duck.literal(float('-inf'))}") == -math.inf
     assert math.isnan(duck.scalar(con, f"SELECT {duck.literal(float('nan'))}"))
     assert duck.scalar(con, f"SELECT {duck.literal([1.5, float('inf')])}") == [1.5, math.inf]
+
+
+# --- spares: instances opened ahead of the request that takes them -----------------------------
+
+LAKE = ("ducklake",)
+LAKE_S3 = ("ducklake", "httpfs")  # a lake in S3: the stack's writer and analyze
+
+
+@pytest.fixture
+def spares():
+    duck.spares.close()
+    duck.spares.opened = duck.spares.taken = 0
+    delay, duck.spares.refill_delay = duck.spares.refill_delay, 0.0
+    yield duck.spares
+    duck.spares.close()
+    duck.spares.refill_delay = delay
+
+
+def _setting(con, name: str) -> str:
+    return duck.scalar(con, f"SELECT current_setting({duck.literal(name)})::VARCHAR")
+
+
+def test_a_kept_kind_is_taken_ready_with_the_callers_limits_and_replaced(spares):
+    spares.keep([LAKE])
+    spares.fill(wait=True)
+    assert (spares.opened, spares.taken) == (1, 0)
+    con = duck.connect(extensions=LAKE, memory_limit="512MB", threads=3)
+    assert spares.taken == 1
+    loaded = {r[0] for r in con.execute("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()}
+    assert "ducklake" in loaded
+    # The caller's limits, exactly as a connect-time config sets them.
+    with duck.connect(memory_limit="512MB", threads=3) as plain:
+        assert _setting(con, "memory_limit") == _setting(plain, "memory_limit")
+    assert _setting(con, "threads") == "3"
+    assert _setting(con, "allow_unsigned_extensions") == "false"
+    assert _setting(con, "autoinstall_known_extensions") == "false"
+    assert _setting(con, "secret_directory") == str(duck._no_stored_secrets())
+    con.close()
+    spares.fill(wait=True)  # the replacement was started by the take; wait for it
+    assert spares.opened == 2
+
+
+def test_a_takes_replacement_waits_before_it_opens(spares):
+    """Not while the job that took the spare runs: its replacement opens after the delay."""
+    spares.refill_delay = 0.5
+    spares.keep([LAKE])
+    spares.fill(wait=True)
+    duck.connect(extensions=LAKE).close()
+    time.sleep(0.2)
+    assert (spares.opened, spares.taken) == (1, 1)  # still waiting
+    spares.fill(wait=True)
+    assert spares.opened == 2
+
+
+def test_no_instance_is_handed_out_twice_and_none_keeps_a_previous_requests_state(spares, tmp_path):
+    """Tenant isolation: what one request did on its instance (a lake attached, a secret, a
+    table, the configuration locked) is never seen by the next request's instance."""
+    spares.keep([LAKE_S3])
+    spares.fill(wait=True)
+    first = duck.connect(extensions=LAKE_S3)
+    first.execute(f"ATTACH {duck.literal('ducklake:' + str(tmp_path / 'a.ducklake'))} AS lake "
+                  f"(DATA_PATH {duck.literal(str(tmp_path / 'a') + '/')})")
+    first.execute("CREATE TABLE lake.main.secret_rows AS SELECT 42 AS answer")
+    first.execute("CREATE TABLE memory.main.scratch AS SELECT 1 AS x")
+    first.execute("CREATE TEMPORARY SECRET tenant_a (TYPE s3, KEY_ID 'a-key', SECRET 'a-secret', "
+                  "SCOPE 's3://udb/tenants/a/')")
+    first.execute("SET lock_configuration = true")
+    spares.fill(wait=True)
+    second = duck.connect(extensions=LAKE_S3)
+    assert spares.taken == 2 and second is not first
+    assert second.execute("SELECT count(*) FROM duckdb_secrets()").fetchone() == (0,)
+    assert sorted(r[0] for r in second.execute("SELECT database_name FROM duckdb_databases()").fetchall()) == \
+        ["memory", "system", "temp"]
+    assert second.execute("SELECT count(*) FROM duckdb_tables()").fetchone() == (0,)
+    assert _setting(second, "lock_configuration") == "false"
+    second.execute("SET threads = 1")  # not locked: its own configuration
+    # ... and the first request's instance still has its own (it is not shared either).
+    assert first.execute("SELECT answer FROM lake.main.secret_rows").fetchone() == (42,)
+    first.close()
+    second.close()
+
+
+def test_only_a_kept_kind_and_only_an_in_memory_instance_is_taken(spares, tmp_path):
+    spares.keep([LAKE])
+    spares.fill(wait=True)
+    for con in (duck.connect(), duck.connect(extensions=LAKE_S3),
+                duck.connect(tmp_path / "w.duckdb", extensions=LAKE)):
+        con.close()
+    assert (spares.opened, spares.taken) == (1, 0)
+    spares.close()  # a function's stop: nothing kept any more
+    with duck.connect(extensions=LAKE):
+        pass
+    assert (spares.opened, spares.taken) == (1, 0)
+
+
+def test_a_forked_child_never_takes_its_parents_spare(spares):
+    import os
+
+    spares.keep([LAKE])
+    spares.fill(wait=True)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's spare is not handed out here
+        try:
+            answer = b"none" if duck.spares.take(LAKE) is None and duck.spares.opened == 0 else b"took"
+        except BaseException:
+            answer = b"error"
+        os.write(write, answer)
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"none"
+    with duck.connect(extensions=LAKE):  # the parent's spare is still its own
+        pass
+    assert spares.taken == 1

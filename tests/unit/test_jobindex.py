@@ -178,3 +178,22 @@ def test_facts_of_reads_the_summary_or_nothing(store):
                                     (1536 * 1024, "1.5 MB"), (5 * 1024 ** 4, "5,120.0 GB")])
 def test_sizes_on_the_page(n, text):
     assert jobindex._size(n) == text
+
+
+def test_jobs_share_the_processs_upload_threads(store):
+    """Two jobs' parallel uploads run on one pool made once per process; each job's flush waits
+    for its own uploads only, and closing a job leaves the pool to the next."""
+    import threading
+    pool = jobindex.upload_pool()
+    before = {t.ident for t in threading.enumerate() if t.name.startswith("udb-artifacts")}
+    for job in ("job-00000000000000a1", "job-00000000000000a2"):
+        artifacts = jobindex.Artifacts(store, job, parallel=True)
+        for i in range(20):
+            artifacts.put(f"part-{i}.txt", str(i), "text/plain", f"part {i}")
+        artifacts.flush()
+        artifacts.close()
+        assert [store.get(store.artifact_key(job, f"part-{i}.txt")).data for i in range(20)] == \
+            [str(i).encode() for i in range(20)]
+    assert jobindex.upload_pool() is pool
+    after = {t.ident for t in threading.enumerate() if t.name.startswith("udb-artifacts")}
+    assert len(after) <= jobindex.UPLOAD_THREADS and before <= after

@@ -7,9 +7,9 @@ import threading
 
 import jsonschema
 
-from shared.core.errors import InputError, NotFound
+from shared.core.errors import InputError, NotFound, PreconditionFailed
 from shared.core.events import SCHEMA_DIR
-from shared.storage.jobs import STATES, Jobs, apply_state, can_move, new_job, stage_seconds
+from shared.storage.jobs import STATES, Jobs, apply_state, can_move, new_job, remembered, stage_seconds
 from shared.storage.store import LocalStore, TenantStore
 
 JOB = "job-0123456789abcdef"
@@ -320,3 +320,154 @@ def test_concurrent_field_updates_lose_nothing(jobs, changes):
     assert [h["state"] for h in doc["history"]] == ["requested", "loading"]
     assert doc["version"] == 9
     assert sorted(v for _, v in changes) == list(range(1, 10))
+
+
+# --- one invocation's memory of its job (jobs.remembered) ---------------------------------------
+
+class CountingStore(LocalStore):
+    """The local store, counting the requests a job document costs (GET / PUT by outcome)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.calls: list[str] = []
+
+    def get(self, key):
+        self.calls.append("get")
+        return super().get(key)
+
+    def put(self, key, data, **kw):
+        try:
+            etag = super().put(key, data, **kw)
+        except PreconditionFailed:
+            self.calls.append("put-refused")
+            raise
+        self.calls.append("put")
+        return etag
+
+
+@pytest.fixture
+def counting(tmp_path):
+    return CountingStore(tmp_path / "store")
+
+
+def _handler_work(jobs: Jobs) -> None:
+    """What a function's invocation does with its job: the redelivery check (runtime._finished),
+    ensure, the -ing state, the done state."""
+    jobs.get(JOB)
+    jobs.ensure(JOB)
+    jobs.move(JOB, "syncing", source_id="src-1")
+    jobs.move(JOB, "staged", tables={"demo__sales": {"rows": 10}})
+
+
+def test_an_invocation_reads_its_job_once_then_only_writes(counting, changes):
+    Jobs(TenantStore(counting, "acme")).create(JOB)
+    counting.calls.clear()
+    with remembered():
+        _handler_work(Jobs(TenantStore(counting, "acme"), on_change=lambda d: changes.append(d["state"])))
+    assert counting.calls == ["get", "put", "put"]  # was 4 GETs and 2 PUTs
+    doc = Jobs(TenantStore(counting, "acme")).get(JOB)
+    assert [h["state"] for h in doc["history"]] == ["requested", "syncing", "staged"]
+    assert (doc["source_id"], doc["tables"], doc["version"]) == ("src-1", {"demo__sales": {"rows": 10}}, 3)
+    assert changes == ["syncing", "staged"]
+    # Outside an invocation nothing is remembered: every change reads the document first.
+    counting.calls.clear()
+    jobs = Jobs(TenantStore(counting, "acme"))
+    jobs.move(JOB, "loading")
+    jobs.move(JOB, "loaded")
+    assert counting.calls == ["get", "put", "get", "put"]
+
+
+def test_a_change_made_by_another_writer_meanwhile_is_kept(counting):
+    """The remembered version is stale once someone else wrote the document: the write from it
+    is refused (If-Match) and the change is made again on the stored version, losing nothing."""
+    Jobs(TenantStore(counting, "acme")).create(JOB)
+    counting.calls.clear()
+    with remembered():
+        jobs = Jobs(TenantStore(counting, "acme"))
+        jobs.get(JOB)
+
+        def other_writer():  # another process: a thread has a context (and a memory) of its own
+            Jobs(TenantStore(counting, "acme")).annotate(JOB, accepted=True)
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        thread.join()
+        assert counting.calls == ["get", "get", "put"]  # ours, then the other writer's read and write
+        counting.calls.clear()
+        jobs.move(JOB, "discovering")
+        assert counting.calls == ["put-refused", "get", "put"]
+        counting.calls.clear()
+        jobs.move(JOB, "discovered")  # from the version it wrote itself again
+        assert counting.calls == ["put"]
+    doc = Jobs(TenantStore(counting, "acme")).get(JOB)
+    assert doc["accepted"] is True and doc["state"] == "discovered" and doc["version"] == 4
+    assert [h["state"] for h in doc["history"]] == ["requested", "discovering", "discovered"]
+
+
+def test_a_remembered_version_never_moves_a_job_another_writer_finished(counting, changes):
+    Jobs(TenantStore(counting, "acme")).create(JOB)
+    with remembered():
+        jobs = Jobs(TenantStore(counting, "acme"), on_change=lambda d: changes.append(d["state"]))
+        jobs.move(JOB, "loading")
+        thread = threading.Thread(target=lambda: Jobs(TenantStore(counting, "acme")).fail(
+            JOB, stage="load", function="writer", reason="cancelled"))
+        thread.start()
+        thread.join()
+        doc = jobs.move(JOB, "loaded")
+    assert doc["state"] == "failed" and doc["error"]["reason"] == "cancelled"
+    assert Jobs(TenantStore(counting, "acme")).get(JOB)["state"] == "failed"
+    assert changes == ["loading"]
+
+
+def test_the_memory_lasts_one_invocation_and_one_tenant(counting):
+    base = TenantStore(counting, "acme")
+    Jobs(base).create(JOB)
+    Jobs(TenantStore(counting, "beta")).create(JOB)
+    with remembered():
+        Jobs(base).move(JOB, "discovering")
+    counting.calls.clear()
+    with remembered():  # the next invocation starts from the stored document
+        Jobs(base).move(JOB, "discovered")
+        assert counting.calls == ["get", "put"]
+        counting.calls.clear()
+        # Another tenant's job of the same id is its own document, read on its own.
+        Jobs(TenantStore(counting, "beta")).move(JOB, "syncing")
+        assert counting.calls == ["get", "put"]
+    assert Jobs(TenantStore(counting, "beta")).get(JOB)["history"][-1]["state"] == "syncing"
+    assert Jobs(base).get(JOB)["state"] == "discovered"
+
+
+def test_invocations_racing_through_the_pipeline_lose_no_history(jobs, changes):
+    jobs.create(JOB)
+
+    def walker(_):
+        with remembered():
+            for state in PIPELINE[1:]:
+                jobs.move(JOB, state, tables={f"t-{state}": {"rows": 1}})
+
+    _run(2, walker)
+    doc = jobs.get(JOB)
+    assert [h["state"] for h in doc["history"]] == PIPELINE
+    assert set(doc["tables"]) == {f"t-{s}" for s in PIPELINE[1:]}
+
+
+def test_a_job_found_missing_is_created_without_reading_again_and_one_made_meanwhile_is_kept(counting):
+    with remembered():
+        jobs = Jobs(TenantStore(counting, "acme"))
+        with pytest.raises(NotFound):
+            jobs.get(JOB)
+        jobs.ensure(JOB, hint="sales.csv")
+        assert counting.calls == ["get", "put"]  # the redelivery check's read, then the new job
+    counting.calls.clear()
+    with remembered():
+        jobs = Jobs(TenantStore(counting, "acme"))
+        with pytest.raises(NotFound):
+            jobs.get("job-00000000000000b2")
+        # Made by someone else meanwhile: put-if-absent refuses, the stored job is read and kept.
+        thread = threading.Thread(target=lambda: Jobs(TenantStore(counting, "acme")).create(
+            "job-00000000000000b2", hint="theirs"))  # another process: its own context
+        thread.start()
+        thread.join()
+        assert jobs.ensure("job-00000000000000b2", hint="ours")["hint"] == "theirs"
+        # A move never trusts the absence it remembers: it reads the job made meanwhile.
+        assert jobs.move("job-00000000000000b2", "discovering")["state"] == "discovering"
+    assert counting.calls == ["get", "put", "put-refused", "get", "put"]

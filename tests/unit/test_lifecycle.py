@@ -191,3 +191,42 @@ def test_after_a_fork_the_context_drops_what_the_parent_owns(settings, bucket):
     producer.close()  # here the "parent's" producer is ours to close
     lifecycle.stop()
     assert _wait(lambda: bucket.open == 0)
+
+
+def test_prepare_runs_once_at_start_asks_for_spares_and_opens_none_before_a_fork(settings, bucket):
+    """The writer's prepare keeps a DuckDB spare with the lake's extensions (httpfs too: the
+    store is S3), but start opens none: it runs in gunicorn's master, which only forks; the
+    worker opens them (Lifecycle._forked_child), or the first job does. stop drops them."""
+    from functions.writer.handler import prepare
+    from shared.storage import duck
+    duck.spares.close()
+    duck.spares.opened = duck.spares.taken = 0
+    calls = []
+
+    def counted(ctx):
+        calls.append(ctx.function)
+        prepare(ctx)
+
+    lifecycle = Lifecycle("writer", prepare=counted)
+    lifecycle.start(_s3(settings, bucket))
+    lifecycle.start(_s3(settings, bucket))  # idempotent: prepared once
+    assert calls == ["writer"]
+    assert duck.spares._kinds == {("ducklake", "httpfs")}
+    assert (duck.spares.opened, duck.spares._ready) == (0, {})
+    duck.spares.fill(wait=True)  # what the forked worker does
+    assert duck.spares.opened == 1
+    lifecycle.stop()
+    assert (duck.spares._kinds, duck.spares._ready) == (set(), {})
+
+
+def test_discover_and_sync_import_every_connector_at_start(settings):
+    import subprocess
+    import sys
+    code = ("import sys; from shared.core.settings import Settings; from shared.serving.lifecycle import Lifecycle; "
+            "from functions.sync.handler import prepare; "
+            "before = sorted(m for m in sys.modules if m.startswith('shared.sources.')); "
+            "Lifecycle('sync', prepare=prepare).start(Settings.from_env(env={}, home=sys.argv[1])); "
+            "from shared.sources import registry; "
+            "print(registry._discovered, 'shared.sources.webdav' in before, 'shared.sources.webdav' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(settings.home)], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "False", "True"], out.stderr
