@@ -35,7 +35,7 @@ USER_TABLES_SQL = ("SELECT table_name FROM duckdb_tables() WHERE schema_name = '
 def prepare(ctx: Context) -> None:
     """At the served function's start: each analysis's DuckDB instance is opened, its
     extensions loaded, ahead of the job that takes it (duck.Spares)."""
-    lake.keep_spares(ctx.store)
+    lake.keep_spares(ctx.settings)
 
 
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:

@@ -31,7 +31,7 @@ WAREHOUSE = lake.LEGACY  # the whole-file warehouse of before the lake, migrated
 def prepare(ctx: Context) -> None:
     """At the served function's start: each load's DuckDB instance is opened, its extensions
     loaded, ahead of the load that takes it (duck.Spares)."""
-    lake.keep_spares(ctx.store)
+    lake.keep_spares(ctx.settings)
 
 
 def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None:

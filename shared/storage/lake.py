@@ -34,6 +34,7 @@ import duckdb
 
 from shared.storage import duck
 from shared.core.errors import NotFound
+from shared.core.settings import Settings
 from shared.storage.store import ObjectStore, TenantStore
 
 CATALOG = "catalog.ducklake"
@@ -61,10 +62,11 @@ def extensions(store: TenantStore | ObjectStore) -> tuple[str, ...]:
     return ("ducklake", "httpfs") if is_s3(store) else ("ducklake",)
 
 
-def keep_spares(store: ObjectStore | TenantStore) -> None:
+def keep_spares(settings: Settings) -> None:
     """Have this process keep a DuckDB instance with the lake's extensions opened ahead of the
-    next `connect` (duck.Spares): a served writer or analyze asks for it at start."""
-    duck.spares.keep([extensions(store)])
+    next `connect` (duck.Spares): a served writer or analyze asks for it at start. The kind
+    follows the deployment's store, as `open_store` picks it (no store is touched here)."""
+    duck.spares.keep([("ducklake", "httpfs") if settings.store == "s3" else ("ducklake",)])
 
 
 def connect(store: TenantStore, catalog: Path, *, read_only: bool = False, memory_limit: str = "1GB",
