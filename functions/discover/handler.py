@@ -24,13 +24,13 @@ from shared.sources import SourceEnv, inspect_source, needs_oauth, redact
 from shared.core.tenancy import new_job_id
 
 FUNCTION = "discover"
+TENANT_HEADER = "X-UDB-Tenant"
 
 
 def prepare(ctx: Context) -> None:
     """At the served function's start: every connector imported (the registry's first lookup
     would otherwise import them during the first job)."""
     registry.load()
-TENANT_HEADER = "X-UDB-Tenant"
 
 
 def discover(ctx: Context, tenant: str, job_id: str, hint: str, traceparent: str | None = None,

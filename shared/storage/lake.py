@@ -35,7 +35,7 @@ import duckdb
 from shared.storage import duck
 from shared.core.errors import NotFound
 from shared.core.settings import Settings
-from shared.storage.store import ObjectStore, TenantStore
+from shared.storage.store import TenantStore
 
 CATALOG = "catalog.ducklake"
 DATA = "lake/"
@@ -53,27 +53,27 @@ CREATE TABLE IF NOT EXISTS lake.udb_meta.batches (
 """
 
 
-def is_s3(store: TenantStore | ObjectStore) -> bool:
+def is_s3(store: TenantStore) -> bool:
     return store.url("x").startswith("s3://")
 
 
-def extensions(store: TenantStore | ObjectStore) -> tuple[str, ...]:
-    """The DuckDB extensions a connection on the tenant's lake loads: httpfs too for a lake in S3."""
-    return ("ducklake", "httpfs") if is_s3(store) else ("ducklake",)
+def _extensions(in_s3: bool) -> tuple[str, ...]:
+    """The DuckDB extensions a connection on a lake loads: httpfs too for a lake in S3."""
+    return ("ducklake", "httpfs") if in_s3 else ("ducklake",)
 
 
 def keep_spares(settings: Settings) -> None:
     """Have this process keep a DuckDB instance with the lake's extensions opened ahead of the
     next `connect` (duck.Spares): a served writer or analyze asks for it at start. The kind
     follows the deployment's store, as `open_store` picks it (no store is touched here)."""
-    duck.spares.keep([("ducklake", "httpfs") if settings.store == "s3" else ("ducklake",)])
+    duck.spares.keep([_extensions(settings.store == "s3")])
 
 
 def connect(store: TenantStore, catalog: Path, *, read_only: bool = False, memory_limit: str = "1GB",
             threads: int = 2, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A connection with the tenant's lake attached as `lake` (and in use): the catalog at the
     local path `catalog`, the data files under the tenant's `lake/` in the store."""
-    con = duck.connect(database, memory_limit=memory_limit, threads=threads, extensions=extensions(store))
+    con = duck.connect(database, memory_limit=memory_limit, threads=threads, extensions=_extensions(is_s3(store)))
     try:
         attach(con, store, catalog, read_only=read_only)
     except Exception:
